@@ -67,21 +67,29 @@ pub fn encoded_len(addr: &SocketAddr) -> usize {
     }
 }
 
-/// Appends the encoding of `addr` (after [`normalize`]) to `out`.
-pub fn emit(addr: &SocketAddr, out: &mut Vec<u8>) {
+/// The encoding of `addr` (after [`normalize`]) in a stack buffer, and its length.
+pub fn encode(addr: &SocketAddr) -> ([u8; MAX_LEN], usize) {
     let addr = normalize(*addr);
+    let mut buf = [0u8; MAX_LEN];
+    buf[1..3].copy_from_slice(&addr.port().to_be_bytes());
     match addr.ip() {
         IpAddr::V4(ip) => {
-            out.push(FAMILY_V4);
-            out.extend_from_slice(&addr.port().to_be_bytes());
-            out.extend_from_slice(&ip.octets());
+            buf[0] = FAMILY_V4;
+            buf[3..V4_LEN].copy_from_slice(&ip.octets());
+            (buf, V4_LEN)
         }
         IpAddr::V6(ip) => {
-            out.push(FAMILY_V6);
-            out.extend_from_slice(&addr.port().to_be_bytes());
-            out.extend_from_slice(&ip.octets());
+            buf[0] = FAMILY_V6;
+            buf[3..V6_LEN].copy_from_slice(&ip.octets());
+            (buf, V6_LEN)
         }
     }
+}
+
+/// Appends the encoding of `addr` (after [`normalize`]) to `out`.
+pub fn emit(addr: &SocketAddr, out: &mut Vec<u8>) {
+    let (buf, len) = encode(addr);
+    out.extend_from_slice(&buf[..len]);
 }
 
 /// Reads one address from the front of `bytes`; returns it and the number of bytes it took.
@@ -95,7 +103,10 @@ pub fn parse(bytes: &[u8]) -> Result<(SocketAddr, usize), AddrError> {
         other => return Err(AddrError::Family(other)),
     };
     let Some(field) = bytes.get(..need) else {
-        return Err(AddrError::Truncated { need, have: bytes.len() });
+        return Err(AddrError::Truncated {
+            need,
+            have: bytes.len(),
+        });
     };
     let port = u16::from_be_bytes([field[1], field[2]]);
     let ip = if family == FAMILY_V4 {
@@ -141,7 +152,10 @@ mod tests {
     fn errors_name_the_cause() {
         assert_eq!(parse(&[]), Err(AddrError::Truncated { need: 1, have: 0 }));
         assert_eq!(parse(&[5, 0, 0]), Err(AddrError::Family(5)));
-        assert_eq!(parse(&[6, 0, 0, 1]), Err(AddrError::Truncated { need: 19, have: 4 }));
+        assert_eq!(
+            parse(&[6, 0, 0, 1]),
+            Err(AddrError::Truncated { need: 19, have: 4 })
+        );
     }
 
     proptest! {

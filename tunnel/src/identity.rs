@@ -31,7 +31,8 @@ pub fn base32() -> Encoding {
     spec.symbols.push_str("abcdefghijklmnopqrstuvwxyz234567");
     // Only canonical encodings decode: one text per value, so ids compare as text too.
     spec.check_trailing_bits = true;
-    spec.encoding().expect("static base32 specification is valid")
+    spec.encoding()
+        .expect("static base32 specification is valid")
 }
 
 /// A node's public identity: its ed25519 public key, checked to be a valid curve point.
@@ -179,7 +180,9 @@ impl Identity {
 
     /// The identity with this 32-byte secret seed (deterministic: for tests and key import).
     pub fn from_seed(seed: &[u8; 32]) -> Self {
-        Self { key: SigningKey::from_bytes(seed) }
+        Self {
+            key: SigningKey::from_bytes(seed),
+        }
     }
 
     /// The public NodeId.
@@ -199,7 +202,10 @@ impl Identity {
 
     /// Loads the identity at `path`, refusing a file that others can read.
     pub fn load(path: &Path) -> Result<Self, IdentityError> {
-        let io = |source| IdentityError::Io { path: path.to_owned(), source };
+        let io = |source| IdentityError::Io {
+            path: path.to_owned(),
+            source,
+        };
         check_private(path)?;
         let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
         let malformed = |reason: &str| IdentityError::Malformed {
@@ -208,9 +214,14 @@ impl Identity {
         };
         let mut lines = text.lines();
         if lines.next() != Some(IDENTITY_HEADER) {
-            return Err(malformed(&format!("first line must be `{IDENTITY_HEADER}`")));
+            return Err(malformed(&format!(
+                "first line must be `{IDENTITY_HEADER}`"
+            )));
         }
-        let seed_text = lines.next().ok_or_else(|| malformed("missing key line"))?.trim();
+        let seed_text = lines
+            .next()
+            .ok_or_else(|| malformed("missing key line"))?
+            .trim();
         let seed = Zeroizing::new(
             base32()
                 .decode(seed_text.as_bytes())
@@ -228,7 +239,10 @@ impl Identity {
 
     /// Writes this identity to a new file at `path` with mode 0600; never overwrites.
     pub fn save(&self, path: &Path) -> Result<(), IdentityError> {
-        let io = |source| IdentityError::Io { path: path.to_owned(), source };
+        let io = |source| IdentityError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -250,8 +264,10 @@ impl Identity {
             {
                 let id = Self::generate();
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|source| IdentityError::Io { path: dir.to_owned(), source })?;
+                    std::fs::create_dir_all(dir).map_err(|source| IdentityError::Io {
+                        path: dir.to_owned(),
+                        source,
+                    })?;
                 }
                 id.save(path)?;
                 Ok(id)
@@ -264,11 +280,16 @@ impl Identity {
 #[cfg(unix)]
 fn check_private(path: &Path) -> Result<(), IdentityError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path)
-        .map_err(|source| IdentityError::Io { path: path.to_owned(), source })?;
+    let meta = std::fs::metadata(path).map_err(|source| IdentityError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
-        return Err(IdentityError::Permissions { path: path.to_owned(), mode });
+        return Err(IdentityError::Permissions {
+            path: path.to_owned(),
+            mode,
+        });
     }
     Ok(())
 }
@@ -296,7 +317,10 @@ mod tests {
             hex(id.as_bytes()),
             "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
         );
-        assert_eq!(id.to_string(), "25njqamcweflpvkl73j4szahhihoc4xt3ktcgjnpaingr5yhkena");
+        assert_eq!(
+            id.to_string(),
+            "25njqamcweflpvkl73j4szahhihoc4xt3ktcgjnpaingr5yhkena"
+        );
         assert_eq!(id.to_string().parse::<NodeId>().unwrap(), id);
     }
 
@@ -304,7 +328,10 @@ mod tests {
     fn node_id_rejects_bad_text() {
         assert_eq!("abc".parse::<NodeId>(), Err(NodeIdError::TextLength(3)));
         let upper = "25NJQAMCWEFLPVKL73J4SZAHHIHOC4XT3KTCGJNPAINGR5YHKENA";
-        assert!(matches!(upper.parse::<NodeId>(), Err(NodeIdError::Base32(_))));
+        assert!(matches!(
+            upper.parse::<NodeId>(),
+            Err(NodeIdError::Base32(_))
+        ));
         // Non-canonical trailing bits: the same bytes must have one text only.
         let noncanon = "25njqamcweflpvkl73j4szahhihoc4xt3ktcgjnpaingr5yhkenb";
         assert!(noncanon.parse::<NodeId>().is_err());
@@ -329,14 +356,20 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(Identity::load(&path).unwrap().node_id(), id.node_id());
-        assert_eq!(Identity::load_or_create(&path).unwrap().node_id(), id.node_id());
+        assert_eq!(
+            Identity::load_or_create(&path).unwrap().node_id(),
+            id.node_id()
+        );
         // Never overwrites.
         assert!(id.save(&path).is_err());
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = Identity::load(&path).unwrap_err();
         let text = err.to_string();
-        assert!(matches!(err, IdentityError::Permissions { mode: 0o644, .. }), "{text}");
+        assert!(
+            matches!(err, IdentityError::Permissions { mode: 0o644, .. }),
+            "{text}"
+        );
         assert!(text.contains("chmod 600"), "{text}");
     }
 

@@ -54,8 +54,12 @@ impl FromStr for RendezvousAddr {
             return Ok(Self::Ip(addr::normalize(a)));
         }
         let bad = |why: &str| TicketError::Rendezvous(format!("`{s}`: {why}"));
-        let (host, port) = s.rsplit_once(':').ok_or_else(|| bad("expected HOST:PORT"))?;
-        let port: u16 = port.parse().map_err(|_| bad("port is not a number from 0 to 65535"))?;
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| bad("expected HOST:PORT"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| bad("port is not a number from 0 to 65535"))?;
         check_host(host).map_err(|why| bad(&why))?;
         Ok(Self::Host(host.to_ascii_lowercase(), port))
     }
@@ -65,7 +69,10 @@ fn check_host(host: &str) -> Result<(), String> {
     if host.is_empty() || host.len() > MAX_HOST_LEN {
         return Err(format!("host name must be 1 to {MAX_HOST_LEN} characters"));
     }
-    if !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
         return Err("host name may hold only letters, digits, '-' and '.'".into());
     }
     Ok(())
@@ -104,7 +111,9 @@ pub enum TicketError {
     #[error("bad rendezvous address {0}")]
     Rendezvous(String),
     /// Too many addresses.
-    #[error("a ticket holds at most {MAX_RENDEZVOUS} rendezvous and {MAX_DIRECT} direct addresses")]
+    #[error(
+        "a ticket holds at most {MAX_RENDEZVOUS} rendezvous and {MAX_DIRECT} direct addresses"
+    )]
     TooMany,
     /// No way to reach the node.
     #[error("ticket names no rendezvous and no direct address: the node cannot be reached")]
@@ -133,7 +142,11 @@ impl Ticket {
             }
         }
         let direct = direct.into_iter().map(addr::normalize).collect();
-        Ok(Self { node, rendezvous, direct })
+        Ok(Self {
+            node,
+            rendezvous,
+            direct,
+        })
     }
 
     /// The node this ticket names.
@@ -201,7 +214,10 @@ impl Ticket {
                     .map_err(|_| TicketError::Rendezvous("host name is not text".into()))?;
                 check_host(host).map_err(TicketError::Rendezvous)?;
                 let p = r.take(2, "rendezvous port")?;
-                rendezvous.push(RendezvousAddr::Host(host.into(), u16::from_be_bytes([p[0], p[1]])));
+                rendezvous.push(RendezvousAddr::Host(
+                    host.into(),
+                    u16::from_be_bytes([p[0], p[1]]),
+                ));
             } else {
                 rendezvous.push(RendezvousAddr::Ip(r.addr()?));
             }
@@ -277,12 +293,17 @@ mod tests {
                 "[2001:db8::10]:3478".parse().unwrap(),
                 "rdv.example.net:3478".parse().unwrap(),
             ],
-            vec!["198.51.100.4:41000".parse().unwrap(), "[2001:db8:1::4]:41000".parse().unwrap()],
+            vec![
+                "198.51.100.4:41000".parse().unwrap(),
+                "[2001:db8:1::4]:41000".parse().unwrap(),
+            ],
         )
         .unwrap();
         let text = t.to_string();
         assert!(text.starts_with("sw1"));
-        assert!(text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        assert!(text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
         assert_eq!(text.parse::<Ticket>().unwrap(), t);
     }
 
@@ -311,7 +332,10 @@ mod tests {
         let mut damaged = good.clone().into_bytes();
         let i = damaged.len() / 2;
         damaged[i] = if damaged[i] == b'a' { b'b' } else { b'a' };
-        assert_eq!(err(std::str::from_utf8(&damaged).unwrap()), TicketError::Checksum);
+        assert_eq!(
+            err(std::str::from_utf8(&damaged).unwrap()),
+            TicketError::Checksum
+        );
         assert_eq!(
             Ticket::new(node(), vec![], vec![]).unwrap_err().to_string(),
             "ticket names no rendezvous and no direct address: the node cannot be reached"

@@ -1,0 +1,174 @@
+//! Server configuration: a TOML file, with command-line flags on top (`docs/operations.md`).
+//!
+//! ```toml
+//! listen = "[::]:3478"            # dual-stack by default
+//! alt_listen = "[::]:3479"        # second STUN port; "off" to disable
+//! metrics_listen = "127.0.0.1:9478"  # Prometheus; omit to disable
+//! max_nodes = 1000000
+//! registration_lifetime_secs = 120
+//! max_clock_skew_secs = 30
+//! token_rotation_secs = 3600
+//! stun_strict_size = false
+//! sender_intro_rate = { per_second = 10, burst = 20 }
+//! target_intro_rate = { per_second = 20, burst = 40 }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::server::ServerConfig;
+use crate::table::RateLimit;
+
+/// The default port (the STUN port).
+pub const DEFAULT_PORT: u16 = 3478;
+/// The default second STUN port.
+pub const DEFAULT_ALT_PORT: u16 = 3479;
+
+/// Everything the server binary can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Main UDP socket. `[::]:port` is one dual-stack socket (IPv4 peers appear as IPv4).
+    #[serde(deserialize_with = "required_addr")]
+    pub listen: SocketAddr,
+    /// Second UDP socket answering STUN only, to let nodes detect per-destination mapping.
+    #[serde(deserialize_with = "optional_addr")]
+    pub alt_listen: Option<SocketAddr>,
+    /// Where to serve Prometheus metrics over HTTP.
+    #[serde(deserialize_with = "optional_addr")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Bound on registered nodes.
+    pub max_nodes: usize,
+    /// Registration lifetime without refresh.
+    pub registration_lifetime_secs: u64,
+    /// Allowed distance of a REGISTER timestamp from the server's clock.
+    pub max_clock_skew_secs: u64,
+    /// Token secret rotation period.
+    pub token_rotation_secs: u64,
+    /// Never answer STUN with more bytes than the request.
+    pub stun_strict_size: bool,
+    /// Introductions one node may send.
+    pub sender_intro_rate: RateLimit,
+    /// Introductions one node may receive.
+    pub target_intro_rate: RateLimit,
+}
+
+fn optional_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_optional_addr(&s).map_err(serde::de::Error::custom)
+}
+
+fn required_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_optional_addr(&s)
+        .map_err(serde::de::Error::custom)?
+        .ok_or_else(|| serde::de::Error::custom("listen cannot be off"))
+}
+
+/// `"off"` or `""` is `None`; anything else must be a socket address.
+pub fn parse_optional_addr(s: &str) -> Result<Option<SocketAddr>, String> {
+    match s.trim() {
+        "" | "off" | "none" => Ok(None),
+        other => other.parse().map(Some).map_err(|_| {
+            format!(
+                "`{other}` is not a socket address such as [::]:3478 or 0.0.0.0:3478 (or \"off\")"
+            )
+        }),
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let core = ServerConfig::default();
+        Self {
+            listen: SocketAddr::from(([0u16; 8], DEFAULT_PORT)),
+            alt_listen: Some(SocketAddr::from(([0u16; 8], DEFAULT_ALT_PORT))),
+            metrics_listen: None,
+            max_nodes: core.max_nodes,
+            registration_lifetime_secs: core.registration_lifetime.as_secs(),
+            max_clock_skew_secs: core.max_clock_skew.as_secs(),
+            token_rotation_secs: core.token_rotation.as_secs(),
+            stun_strict_size: core.stun_strict_size,
+            sender_intro_rate: core.sender_intro_rate,
+            target_intro_rate: core.target_intro_rate,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; the error names the file and the offending key.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        Self::from_toml(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let config: Config = toml::from_str(text)?;
+        config.core(0).validate().map_err(anyhow::Error::msg)?;
+        Ok(config)
+    }
+
+    /// The protocol core's configuration, announcing `alt_stun_port`.
+    pub fn core(&self, alt_stun_port: u16) -> ServerConfig {
+        ServerConfig {
+            max_nodes: self.max_nodes,
+            registration_lifetime: Duration::from_secs(self.registration_lifetime_secs),
+            max_clock_skew: Duration::from_secs(self.max_clock_skew_secs),
+            sender_intro_rate: self.sender_intro_rate,
+            target_intro_rate: self.target_intro_rate,
+            alt_stun_port,
+            stun_strict_size: self.stun_strict_size,
+            token_rotation: Duration::from_secs(self.token_rotation_secs),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_dual_stack_and_valid() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), "[::]:3478");
+        assert_eq!(c.alt_listen.unwrap().to_string(), "[::]:3479");
+        assert!(c.core(3479).validate().is_ok());
+        assert_eq!(Config::from_toml("").unwrap(), c);
+    }
+
+    #[test]
+    fn file_values_and_errors() {
+        let c = Config::from_toml(
+            "listen = \"0.0.0.0:4000\"\nalt_listen = \"off\"\nmetrics_listen = \"127.0.0.1:9000\"\n\
+             max_nodes = 5\nsender_intro_rate = { per_second = 1, burst = 2 }\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:4000");
+        assert_eq!(c.alt_listen, None);
+        assert_eq!(c.metrics_listen.unwrap().to_string(), "127.0.0.1:9000");
+        assert_eq!(c.max_nodes, 5);
+        assert_eq!(
+            c.sender_intro_rate,
+            RateLimit {
+                per_second: 1,
+                burst: 2
+            }
+        );
+
+        let err = Config::from_toml("max_node = 5").unwrap_err().to_string();
+        assert!(err.contains("unknown field `max_node`"), "{err}");
+        let err = Config::from_toml("listen = \"localhost\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a socket address"), "{err}");
+        let err = Config::from_toml("registration_lifetime_secs = 40")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must exceed twice max_clock_skew"), "{err}");
+    }
+}

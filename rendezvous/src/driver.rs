@@ -1,0 +1,331 @@
+//! The tokio driver: owns the sockets and the clock, and pumps [`Server`].
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use socket2::{Domain, Protocol, Socket as RawSocket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::metrics::{self, Snapshot};
+use crate::server::{Server, Socket};
+
+/// Datagrams handled per wake-up before yielding to other events.
+const RECV_BATCH: usize = 64;
+/// How often the metrics snapshot is refreshed.
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a summary line is logged.
+const LOG_INTERVAL: Duration = Duration::from_secs(300);
+/// Socket buffer sizes asked of the kernel (it may grant less).
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// A bound UDP socket and whether it is a dual-stack IPv6 socket.
+#[derive(Debug)]
+pub struct BoundSocket {
+    /// The socket.
+    pub socket: StdUdpSocket,
+    /// `[::]` with IPV6_V6ONLY off: IPv4 peers appear as IPv4-mapped IPv6.
+    pub dual_stack: bool,
+}
+
+/// Binds `addr`. For `[::]:port` this is one dual-stack socket where the OS allows it, else an IPv4
+/// socket on `0.0.0.0:port` (a host without IPv6), with a warning.
+pub fn bind_udp(addr: SocketAddr) -> io::Result<BoundSocket> {
+    let bind = |addr: SocketAddr, v6only: Option<bool>| -> io::Result<StdUdpSocket> {
+        let s = RawSocket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if let Some(only) = v6only {
+            s.set_only_v6(only)?;
+        }
+        // Best effort: a small VPS may cap buffers, which only costs burst tolerance.
+        let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        Ok(s.into())
+    };
+    match addr {
+        SocketAddr::V6(v6) if v6.ip().is_unspecified() => match bind(addr, Some(false)) {
+            Ok(socket) => Ok(BoundSocket {
+                socket,
+                dual_stack: true,
+            }),
+            Err(e) if e.kind() != io::ErrorKind::AddrInUse => {
+                tracing::warn!(%addr, error = %e, "no dual-stack IPv6 socket here; serving IPv4 only");
+                let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
+                Ok(BoundSocket {
+                    socket: bind(v4, None)?,
+                    dual_stack: false,
+                })
+            }
+            Err(e) => Err(e),
+        },
+        SocketAddr::V6(_) => Ok(BoundSocket {
+            socket: bind(addr, Some(true))?,
+            dual_stack: false,
+        }),
+        SocketAddr::V4(_) => Ok(BoundSocket {
+            socket: bind(addr, None)?,
+            dual_stack: false,
+        }),
+    }
+}
+
+/// A tokio UDP socket with the address form it needs for destinations.
+struct Udp {
+    socket: UdpSocket,
+    dual_stack: bool,
+    is_v4: bool,
+}
+
+impl Udp {
+    fn new(bound: BoundSocket) -> io::Result<Self> {
+        let is_v4 = bound.socket.local_addr()?.is_ipv4();
+        Ok(Self {
+            socket: UdpSocket::from_std(bound.socket)?,
+            dual_stack: bound.dual_stack,
+            is_v4,
+        })
+    }
+
+    /// The destination as this socket must be given it, or `None` if it cannot reach it.
+    fn dest(&self, dest: SocketAddr) -> Option<SocketAddr> {
+        match (dest, self.is_v4, self.dual_stack) {
+            (SocketAddr::V4(_), true, _) | (SocketAddr::V6(_), false, _) => Some(dest),
+            (SocketAddr::V4(_), false, true) => Some(shipworm_tunnel::addr::to_dual_stack(dest)),
+            _ => None,
+        }
+    }
+
+    async fn send(&self, contents: &[u8], dest: SocketAddr) -> bool {
+        let Some(dest) = self.dest(dest) else {
+            return false;
+        };
+        match self.socket.try_send_to(contents, dest) {
+            Ok(_) => true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.socket.send_to(contents, dest).await.is_ok()
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch from the system clock.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A running rendezvous server.
+pub struct Rendezvous {
+    local: SocketAddr,
+    alt: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
+    snapshot: watch::Receiver<Snapshot>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<io::Result<Snapshot>>,
+    metrics_task: Option<JoinHandle<()>>,
+}
+
+impl Rendezvous {
+    /// Binds every socket of `config` and starts serving on the current tokio runtime.
+    pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        let bind = |addr: SocketAddr, what: &str| {
+            bind_udp(addr).map_err(|e| anyhow::anyhow!("cannot bind {what} UDP socket {addr}: {e}"))
+        };
+        let primary = Udp::new(bind(config.listen, "main")?)?;
+        let alt = config
+            .alt_listen
+            .map(|a| bind(a, "alternate STUN"))
+            .transpose()?
+            .map(Udp::new)
+            .transpose()?;
+        let local = shipworm_tunnel::addr::normalize(primary.socket.local_addr()?);
+        let alt_local = alt.as_ref().map(|a| a.socket.local_addr()).transpose()?;
+        let core = config.core(alt_local.map_or(0, |a| a.port()));
+        core.validate()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let server = Server::new(core, Instant::now());
+
+        let (snap_tx, snapshot) = watch::channel(Snapshot::of(&server));
+        let (metrics, metrics_task) = match config.metrics_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot bind metrics listener {addr}: {e}"))?;
+                let bound = listener.local_addr()?;
+                (
+                    Some(bound),
+                    Some(tokio::spawn(metrics::serve(listener, snapshot.clone()))),
+                )
+            }
+            None => (None, None),
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        tracing::info!(
+            listen = %local,
+            dual_stack = primary.dual_stack,
+            alt = ?alt_local,
+            metrics = ?metrics,
+            max_nodes = config.max_nodes,
+            "rendezvous serving"
+        );
+        let task = tokio::spawn(run(server, primary, alt, snap_tx, stop_rx));
+        Ok(Self {
+            local,
+            alt: alt_local,
+            metrics,
+            snapshot,
+            stop,
+            task,
+            metrics_task,
+        })
+    }
+
+    /// The main socket's address (a port of 0 in the config is resolved here).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The alternate STUN socket's address.
+    pub fn alt_addr(&self) -> Option<SocketAddr> {
+        self.alt
+    }
+
+    /// The metrics listener's address.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+    }
+
+    /// The latest counters (refreshed twice a second).
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot.borrow().clone()
+    }
+
+    /// Stops serving, waits for the loop to finish and returns the final counters.
+    pub async fn shutdown(self) -> Snapshot {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.metrics_task {
+            t.abort();
+        }
+        match self.task.await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "rendezvous loop failed");
+                self.snapshot.borrow().clone()
+            }
+            Err(_) => self.snapshot.borrow().clone(),
+        }
+    }
+
+    /// Waits until the serving loop ends on its own (a socket error), returning the error.
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        match (&mut self.task).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::anyhow!("rendezvous loop failed: {e}")),
+            Err(e) => Err(anyhow::anyhow!("rendezvous loop panicked: {e}")),
+        }
+    }
+}
+
+async fn readable(udp: Option<&Udp>) -> io::Result<()> {
+    match udp {
+        Some(u) => u.socket.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run(
+    mut server: Server,
+    primary: Udp,
+    alt: Option<Udp>,
+    snap_tx: watch::Sender<Snapshot>,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<Snapshot> {
+    let mut buf = vec![0u8; 2048];
+    let mut publish = tokio::time::interval(PUBLISH_INTERVAL);
+    let mut log = tokio::time::interval(LOG_INTERVAL);
+    log.tick().await;
+    loop {
+        let deadline = server
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            r = primary.socket.readable() => {
+                r?;
+                pump(&mut server, &primary, alt.as_ref(), Socket::Primary, &mut buf).await?;
+            }
+            r = readable(alt.as_ref()) => {
+                r?;
+                if let Some(a) = alt.as_ref() {
+                    pump(&mut server, &primary, Some(a), Socket::Alt, &mut buf).await?;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => server.handle_timeout(Instant::now()),
+            _ = publish.tick() => { let _ = snap_tx.send(Snapshot::of(&server)); }
+            _ = log.tick() => {
+                let s = server.stats();
+                tracing::info!(
+                    registered = server.registered(),
+                    received = s.received.iter().sum::<u64>(),
+                    dropped = s.dropped.iter().sum::<u64>(),
+                    forwarded = s.introductions_forwarded,
+                    "rendezvous summary"
+                );
+            }
+        }
+    }
+    let snap = Snapshot::of(&server);
+    let _ = snap_tx.send(snap.clone());
+    tracing::info!(registered = server.registered(), "rendezvous stopped");
+    Ok(snap)
+}
+
+/// Handles up to [`RECV_BATCH`] datagrams waiting on one socket.
+async fn pump(
+    server: &mut Server,
+    primary: &Udp,
+    alt: Option<&Udp>,
+    which: Socket,
+    buf: &mut [u8],
+) -> io::Result<()> {
+    let sock = match which {
+        Socket::Primary => primary,
+        Socket::Alt => alt.unwrap_or(primary),
+    };
+    let now = Instant::now();
+    let wall = unix_ms();
+    for _ in 0..RECV_BATCH {
+        let (n, from) = match sock.socket.try_recv_from(buf) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            // ICMP errors surface on the next recv on Linux; they say nothing about us.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
+        };
+        server.handle_packet(now, wall, which, from, &buf[..n]);
+        while let Some(t) = server.poll_transmit() {
+            let out = match t.socket {
+                Socket::Primary => primary,
+                Socket::Alt => alt.unwrap_or(primary),
+            };
+            if !out.send(t.contents, t.dest).await {
+                server.record_send_error();
+            }
+        }
+    }
+    Ok(())
+}

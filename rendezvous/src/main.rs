@@ -1,0 +1,130 @@
+//! `shipworm-rendezvous`: the rendezvous server binary (`docs/operations.md`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use shipworm_rendezvous::config::{parse_optional_addr, Config};
+use shipworm_rendezvous::driver::Rendezvous;
+
+/// Registers shipworm nodes, reflects their public addresses (STUN), and forwards one
+/// introduction packet per connection attempt.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// TOML config file; flags given here override its values.
+    #[arg(long, short = 'c', env = "SHIPWORM_RENDEZVOUS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Main UDP address. The default [::]:3478 is one dual-stack socket.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Second STUN-only UDP address (lets nodes detect per-destination NAT mapping), or "off".
+    #[arg(long, value_parser = maybe_addr)]
+    alt_listen: Option<MaybeAddr>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, or "off".
+    #[arg(long, value_parser = maybe_addr)]
+    metrics_listen: Option<MaybeAddr>,
+    /// Bound on registered nodes (about 150 bytes each).
+    #[arg(long)]
+    max_nodes: Option<usize>,
+    /// Validate the configuration, print it, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// An address or "off".
+#[derive(Debug, Clone, Copy)]
+struct MaybeAddr(Option<SocketAddr>);
+
+fn maybe_addr(s: &str) -> Result<MaybeAddr, String> {
+    parse_optional_addr(s).map(MaybeAddr)
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,stun_types=error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shipworm-rendezvous: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(l) = args.listen {
+        config.listen = l;
+        // A custom main port without an explicit second port moves the second port along.
+        if args.alt_listen.is_none() && config.alt_listen == Config::default().alt_listen {
+            // Port 0 (any) stays any; the last port has no successor and also takes any free port.
+            let alt_port = if l.port() == 0 {
+                0
+            } else {
+                l.port().checked_add(1).unwrap_or(0)
+            };
+            config.alt_listen = Some(SocketAddr::new(l.ip(), alt_port));
+        }
+    }
+    if let Some(a) = args.alt_listen {
+        config.alt_listen = a.0;
+    }
+    if let Some(m) = args.metrics_listen {
+        config.metrics_listen = m.0;
+    }
+    if let Some(n) = args.max_nodes {
+        config.max_nodes = n;
+    }
+    config
+        .core(0)
+        .validate()
+        .map_err(anyhow::Error::msg)
+        .context("invalid configuration")?;
+    if args.check_config {
+        println!("{config:#?}");
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut server = Rendezvous::bind(config).await?;
+        tokio::select! {
+            r = server.wait() => r,
+            _ = shutdown_signal() => {
+                tracing::info!("shutting down");
+                let snap = server.shutdown().await;
+                tracing::info!(registered = snap.registered, forwarded = snap.stats.introductions_forwarded, "final counters");
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+}

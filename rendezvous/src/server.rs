@@ -1,0 +1,632 @@
+//! The rendezvous server as a sans-IO state machine.
+//!
+//! Feed it datagrams with [`Server::handle_packet`] and time with [`Server::handle_timeout`]; take
+//! what to send from [`Server::poll_transmit`]. It owns no socket and reads no clock.
+//!
+//! **Invariant:** after every `handle_packet`, call `poll_transmit` until it returns `None` before
+//! handling the next packet. One packet yields at most two datagrams (an introduction's forward
+//! and its acknowledgement); anything not drained is discarded and counted as a send error.
+//!
+//! Rules that hold for every packet (`docs/protocol.md` §"Server rules"):
+//! - No per-sender state exists before a valid REGISTER signature.
+//! - No reply is larger than the packet it answers (STUN Binding excepted, see [`crate::stun`]).
+//! - Introductions come only from registered senders at their registered address, and are
+//!   rate-limited per sender and per target.
+//! - The node table is bounded; when full, new nodes are refused with `TableFull`.
+//! - Malformed input is dropped and counted; nothing here panics on untrusted bytes.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::proto::{
+    self, ErrorCode, ErrorMsg, IntroAck, IntroFwd, IntroStatus, Message, ParseError, Registered,
+};
+use crate::stun;
+use crate::table::{NodeTable, RateLimit, RegisterError};
+use crate::token::TokenKeys;
+
+/// How often expired registrations are swept out.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// Largest datagram the server emits.
+pub const MAX_DATAGRAM: usize = 1280;
+
+/// Tunables of the protocol core; see `docs/operations.md` for the file form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Bound on registered nodes.
+    pub max_nodes: usize,
+    /// How long a registration lives without refresh. Must exceed twice `max_clock_skew`, which
+    /// is what makes an old REGISTER worthless once its registration has expired.
+    pub registration_lifetime: Duration,
+    /// How far a REGISTER timestamp may be from the server's clock.
+    pub max_clock_skew: Duration,
+    /// Introductions a node may send.
+    pub sender_intro_rate: RateLimit,
+    /// Introductions a node may receive.
+    pub target_intro_rate: RateLimit,
+    /// Port of the second STUN socket, announced in REGISTERED (0: none).
+    pub alt_stun_port: u16,
+    /// Never answer STUN with more bytes than the request (breaks bare RFC 8489 clients).
+    pub stun_strict_size: bool,
+    /// How often token secrets rotate.
+    pub token_rotation: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_nodes: crate::table::DEFAULT_MAX_NODES,
+            registration_lifetime: Duration::from_secs(120),
+            max_clock_skew: Duration::from_secs(30),
+            sender_intro_rate: RateLimit {
+                per_second: 10,
+                burst: 20,
+            },
+            target_intro_rate: RateLimit {
+                per_second: 20,
+                burst: 40,
+            },
+            alt_stun_port: 0,
+            stun_strict_size: false,
+            token_rotation: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks the values against each other; the error says which and why.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_nodes == 0 {
+            return Err("max_nodes must be at least 1".into());
+        }
+        let lifetime = self.registration_lifetime.as_secs();
+        if !(1..=u16::MAX as u64).contains(&lifetime) {
+            return Err("registration_lifetime must be 1 to 65535 seconds".into());
+        }
+        if self.registration_lifetime <= self.max_clock_skew * 2 {
+            return Err(format!(
+                "registration_lifetime ({lifetime} s) must exceed twice max_clock_skew ({} s), \
+                 or an old REGISTER could be replayed after its registration expired",
+                self.max_clock_skew.as_secs()
+            ));
+        }
+        for (name, r) in [
+            ("sender", &self.sender_intro_rate),
+            ("target", &self.target_intro_rate),
+        ] {
+            if !(1..=1000).contains(&r.per_second) || r.burst == 0 {
+                return Err(format!(
+                    "{name} introduction rate: per_second must be 1 to 1000 and burst at least 1"
+                ));
+            }
+        }
+        if self.token_rotation < Duration::from_secs(60) {
+            return Err("token_rotation must be at least 60 seconds".into());
+        }
+        Ok(())
+    }
+}
+
+/// Which of the server's sockets a datagram arrived on or leaves from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Socket {
+    /// The main port: rendezvous protocol and STUN.
+    Primary,
+    /// The second port: STUN only.
+    Alt,
+}
+
+/// A datagram to send.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Transmit<'a> {
+    /// From which socket.
+    pub socket: Socket,
+    /// To whom (IPv4 peers as IPv4, never IPv4-mapped).
+    pub dest: SocketAddr,
+    /// The bytes.
+    pub contents: &'a [u8],
+}
+
+macro_rules! labelled_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $label:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vm])* $v),+ }
+        impl $name {
+            /// Every value, in order.
+            pub const ALL: &'static [$name] = &[$($name::$v),+];
+            /// The metrics label.
+            pub fn label(self) -> &'static str {
+                match self { $($name::$v => $label),+ }
+            }
+        }
+    };
+}
+
+labelled_enum!(
+    /// What a received datagram was.
+    PacketKind {
+        /// REGISTER.
+        Register => "register",
+        /// REFRESH.
+        Refresh => "refresh",
+        /// INTRODUCE.
+        Introduce => "introduce",
+        /// STUN on the primary port.
+        Stun => "stun",
+        /// STUN on the alternate port.
+        StunAlt => "stun_alt",
+        /// Anything else.
+        Other => "other",
+    }
+);
+
+labelled_enum!(
+    /// Why a request was not served (some get a small error reply, some are silently dropped).
+    DropReason {
+        /// Failed to parse.
+        Malformed => "malformed",
+        /// Not a message the server accepts (unknown type, or a server-to-node type).
+        UnexpectedType => "unexpected_type",
+        /// Another protocol version.
+        UnsupportedVersion => "unsupported_version",
+        /// REGISTER signature did not verify.
+        BadSignature => "bad_signature",
+        /// REGISTER timestamp outside the skew window.
+        ClockSkew => "clock_skew",
+        /// REGISTER replayed or older than the last.
+        StaleTimestamp => "stale_timestamp",
+        /// The node table is full.
+        TableFull => "table_full",
+        /// REFRESH/INTRODUCE from an unregistered node, wrong address or bad token.
+        NotRegistered => "not_registered",
+        /// Sender over its introduction rate.
+        SenderRateLimited => "sender_rate_limited",
+        /// Target over its introduction rate.
+        TargetRateLimited => "target_rate_limited",
+        /// Introduction to a node not registered here.
+        UnknownPeer => "unknown_peer",
+        /// Malformed STUN.
+        StunMalformed => "stun_malformed",
+        /// STUN other than a Binding request.
+        StunNotBinding => "stun_not_binding",
+        /// A reply would have been larger than its request.
+        ReplyTooLarge => "reply_too_large",
+        /// A rendezvous message on the STUN-only port.
+        WrongPort => "wrong_port",
+    }
+);
+
+/// Counters since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams received, by [`PacketKind`] (indexed by its position in `ALL`).
+    pub received: [u64; 6],
+    /// Requests not served, by [`DropReason`].
+    pub dropped: [u64; 15],
+    /// Bytes received.
+    pub received_bytes: u64,
+    /// Datagrams emitted.
+    pub sent: u64,
+    /// Bytes emitted.
+    pub sent_bytes: u64,
+    /// Datagrams the driver failed to send.
+    pub send_errors: u64,
+    /// Registrations of nodes that were not registered.
+    pub registrations_new: u64,
+    /// Registrations extended or moved (REGISTER or REFRESH of a registered node).
+    pub registrations_renewed: u64,
+    /// Registrations removed by expiry.
+    pub registrations_expired: u64,
+    /// Introductions forwarded.
+    pub introductions_forwarded: u64,
+}
+
+impl Stats {
+    /// Received count of one kind.
+    pub fn received(&self, kind: PacketKind) -> u64 {
+        self.received[kind as usize]
+    }
+
+    /// Drop count of one reason.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason as usize]
+    }
+}
+
+/// Up to two datagrams produced by one packet, in reused buffers.
+#[derive(Debug)]
+struct Outbox {
+    slots: [(Socket, SocketAddr, Vec<u8>); 2],
+    len: usize,
+    next: usize,
+}
+
+/// The server state.
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    table: NodeTable,
+    tokens: TokenKeys,
+    epoch: Instant,
+    next_sweep: Instant,
+    last_forced_sweep: Option<Instant>,
+    out: Outbox,
+    stats: Stats,
+}
+
+impl Server {
+    /// A server started at `now`. Panics if `config` is invalid; call [`ServerConfig::validate`]
+    /// first on anything a user wrote.
+    pub fn new(config: ServerConfig, now: Instant) -> Self {
+        if let Err(e) = config.validate() {
+            panic!("invalid rendezvous configuration: {e}");
+        }
+        let empty = || {
+            (
+                Socket::Primary,
+                SocketAddr::from(([0, 0, 0, 0], 0)),
+                Vec::with_capacity(MAX_DATAGRAM),
+            )
+        };
+        Self {
+            table: NodeTable::new(config.max_nodes),
+            tokens: TokenKeys::new(now, config.token_rotation),
+            epoch: now,
+            next_sweep: now + SWEEP_INTERVAL,
+            last_forced_sweep: None,
+            out: Outbox {
+                slots: [empty(), empty()],
+                len: 0,
+                next: 0,
+            },
+            stats: Stats::default(),
+            config,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Registered nodes (including expired ones not yet swept, at most [`SWEEP_INTERVAL`] old).
+    pub fn registered(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Tells the server a datagram it produced could not be sent.
+    pub fn record_send_error(&mut self) {
+        self.stats.send_errors += 1;
+    }
+
+    fn clock(&self, now: Instant) -> (u32, u32) {
+        let since = now.saturating_duration_since(self.epoch);
+        (since.as_secs() as u32, since.as_millis() as u32)
+    }
+
+    /// Handles one datagram that arrived on `socket` from `from` at `now`; `unix_ms` is the wall
+    /// clock (ms since the Unix epoch), used only to judge REGISTER timestamps.
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        socket: Socket,
+        from: SocketAddr,
+        packet: &[u8],
+    ) {
+        if self.out.next < self.out.len {
+            self.stats.send_errors += (self.out.len - self.out.next) as u64;
+        }
+        self.out.len = 0;
+        self.out.next = 0;
+        self.stats.received_bytes += packet.len() as u64;
+        let from = shipworm_tunnel::addr::normalize(from);
+
+        if stun::is_stun(packet) {
+            let kind = if socket == Socket::Alt {
+                PacketKind::StunAlt
+            } else {
+                PacketKind::Stun
+            };
+            self.count(kind);
+            return self.handle_stun(socket, from, packet);
+        }
+        if socket == Socket::Alt {
+            self.count(PacketKind::Other);
+            return self.drop(DropReason::WrongPort);
+        }
+        let msg = match Message::parse(packet) {
+            Ok(m) => m,
+            Err(e) => {
+                self.count(PacketKind::Other);
+                return self.handle_parse_error(e, from, packet);
+            }
+        };
+        match msg {
+            Message::Register(r) => {
+                self.count(PacketKind::Register);
+                self.handle_register(now, unix_ms, from, r, packet.len());
+            }
+            Message::Refresh(r) => {
+                self.count(PacketKind::Refresh);
+                self.handle_refresh(now, unix_ms, from, r, packet.len());
+            }
+            Message::Introduce(i) => {
+                self.count(PacketKind::Introduce);
+                self.handle_introduce(now, unix_ms, from, i, packet.len());
+            }
+            _ => {
+                self.count(PacketKind::Other);
+                self.drop(DropReason::UnexpectedType);
+            }
+        }
+    }
+
+    /// The next datagram to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit<'_>> {
+        if self.out.next >= self.out.len {
+            return None;
+        }
+        let (socket, dest, ref buf) = self.out.slots[self.out.next];
+        self.out.next += 1;
+        self.stats.sent += 1;
+        self.stats.sent_bytes += buf.len() as u64;
+        Some(Transmit {
+            socket,
+            dest,
+            contents: buf,
+        })
+    }
+
+    /// When [`Server::handle_timeout`] wants to be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.next_sweep.min(self.tokens.next_rotation()))
+    }
+
+    /// Sweeps expired registrations and rotates token secrets when due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.next_sweep {
+            let (now_s, _) = self.clock(now);
+            self.stats.registrations_expired += self.table.sweep(now_s) as u64;
+            self.next_sweep = now + SWEEP_INTERVAL;
+        }
+        self.tokens.handle_timeout(now);
+    }
+
+    fn count(&mut self, kind: PacketKind) {
+        self.stats.received[kind as usize] += 1;
+    }
+
+    fn drop(&mut self, reason: DropReason) {
+        self.stats.dropped[reason as usize] += 1;
+    }
+
+    /// Queues `msg` to `dest`, unless it is longer than `limit` (the request it answers).
+    fn queue(&mut self, socket: Socket, dest: SocketAddr, limit: Option<usize>, msg: &Message<'_>) {
+        let slot = &mut self.out.slots[self.out.len];
+        slot.2.clear();
+        msg.emit(&mut slot.2);
+        if limit.is_some_and(|limit| slot.2.len() > limit) {
+            return self.drop(DropReason::ReplyTooLarge);
+        }
+        slot.0 = socket;
+        slot.1 = dest;
+        self.out.len += 1;
+    }
+
+    fn reply(&mut self, to: SocketAddr, request_len: usize, msg: &Message<'_>) {
+        self.queue(Socket::Primary, to, Some(request_len), msg);
+    }
+
+    fn reply_error(
+        &mut self,
+        to: SocketAddr,
+        request_len: usize,
+        tx: u64,
+        code: ErrorCode,
+        unix_ms: u64,
+    ) {
+        let msg = Message::Error(ErrorMsg {
+            tx,
+            code,
+            server_time_ms: unix_ms,
+        });
+        self.reply(to, request_len, &msg);
+    }
+
+    fn handle_parse_error(&mut self, e: ParseError, from: SocketAddr, packet: &[u8]) {
+        match e {
+            ParseError::Version(_) => {
+                self.drop(DropReason::UnsupportedVersion);
+                if let Some(tx) = proto::peek_tx(packet) {
+                    // The reply's header carries our version: that is the answer.
+                    self.reply_error(from, packet.len(), tx, ErrorCode::UnsupportedVersion, 0);
+                }
+            }
+            ParseError::UnknownType(_) => self.drop(DropReason::UnexpectedType),
+            _ => self.drop(DropReason::Malformed),
+        }
+    }
+
+    fn handle_stun(&mut self, socket: Socket, from: SocketAddr, packet: &[u8]) {
+        let mut buf = [0u8; stun::MAX_RESPONSE_LEN];
+        match stun::binding_response(packet, from, &mut buf) {
+            Ok(n) => {
+                // A standard answer (XOR-MAPPED-ADDRESS, FINGERPRINT only if asked) may exceed a bare
+                // request by at most 24 bytes; strict mode refuses even that.
+                if self.config.stun_strict_size && n > packet.len() {
+                    return self.drop(DropReason::ReplyTooLarge);
+                }
+                let slot = &mut self.out.slots[self.out.len];
+                slot.0 = socket;
+                slot.1 = from;
+                slot.2.clear();
+                slot.2.extend_from_slice(&buf[..n]);
+                self.out.len += 1;
+            }
+            Err(stun::StunError::NotBindingRequest) => self.drop(DropReason::StunNotBinding),
+            Err(stun::StunError::Malformed(_)) => self.drop(DropReason::StunMalformed),
+        }
+    }
+
+    fn registered_reply(
+        &self,
+        tx: u64,
+        node: &proto::RawNodeId,
+        observed: SocketAddr,
+    ) -> Message<'static> {
+        Message::Registered(Registered {
+            tx,
+            lifetime_s: self.config.registration_lifetime.as_secs() as u16,
+            alt_stun_port: self.config.alt_stun_port,
+            token: self.tokens.issue(node, observed),
+            observed,
+        })
+    }
+
+    fn handle_register(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        from: SocketAddr,
+        r: proto::Register,
+        len: usize,
+    ) {
+        // Cheap checks before the signature; none of them stores anything.
+        let skew = self.config.max_clock_skew.as_millis() as u64;
+        if r.timestamp_ms.abs_diff(unix_ms) > skew {
+            self.drop(DropReason::ClockSkew);
+            return self.reply_error(from, len, r.tx, ErrorCode::ClockSkew, unix_ms);
+        }
+        let (now_s, now_ms) = self.clock(now);
+        if !self.table.is_fresh(&r.node, r.timestamp_ms, now_s) {
+            self.drop(DropReason::StaleTimestamp);
+            return self.reply_error(from, len, r.tx, ErrorCode::StaleTimestamp, unix_ms);
+        }
+        if r.verify().is_none() {
+            self.drop(DropReason::BadSignature);
+            return self.reply_error(from, len, r.tx, ErrorCode::BadSignature, unix_ms);
+        }
+        let lifetime = self.config.registration_lifetime.as_secs() as u32;
+        let mut result = self
+            .table
+            .register(r.node, from, r.timestamp_ms, now_s, now_ms, lifetime);
+        if result == Err(RegisterError::Full) && self.may_force_sweep(now) {
+            self.stats.registrations_expired += self.table.sweep(now_s) as u64;
+            result = self
+                .table
+                .register(r.node, from, r.timestamp_ms, now_s, now_ms, lifetime);
+        }
+        match result {
+            Ok(new) => {
+                if new {
+                    self.stats.registrations_new += 1;
+                } else {
+                    self.stats.registrations_renewed += 1;
+                }
+                let reply = self.registered_reply(r.tx, &r.node, from);
+                self.reply(from, len, &reply);
+            }
+            Err(RegisterError::Full) => {
+                self.drop(DropReason::TableFull);
+                self.reply_error(from, len, r.tx, ErrorCode::TableFull, unix_ms);
+            }
+            Err(RegisterError::Stale) => {
+                self.drop(DropReason::StaleTimestamp);
+                self.reply_error(from, len, r.tx, ErrorCode::StaleTimestamp, unix_ms);
+            }
+        }
+    }
+
+    /// A full table sweeps at most once a second, so a flood of new keys cannot make every
+    /// registration cost a scan of the table.
+    fn may_force_sweep(&mut self, now: Instant) -> bool {
+        match self.last_forced_sweep {
+            Some(t) if now.saturating_duration_since(t) < Duration::from_secs(1) => false,
+            _ => {
+                self.last_forced_sweep = Some(now);
+                true
+            }
+        }
+    }
+
+    fn handle_refresh(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        from: SocketAddr,
+        r: proto::Refresh,
+        len: usize,
+    ) {
+        let (now_s, now_ms) = self.clock(now);
+        let lifetime = self.config.registration_lifetime.as_secs() as u32;
+        // The token (a keyed hash) is checked before the table is touched.
+        let entry = match self.tokens.check(&r.node, from, &r.token) {
+            true => self.table.live_at(&r.node, from, now_s),
+            false => None,
+        };
+        let Some(entry) = entry else {
+            self.drop(DropReason::NotRegistered);
+            return self.reply_error(from, len, r.tx, ErrorCode::NotRegistered, unix_ms);
+        };
+        NodeTable::extend(entry, now_s, now_ms, lifetime);
+        self.stats.registrations_renewed += 1;
+        let reply = self.registered_reply(r.tx, &r.node, from);
+        self.reply(from, len, &reply);
+    }
+
+    fn handle_introduce(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        from: SocketAddr,
+        i: proto::Introduce<'_>,
+        len: usize,
+    ) {
+        let (now_s, now_ms) = self.clock(now);
+        let entry = match self.tokens.check(&i.node, from, &i.token) {
+            true => self.table.live_at(&i.node, from, now_s),
+            false => None,
+        };
+        let Some(sender) = entry else {
+            self.drop(DropReason::NotRegistered);
+            return self.reply_error(from, len, i.tx, ErrorCode::NotRegistered, unix_ms);
+        };
+        let ack = |status, target_addr| {
+            Message::IntroAck(IntroAck {
+                tx: i.tx,
+                status,
+                target_addr,
+            })
+        };
+        if !NodeTable::admit_send(sender, &self.config.sender_intro_rate, now_ms) {
+            self.drop(DropReason::SenderRateLimited);
+            return self.reply(from, len, &ack(IntroStatus::SenderRateLimited, None));
+        }
+        let target_limit = self.config.target_intro_rate;
+        let Some(target) = self.table.live(&i.target, now_s) else {
+            self.drop(DropReason::UnknownPeer);
+            return self.reply(from, len, &ack(IntroStatus::UnknownPeer, None));
+        };
+        if !NodeTable::admit_recv(target, &target_limit, now_ms) {
+            self.drop(DropReason::TargetRateLimited);
+            return self.reply(from, len, &ack(IntroStatus::TargetRateLimited, None));
+        }
+        let target_addr = target.addr();
+        let fwd = Message::IntroFwd(IntroFwd {
+            tx: i.tx,
+            from: i.node,
+            from_addr: from,
+            payload: i.payload,
+        });
+        self.queue(Socket::Primary, target_addr, None, &fwd);
+        self.stats.introductions_forwarded += 1;
+        self.reply(from, len, &ack(IntroStatus::Forwarded, Some(target_addr)));
+    }
+}

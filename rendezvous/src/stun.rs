@@ -1,0 +1,185 @@
+//! STUN Binding (RFC 8489) on the rendezvous ports, through the `stun-types` codec.
+//!
+//! The server answers Binding requests with XOR-MAPPED-ADDRESS, plus FINGERPRINT when the request
+//! carried one. Classic RFC 3489 requests (no magic cookie) and every other method are ignored.
+//! On reply size see `docs/protocol.md` §"STUN": the mandatory XOR-MAPPED-ADDRESS makes the
+//! answer to a bare 20-byte request 32 (IPv4) or 44 (IPv6) bytes, the one place where a reply may
+//! exceed its request; `stun_strict_size` turns that off.
+
+use std::net::SocketAddr;
+
+use stun_types::attribute::{Fingerprint, XorMappedAddress};
+use stun_types::message::{
+    Message, MessageClass, MessageHeader, MessageWriteMutSlice, MessageWriteVec, TransactionId,
+    BINDING,
+};
+use stun_types::prelude::*;
+
+use shipworm_tunnel::addr;
+
+/// RFC 8489 magic cookie.
+pub const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+/// Largest Binding response we write (IPv6 XOR-MAPPED-ADDRESS and FINGERPRINT).
+pub const MAX_RESPONSE_LEN: usize = 20 + 24 + 8;
+
+/// Whether `bytes` look like an RFC 8489 STUN message (first two bits zero, magic cookie).
+pub fn is_stun(bytes: &[u8]) -> bool {
+    bytes.len() >= MessageHeader::LENGTH && bytes[0] & 0xC0 == 0 && bytes[4..8] == MAGIC_COOKIE
+}
+
+/// Why a STUN message was not answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StunError {
+    /// Not a well-formed STUN message.
+    #[error("malformed STUN message: {0}")]
+    Malformed(String),
+    /// Well-formed, but not a Binding request.
+    #[error("STUN message is not a Binding request")]
+    NotBindingRequest,
+}
+
+/// Writes the Binding success response to `request` (from `from`) into `out`; returns its length.
+pub fn binding_response(
+    request: &[u8],
+    from: SocketAddr,
+    out: &mut [u8; MAX_RESPONSE_LEN],
+) -> Result<usize, StunError> {
+    // Header checks first: the codec logs a warning on some malformed input, and a log line per
+    // hostile packet is what we never want.
+    if !is_stun(request) {
+        return Err(StunError::Malformed("not an RFC 8489 STUN header".into()));
+    }
+    let declared = u16::from_be_bytes([request[2], request[3]]) as usize;
+    if declared % 4 != 0 || request.len() != MessageHeader::LENGTH + declared {
+        return Err(StunError::Malformed(
+            "length field does not match the datagram".into(),
+        ));
+    }
+    let msg = Message::from_bytes(request).map_err(|e| StunError::Malformed(e.to_string()))?;
+    if !(msg.has_class(MessageClass::Request) && msg.has_method(BINDING)) {
+        return Err(StunError::NotBindingRequest);
+    }
+    let with_fingerprint = msg.has_attribute(Fingerprint::TYPE);
+    let from = addr::normalize(from);
+    let mut w = Message::builder_success(&msg, MessageWriteMutSlice::new(&mut out[..]));
+    let write_err = |e: stun_types::message::StunWriteError| StunError::Malformed(e.to_string());
+    w.add_attribute(&XorMappedAddress::new(from, msg.transaction_id()))
+        .map_err(write_err)?;
+    if with_fingerprint {
+        w.add_fingerprint().map_err(write_err)?;
+    }
+    Ok(w.finish())
+}
+
+/// A Binding request (with FINGERPRINT) and its transaction id, for clients.
+pub fn binding_request() -> (Vec<u8>, TransactionId) {
+    let mut w = Message::builder_request(BINDING, MessageWriteVec::new());
+    w.add_fingerprint()
+        .expect("an empty request has room for FINGERPRINT");
+    let bytes = w.finish();
+    let tx = Message::from_bytes(&bytes)
+        .expect("we just wrote it")
+        .transaction_id();
+    (bytes, tx)
+}
+
+/// Reads the mapped address from a Binding success response to transaction `tx`.
+pub fn parse_binding_response(bytes: &[u8], tx: TransactionId) -> Result<SocketAddr, StunError> {
+    if !is_stun(bytes) {
+        return Err(StunError::Malformed("not a STUN message".into()));
+    }
+    let msg = Message::from_bytes(bytes).map_err(|e| StunError::Malformed(e.to_string()))?;
+    if msg.transaction_id() != tx || !msg.has_class(MessageClass::Success) {
+        return Err(StunError::Malformed(
+            "not the success response to our request".into(),
+        ));
+    }
+    let xor = msg
+        .attribute::<XorMappedAddress>()
+        .map_err(|e| StunError::Malformed(format!("no XOR-MAPPED-ADDRESS: {e}")))?;
+    Ok(addr::normalize(xor.addr(tx)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn answers_a_bare_rfc5389_request_like_turnutils_sends() {
+        // Captured from `turnutils_stunclient` (coturn 4.6).
+        let req = hex("000100002112a4427f47a4301deb7df08f9a3777");
+        assert!(is_stun(&req));
+        let mut out = [0u8; MAX_RESPONSE_LEN];
+        let from: SocketAddr = "192.0.2.33:40000".parse().unwrap();
+        let n = binding_response(&req, from, &mut out).unwrap();
+        assert_eq!(n, 32, "header + IPv4 XOR-MAPPED-ADDRESS");
+        assert_eq!(&out[..2], &[0x01, 0x01], "Binding success");
+        assert_eq!(&out[8..20], &req[8..20], "transaction id echoed");
+        let tx = Message::from_bytes(&req).unwrap().transaction_id();
+        assert_eq!(parse_binding_response(&out[..n], tx), Ok(from));
+    }
+
+    #[test]
+    fn round_trip_with_fingerprint_over_ipv6_and_mapped_ipv4() {
+        let (req, tx) = binding_request();
+        assert_eq!(req.len(), 28);
+        let mut out = [0u8; MAX_RESPONSE_LEN];
+        for (from, want, len) in [
+            ("[2001:db8::5]:9", "[2001:db8::5]:9", 52),
+            ("[::ffff:192.0.2.5]:9", "192.0.2.5:9", 40),
+        ] {
+            let n = binding_response(&req, from.parse().unwrap(), &mut out).unwrap();
+            assert_eq!(n, len);
+            assert_eq!(
+                parse_binding_response(&out[..n], tx),
+                Ok(want.parse().unwrap())
+            );
+        }
+    }
+
+    #[test]
+    fn ignores_what_is_not_a_binding_request() {
+        let mut out = [0u8; MAX_RESPONSE_LEN];
+        let from: SocketAddr = "192.0.2.1:1".parse().unwrap();
+        // RFC 3489 request with CHANGE-REQUEST, as the `stun` client sends: no magic cookie.
+        let classic = hex("0001000801fa9829ec0cde2fa1c0563e072549520003000400000000");
+        assert!(!is_stun(&classic));
+        // A Binding indication.
+        let mut ind = hex("001100002112a4427f47a4301deb7df08f9a3777");
+        assert_eq!(
+            binding_response(&ind, from, &mut out),
+            Err(StunError::NotBindingRequest)
+        );
+        // Length field lies.
+        ind[3] = 8;
+        assert!(matches!(
+            binding_response(&ind, from, &mut out),
+            Err(StunError::Malformed(_))
+        ));
+        // Corrupted fingerprint.
+        let (mut req, _) = binding_request();
+        let last = req.len() - 1;
+        req[last] ^= 1;
+        assert!(matches!(
+            binding_response(&req, from, &mut out),
+            Err(StunError::Malformed(_))
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(mut bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 20..200)) {
+            bytes[0] &= 0x3f;
+            bytes[4..8].copy_from_slice(&MAGIC_COOKIE);
+            let mut out = [0u8; MAX_RESPONSE_LEN];
+            let _ = binding_response(&bytes, "192.0.2.1:1".parse().unwrap(), &mut out);
+        }
+    }
+}
