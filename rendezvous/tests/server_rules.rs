@@ -24,7 +24,12 @@ type Sent = Vec<(Socket, SocketAddr, Vec<u8>)>;
 impl Harness {
     fn new(config: ServerConfig) -> Self {
         let start = Instant::now();
-        Self { server: Server::new(config, start), start, elapsed: Duration::ZERO, tx: 0 }
+        Self {
+            server: Server::new(config, start),
+            start,
+            elapsed: Duration::ZERO,
+            tx: 0,
+        }
     }
 
     fn default() -> Self {
@@ -68,7 +73,10 @@ impl Harness {
     fn register(&mut self, id: &Identity, from: SocketAddr) -> [u8; TOKEN_LEN] {
         let tx = self.next_tx();
         let ts = self.unix_ms();
-        let out = self.send(from, &Message::Register(Register::signed(id, tx, ts)).to_vec());
+        let out = self.send(
+            from,
+            &Message::Register(Register::signed(id, tx, ts)).to_vec(),
+        );
         assert_eq!(out.len(), 1, "one reply");
         match Message::parse(&out[0].2).unwrap() {
             Message::Registered(r) => {
@@ -80,7 +88,14 @@ impl Harness {
         }
     }
 
-    fn introduce(&mut self, from: SocketAddr, id: &Identity, token: [u8; 16], target: &Identity, payload: &[u8]) -> Sent {
+    fn introduce(
+        &mut self,
+        from: SocketAddr,
+        id: &Identity,
+        token: [u8; 16],
+        target: &Identity,
+        payload: &[u8],
+    ) -> Sent {
         let tx = self.next_tx();
         let msg = Message::Introduce(Introduce {
             tx,
@@ -124,9 +139,14 @@ fn registration_reports_the_observed_address_of_each_family() {
     // A dual-stack socket reports IPv4 peers as mapped addresses: they are registered as IPv4.
     let tx = h.next_tx();
     let ts = h.unix_ms();
-    let out = h.send(addr("[::ffff:198.51.100.9]:7"), &Message::Register(Register::signed(&id(3), tx, ts)).to_vec());
+    let out = h.send(
+        addr("[::ffff:198.51.100.9]:7"),
+        &Message::Register(Register::signed(&id(3), tx, ts)).to_vec(),
+    );
     assert_eq!(out[0].1, addr("198.51.100.9:7"));
-    let Message::Registered(r) = Message::parse(&out[0].2).unwrap() else { panic!() };
+    let Message::Registered(r) = Message::parse(&out[0].2).unwrap() else {
+        panic!()
+    };
     assert_eq!(r.observed, addr("198.51.100.9:7"));
     assert_eq!(r.lifetime_s, 120);
     assert_eq!(h.server.registered(), 3);
@@ -141,15 +161,34 @@ fn refresh_keeps_a_registration_alive_and_expiry_forgets_it() {
     for _ in 0..10 {
         h.advance(Duration::from_secs(25));
         let tx = h.next_tx();
-        let out = h.send(a, &Message::Refresh(Refresh { tx, node: *id(1).node_id().as_bytes(), token }).to_vec());
-        assert!(matches!(Message::parse(&out[0].2).unwrap(), Message::Registered(_)));
+        let out = h.send(
+            a,
+            &Message::Refresh(Refresh {
+                tx,
+                node: *id(1).node_id().as_bytes(),
+                token,
+            })
+            .to_vec(),
+        );
+        assert!(matches!(
+            Message::parse(&out[0].2).unwrap(),
+            Message::Registered(_)
+        ));
     }
     assert_eq!(h.server.registered(), 1, "250 s of refreshes kept it");
     h.advance(Duration::from_secs(121));
     h.advance(Duration::from_secs(6));
     assert_eq!(h.server.registered(), 0, "expired and swept");
     let tx = h.next_tx();
-    let out = h.send(a, &Message::Refresh(Refresh { tx, node: *id(1).node_id().as_bytes(), token }).to_vec());
+    let out = h.send(
+        a,
+        &Message::Refresh(Refresh {
+            tx,
+            node: *id(1).node_id().as_bytes(),
+            token,
+        })
+        .to_vec(),
+    );
     assert_eq!(only_error(&out), ErrorCode::NotRegistered);
 }
 
@@ -158,25 +197,57 @@ fn refresh_token_works_only_from_the_address_it_was_issued_to() {
     let mut h = Harness::default();
     let token = h.register(&id(1), addr("203.0.113.5:40000"));
     let tx = h.next_tx();
-    let msg = Message::Refresh(Refresh { tx, node: *id(1).node_id().as_bytes(), token }).to_vec();
-    assert_eq!(only_error(&h.send(addr("203.0.113.6:40000"), &msg)), ErrorCode::NotRegistered);
-    assert_eq!(only_error(&h.send(addr("203.0.113.5:40001"), &msg)), ErrorCode::NotRegistered);
+    let msg = Message::Refresh(Refresh {
+        tx,
+        node: *id(1).node_id().as_bytes(),
+        token,
+    })
+    .to_vec();
+    assert_eq!(
+        only_error(&h.send(addr("203.0.113.6:40000"), &msg)),
+        ErrorCode::NotRegistered
+    );
+    assert_eq!(
+        only_error(&h.send(addr("203.0.113.5:40001"), &msg)),
+        ErrorCode::NotRegistered
+    );
     let mut forged = token;
     forged[0] ^= 1;
-    let msg = Message::Refresh(Refresh { tx, node: *id(1).node_id().as_bytes(), token: forged }).to_vec();
-    assert_eq!(only_error(&h.send(addr("203.0.113.5:40000"), &msg)), ErrorCode::NotRegistered);
+    let msg = Message::Refresh(Refresh {
+        tx,
+        node: *id(1).node_id().as_bytes(),
+        token: forged,
+    })
+    .to_vec();
+    assert_eq!(
+        only_error(&h.send(addr("203.0.113.5:40000"), &msg)),
+        ErrorCode::NotRegistered
+    );
 }
 
 #[test]
 fn tokens_survive_one_secret_rotation() {
-    let mut h = Harness::new(ServerConfig { token_rotation: Duration::from_secs(60), ..Default::default() });
+    let mut h = Harness::new(ServerConfig {
+        token_rotation: Duration::from_secs(60),
+        ..Default::default()
+    });
     let a = addr("203.0.113.5:40000");
     let mut token = h.register(&id(1), a);
     for _ in 0..6 {
         h.advance(Duration::from_secs(30));
         let tx = h.next_tx();
-        let out = h.send(a, &Message::Refresh(Refresh { tx, node: *id(1).node_id().as_bytes(), token }).to_vec());
-        let Message::Registered(r) = Message::parse(&out[0].2).unwrap() else { panic!("{out:?}") };
+        let out = h.send(
+            a,
+            &Message::Refresh(Refresh {
+                tx,
+                node: *id(1).node_id().as_bytes(),
+                token,
+            })
+            .to_vec(),
+        );
+        let Message::Registered(r) = Message::parse(&out[0].2).unwrap() else {
+            panic!("{out:?}")
+        };
         token = r.token;
     }
 }
@@ -186,10 +257,16 @@ fn replayed_or_old_register_is_refused() {
     let mut h = Harness::default();
     let a = addr("203.0.113.5:40000");
     let reg = Message::Register(Register::signed(&id(1), 1, h.unix_ms())).to_vec();
-    assert!(matches!(Message::parse(&h.send(a, &reg)[0].2).unwrap(), Message::Registered(_)));
+    assert!(matches!(
+        Message::parse(&h.send(a, &reg)[0].2).unwrap(),
+        Message::Registered(_)
+    ));
     // The same bytes again, even from the attacker's own address: refused, registration unmoved.
     let attacker = addr("192.0.2.66:1");
-    assert_eq!(only_error(&h.send(attacker, &reg)), ErrorCode::StaleTimestamp);
+    assert_eq!(
+        only_error(&h.send(attacker, &reg)),
+        ErrorCode::StaleTimestamp
+    );
     assert_eq!(h.server.stats().dropped(DropReason::StaleTimestamp), 1);
     // An introduction to the node still reaches the real address.
     let token = h.register(&id(2), addr("198.51.100.1:9"));
@@ -201,8 +278,13 @@ fn replayed_or_old_register_is_refused() {
 fn register_outside_the_clock_window_gets_the_server_time() {
     let mut h = Harness::default();
     let skewed = h.unix_ms() - 31_000;
-    let out = h.send(addr("203.0.113.5:1"), &Message::Register(Register::signed(&id(1), 1, skewed)).to_vec());
-    let Message::Error(e) = Message::parse(&out[0].2).unwrap() else { panic!() };
+    let out = h.send(
+        addr("203.0.113.5:1"),
+        &Message::Register(Register::signed(&id(1), 1, skewed)).to_vec(),
+    );
+    let Message::Error(e) = Message::parse(&out[0].2).unwrap() else {
+        panic!()
+    };
     assert_eq!(e.code, ErrorCode::ClockSkew);
     assert_eq!(e.server_time_ms, h.unix_ms());
     assert_eq!(h.server.registered(), 0);
@@ -213,15 +295,29 @@ fn no_state_is_kept_before_a_valid_signature() {
     let mut h = Harness::default();
     let mut reg = Register::signed(&id(1), 1, h.unix_ms());
     reg.signature[10] ^= 0x40;
-    let out = h.send(addr("203.0.113.5:1"), &Message::Register(reg.clone()).to_vec());
+    let out = h.send(
+        addr("203.0.113.5:1"),
+        &Message::Register(reg.clone()).to_vec(),
+    );
     assert_eq!(only_error(&out), ErrorCode::BadSignature);
     // A signature by another key over the same fields.
     let mut other = Register::signed(&id(2), 1, h.unix_ms());
     other.node = reg.node;
-    assert_eq!(only_error(&h.send(addr("203.0.113.5:1"), &Message::Register(other).to_vec())), ErrorCode::BadSignature);
+    assert_eq!(
+        only_error(&h.send(addr("203.0.113.5:1"), &Message::Register(other).to_vec())),
+        ErrorCode::BadSignature
+    );
     // Refreshes and introductions from nobody.
-    let fake = Message::Refresh(Refresh { tx: 1, node: reg.node, token: [0; 16] }).to_vec();
-    assert_eq!(only_error(&h.send(addr("203.0.113.5:1"), &fake)), ErrorCode::NotRegistered);
+    let fake = Message::Refresh(Refresh {
+        tx: 1,
+        node: reg.node,
+        token: [0; 16],
+    })
+    .to_vec();
+    assert_eq!(
+        only_error(&h.send(addr("203.0.113.5:1"), &fake)),
+        ErrorCode::NotRegistered
+    );
     let out = h.introduce(addr("203.0.113.5:1"), &id(1), [0; 16], &id(2), b"x");
     assert_eq!(only_error(&out), ErrorCode::NotRegistered);
     assert_eq!(h.server.registered(), 0);
@@ -238,13 +334,22 @@ fn an_introduction_is_forwarded_once_with_the_senders_observed_address() {
     assert_eq!(out.len(), 2, "one forward, one ack");
     let (_, dest, fwd) = &out[0];
     assert_eq!(*dest, b);
-    let Message::IntroFwd(f) = Message::parse(fwd).unwrap() else { panic!() };
+    let Message::IntroFwd(f) = Message::parse(fwd).unwrap() else {
+        panic!()
+    };
     assert_eq!(f.from, *id(1).node_id().as_bytes());
     assert_eq!(f.from_addr, a);
     assert_eq!(f.payload, b"noise message 1");
     let (_, dest, ackb) = &out[1];
     assert_eq!(*dest, a);
-    assert_eq!(ack(ackb), IntroAck { tx: f.tx, status: IntroStatus::Forwarded, target_addr: Some(b) });
+    assert_eq!(
+        ack(ackb),
+        IntroAck {
+            tx: f.tx,
+            status: IntroStatus::Forwarded,
+            target_addr: Some(b)
+        }
+    );
     assert_eq!(h.server.stats().introductions_forwarded, 1);
 
     let out = h.introduce(a, &id(1), ta, &id(9), b"x");
@@ -254,44 +359,79 @@ fn an_introduction_is_forwarded_once_with_the_senders_observed_address() {
 
 #[test]
 fn introductions_are_rate_limited_per_sender() {
-    let config = ServerConfig { sender_intro_rate: RateLimit { per_second: 2, burst: 3 }, ..Default::default() };
+    let config = ServerConfig {
+        sender_intro_rate: RateLimit {
+            per_second: 2,
+            burst: 3,
+        },
+        ..Default::default()
+    };
     let mut h = Harness::new(config);
     let a = addr("203.0.113.5:1");
     let ta = h.register(&id(1), a);
     for n in 2..=6 {
         h.register(&id(n), addr(&format!("198.51.100.{n}:1")));
     }
-    let statuses: Vec<_> = (2..=6).map(|n| ack(&h.introduce(a, &id(1), ta, &id(n), b"x").last().unwrap().2).status).collect();
+    let statuses: Vec<_> = (2..=6)
+        .map(|n| ack(&h.introduce(a, &id(1), ta, &id(n), b"x").last().unwrap().2).status)
+        .collect();
     assert_eq!(statuses[..3], [IntroStatus::Forwarded; 3]);
     assert_eq!(statuses[3..], [IntroStatus::SenderRateLimited; 2]);
     h.advance(Duration::from_millis(500));
-    assert_eq!(ack(&h.introduce(a, &id(1), ta, &id(2), b"x").last().unwrap().2).status, IntroStatus::Forwarded);
+    assert_eq!(
+        ack(&h.introduce(a, &id(1), ta, &id(2), b"x").last().unwrap().2).status,
+        IntroStatus::Forwarded
+    );
     assert_eq!(h.server.stats().dropped(DropReason::SenderRateLimited), 2);
 }
 
 #[test]
 fn introductions_are_rate_limited_per_target() {
-    let config = ServerConfig { target_intro_rate: RateLimit { per_second: 1, burst: 2 }, ..Default::default() };
+    let config = ServerConfig {
+        target_intro_rate: RateLimit {
+            per_second: 1,
+            burst: 2,
+        },
+        ..Default::default()
+    };
     let mut h = Harness::new(config);
     h.register(&id(1), addr("203.0.113.1:1"));
-    let senders: Vec<_> = (2..=5).map(|n| {
-        let a = addr(&format!("198.51.100.{n}:1"));
-        (n, a, h.register(&id(n), a))
-    }).collect();
+    let senders: Vec<_> = (2..=5)
+        .map(|n| {
+            let a = addr(&format!("198.51.100.{n}:1"));
+            (n, a, h.register(&id(n), a))
+        })
+        .collect();
     let statuses: Vec<_> = senders
         .iter()
         .map(|(n, a, t)| ack(&h.introduce(*a, &id(*n), *t, &id(1), b"x").last().unwrap().2).status)
         .collect();
-    assert_eq!(statuses, [IntroStatus::Forwarded, IntroStatus::Forwarded, IntroStatus::TargetRateLimited, IntroStatus::TargetRateLimited]);
+    assert_eq!(
+        statuses,
+        [
+            IntroStatus::Forwarded,
+            IntroStatus::Forwarded,
+            IntroStatus::TargetRateLimited,
+            IntroStatus::TargetRateLimited
+        ]
+    );
 }
 
 #[test]
 fn a_full_table_refuses_new_nodes_and_keeps_serving_registered_ones() {
-    let mut h = Harness::new(ServerConfig { max_nodes: 3, ..Default::default() });
-    let tokens: Vec<_> = (1..=3).map(|n| h.register(&id(n), addr(&format!("198.51.100.{n}:1")))).collect();
+    let mut h = Harness::new(ServerConfig {
+        max_nodes: 3,
+        ..Default::default()
+    });
+    let tokens: Vec<_> = (1..=3)
+        .map(|n| h.register(&id(n), addr(&format!("198.51.100.{n}:1"))))
+        .collect();
     let tx = h.next_tx();
     let ts = h.unix_ms();
-    let out = h.send(addr("198.51.100.4:1"), &Message::Register(Register::signed(&id(4), tx, ts)).to_vec());
+    let out = h.send(
+        addr("198.51.100.4:1"),
+        &Message::Register(Register::signed(&id(4), tx, ts)).to_vec(),
+    );
     assert_eq!(only_error(&out), ErrorCode::TableFull);
     assert_eq!(h.server.registered(), 3);
     assert_eq!(h.server.stats().dropped(DropReason::TableFull), 1);
@@ -341,7 +481,10 @@ fn stun_is_answered_on_both_ports_and_only_stun_on_the_second() {
 
 #[test]
 fn strict_stun_mode_never_answers_larger_than_the_request() {
-    let mut h = Harness::new(ServerConfig { stun_strict_size: true, ..Default::default() });
+    let mut h = Harness::new(ServerConfig {
+        stun_strict_size: true,
+        ..Default::default()
+    });
     let bare: Vec<u8> = [&[0u8, 1, 0, 0][..], &stun::MAGIC_COOKIE, &[7u8; 12]].concat();
     assert!(h.send(addr("203.0.113.5:1"), &bare).is_empty());
     assert_eq!(h.server.stats().dropped(DropReason::ReplyTooLarge), 1);
@@ -352,13 +495,18 @@ fn strict_stun_mode_never_answers_larger_than_the_request() {
 /// Bytes that look enough like our messages to reach deep into the server.
 fn hostile_packet() -> impl Strategy<Value = Vec<u8>> {
     let header = (0xC0u8..=0xC8, prop_oneof![Just(VERSION), any::<u8>()]);
-    (header, proptest::collection::vec(any::<u8>(), 0..1300), any::<bool>()).prop_map(|((t, v), mut body, raw)| {
-        if !raw {
-            body.insert(0, v);
-            body.insert(0, t);
-        }
-        body
-    })
+    (
+        header,
+        proptest::collection::vec(any::<u8>(), 0..1300),
+        any::<bool>(),
+    )
+        .prop_map(|((t, v), mut body, raw)| {
+            if !raw {
+                body.insert(0, v);
+                body.insert(0, t);
+            }
+            body
+        })
 }
 
 proptest! {
