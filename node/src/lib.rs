@@ -1,1 +1,20 @@
+//! shipworm: a peer-to-peer NAT traversal overlay with built-in IPv6 tunneling.
+//!
+//! This crate will hold the `Node` API; today it gathers the identity, ticket and rendezvous
+//! pieces a node is made of.
+//!
+//! ```
+//! use shipworm::{Identity, Ticket};
+//!
+//! let id = Identity::generate();
+//! let ticket = Ticket::new(id.node_id(), vec!["192.0.2.1:3478".parse().unwrap()], vec![]).unwrap();
+//! assert_eq!(ticket.to_string().parse::<Ticket>().unwrap().node_id(), id.node_id());
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
+pub mod demo;
+pub mod paths;
+
+pub use shipworm_rendezvous as rendezvous;
+pub use shipworm_tunnel::{Identity, NodeId, RendezvousAddr, Ticket};
