@@ -339,21 +339,31 @@ fn main() {
         100.0 * intro_rate / echo_rate
     );
 
-    // Memory per registered node: the table is the only per-node state.
+    // Memory per registered node: the table is the only per-node state. The worst point is just
+    // after the hash table doubles, so track the maximum over every size from 1000 nodes up.
     let before = LIVE.load(Ordering::Relaxed);
     let mut table = NodeTable::new(memory_nodes);
+    let mut worst = (0.0f64, 0usize);
     for i in 0..memory_nodes as u64 {
         let mut key = [0u8; 32];
         key[..8].copy_from_slice(&i.to_le_bytes());
         key[8..16].copy_from_slice(&i.wrapping_mul(0x9E3779B97F4A7C15).to_le_bytes());
         let addr = SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 40000));
         table.register(key, addr, 1, 0, 0, 120).unwrap();
+        if table.len() >= 1000 {
+            let per = (LIVE.load(Ordering::Relaxed) - before) as f64 / table.len() as f64;
+            if per > worst.0 {
+                worst = (per, table.len());
+            }
+        }
     }
     let bytes = (LIVE.load(Ordering::Relaxed) - before) as f64;
     println!(
-        "memory: {} nodes hold {:.1} MB of table = {:.0} bytes per node",
+        "memory: {} nodes hold {:.1} MB of table = {:.0} bytes per node; worst from 1000 up: {:.0} bytes per node at {} nodes",
         table.len(),
         bytes / 1e6,
-        bytes / table.len() as f64
+        bytes / table.len() as f64,
+        worst.0,
+        worst.1,
     );
 }

@@ -80,8 +80,9 @@ impl ServerConfig {
             return Err("max_nodes must be at least 1".into());
         }
         let lifetime = self.registration_lifetime.as_secs();
-        if !(1..=u16::MAX as u64).contains(&lifetime) {
-            return Err("registration_lifetime must be 1 to 65535 seconds".into());
+        let max = crate::table::MAX_LIFETIME_S as u64;
+        if !(1..=max).contains(&lifetime) {
+            return Err(format!("registration_lifetime must be 1 to {max} seconds"));
         }
         if self.registration_lifetime <= self.max_clock_skew * 2 {
             return Err(format!(

@@ -1,9 +1,13 @@
 //! The node table: `NodeId → (observed address, expiry, replay and rate-limit state)`, bounded.
 //!
-//! Entries are packed to 36 bytes (68 with the key) so that a million registrations fit in well
-//! under 150 MB (`docs/performance.md`). Times are stored as `u32` offsets from the server's start:
-//! seconds for expiry; milliseconds (wrapping every 49 days) for rate-limit state, which is kept
-//! within one registration lifetime of "now" so the wrap is never ambiguous.
+//! Entries are packed to 32 bytes (64 with the key) so that a registration costs at most 150 bytes
+//! at any table size (`docs/performance.md`). Times are wrapping offsets from the server's start,
+//! compared with wrapping arithmetic, which is exact because each is kept near "now":
+//! - expiry: `u16` seconds (wraps every 18 h); an entry is swept within seconds of expiring and
+//!   lives at most [`MAX_LIFETIME_S`], far inside the ±9 h that a signed 16-bit difference resolves;
+//! - rate-limit state: `u32` milliseconds (wraps every 49 days), pulled up to "now" on every
+//!   registration and refresh;
+//! - the last REGISTER timestamp: its low 32 bits (see [`Entry`]).
 
 use std::collections::hash_map::{Entry as MapEntry, HashMap};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -14,6 +18,8 @@ use crate::proto::RawNodeId;
 
 /// Default bound on registered nodes.
 pub const DEFAULT_MAX_NODES: usize = 1_000_000;
+/// Longest registration lifetime the packed expiry can hold unambiguously.
+pub const MAX_LIFETIME_S: u32 = 3600;
 
 /// A rate: `per_second` on average, with bursts of up to `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -54,7 +60,7 @@ impl RateLimit {
 pub struct Entry {
     ip: [u8; 16],
     port: u16,
-    expires_s: u32,
+    expires_s: u16,
     /// Low 32 bits of the last accepted REGISTER timestamp (ms); compared with wrapping arithmetic,
     /// valid because accepted timestamps lie within the clock-skew window of "now".
     last_ts: u32,
@@ -80,7 +86,7 @@ impl Entry {
     }
 
     fn live(&self, now_s: u32) -> bool {
-        self.expires_s > now_s
+        (self.expires_s.wrapping_sub(now_s as u16) as i16) > 0
     }
 
     /// Brings stale rate-limit times up to `now` so they never drift a wrap away.
@@ -91,6 +97,10 @@ impl Entry {
             }
         }
     }
+}
+
+fn expiry(now_s: u32, lifetime_s: u32) -> u16 {
+    now_s.wrapping_add(lifetime_s.min(MAX_LIFETIME_S)) as u16
 }
 
 /// Why a registration was not stored.
@@ -181,7 +191,7 @@ impl NodeTable {
         };
         entry.set_addr(observed);
         entry.last_ts = timestamp_ms as u32;
-        entry.expires_s = now_s.saturating_add(lifetime_s);
+        entry.expires_s = expiry(now_s, lifetime_s);
         entry.normalize_tats(now_ms);
         Ok(new)
     }
@@ -205,7 +215,7 @@ impl NodeTable {
 
     /// Extends a live entry (a valid REFRESH).
     pub fn extend(entry: &mut Entry, now_s: u32, now_ms: u32, lifetime_s: u32) {
-        entry.expires_s = now_s.saturating_add(lifetime_s);
+        entry.expires_s = expiry(now_s, lifetime_s);
         entry.normalize_tats(now_ms);
     }
 
@@ -233,8 +243,8 @@ mod tests {
 
     #[test]
     fn entry_is_packed() {
-        assert_eq!(std::mem::size_of::<Entry>(), 36);
-        assert_eq!(std::mem::size_of::<(RawNodeId, Entry)>(), 68);
+        assert_eq!(std::mem::size_of::<Entry>(), 32);
+        assert_eq!(std::mem::size_of::<(RawNodeId, Entry)>(), 64);
     }
 
     #[test]
@@ -289,5 +299,20 @@ mod tests {
         );
         assert_eq!(t.sweep(11), 2);
         assert_eq!(t.register([3; 32], a, 1, 11, 0, 10), Ok(true));
+    }
+
+    #[test]
+    fn expiry_is_exact_across_the_16_bit_wrap() {
+        let mut t = NodeTable::new(10);
+        let a: SocketAddr = "192.0.2.1:1".parse().unwrap();
+        let start = u16::MAX as u32 - 30; // expiry lands past the wrap
+        t.register([1; 32], a, 1, start, 0, 120).unwrap();
+        assert!(t.live(&[1; 32], start + 119).is_some());
+        assert!(t.live(&[1; 32], start + 120).is_none());
+        assert_eq!(t.sweep(start + 121), 1);
+        // The longest lifetime is still exact.
+        t.register([2; 32], a, 1, start, 0, MAX_LIFETIME_S).unwrap();
+        assert!(t.live(&[2; 32], start + MAX_LIFETIME_S - 1).is_some());
+        assert!(t.live(&[2; 32], start + MAX_LIFETIME_S).is_none());
     }
 }
