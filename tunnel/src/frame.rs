@@ -170,7 +170,12 @@ impl<'a> Packet<'a> {
                     return Err(FrameError::Truncated("HANDSHAKE_INIT"));
                 }
                 let m1 = mac1_offset(b.len());
-                Ok(Packet::Init { sender: u32_at(b, 4), noise: &b[8..m1], mac1: mac_at(b, m1), mac2: mac_at(b, m1 + MAC_LEN) })
+                Ok(Packet::Init {
+                    sender: u32_at(b, 4),
+                    noise: &b[8..m1],
+                    mac1: mac_at(b, m1),
+                    mac2: mac_at(b, m1 + MAC_LEN),
+                })
             }
             HANDSHAKE_RESP => {
                 if b.len() < 12 + 2 * MAC_LEN + 1 {
@@ -191,7 +196,11 @@ impl<'a> Packet<'a> {
                 }
                 let mut nonce = [0u8; COOKIE_NONCE_LEN];
                 nonce.copy_from_slice(&b[8..8 + COOKIE_NONCE_LEN]);
-                Ok(Packet::Cookie { receiver: u32_at(b, 4), nonce, sealed: &b[8 + COOKIE_NONCE_LEN..] })
+                Ok(Packet::Cookie {
+                    receiver: u32_at(b, 4),
+                    nonce,
+                    sealed: &b[8 + COOKIE_NONCE_LEN..],
+                })
             }
             _ => {
                 if b.len() < TRANSPORT_HEADER_LEN + TAG_LEN {
@@ -251,7 +260,9 @@ pub enum Inner<'a> {
 impl<'a> Inner<'a> {
     /// Parses a decrypted frame.
     pub fn parse(b: &'a [u8]) -> Result<Self, FrameError> {
-        let Some(&first) = b.first() else { return Ok(Inner::Keepalive) };
+        let Some(&first) = b.first() else {
+            return Ok(Inner::Keepalive);
+        };
         if first >> 4 == 6 {
             return Ok(Inner::Data(b));
         }
@@ -310,15 +321,32 @@ mod tests {
     #[test]
     fn inner_round_trips_and_vectors() {
         let mut v = Vec::new();
-        Inner::ProbeAnswer { tx: 1, observed: "192.0.2.1:2".parse().unwrap() }.emit(&mut v);
+        Inner::ProbeAnswer {
+            tx: 1,
+            observed: "192.0.2.1:2".parse().unwrap(),
+        }
+        .emit(&mut v);
         assert_eq!(v, [2, 0, 0, 0, 0, 0, 0, 0, 1, 4, 0, 2, 192, 0, 2, 1]);
-        assert_eq!(Inner::parse(&v).unwrap(), Inner::ProbeAnswer { tx: 1, observed: "192.0.2.1:2".parse().unwrap() });
+        assert_eq!(
+            Inner::parse(&v).unwrap(),
+            Inner::ProbeAnswer {
+                tx: 1,
+                observed: "192.0.2.1:2".parse().unwrap()
+            }
+        );
         assert_eq!(Inner::parse(&[]).unwrap(), Inner::Keepalive);
-        assert_eq!(Inner::parse(&[0x60, 0, 0]).unwrap(), Inner::Data(&[0x60, 0, 0]));
+        assert_eq!(
+            Inner::parse(&[0x60, 0, 0]).unwrap(),
+            Inner::Data(&[0x60, 0, 0])
+        );
         assert_eq!(Inner::parse(&[3]).unwrap(), Inner::Close);
         assert!(Inner::parse(&[3, 0]).is_err());
         assert!(Inner::parse(&[1, 0, 0]).is_err());
-        assert_eq!(Inner::parse(&[0x45]), Err(FrameError::UnknownFrame(0x45)), "IPv4 is not carried");
+        assert_eq!(
+            Inner::parse(&[0x45]),
+            Err(FrameError::UnknownFrame(0x45)),
+            "IPv4 is not carried"
+        );
     }
 
     #[test]
@@ -327,7 +355,14 @@ mod tests {
         assert_eq!(h, [0xD4, 1, 0, 0, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 5]);
         let mut p = h.to_vec();
         p.extend_from_slice(&[0; 16]);
-        assert!(matches!(Packet::parse(&p).unwrap(), Packet::Transport { receiver: 0x01020304, counter: 5, .. }));
+        assert!(matches!(
+            Packet::parse(&p).unwrap(),
+            Packet::Transport {
+                receiver: 0x01020304,
+                counter: 5,
+                ..
+            }
+        ));
     }
 
     proptest! {

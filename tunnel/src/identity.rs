@@ -86,6 +86,12 @@ impl NodeId {
         self.verifying_key().verify_strict(message, &sig).is_ok()
     }
 
+    /// The X25519 public key of this node's Noise static key: the Montgomery form of the ed25519 key
+    /// (the birational map of RFC 7748 §4.1), so one key pair serves signatures and Diffie-Hellman.
+    pub fn x25519_public(&self) -> [u8; 32] {
+        self.verifying_key().to_montgomery().to_bytes()
+    }
+
     /// This node's overlay IPv6 address: the project's ULA /48 and 80 bits of a key hash.
     pub fn overlay_addr(&self) -> std::net::Ipv6Addr {
         overlay::address_of(self)
@@ -198,6 +204,11 @@ impl Identity {
     /// The 32-byte secret seed (for handing to TLS and Noise layers).
     pub fn secret_seed(&self) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(self.key.to_bytes())
+    }
+
+    /// The X25519 secret matching [`NodeId::x25519_public`] (the clamped ed25519 scalar).
+    pub fn x25519_secret(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.key.to_scalar_bytes())
     }
 
     /// Loads the identity at `path`, refusing a file that others can read.

@@ -1,0 +1,483 @@
+//! The Noise IK handshake (`Noise_IK_25519_ChaChaPoly_BLAKE2s`, via `snow`), its payloads, and
+//! the MACs and cookies that guard the responder (`docs/protocol.md` §"Tunnel handshake").
+//!
+//! - Message 1 (initiator → responder, relayable by the rendezvous, opaque to it): payload is the
+//!   initiator's NodeId, a timestamp (ms since the Unix epoch) and its candidates.
+//! - Message 2 (responder → initiator): payload is the responder's candidates.
+//! - `mac1` = BLAKE3-keyed(derive_key(MAC1, responder's X25519 key), packet before mac1)[..16]:
+//!   checked before any Diffie-Hellman, it proves the sender knows whom it addresses.
+//! - `mac2` = BLAKE3-keyed(derive_key(MAC2, cookie), packet before mac2)[..16], where the cookie is
+//!   a keyed hash of the sender's address that the responder hands out under load, sealed in a
+//!   COOKIE_REPLY (XChaCha20-Poly1305, key derived from the responder's key, mac1 as AD).
+
+use std::net::SocketAddr;
+
+use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
+use snow::HandshakeState;
+
+use crate::addr;
+use crate::frame::{self, COOKIE_NONCE_LEN, COOKIE_REPLY, HANDSHAKE_INIT, HANDSHAKE_RESP, MAC_LEN};
+use crate::identity::{Identity, NodeId, NODE_ID_LEN};
+
+/// The Noise protocol name.
+pub const NOISE_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
+/// Prologue bound into the handshake hash.
+pub const PROLOGUE: &[u8] = b"shipworm tunnel v1";
+/// Most candidates in one handshake payload.
+pub const MAX_CANDIDATES: usize = 16;
+/// Cookie length.
+pub const COOKIE_LEN: usize = 16;
+const MAC1_CONTEXT: &str = "shipworm 2026 tunnel mac1 v1";
+const MAC2_CONTEXT: &str = "shipworm 2026 tunnel mac2 v1";
+const COOKIE_KEY_CONTEXT: &str = "shipworm 2026 tunnel cookie v1";
+const MAX_NOISE_MSG: usize = 1024;
+
+/// Why a handshake message was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    /// Noise failed (wrong key, tampering, or a message for someone else).
+    #[error("noise: {0}")]
+    Noise(String),
+    /// The payload is malformed.
+    #[error("bad handshake payload: {0}")]
+    Payload(&'static str),
+    /// The claimed NodeId does not match the authenticated static key.
+    #[error("initiator's NodeId does not match its static key")]
+    IdentityMismatch,
+    /// A cookie could not be opened.
+    #[error("cookie reply does not authenticate")]
+    Cookie,
+}
+
+fn noise_err(e: snow::Error) -> HandshakeError {
+    HandshakeError::Noise(e.to_string())
+}
+
+/// Message 1's payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitPayload {
+    /// The initiator (checked against the Noise static key).
+    pub initiator: NodeId,
+    /// Initiator's clock, ms since the Unix epoch; must increase per initiator.
+    pub timestamp_ms: u64,
+    /// Where the initiator may be reached.
+    pub candidates: Vec<SocketAddr>,
+}
+
+fn emit_candidates(c: &[SocketAddr], out: &mut Vec<u8>) {
+    let c = &c[..c.len().min(MAX_CANDIDATES)];
+    out.push(c.len() as u8);
+    for a in c {
+        addr::emit(a, out);
+    }
+}
+
+fn parse_candidates(mut b: &[u8]) -> Result<Vec<SocketAddr>, HandshakeError> {
+    let (&n, rest) = b
+        .split_first()
+        .ok_or(HandshakeError::Payload("missing candidate count"))?;
+    if n as usize > MAX_CANDIDATES {
+        return Err(HandshakeError::Payload("too many candidates"));
+    }
+    b = rest;
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let (a, used) =
+            addr::parse(b).map_err(|_| HandshakeError::Payload("malformed candidate"))?;
+        out.push(a);
+        b = &b[used..];
+    }
+    if !b.is_empty() {
+        return Err(HandshakeError::Payload("trailing bytes"));
+    }
+    Ok(out)
+}
+
+impl InitPayload {
+    fn emit(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(64);
+        v.extend_from_slice(self.initiator.as_bytes());
+        v.extend_from_slice(&self.timestamp_ms.to_be_bytes());
+        emit_candidates(&self.candidates, &mut v);
+        v
+    }
+
+    fn parse(b: &[u8]) -> Result<Self, HandshakeError> {
+        if b.len() < NODE_ID_LEN + 8 + 1 {
+            return Err(HandshakeError::Payload("message 1 payload too short"));
+        }
+        let initiator =
+            NodeId::from_slice(b).map_err(|_| HandshakeError::Payload("bad node id"))?;
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&b[32..40]);
+        Ok(Self {
+            initiator,
+            timestamp_ms: u64::from_be_bytes(ts),
+            candidates: parse_candidates(&b[40..])?,
+        })
+    }
+}
+
+fn builder() -> snow::Builder<'static> {
+    snow::Builder::new(NOISE_PARAMS.parse().expect("static Noise parameters parse"))
+}
+
+fn mac(context: &str, key_material: &[u8], data: &[u8]) -> [u8; MAC_LEN] {
+    let key = blake3::derive_key(context, key_material);
+    let mut out = [0u8; MAC_LEN];
+    out.copy_from_slice(&blake3::keyed_hash(&key, data).as_bytes()[..MAC_LEN]);
+    out
+}
+
+fn ct_eq(a: &[u8; MAC_LEN], b: &[u8; MAC_LEN]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Appends mac1 and mac2 (zeros without a cookie) to a handshake packet.
+fn seal_macs(
+    packet: &mut Vec<u8>,
+    responder: &NodeId,
+    cookie: Option<&[u8; COOKIE_LEN]>,
+) -> [u8; MAC_LEN] {
+    let mac1 = mac(MAC1_CONTEXT, &responder.x25519_public(), packet);
+    packet.extend_from_slice(&mac1);
+    let mac2 = cookie.map_or([0u8; MAC_LEN], |c| mac(MAC2_CONTEXT, c, packet));
+    packet.extend_from_slice(&mac2);
+    mac1
+}
+
+/// Whether a handshake packet's mac1 is right for us (the responder or initiator receiving it).
+pub fn check_mac1(packet: &[u8], us: &NodeId) -> bool {
+    if packet.len() < 2 * MAC_LEN {
+        return false;
+    }
+    let at = frame::mac1_offset(packet.len());
+    let mut got = [0u8; MAC_LEN];
+    got.copy_from_slice(&packet[at..at + MAC_LEN]);
+    ct_eq(&mac(MAC1_CONTEXT, &us.x25519_public(), &packet[..at]), &got)
+}
+
+/// Whether a handshake packet's mac2 is right for `cookie`.
+pub fn check_mac2(packet: &[u8], cookie: &[u8; COOKIE_LEN]) -> bool {
+    if packet.len() < 2 * MAC_LEN {
+        return false;
+    }
+    let at = frame::mac2_offset(packet.len());
+    let mut got = [0u8; MAC_LEN];
+    got.copy_from_slice(&packet[at..]);
+    ct_eq(&mac(MAC2_CONTEXT, cookie, &packet[..at]), &got)
+}
+
+/// An initiator waiting for message 2.
+pub struct Initiator {
+    state: HandshakeState,
+    /// Our session index.
+    pub local_index: u32,
+    /// The responder.
+    pub peer: NodeId,
+    /// The packet without MACs, to re-MAC when a cookie arrives.
+    unmaced: Vec<u8>,
+    /// The mac1 of the last sent packet (AD of a cookie reply).
+    pub last_mac1: [u8; MAC_LEN],
+}
+
+impl std::fmt::Debug for Initiator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Initiator")
+            .field("local_index", &self.local_index)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Initiator {
+    /// Builds message 1 to `peer`; returns the state and the HANDSHAKE_INIT packet.
+    pub fn start(
+        identity: &Identity,
+        peer: &NodeId,
+        local_index: u32,
+        payload: &InitPayload,
+        cookie: Option<&[u8; COOKIE_LEN]>,
+    ) -> Result<(Self, Vec<u8>), HandshakeError> {
+        let secret = identity.x25519_secret();
+        let remote = peer.x25519_public();
+        let mut state = builder()
+            .local_private_key(&secret[..])
+            .and_then(|b| b.remote_public_key(&remote))
+            .and_then(|b| b.prologue(PROLOGUE))
+            .and_then(|b| b.build_initiator())
+            .map_err(noise_err)?;
+        let mut noise = [0u8; MAX_NOISE_MSG];
+        let n = state
+            .write_message(&payload.emit(), &mut noise)
+            .map_err(noise_err)?;
+        let mut unmaced = Vec::with_capacity(8 + n + 2 * MAC_LEN);
+        frame::emit_header(HANDSHAKE_INIT, &mut unmaced);
+        unmaced.extend_from_slice(&local_index.to_be_bytes());
+        unmaced.extend_from_slice(&noise[..n]);
+        let mut packet = unmaced.clone();
+        let last_mac1 = seal_macs(&mut packet, peer, cookie);
+        Ok((
+            Self {
+                state,
+                local_index,
+                peer: *peer,
+                unmaced,
+                last_mac1,
+            },
+            packet,
+        ))
+    }
+
+    /// The same message 1 with MACs recomputed for `cookie` (after a COOKIE_REPLY).
+    pub fn remac(&mut self, cookie: Option<&[u8; COOKIE_LEN]>) -> Vec<u8> {
+        let mut packet = self.unmaced.clone();
+        self.last_mac1 = seal_macs(&mut packet, &self.peer, cookie);
+        packet
+    }
+
+    /// Reads message 2; returns `(send key, receive key, responder's candidates)`.
+    pub fn finish(
+        mut self,
+        noise: &[u8],
+    ) -> Result<([u8; 32], [u8; 32], Vec<SocketAddr>), HandshakeError> {
+        let mut payload = [0u8; MAX_NOISE_MSG];
+        let n = self
+            .state
+            .read_message(noise, &mut payload)
+            .map_err(noise_err)?;
+        let candidates = parse_candidates(&payload[..n])?;
+        let (i2r, r2i) = self.state.dangerously_get_raw_split();
+        Ok((i2r, r2i, candidates))
+    }
+}
+
+/// A responder that has authenticated message 1 and may answer it.
+pub struct Responder {
+    state: HandshakeState,
+    /// What the initiator said.
+    pub payload: InitPayload,
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder")
+            .field("payload", &self.payload)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Responder {
+    /// Reads the Noise part of message 1 (after mac checks). Costs the DH operations.
+    pub fn read(identity: &Identity, noise: &[u8]) -> Result<Self, HandshakeError> {
+        let secret = identity.x25519_secret();
+        let mut state = builder()
+            .local_private_key(&secret[..])
+            .and_then(|b| b.prologue(PROLOGUE))
+            .and_then(|b| b.build_responder())
+            .map_err(noise_err)?;
+        let mut payload = [0u8; MAX_NOISE_MSG];
+        let n = state.read_message(noise, &mut payload).map_err(noise_err)?;
+        let payload = InitPayload::parse(&payload[..n])?;
+        let rs = state
+            .get_remote_static()
+            .ok_or(HandshakeError::IdentityMismatch)?;
+        if rs != payload.initiator.x25519_public() {
+            return Err(HandshakeError::IdentityMismatch);
+        }
+        Ok(Self { state, payload })
+    }
+
+    /// Writes message 2; returns `(HANDSHAKE_RESP packet, send key, receive key)`.
+    pub fn answer(
+        mut self,
+        local_index: u32,
+        remote_index: u32,
+        candidates: &[SocketAddr],
+    ) -> Result<(Vec<u8>, [u8; 32], [u8; 32]), HandshakeError> {
+        let mut body = Vec::with_capacity(1 + MAX_CANDIDATES * addr::MAX_LEN);
+        emit_candidates(candidates, &mut body);
+        let mut noise = [0u8; MAX_NOISE_MSG];
+        let n = self
+            .state
+            .write_message(&body, &mut noise)
+            .map_err(noise_err)?;
+        let mut packet = Vec::with_capacity(12 + n + 2 * MAC_LEN);
+        frame::emit_header(HANDSHAKE_RESP, &mut packet);
+        packet.extend_from_slice(&local_index.to_be_bytes());
+        packet.extend_from_slice(&remote_index.to_be_bytes());
+        packet.extend_from_slice(&noise[..n]);
+        seal_macs(&mut packet, &self.payload.initiator, None);
+        let (i2r, r2i) = self.state.dangerously_get_raw_split();
+        Ok((packet, r2i, i2r))
+    }
+}
+
+/// Seals `cookie` for the sender of a handshake whose mac1 was `mac1`; we are `us`.
+pub fn cookie_reply(
+    us: &NodeId,
+    receiver_index: u32,
+    mac1: &[u8; MAC_LEN],
+    cookie: &[u8; COOKIE_LEN],
+) -> Vec<u8> {
+    let key = blake3::derive_key(COOKIE_KEY_CONTEXT, &us.x25519_public());
+    let mut nonce = [0u8; COOKIE_NONCE_LEN];
+    getrandom::fill(&mut nonce).expect("the OS random source is unavailable");
+    let sealed = XChaCha20Poly1305::new(&key.into())
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: cookie,
+                aad: mac1,
+            },
+        )
+        .expect("sealing 16 bytes cannot fail");
+    let mut out = Vec::with_capacity(frame::COOKIE_REPLY_LEN);
+    frame::emit_header(COOKIE_REPLY, &mut out);
+    out.extend_from_slice(&receiver_index.to_be_bytes());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&sealed);
+    out
+}
+
+/// Opens a cookie sent by `responder` in answer to our handshake whose mac1 was `mac1`.
+pub fn open_cookie(
+    responder: &NodeId,
+    mac1: &[u8; MAC_LEN],
+    nonce: &[u8; COOKIE_NONCE_LEN],
+    sealed: &[u8],
+) -> Result<[u8; COOKIE_LEN], HandshakeError> {
+    let key = blake3::derive_key(COOKIE_KEY_CONTEXT, &responder.x25519_public());
+    let plain = XChaCha20Poly1305::new(&key.into())
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: sealed,
+                aad: mac1,
+            },
+        )
+        .map_err(|_| HandshakeError::Cookie)?;
+    plain.try_into().map_err(|_| HandshakeError::Cookie)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Packet;
+
+    #[test]
+    fn ik_handshake_yields_matching_keys_and_carries_candidates() {
+        let (a, b) = (Identity::from_seed(&[1; 32]), Identity::from_seed(&[2; 32]));
+        let cands: Vec<SocketAddr> = vec![
+            "192.0.2.1:1".parse().unwrap(),
+            "[2001:db8::1]:2".parse().unwrap(),
+        ];
+        let payload = InitPayload {
+            initiator: a.node_id(),
+            timestamp_ms: 42,
+            candidates: cands.clone(),
+        };
+        let (init, m1) = Initiator::start(&a, &b.node_id(), 7, &payload, None).unwrap();
+        assert!(check_mac1(&m1, &b.node_id()));
+        assert!(
+            !check_mac1(&m1, &a.node_id()),
+            "mac1 is bound to the responder"
+        );
+        let Packet::Init { sender, noise, .. } = Packet::parse(&m1).unwrap() else {
+            panic!()
+        };
+        assert_eq!(sender, 7);
+        let resp = Responder::read(&b, noise).unwrap();
+        assert_eq!(resp.payload, payload);
+        let (m2, b_send, b_recv) = resp.answer(9, 7, &cands[..1]).unwrap();
+        assert!(check_mac1(&m2, &a.node_id()));
+        let Packet::Resp {
+            sender,
+            receiver,
+            noise,
+            ..
+        } = Packet::parse(&m2).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((sender, receiver), (9, 7));
+        let (a_send, a_recv, got) = init.finish(noise).unwrap();
+        assert_eq!(got, cands[..1]);
+        assert_eq!((a_send, a_recv), (b_recv, b_send));
+        assert_ne!(a_send, a_recv);
+    }
+
+    #[test]
+    fn message_1_is_opaque_to_everyone_but_the_responder() {
+        let (a, b, c) = (
+            Identity::from_seed(&[1; 32]),
+            Identity::from_seed(&[2; 32]),
+            Identity::from_seed(&[3; 32]),
+        );
+        let payload = InitPayload {
+            initiator: a.node_id(),
+            timestamp_ms: 1,
+            candidates: vec![],
+        };
+        let (_, m1) = Initiator::start(&a, &b.node_id(), 1, &payload, None).unwrap();
+        let Packet::Init { noise, .. } = Packet::parse(&m1).unwrap() else {
+            panic!()
+        };
+        assert!(Responder::read(&c, noise).is_err());
+        // The initiator's NodeId never appears in clear.
+        assert!(!m1.windows(32).any(|w| w == a.node_id().as_bytes()));
+    }
+
+    #[test]
+    fn a_payload_claiming_another_identity_is_refused() {
+        let (a, b, c) = (
+            Identity::from_seed(&[1; 32]),
+            Identity::from_seed(&[2; 32]),
+            Identity::from_seed(&[3; 32]),
+        );
+        let lie = InitPayload {
+            initiator: c.node_id(),
+            timestamp_ms: 1,
+            candidates: vec![],
+        };
+        let (_, m1) = Initiator::start(&a, &b.node_id(), 1, &lie, None).unwrap();
+        let Packet::Init { noise, .. } = Packet::parse(&m1).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            Responder::read(&b, noise).unwrap_err(),
+            HandshakeError::IdentityMismatch
+        );
+    }
+
+    #[test]
+    fn cookie_round_trip_and_mac2() {
+        let (a, b) = (Identity::from_seed(&[1; 32]), Identity::from_seed(&[2; 32]));
+        let payload = InitPayload {
+            initiator: a.node_id(),
+            timestamp_ms: 1,
+            candidates: vec![],
+        };
+        let (mut init, m1) = Initiator::start(&a, &b.node_id(), 5, &payload, None).unwrap();
+        let cookie = [9u8; COOKIE_LEN];
+        assert!(!check_mac2(&m1, &cookie));
+        let reply = cookie_reply(&b.node_id(), 5, &init.last_mac1, &cookie);
+        assert!(reply.len() < m1.len(), "a cookie reply never amplifies");
+        let Packet::Cookie {
+            receiver,
+            nonce,
+            sealed,
+        } = Packet::parse(&reply).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(receiver, 5);
+        let got = open_cookie(&b.node_id(), &init.last_mac1, &nonce, sealed).unwrap();
+        assert_eq!(got, cookie);
+        assert!(open_cookie(&a.node_id(), &init.last_mac1, &nonce, sealed).is_err());
+        let m1b = init.remac(Some(&got));
+        assert!(check_mac1(&m1b, &b.node_id()));
+        assert!(check_mac2(&m1b, &cookie));
+    }
+}
