@@ -18,9 +18,15 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod frame;
+pub mod handshake;
 pub mod identity;
+pub mod ipv6;
 pub mod overlay;
+pub mod replay;
+pub mod session;
 pub mod ticket;
+pub mod tunnel;
 
 pub use identity::{Identity, IdentityError, NodeId, NodeIdError};
 pub use ticket::{RendezvousAddr, Ticket, TicketError};

@@ -1,0 +1,806 @@
+//! The tunnel endpoint as a sans-IO state machine: handshakes, sessions, rekeying, expiry, and
+//! the overlay rules for the IPv6 packets it carries.
+//!
+//! Drive it with [`Tunnel::handle_packet`] (datagrams from the underlay), [`Tunnel::send_ip`]
+//! (IPv6 packets from the local side) and [`Tunnel::handle_timeout`]; take datagrams from
+//! [`Tunnel::poll_transmit`] and events from [`Tunnel::poll_event`].
+//!
+//! **Invariant:** after any `handle_*`, `send_ip` or `connect` call, drain `poll_transmit` and
+//! `poll_event` before the queues' bounds ([`MAX_QUEUED`]) are reached; what overflows is dropped
+//! and counted. Call `handle_timeout` at or after [`Tunnel::poll_timeout`].
+//!
+//! Datagrams go to a peer's *endpoint*: the last address an authenticated packet of that peer came
+//! from (so NAT rebinding is followed), or the addresses given to [`Tunnel::connect`]. Choosing
+//! among candidate paths is the node's job; this layer only carries.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::frame::{Inner, Packet};
+use crate::handshake::{self, InitPayload, Initiator, Responder, COOKIE_LEN};
+use crate::identity::{Identity, NodeId};
+use crate::session::{OpenError, Session};
+
+/// Bound of the transmit and event queues.
+pub const MAX_QUEUED: usize = 1024;
+/// Packets held per peer while its handshake runs.
+pub const MAX_PENDING_PACKETS: usize = 32;
+
+/// Tunables (defaults follow WireGuard's timers where they apply).
+#[derive(Debug, Clone)]
+pub struct TunnelConfig {
+    /// Inner MTU: larger packets from the local side get ICMPv6 Packet Too Big.
+    pub mtu: usize,
+    /// Bound on peers with state.
+    pub max_peers: usize,
+    /// Who may open a session to us.
+    pub accept: Accept,
+    /// Handshakes per second above which a valid cookie (mac2) is required.
+    pub handshake_load_threshold: u32,
+    /// Start a new handshake when the session is this old (initiator side).
+    pub rekey_after_time: Duration,
+    /// Never use a session older than this.
+    pub reject_after_time: Duration,
+    /// Start a new handshake after this many packets sent.
+    pub rekey_after_messages: u64,
+    /// Never send more than this many packets with one session.
+    pub reject_after_messages: u64,
+    /// Send an empty frame when idle this long, to keep NAT mappings open (`None`: never).
+    pub keepalive: Option<Duration>,
+    /// First handshake retransmission; doubles up to 2 s.
+    pub handshake_retry: Duration,
+    /// Give up a handshake after this long.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TunnelConfig {
+    fn default() -> Self {
+        Self {
+            mtu: crate::ipv6::DEFAULT_MTU,
+            max_peers: 1024,
+            accept: Accept::Any,
+            handshake_load_threshold: 500,
+            rekey_after_time: Duration::from_secs(120),
+            reject_after_time: Duration::from_secs(180),
+            rekey_after_messages: 1 << 60,
+            reject_after_messages: u64::MAX - (1 << 13),
+            keepalive: Some(Duration::from_secs(25)),
+            handshake_retry: Duration::from_millis(250),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Who may start a session with us.
+#[derive(Debug, Clone)]
+pub enum Accept {
+    /// Anyone who proves a key.
+    Any,
+    /// Only these nodes.
+    Only(HashSet<NodeId>),
+}
+
+/// A datagram to send on the underlay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub dest: SocketAddr,
+    /// The bytes.
+    pub contents: Vec<u8>,
+}
+
+/// Something the caller should know or act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A session with `peer` is ready; its candidates came in the handshake.
+    Established {
+        /// The peer.
+        peer: NodeId,
+        /// The peer's candidates from its handshake payload.
+        candidates: Vec<SocketAddr>,
+        /// Where its handshake came from.
+        from: SocketAddr,
+    },
+    /// An IPv6 packet from `peer`, checked against the overlay rules: deliver it locally.
+    Packet {
+        /// Sender.
+        peer: NodeId,
+        /// The IPv6 packet.
+        packet: Vec<u8>,
+    },
+    /// An IPv6 packet to deliver to the local side (an ICMPv6 Packet Too Big).
+    Local(Vec<u8>),
+    /// A handshake message 1 was (re)sent; relay it through the rendezvous if the peer may be
+    /// unreachable directly.
+    Initiation {
+        /// The responder.
+        peer: NodeId,
+        /// The HANDSHAKE_INIT packet.
+        packet: Vec<u8>,
+    },
+    /// The answer to one of our probes.
+    ProbeAnswer {
+        /// Peer.
+        peer: NodeId,
+        /// Probe transaction id.
+        tx: u64,
+        /// Where the peer saw our probe come from.
+        observed: SocketAddr,
+        /// Where the answer came from.
+        from: SocketAddr,
+    },
+    /// No session came about in time.
+    HandshakeFailed {
+        /// The peer.
+        peer: NodeId,
+    },
+    /// The peer closed, or the session expired.
+    Closed {
+        /// The peer.
+        peer: NodeId,
+    },
+}
+
+/// Why a local packet was not sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Not an IPv6 packet from our overlay address.
+    #[error("not an IPv6 packet from our overlay address: {0}")]
+    BadPacket(String),
+    /// The destination is no peer we know.
+    #[error("no peer with overlay address {0}")]
+    NoPeer(Ipv6Addr),
+    /// Larger than the MTU; an ICMPv6 Packet Too Big went back as [`Event::Local`].
+    #[error("packet of {size} bytes exceeds the tunnel MTU {mtu}")]
+    TooBig {
+        /// Packet size.
+        size: usize,
+        /// MTU.
+        mtu: usize,
+    },
+}
+
+macro_rules! counters {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $f:ident),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct $name { $($(#[$fm])* pub $f: u64),+ }
+    };
+}
+
+counters!(
+    /// Counters: what was dropped and why, and what went through.
+    Stats {
+        /// Datagrams that are not tunnel packets or fail to parse.
+        malformed,
+        /// Handshakes with a wrong mac1 (not for us).
+        bad_mac1,
+        /// Handshakes answered with a cookie instead of work.
+        cookie_sent,
+        /// Handshakes that failed Noise or identity checks.
+        bad_handshake,
+        /// Message 1 not newer than the last from that initiator.
+        replayed_handshake,
+        /// Initiators not on the allowlist.
+        not_allowed,
+        /// The peer table was full.
+        peers_full,
+        /// Transport packets for no session.
+        unknown_index,
+        /// Transport packets that failed authentication.
+        decrypt_failed,
+        /// Transport packets replayed or too old.
+        replayed,
+        /// Transport packets for an expired session.
+        expired_session,
+        /// Inner packets whose source is not the peer's overlay address.
+        spoofed_source,
+        /// Inner packets not addressed to our overlay address.
+        wrong_destination,
+        /// Inner frames that do not parse.
+        bad_inner,
+        /// Datagrams or events dropped because a queue was full.
+        queue_overflow,
+        /// IPv6 packets delivered.
+        packets_in,
+        /// IPv6 packets sent.
+        packets_out,
+        /// Sessions established.
+        handshakes_completed,
+    }
+);
+
+struct Pending {
+    initiator: Initiator,
+    packet: Vec<u8>,
+    endpoints: Vec<SocketAddr>,
+    started: Instant,
+    next_retry: Instant,
+    retry: Duration,
+}
+
+struct Peer {
+    id: NodeId,
+    overlay: Ipv6Addr,
+    endpoint: Option<SocketAddr>,
+    current: Option<Session>,
+    previous: Option<Session>,
+    pending: Option<Pending>,
+    cookie: Option<([u8; COOKIE_LEN], Instant)>,
+    last_init_timestamp: u64,
+    last_sent: Option<Instant>,
+    last_handshake: Option<Instant>,
+    queued: VecDeque<Vec<u8>>,
+    candidates: Vec<SocketAddr>,
+}
+
+impl Peer {
+    fn new(id: NodeId) -> Self {
+        Self {
+            id,
+            overlay: id.overlay_addr(),
+            endpoint: None,
+            current: None,
+            previous: None,
+            pending: None,
+            cookie: None,
+            last_init_timestamp: 0,
+            last_sent: None,
+            last_handshake: None,
+            queued: VecDeque::new(),
+            candidates: Vec::new(),
+        }
+    }
+}
+
+/// The tunnel endpoint.
+pub struct Tunnel {
+    identity: Identity,
+    me: NodeId,
+    overlay: Ipv6Addr,
+    config: TunnelConfig,
+    peers: HashMap<NodeId, Peer>,
+    by_overlay: HashMap<Ipv6Addr, NodeId>,
+    by_index: HashMap<u32, NodeId>,
+    candidates: Vec<SocketAddr>,
+    cookie_secret: [u8; 32],
+    cookie_rotated: Instant,
+    load_window: (Instant, u32),
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
+    scratch: Vec<u8>,
+}
+
+/// How long a cookie secret (and so a cookie) lives.
+const COOKIE_LIFETIME: Duration = Duration::from_secs(120);
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    getrandom::fill(&mut b).expect("the OS random source is unavailable");
+    u32::from_le_bytes(b)
+}
+
+impl Tunnel {
+    /// A tunnel for `identity`, started at `now`.
+    pub fn new(identity: Identity, config: TunnelConfig, now: Instant) -> Self {
+        let me = identity.node_id();
+        let mut cookie_secret = [0u8; 32];
+        getrandom::fill(&mut cookie_secret).expect("the OS random source is unavailable");
+        Self {
+            overlay: me.overlay_addr(),
+            me,
+            identity,
+            config,
+            peers: HashMap::new(),
+            by_overlay: HashMap::new(),
+            by_index: HashMap::new(),
+            candidates: Vec::new(),
+            cookie_secret,
+            cookie_rotated: now,
+            load_window: (now, 0),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            scratch: Vec::with_capacity(2048),
+        }
+    }
+
+    /// Our NodeId.
+    pub fn node_id(&self) -> NodeId {
+        self.me
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Our candidates, sent in every handshake from now on.
+    pub fn set_candidates(&mut self, candidates: Vec<SocketAddr>) {
+        self.candidates = candidates;
+    }
+
+    /// Whether a usable session with `peer` exists.
+    pub fn is_established(&self, peer: &NodeId, now: Instant) -> bool {
+        self.peers.get(peer).and_then(|p| p.current.as_ref()).is_some_and(|s| self.usable(s, now))
+    }
+
+    /// The address packets to `peer` go to.
+    pub fn endpoint(&self, peer: &NodeId) -> Option<SocketAddr> {
+        self.peers.get(peer).and_then(|p| p.endpoint)
+    }
+
+    fn usable(&self, s: &Session, now: Instant) -> bool {
+        now.saturating_duration_since(s.created) < self.config.reject_after_time && s.sent() < self.config.reject_after_messages
+    }
+
+    fn push_transmit(&mut self, dest: SocketAddr, contents: Vec<u8>) {
+        if self.transmits.len() >= MAX_QUEUED {
+            self.stats.queue_overflow += 1;
+            return;
+        }
+        self.transmits.push_back(Transmit { dest, contents });
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() >= MAX_QUEUED {
+            self.stats.queue_overflow += 1;
+            return;
+        }
+        self.events.push_back(e);
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn fresh_index(&mut self, peer: NodeId) -> u32 {
+        loop {
+            let i = random_u32();
+            if let std::collections::hash_map::Entry::Vacant(v) = self.by_index.entry(i) {
+                v.insert(peer);
+                return i;
+            }
+        }
+    }
+
+    fn peer_entry(&mut self, id: NodeId) -> Option<&mut Peer> {
+        if !self.peers.contains_key(&id) {
+            if self.peers.len() >= self.config.max_peers {
+                self.stats.peers_full += 1;
+                return None;
+            }
+            self.by_overlay.insert(id.overlay_addr(), id);
+            self.peers.insert(id, Peer::new(id));
+        }
+        self.peers.get_mut(&id)
+    }
+
+    /// Starts a handshake with `peer`, sending message 1 to each of `endpoints`. `unix_ms` is the
+    /// wall clock for the message's timestamp. An [`Event::Initiation`] carries the packet for
+    /// relaying.
+    pub fn connect(&mut self, now: Instant, unix_ms: u64, peer: NodeId, endpoints: &[SocketAddr]) -> Result<(), SendError> {
+        if self.peer_entry(peer).is_none() {
+            return Err(SendError::NoPeer(peer.overlay_addr()));
+        }
+        self.initiate(now, unix_ms, peer, endpoints.to_vec());
+        Ok(())
+    }
+
+    fn initiate(&mut self, now: Instant, unix_ms: u64, id: NodeId, endpoints: Vec<SocketAddr>) {
+        let index = self.fresh_index(id);
+        let payload = InitPayload { initiator: self.me, timestamp_ms: unix_ms, candidates: self.candidates.clone() };
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let cookie = peer.cookie.filter(|(_, t)| now.saturating_duration_since(*t) < COOKIE_LIFETIME).map(|(c, _)| c);
+        let Ok((initiator, packet)) = Initiator::start(&self.identity, &id, index, &payload, cookie.as_ref()) else {
+            self.by_index.remove(&index);
+            return;
+        };
+        if let Some(old) = peer.pending.take() {
+            self.by_index.remove(&old.initiator.local_index);
+        }
+        let mut endpoints = endpoints;
+        if let Some(e) = peer.endpoint.filter(|e| !endpoints.contains(e)) {
+            endpoints.push(e);
+        }
+        peer.pending = Some(Pending {
+            initiator,
+            packet: packet.clone(),
+            endpoints: endpoints.clone(),
+            started: now,
+            next_retry: now + self.config.handshake_retry,
+            retry: self.config.handshake_retry,
+        });
+        for e in endpoints {
+            self.push_transmit(e, packet.clone());
+        }
+        self.push_event(Event::Initiation { peer: id, packet });
+    }
+
+    /// Sends one IPv6 packet from the local side to the peer owning its destination address.
+    pub fn send_ip(&mut self, now: Instant, unix_ms: u64, packet: &[u8]) -> Result<(), SendError> {
+        let header = crate::ipv6::parse_header(packet).map_err(|e| SendError::BadPacket(e.to_string()))?;
+        if header.src != self.overlay {
+            return Err(SendError::BadPacket(format!("source {} is not our overlay address {}", header.src, self.overlay)));
+        }
+        if packet.len() > self.config.mtu {
+            if let Some(ptb) = crate::ipv6::packet_too_big(packet, self.config.mtu as u32, self.overlay) {
+                self.push_event(Event::Local(ptb));
+            }
+            return Err(SendError::TooBig { size: packet.len(), mtu: self.config.mtu });
+        }
+        let id = *self.by_overlay.get(&header.dst).ok_or(SendError::NoPeer(header.dst))?;
+        self.send_inner(now, unix_ms, id, Inner::Data(packet));
+        Ok(())
+    }
+
+    /// Sends a probe to `peer` at `to` (a path check); the answer comes as [`Event::ProbeAnswer`].
+    pub fn send_probe(&mut self, now: Instant, peer: NodeId, to: SocketAddr, tx: u64) -> bool {
+        self.seal_to(now, peer, to, &Inner::Probe { tx })
+    }
+
+    /// Closes the session with `peer` (tells it, forgets the keys).
+    pub fn close(&mut self, now: Instant, peer: NodeId) {
+        if let Some(to) = self.endpoint(&peer) {
+            self.seal_to(now, peer, to, &Inner::Close);
+        }
+        self.forget_sessions(peer);
+    }
+
+    fn forget_sessions(&mut self, id: NodeId) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            for s in [p.current.take(), p.previous.take()].into_iter().flatten() {
+                self.by_index.remove(&s.local_index);
+            }
+            if let Some(pd) = p.pending.take() {
+                self.by_index.remove(&pd.initiator.local_index);
+            }
+            p.queued.clear();
+        }
+    }
+
+    /// Seals `inner` with the current session and sends it to `to`. False if no usable session.
+    fn seal_to(&mut self, now: Instant, id: NodeId, to: SocketAddr, inner: &Inner<'_>) -> bool {
+        let reject = (self.config.reject_after_time, self.config.reject_after_messages);
+        let Some(peer) = self.peers.get_mut(&id) else { return false };
+        let Some(s) = peer.current.as_mut().filter(|s| now.saturating_duration_since(s.created) < reject.0 && s.sent() < reject.1) else {
+            return false;
+        };
+        self.scratch.clear();
+        inner.emit(&mut self.scratch);
+        let mut out = Vec::with_capacity(self.scratch.len() + 32);
+        s.seal(&self.scratch, &mut out);
+        peer.last_sent = Some(now);
+        self.push_transmit(to, out);
+        true
+    }
+
+    fn send_inner(&mut self, now: Instant, unix_ms: u64, id: NodeId, inner: Inner<'_>) {
+        let endpoint = self.peers.get(&id).and_then(|p| p.endpoint);
+        if let Some(to) = endpoint {
+            if self.seal_to(now, id, to, &inner) {
+                if matches!(inner, Inner::Data(_)) {
+                    self.stats.packets_out += 1;
+                }
+                self.maybe_rekey(now, unix_ms, id);
+                return;
+            }
+        }
+        // No usable session: hold data packets (bounded) and make sure a handshake is running.
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        if let Inner::Data(p) = inner {
+            if peer.queued.len() >= MAX_PENDING_PACKETS {
+                peer.queued.pop_front();
+                self.stats.queue_overflow += 1;
+            }
+            peer.queued.push_back(p.to_vec());
+        }
+        if peer.pending.is_none() {
+            let endpoints = peer.endpoint.into_iter().collect();
+            self.initiate(now, unix_ms, id, endpoints);
+        }
+    }
+
+    fn maybe_rekey(&mut self, now: Instant, unix_ms: u64, id: NodeId) {
+        let Some(peer) = self.peers.get(&id) else { return };
+        let Some(s) = peer.current.as_ref() else { return };
+        let old = now.saturating_duration_since(s.created) >= self.config.rekey_after_time && s.initiator;
+        let used = s.sent() >= self.config.rekey_after_messages;
+        if (old || used) && peer.pending.is_none() {
+            let endpoints = peer.endpoint.into_iter().collect();
+            self.initiate(now, unix_ms, id, endpoints);
+        }
+    }
+
+    fn cookie_for(&self, from: SocketAddr) -> [u8; COOKIE_LEN] {
+        let (a, n) = crate::addr::encode(&from);
+        let mut c = [0u8; COOKIE_LEN];
+        c.copy_from_slice(&blake3::keyed_hash(&self.cookie_secret, &a[..n]).as_bytes()[..COOKIE_LEN]);
+        c
+    }
+
+    fn under_load(&mut self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.load_window.0) >= Duration::from_secs(1) {
+            self.load_window = (now, 0);
+        }
+        self.load_window.1 += 1;
+        self.load_window.1 > self.config.handshake_load_threshold
+    }
+
+    /// Handles one datagram from the underlay.
+    pub fn handle_packet(&mut self, now: Instant, unix_ms: u64, from: SocketAddr, bytes: &[u8]) {
+        let from = crate::addr::normalize(from);
+        let Ok(packet) = Packet::parse(bytes) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        match packet {
+            Packet::Init { sender, noise, mac1, .. } => self.on_init(now, unix_ms, from, bytes, sender, noise, mac1),
+            Packet::Resp { sender, receiver, noise, .. } => self.on_resp(now, unix_ms, from, bytes, sender, receiver, noise),
+            Packet::Cookie { receiver, nonce, sealed } => self.on_cookie(now, receiver, &nonce, sealed),
+            Packet::Transport { receiver, counter, header, sealed } => self.on_transport(now, unix_ms, from, receiver, counter, header, sealed),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_init(&mut self, now: Instant, unix_ms: u64, from: SocketAddr, bytes: &[u8], sender: u32, noise: &[u8], mac1: [u8; 16]) {
+        if !handshake::check_mac1(bytes, &self.me) {
+            self.stats.bad_mac1 += 1;
+            return;
+        }
+        if now.saturating_duration_since(self.cookie_rotated) >= COOKIE_LIFETIME {
+            getrandom::fill(&mut self.cookie_secret).expect("the OS random source is unavailable");
+            self.cookie_rotated = now;
+        }
+        if self.under_load(now) {
+            let cookie = self.cookie_for(from);
+            if !handshake::check_mac2(bytes, &cookie) {
+                self.stats.cookie_sent += 1;
+                let reply = handshake::cookie_reply(&self.me, sender, &mac1, &cookie);
+                self.push_transmit(from, reply);
+                return;
+            }
+        }
+        let Ok(responder) = Responder::read(&self.identity, noise) else {
+            self.stats.bad_handshake += 1;
+            return;
+        };
+        let id = responder.payload.initiator;
+        if let Accept::Only(allowed) = &self.config.accept {
+            if !allowed.contains(&id) {
+                self.stats.not_allowed += 1;
+                return;
+            }
+        }
+        if self.peers.get(&id).is_some_and(|p| responder.payload.timestamp_ms <= p.last_init_timestamp) {
+            self.stats.replayed_handshake += 1;
+            return;
+        }
+        if self.peer_entry(id).is_none() {
+            return;
+        }
+        let index = self.fresh_index(id);
+        let candidates = self.candidates.clone();
+        let ts = responder.payload.timestamp_ms;
+        let their_candidates = responder.payload.candidates.clone();
+        let Ok((reply, send, recv)) = responder.answer(index, sender, &candidates) else {
+            self.by_index.remove(&index);
+            self.stats.bad_handshake += 1;
+            return;
+        };
+        let session = Session::new(index, sender, &send, &recv, now, false);
+        self.install(now, unix_ms, id, session, from, their_candidates);
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.last_init_timestamp = ts;
+        }
+        self.push_transmit(from, reply);
+        self.flush_queued(now, unix_ms, id);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_resp(&mut self, now: Instant, unix_ms: u64, from: SocketAddr, bytes: &[u8], sender: u32, receiver: u32, noise: &[u8]) {
+        if !handshake::check_mac1(bytes, &self.me) {
+            self.stats.bad_mac1 += 1;
+            return;
+        }
+        let Some(&id) = self.by_index.get(&receiver) else {
+            self.stats.unknown_index += 1;
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(pending) = peer.pending.take_if(|p| p.initiator.local_index == receiver) else {
+            self.stats.unknown_index += 1;
+            return;
+        };
+        match pending.initiator.finish(noise) {
+            Ok((send, recv, candidates)) => {
+                let session = Session::new(receiver, sender, &send, &recv, now, true);
+                self.install(now, unix_ms, id, session, from, candidates);
+                // Confirm at once so the responder may use the session (WireGuard does the same).
+                if !self.flush_queued(now, unix_ms, id) {
+                    self.seal_to(now, id, from, &Inner::Keepalive);
+                }
+            }
+            Err(_) => {
+                self.by_index.remove(&receiver);
+                self.stats.bad_handshake += 1;
+            }
+        }
+    }
+
+    fn install(&mut self, now: Instant, _unix_ms: u64, id: NodeId, session: Session, from: SocketAddr, candidates: Vec<SocketAddr>) {
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        if let Some(old) = peer.previous.take() {
+            self.by_index.remove(&old.local_index);
+        }
+        peer.previous = peer.current.replace(session);
+        peer.endpoint = Some(from);
+        peer.last_handshake = Some(now);
+        peer.candidates = candidates.clone();
+        self.stats.handshakes_completed += 1;
+        self.push_event(Event::Established { peer: id, candidates, from });
+    }
+
+    fn flush_queued(&mut self, now: Instant, unix_ms: u64, id: NodeId) -> bool {
+        let Some(peer) = self.peers.get_mut(&id) else { return false };
+        let queued: Vec<Vec<u8>> = peer.queued.drain(..).collect();
+        let any = !queued.is_empty();
+        for p in queued {
+            self.send_inner(now, unix_ms, id, Inner::Data(&p));
+        }
+        any
+    }
+
+    fn on_cookie(&mut self, now: Instant, receiver: u32, nonce: &[u8; 24], sealed: &[u8]) {
+        let Some(&id) = self.by_index.get(&receiver) else {
+            self.stats.unknown_index += 1;
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(pending) = peer.pending.as_mut().filter(|p| p.initiator.local_index == receiver) else { return };
+        let Ok(cookie) = handshake::open_cookie(&id, &pending.initiator.last_mac1, nonce, sealed) else {
+            self.stats.bad_handshake += 1;
+            return;
+        };
+        peer.cookie = Some((cookie, now));
+        // Resend at once with the cookie.
+        pending.packet = pending.initiator.remac(Some(&cookie));
+        let (packet, endpoints) = (pending.packet.clone(), pending.endpoints.clone());
+        for e in endpoints {
+            self.push_transmit(e, packet.clone());
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_transport(&mut self, now: Instant, unix_ms: u64, from: SocketAddr, receiver: u32, counter: u64, header: &[u8], sealed: &[u8]) {
+        let Some(&id) = self.by_index.get(&receiver) else {
+            self.stats.unknown_index += 1;
+            return;
+        };
+        let reject = self.config.reject_after_time;
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let session = [peer.current.as_mut(), peer.previous.as_mut()].into_iter().flatten().find(|s| s.local_index == receiver);
+        let Some(session) = session else {
+            self.stats.unknown_index += 1;
+            return;
+        };
+        if now.saturating_duration_since(session.created) >= reject {
+            self.stats.expired_session += 1;
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.scratch);
+        let opened = session.open(header, counter, sealed, &mut buf).map(|b| b.to_vec());
+        self.scratch = buf;
+        let plain = match opened {
+            Ok(p) => p,
+            Err(OpenError::Replayed) => {
+                self.stats.replayed += 1;
+                return;
+            }
+            Err(OpenError::Decrypt) => {
+                self.stats.decrypt_failed += 1;
+                return;
+            }
+        };
+        // Authenticated: follow the peer to where it is now (NAT rebinding, roaming).
+        peer.endpoint = Some(from);
+        let (peer_overlay, peer_id) = (peer.overlay, peer.id);
+        match Inner::parse(&plain) {
+            Ok(Inner::Keepalive) => {}
+            Ok(Inner::Data(ip)) => match crate::ipv6::check_inbound(ip, peer_overlay, self.overlay) {
+                crate::ipv6::InboundVerdict::Accept => {
+                    self.stats.packets_in += 1;
+                    self.push_event(Event::Packet { peer: peer_id, packet: ip.to_vec() });
+                }
+                crate::ipv6::InboundVerdict::WrongSource => self.stats.spoofed_source += 1,
+                crate::ipv6::InboundVerdict::WrongDestination => self.stats.wrong_destination += 1,
+                crate::ipv6::InboundVerdict::Malformed(_) => self.stats.bad_inner += 1,
+            },
+            Ok(Inner::Probe { tx }) => {
+                self.seal_to(now, id, from, &Inner::ProbeAnswer { tx, observed: from });
+            }
+            Ok(Inner::ProbeAnswer { tx, observed }) => self.push_event(Event::ProbeAnswer { peer: id, tx, observed, from }),
+            Ok(Inner::Close) => {
+                self.forget_sessions(id);
+                self.push_event(Event::Closed { peer: id });
+            }
+            Err(_) => self.stats.bad_inner += 1,
+        }
+        let _ = unix_ms;
+    }
+
+    /// When [`Tunnel::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        for p in self.peers.values() {
+            if let Some(pd) = &p.pending {
+                consider(pd.next_retry.min(pd.started + self.config.handshake_timeout));
+            }
+            if let Some(s) = &p.current {
+                consider(s.created + self.config.reject_after_time);
+                if s.initiator {
+                    consider(s.created + self.config.rekey_after_time);
+                }
+                if let (Some(k), Some(last)) = (self.config.keepalive, p.last_sent) {
+                    consider(last + k);
+                }
+            }
+        }
+        next
+    }
+
+    /// Retries handshakes, rekeys, sends keepalives, and expires sessions.
+    pub fn handle_timeout(&mut self, now: Instant, unix_ms: u64) {
+        let ids: Vec<NodeId> = self.peers.keys().copied().collect();
+        for id in ids {
+            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            // Handshake retries with doubling backoff, then failure.
+            if let Some(pd) = peer.pending.as_mut() {
+                if now.saturating_duration_since(pd.started) >= self.config.handshake_timeout {
+                    let index = pd.initiator.local_index;
+                    peer.pending = None;
+                    peer.queued.clear();
+                    self.by_index.remove(&index);
+                    self.push_event(Event::HandshakeFailed { peer: id });
+                    continue;
+                } else if now >= pd.next_retry {
+                    pd.retry = (pd.retry * 2).min(Duration::from_secs(2));
+                    pd.next_retry = now + pd.retry;
+                    let (packet, endpoints) = (pd.packet.clone(), pd.endpoints.clone());
+                    for e in endpoints {
+                        self.push_transmit(e, packet.clone());
+                    }
+                    self.push_event(Event::Initiation { peer: id, packet });
+                }
+            }
+            let Some(peer) = self.peers.get(&id) else { continue };
+            let Some(s) = peer.current.as_ref() else { continue };
+            let age = now.saturating_duration_since(s.created);
+            if age >= self.config.reject_after_time {
+                // Expired and no rekey succeeded: forget the keys.
+                self.forget_sessions(id);
+                self.push_event(Event::Closed { peer: id });
+                continue;
+            }
+            if s.initiator && age >= self.config.rekey_after_time && peer.pending.is_none() {
+                let endpoints = peer.endpoint.into_iter().collect();
+                self.initiate(now, unix_ms, id, endpoints);
+            }
+            let Some(peer) = self.peers.get(&id) else { continue };
+            if let (Some(k), Some(last), Some(to)) = (self.config.keepalive, peer.last_sent, peer.endpoint) {
+                if now.saturating_duration_since(last) >= k {
+                    self.seal_to(now, id, to, &Inner::Keepalive);
+                }
+            }
+        }
+    }
+}
