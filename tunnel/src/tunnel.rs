@@ -229,6 +229,8 @@ struct Peer {
     pending: Option<Pending>,
     cookie: Option<([u8; COOKIE_LEN], Instant)>,
     last_init_timestamp: u64,
+    /// Timestamp of our last message 1 to this peer: each new one must be later.
+    own_init_timestamp: u64,
     last_sent: Option<Instant>,
     last_handshake: Option<Instant>,
     queued: VecDeque<Vec<u8>>,
@@ -246,6 +248,7 @@ impl Peer {
             pending: None,
             cookie: None,
             last_init_timestamp: 0,
+            own_init_timestamp: 0,
             last_sent: None,
             last_handshake: None,
             queued: VecDeque::new(),
@@ -324,7 +327,10 @@ impl Tunnel {
 
     /// Whether a usable session with `peer` exists.
     pub fn is_established(&self, peer: &NodeId, now: Instant) -> bool {
-        self.peers.get(peer).and_then(|p| p.current.as_ref()).is_some_and(|s| self.usable(s, now))
+        self.peers
+            .get(peer)
+            .and_then(|p| p.current.as_ref())
+            .is_some_and(|s| self.usable(s, now))
     }
 
     /// The address packets to `peer` go to.
@@ -333,7 +339,8 @@ impl Tunnel {
     }
 
     fn usable(&self, s: &Session, now: Instant) -> bool {
-        now.saturating_duration_since(s.created) < self.config.reject_after_time && s.sent() < self.config.reject_after_messages
+        now.saturating_duration_since(s.created) < self.config.reject_after_time
+            && s.sent() < self.config.reject_after_messages
     }
 
     fn push_transmit(&mut self, dest: SocketAddr, contents: Vec<u8>) {
@@ -387,7 +394,13 @@ impl Tunnel {
     /// Starts a handshake with `peer`, sending message 1 to each of `endpoints`. `unix_ms` is the
     /// wall clock for the message's timestamp. An [`Event::Initiation`] carries the packet for
     /// relaying.
-    pub fn connect(&mut self, now: Instant, unix_ms: u64, peer: NodeId, endpoints: &[SocketAddr]) -> Result<(), SendError> {
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        peer: NodeId,
+        endpoints: &[SocketAddr],
+    ) -> Result<(), SendError> {
         if self.peer_entry(peer).is_none() {
             return Err(SendError::NoPeer(peer.overlay_addr()));
         }
@@ -395,12 +408,40 @@ impl Tunnel {
         Ok(())
     }
 
+    /// Starts a fresh handshake (new ephemeral key, new timestamp) with `id`.
     fn initiate(&mut self, now: Instant, unix_ms: u64, id: NodeId, endpoints: Vec<SocketAddr>) {
+        let backoff = (now, self.config.handshake_retry);
+        self.initiate_with(now, unix_ms, id, endpoints, backoff);
+    }
+
+    /// As [`Tunnel::initiate`], continuing a retry schedule begun at `started`.
+    fn initiate_with(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        id: NodeId,
+        endpoints: Vec<SocketAddr>,
+        (started, retry): (Instant, Duration),
+    ) {
         let index = self.fresh_index(id);
-        let payload = InitPayload { initiator: self.me, timestamp_ms: unix_ms, candidates: self.candidates.clone() };
-        let Some(peer) = self.peers.get_mut(&id) else { return };
-        let cookie = peer.cookie.filter(|(_, t)| now.saturating_duration_since(*t) < COOKIE_LIFETIME).map(|(c, _)| c);
-        let Ok((initiator, packet)) = Initiator::start(&self.identity, &id, index, &payload, cookie.as_ref()) else {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        // Strictly increasing even within one millisecond or after the wall clock steps back.
+        let timestamp_ms = unix_ms.max(peer.own_init_timestamp + 1);
+        peer.own_init_timestamp = timestamp_ms;
+        let payload = InitPayload {
+            initiator: self.me,
+            timestamp_ms,
+            candidates: self.candidates.clone(),
+        };
+        let cookie = peer
+            .cookie
+            .filter(|(_, t)| now.saturating_duration_since(*t) < COOKIE_LIFETIME)
+            .map(|(c, _)| c);
+        let Ok((initiator, packet)) =
+            Initiator::start(&self.identity, &id, index, &payload, cookie.as_ref())
+        else {
             self.by_index.remove(&index);
             return;
         };
@@ -415,9 +456,9 @@ impl Tunnel {
             initiator,
             packet: packet.clone(),
             endpoints: endpoints.clone(),
-            started: now,
-            next_retry: now + self.config.handshake_retry,
-            retry: self.config.handshake_retry,
+            started,
+            next_retry: now + retry,
+            retry,
         });
         for e in endpoints {
             self.push_transmit(e, packet.clone());
@@ -427,17 +468,29 @@ impl Tunnel {
 
     /// Sends one IPv6 packet from the local side to the peer owning its destination address.
     pub fn send_ip(&mut self, now: Instant, unix_ms: u64, packet: &[u8]) -> Result<(), SendError> {
-        let header = crate::ipv6::parse_header(packet).map_err(|e| SendError::BadPacket(e.to_string()))?;
+        let header =
+            crate::ipv6::parse_header(packet).map_err(|e| SendError::BadPacket(e.to_string()))?;
         if header.src != self.overlay {
-            return Err(SendError::BadPacket(format!("source {} is not our overlay address {}", header.src, self.overlay)));
+            return Err(SendError::BadPacket(format!(
+                "source {} is not our overlay address {}",
+                header.src, self.overlay
+            )));
         }
         if packet.len() > self.config.mtu {
-            if let Some(ptb) = crate::ipv6::packet_too_big(packet, self.config.mtu as u32, self.overlay) {
+            if let Some(ptb) =
+                crate::ipv6::packet_too_big(packet, self.config.mtu as u32, self.overlay)
+            {
                 self.push_event(Event::Local(ptb));
             }
-            return Err(SendError::TooBig { size: packet.len(), mtu: self.config.mtu });
+            return Err(SendError::TooBig {
+                size: packet.len(),
+                mtu: self.config.mtu,
+            });
         }
-        let id = *self.by_overlay.get(&header.dst).ok_or(SendError::NoPeer(header.dst))?;
+        let id = *self
+            .by_overlay
+            .get(&header.dst)
+            .ok_or(SendError::NoPeer(header.dst))?;
         self.send_inner(now, unix_ms, id, Inner::Data(packet));
         Ok(())
     }
@@ -469,9 +522,18 @@ impl Tunnel {
 
     /// Seals `inner` with the current session and sends it to `to`. False if no usable session.
     fn seal_to(&mut self, now: Instant, id: NodeId, to: SocketAddr, inner: &Inner<'_>) -> bool {
-        let reject = (self.config.reject_after_time, self.config.reject_after_messages);
-        let Some(peer) = self.peers.get_mut(&id) else { return false };
-        let Some(s) = peer.current.as_mut().filter(|s| now.saturating_duration_since(s.created) < reject.0 && s.sent() < reject.1) else {
+        let reject = (
+            self.config.reject_after_time,
+            self.config.reject_after_messages,
+        );
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return false;
+        };
+        let Some(s) = peer
+            .current
+            .as_mut()
+            .filter(|s| now.saturating_duration_since(s.created) < reject.0 && s.sent() < reject.1)
+        else {
             return false;
         };
         self.scratch.clear();
@@ -495,7 +557,9 @@ impl Tunnel {
             }
         }
         // No usable session: hold data packets (bounded) and make sure a handshake is running.
-        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         if let Inner::Data(p) = inner {
             if peer.queued.len() >= MAX_PENDING_PACKETS {
                 peer.queued.pop_front();
@@ -510,9 +574,14 @@ impl Tunnel {
     }
 
     fn maybe_rekey(&mut self, now: Instant, unix_ms: u64, id: NodeId) {
-        let Some(peer) = self.peers.get(&id) else { return };
-        let Some(s) = peer.current.as_ref() else { return };
-        let old = now.saturating_duration_since(s.created) >= self.config.rekey_after_time && s.initiator;
+        let Some(peer) = self.peers.get(&id) else {
+            return;
+        };
+        let Some(s) = peer.current.as_ref() else {
+            return;
+        };
+        let old =
+            now.saturating_duration_since(s.created) >= self.config.rekey_after_time && s.initiator;
         let used = s.sent() >= self.config.rekey_after_messages;
         if (old || used) && peer.pending.is_none() {
             let endpoints = peer.endpoint.into_iter().collect();
@@ -523,7 +592,9 @@ impl Tunnel {
     fn cookie_for(&self, from: SocketAddr) -> [u8; COOKIE_LEN] {
         let (a, n) = crate::addr::encode(&from);
         let mut c = [0u8; COOKIE_LEN];
-        c.copy_from_slice(&blake3::keyed_hash(&self.cookie_secret, &a[..n]).as_bytes()[..COOKIE_LEN]);
+        c.copy_from_slice(
+            &blake3::keyed_hash(&self.cookie_secret, &a[..n]).as_bytes()[..COOKIE_LEN],
+        );
         c
     }
 
@@ -543,15 +614,43 @@ impl Tunnel {
             return;
         };
         match packet {
-            Packet::Init { sender, noise, mac1, .. } => self.on_init(now, unix_ms, from, bytes, sender, noise, mac1),
-            Packet::Resp { sender, receiver, noise, .. } => self.on_resp(now, unix_ms, from, bytes, sender, receiver, noise),
-            Packet::Cookie { receiver, nonce, sealed } => self.on_cookie(now, receiver, &nonce, sealed),
-            Packet::Transport { receiver, counter, header, sealed } => self.on_transport(now, unix_ms, from, receiver, counter, header, sealed),
+            Packet::Init {
+                sender,
+                noise,
+                mac1,
+                ..
+            } => self.on_init(now, unix_ms, from, bytes, sender, noise, mac1),
+            Packet::Resp {
+                sender,
+                receiver,
+                noise,
+                ..
+            } => self.on_resp(now, unix_ms, from, bytes, sender, receiver, noise),
+            Packet::Cookie {
+                receiver,
+                nonce,
+                sealed,
+            } => self.on_cookie(now, receiver, &nonce, sealed),
+            Packet::Transport {
+                receiver,
+                counter,
+                header,
+                sealed,
+            } => self.on_transport(now, unix_ms, from, receiver, counter, header, sealed),
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn on_init(&mut self, now: Instant, unix_ms: u64, from: SocketAddr, bytes: &[u8], sender: u32, noise: &[u8], mac1: [u8; 16]) {
+    fn on_init(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        from: SocketAddr,
+        bytes: &[u8],
+        sender: u32,
+        noise: &[u8],
+        mac1: [u8; 16],
+    ) {
         if !handshake::check_mac1(bytes, &self.me) {
             self.stats.bad_mac1 += 1;
             return;
@@ -580,7 +679,11 @@ impl Tunnel {
                 return;
             }
         }
-        if self.peers.get(&id).is_some_and(|p| responder.payload.timestamp_ms <= p.last_init_timestamp) {
+        if self
+            .peers
+            .get(&id)
+            .is_some_and(|p| responder.payload.timestamp_ms <= p.last_init_timestamp)
+        {
             self.stats.replayed_handshake += 1;
             return;
         }
@@ -606,7 +709,16 @@ impl Tunnel {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn on_resp(&mut self, now: Instant, unix_ms: u64, from: SocketAddr, bytes: &[u8], sender: u32, receiver: u32, noise: &[u8]) {
+    fn on_resp(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        from: SocketAddr,
+        bytes: &[u8],
+        sender: u32,
+        receiver: u32,
+        noise: &[u8],
+    ) {
         if !handshake::check_mac1(bytes, &self.me) {
             self.stats.bad_mac1 += 1;
             return;
@@ -615,8 +727,13 @@ impl Tunnel {
             self.stats.unknown_index += 1;
             return;
         };
-        let Some(peer) = self.peers.get_mut(&id) else { return };
-        let Some(pending) = peer.pending.take_if(|p| p.initiator.local_index == receiver) else {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(pending) = peer
+            .pending
+            .take_if(|p| p.initiator.local_index == receiver)
+        else {
             self.stats.unknown_index += 1;
             return;
         };
@@ -636,8 +753,18 @@ impl Tunnel {
         }
     }
 
-    fn install(&mut self, now: Instant, _unix_ms: u64, id: NodeId, session: Session, from: SocketAddr, candidates: Vec<SocketAddr>) {
-        let Some(peer) = self.peers.get_mut(&id) else { return };
+    fn install(
+        &mut self,
+        now: Instant,
+        _unix_ms: u64,
+        id: NodeId,
+        session: Session,
+        from: SocketAddr,
+        candidates: Vec<SocketAddr>,
+    ) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         if let Some(old) = peer.previous.take() {
             self.by_index.remove(&old.local_index);
         }
@@ -646,11 +773,17 @@ impl Tunnel {
         peer.last_handshake = Some(now);
         peer.candidates = candidates.clone();
         self.stats.handshakes_completed += 1;
-        self.push_event(Event::Established { peer: id, candidates, from });
+        self.push_event(Event::Established {
+            peer: id,
+            candidates,
+            from,
+        });
     }
 
     fn flush_queued(&mut self, now: Instant, unix_ms: u64, id: NodeId) -> bool {
-        let Some(peer) = self.peers.get_mut(&id) else { return false };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return false;
+        };
         let queued: Vec<Vec<u8>> = peer.queued.drain(..).collect();
         let any = !queued.is_empty();
         for p in queued {
@@ -664,9 +797,18 @@ impl Tunnel {
             self.stats.unknown_index += 1;
             return;
         };
-        let Some(peer) = self.peers.get_mut(&id) else { return };
-        let Some(pending) = peer.pending.as_mut().filter(|p| p.initiator.local_index == receiver) else { return };
-        let Ok(cookie) = handshake::open_cookie(&id, &pending.initiator.last_mac1, nonce, sealed) else {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(pending) = peer
+            .pending
+            .as_mut()
+            .filter(|p| p.initiator.local_index == receiver)
+        else {
+            return;
+        };
+        let Ok(cookie) = handshake::open_cookie(&id, &pending.initiator.last_mac1, nonce, sealed)
+        else {
             self.stats.bad_handshake += 1;
             return;
         };
@@ -680,14 +822,28 @@ impl Tunnel {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn on_transport(&mut self, now: Instant, unix_ms: u64, from: SocketAddr, receiver: u32, counter: u64, header: &[u8], sealed: &[u8]) {
+    fn on_transport(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        from: SocketAddr,
+        receiver: u32,
+        counter: u64,
+        header: &[u8],
+        sealed: &[u8],
+    ) {
         let Some(&id) = self.by_index.get(&receiver) else {
             self.stats.unknown_index += 1;
             return;
         };
         let reject = self.config.reject_after_time;
-        let Some(peer) = self.peers.get_mut(&id) else { return };
-        let session = [peer.current.as_mut(), peer.previous.as_mut()].into_iter().flatten().find(|s| s.local_index == receiver);
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let session = [peer.current.as_mut(), peer.previous.as_mut()]
+            .into_iter()
+            .flatten()
+            .find(|s| s.local_index == receiver);
         let Some(session) = session else {
             self.stats.unknown_index += 1;
             return;
@@ -697,7 +853,9 @@ impl Tunnel {
             return;
         }
         let mut buf = std::mem::take(&mut self.scratch);
-        let opened = session.open(header, counter, sealed, &mut buf).map(|b| b.to_vec());
+        let opened = session
+            .open(header, counter, sealed, &mut buf)
+            .map(|b| b.to_vec());
         self.scratch = buf;
         let plain = match opened {
             Ok(p) => p,
@@ -715,10 +873,14 @@ impl Tunnel {
         let (peer_overlay, peer_id) = (peer.overlay, peer.id);
         match Inner::parse(&plain) {
             Ok(Inner::Keepalive) => {}
-            Ok(Inner::Data(ip)) => match crate::ipv6::check_inbound(ip, peer_overlay, self.overlay) {
+            Ok(Inner::Data(ip)) => match crate::ipv6::check_inbound(ip, peer_overlay, self.overlay)
+            {
                 crate::ipv6::InboundVerdict::Accept => {
                     self.stats.packets_in += 1;
-                    self.push_event(Event::Packet { peer: peer_id, packet: ip.to_vec() });
+                    self.push_event(Event::Packet {
+                        peer: peer_id,
+                        packet: ip.to_vec(),
+                    });
                 }
                 crate::ipv6::InboundVerdict::WrongSource => self.stats.spoofed_source += 1,
                 crate::ipv6::InboundVerdict::WrongDestination => self.stats.wrong_destination += 1,
@@ -727,7 +889,12 @@ impl Tunnel {
             Ok(Inner::Probe { tx }) => {
                 self.seal_to(now, id, from, &Inner::ProbeAnswer { tx, observed: from });
             }
-            Ok(Inner::ProbeAnswer { tx, observed }) => self.push_event(Event::ProbeAnswer { peer: id, tx, observed, from }),
+            Ok(Inner::ProbeAnswer { tx, observed }) => self.push_event(Event::ProbeAnswer {
+                peer: id,
+                tx,
+                observed,
+                from,
+            }),
             Ok(Inner::Close) => {
                 self.forget_sessions(id);
                 self.push_event(Event::Closed { peer: id });
@@ -743,7 +910,10 @@ impl Tunnel {
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         for p in self.peers.values() {
             if let Some(pd) = &p.pending {
-                consider(pd.next_retry.min(pd.started + self.config.handshake_timeout));
+                consider(
+                    pd.next_retry
+                        .min(pd.started + self.config.handshake_timeout),
+                );
             }
             if let Some(s) = &p.current {
                 consider(s.created + self.config.reject_after_time);
@@ -762,7 +932,9 @@ impl Tunnel {
     pub fn handle_timeout(&mut self, now: Instant, unix_ms: u64) {
         let ids: Vec<NodeId> = self.peers.keys().copied().collect();
         for id in ids {
-            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
             // Handshake retries with doubling backoff, then failure.
             if let Some(pd) = peer.pending.as_mut() {
                 if now.saturating_duration_since(pd.started) >= self.config.handshake_timeout {
@@ -773,17 +945,19 @@ impl Tunnel {
                     self.push_event(Event::HandshakeFailed { peer: id });
                     continue;
                 } else if now >= pd.next_retry {
-                    pd.retry = (pd.retry * 2).min(Duration::from_secs(2));
-                    pd.next_retry = now + pd.retry;
-                    let (packet, endpoints) = (pd.packet.clone(), pd.endpoints.clone());
-                    for e in endpoints {
-                        self.push_transmit(e, packet.clone());
-                    }
-                    self.push_event(Event::Initiation { peer: id, packet });
+                    // A retransmission is a new message 1: the responder refuses a repeated
+                    // timestamp as a replay, and a new ephemeral key keeps attempts unlinkable.
+                    let backoff = (pd.started, (pd.retry * 2).min(Duration::from_secs(2)));
+                    let endpoints = pd.endpoints.clone();
+                    self.initiate_with(now, unix_ms, id, endpoints, backoff);
                 }
             }
-            let Some(peer) = self.peers.get(&id) else { continue };
-            let Some(s) = peer.current.as_ref() else { continue };
+            let Some(peer) = self.peers.get(&id) else {
+                continue;
+            };
+            let Some(s) = peer.current.as_ref() else {
+                continue;
+            };
             let age = now.saturating_duration_since(s.created);
             if age >= self.config.reject_after_time {
                 // Expired and no rekey succeeded: forget the keys.
@@ -795,8 +969,12 @@ impl Tunnel {
                 let endpoints = peer.endpoint.into_iter().collect();
                 self.initiate(now, unix_ms, id, endpoints);
             }
-            let Some(peer) = self.peers.get(&id) else { continue };
-            if let (Some(k), Some(last), Some(to)) = (self.config.keepalive, peer.last_sent, peer.endpoint) {
+            let Some(peer) = self.peers.get(&id) else {
+                continue;
+            };
+            if let (Some(k), Some(last), Some(to)) =
+                (self.config.keepalive, peer.last_sent, peer.endpoint)
+            {
                 if now.saturating_duration_since(last) >= k {
                     self.seal_to(now, id, to, &Inner::Keepalive);
                 }

@@ -1,0 +1,522 @@
+//! Two tunnel endpoints on a simulated underlay (virtual clock, seeded loss, duplication,
+//! reordering, replay): handshakes, IPv6 delivery and the overlay rules.
+
+use std::collections::HashSet;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use shipworm_tunnel::frame::Packet;
+use shipworm_tunnel::handshake::{InitPayload, Initiator};
+use shipworm_tunnel::session::Session;
+use shipworm_tunnel::tunnel::{Accept, Event, SendError, Tunnel, TunnelConfig};
+use shipworm_tunnel::{Identity, NodeId};
+
+const UNIX0: u64 = 1_800_000_000_000;
+
+/// xorshift64*: a seeded, dependency-free RNG for the simulated network.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+    fn percent(&mut self, p: u64) -> bool {
+        self.next() % 100 < p
+    }
+}
+
+struct Link {
+    loss: u64,
+    dup: u64,
+    max_delay_ms: u64,
+}
+
+struct Net {
+    a: Tunnel,
+    b: Tunnel,
+    a_addr: SocketAddr,
+    b_addr: SocketAddr,
+    start: Instant,
+    now: Instant,
+    rng: Rng,
+    link: Link,
+    in_flight: Vec<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Every datagram that reached B, for replay attacks.
+    seen_by_b: Vec<(SocketAddr, Vec<u8>)>,
+    a_events: Vec<Event>,
+    b_events: Vec<Event>,
+}
+
+fn ipv6_udp(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    etherparse::PacketBuilder::ipv6(src.octets(), dst.octets(), 64)
+        .udp(4000, 5000)
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
+impl Net {
+    fn new(seed: u64, link: Link, a_cfg: TunnelConfig, b_cfg: TunnelConfig) -> Self {
+        let start = Instant::now();
+        Self {
+            a: Tunnel::new(Identity::from_seed(&[0xA; 32]), a_cfg, start),
+            b: Tunnel::new(Identity::from_seed(&[0xB; 32]), b_cfg, start),
+            a_addr: "198.51.100.10:41000".parse().unwrap(),
+            b_addr: "[2001:db8::b]:42000".parse().unwrap(),
+            start,
+            now: start,
+            rng: Rng(seed | 1),
+            link,
+            in_flight: Vec::new(),
+            seen_by_b: Vec::new(),
+            a_events: Vec::new(),
+            b_events: Vec::new(),
+        }
+    }
+
+    fn unix(&self) -> u64 {
+        UNIX0 + self.now.duration_since(self.start).as_millis() as u64
+    }
+
+    fn ids(&self) -> (NodeId, NodeId) {
+        (self.a.node_id(), self.b.node_id())
+    }
+
+    fn collect(&mut self) {
+        let mut out = Vec::new();
+        while let Some(t) = self.a.poll_transmit() {
+            out.push((self.a_addr, t.dest, t.contents));
+        }
+        while let Some(t) = self.b.poll_transmit() {
+            out.push((self.b_addr, t.dest, t.contents));
+        }
+        while let Some(e) = self.a.poll_event() {
+            self.a_events.push(e);
+        }
+        while let Some(e) = self.b.poll_event() {
+            self.b_events.push(e);
+        }
+        for (from, to, bytes) in out {
+            if self.rng.percent(self.link.loss) {
+                continue;
+            }
+            let copies = if self.rng.percent(self.link.dup) {
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                let delay =
+                    Duration::from_millis(1 + self.rng.next() % self.link.max_delay_ms.max(1));
+                self.in_flight
+                    .push((self.now + delay, from, to, bytes.clone()));
+            }
+        }
+    }
+
+    /// Runs the network for `d` of virtual time in 1 ms steps.
+    fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.collect();
+            let now = self.now;
+            let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
+                .into_iter()
+                .partition(|(t, ..)| *t <= now);
+            self.in_flight = rest;
+            for (_, from, to, bytes) in due {
+                let unix = self.unix();
+                if to == self.b_addr {
+                    self.seen_by_b.push((from, bytes.clone()));
+                    self.b.handle_packet(now, unix, from, &bytes);
+                } else if to == self.a_addr {
+                    self.a.handle_packet(now, unix, from, &bytes);
+                }
+            }
+            let unix = self.unix();
+            if self.a.poll_timeout().is_some_and(|t| t <= now) {
+                self.a.handle_timeout(now, unix);
+            }
+            if self.b.poll_timeout().is_some_and(|t| t <= now) {
+                self.b.handle_timeout(now, unix);
+            }
+            self.collect();
+            self.now += Duration::from_millis(1);
+        }
+    }
+
+    fn connect(&mut self) {
+        let (_, b) = self.ids();
+        let (now, unix, b_addr) = (self.now, self.unix(), self.b_addr);
+        self.a.connect(now, unix, b, &[b_addr]).unwrap();
+    }
+
+    fn established(&self) -> bool {
+        let (a, b) = self.ids();
+        self.a.is_established(&b, self.now) && self.b.is_established(&a, self.now)
+    }
+
+    fn send_from_a(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        let (a, b) = self.ids();
+        let pkt = ipv6_udp(a.overlay_addr(), b.overlay_addr(), payload);
+        let (now, unix) = (self.now, self.unix());
+        self.a.send_ip(now, unix, &pkt)
+    }
+
+    fn delivered_to_b(&self) -> Vec<Vec<u8>> {
+        self.b_events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Packet { packet, .. } => Some(packet.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn clean() -> Link {
+    Link {
+        loss: 0,
+        dup: 0,
+        max_delay_ms: 5,
+    }
+}
+
+#[test]
+fn sessions_handshake_and_carry_ipv6_under_loss_reordering_and_duplication() {
+    for seed in 1..=5u64 {
+        let mut net = Net::new(
+            seed,
+            Link {
+                loss: 20,
+                dup: 15,
+                max_delay_ms: 40,
+            },
+            TunnelConfig::default(),
+            TunnelConfig::default(),
+        );
+        net.connect();
+        net.run(Duration::from_secs(3));
+        assert!(
+            net.established(),
+            "seed {seed}: no session after 3 s at 20 % loss"
+        );
+        let (a, b) = net.ids();
+        let sent: Vec<Vec<u8>> = (0..300u32)
+            .map(|i| format!("packet {i}").into_bytes())
+            .collect();
+        let mut wire = Vec::new();
+        for p in &sent {
+            net.send_from_a(p).unwrap();
+            wire.push(ipv6_udp(a.overlay_addr(), b.overlay_addr(), p));
+            net.run(Duration::from_millis(2));
+        }
+        net.run(Duration::from_millis(200));
+        let got = net.delivered_to_b();
+        let unique: HashSet<&Vec<u8>> = got.iter().collect();
+        assert_eq!(
+            unique.len(),
+            got.len(),
+            "seed {seed}: a duplicated datagram was delivered twice"
+        );
+        assert!(
+            got.iter().all(|p| wire.contains(p)),
+            "seed {seed}: delivered bytes differ from sent bytes"
+        );
+        assert!(
+            got.len() >= 180,
+            "seed {seed}: only {} of 300 delivered at 20 % loss",
+            got.len()
+        );
+        let order: Vec<usize> = got
+            .iter()
+            .map(|p| wire.iter().position(|w| w == p).unwrap())
+            .collect();
+        assert!(
+            order.windows(2).any(|w| w[0] > w[1]),
+            "seed {seed}: the link reordered nothing?"
+        );
+        assert!(
+            net.b.stats().replayed > 0,
+            "seed {seed}: duplicates reached the replay window"
+        );
+    }
+}
+
+#[test]
+fn replayed_transport_packets_are_dropped() {
+    let mut net = Net::new(7, clean(), TunnelConfig::default(), TunnelConfig::default());
+    net.connect();
+    net.run(Duration::from_millis(200));
+    for i in 0..20u8 {
+        net.send_from_a(&[i]).unwrap();
+    }
+    net.run(Duration::from_millis(100));
+    assert_eq!(net.delivered_to_b().len(), 20);
+    let captured: Vec<_> = net
+        .seen_by_b
+        .iter()
+        .filter(|(_, b)| matches!(Packet::parse(b), Ok(Packet::Transport { .. })))
+        .cloned()
+        .collect();
+    let before = net.b.stats().replayed;
+    for (from, bytes) in &captured {
+        let (now, unix) = (net.now, net.unix());
+        net.b.handle_packet(now, unix, *from, bytes);
+    }
+    net.collect();
+    assert_eq!(
+        net.delivered_to_b().len(),
+        20,
+        "nothing replayed was delivered"
+    );
+    assert_eq!(net.b.stats().replayed - before, captured.len() as u64);
+}
+
+#[test]
+fn a_replayed_handshake_message_1_is_refused() {
+    let mut net = Net::new(3, clean(), TunnelConfig::default(), TunnelConfig::default());
+    net.connect();
+    net.run(Duration::from_millis(100));
+    assert!(net.established());
+    let (from, init) = net
+        .seen_by_b
+        .iter()
+        .find(|(_, b)| matches!(Packet::parse(b), Ok(Packet::Init { .. })))
+        .cloned()
+        .unwrap();
+    let (now, unix) = (net.now, net.unix());
+    net.b.handle_packet(now, unix, from, &init);
+    assert_eq!(net.b.stats().replayed_handshake, 1);
+    assert!(net.b.poll_transmit().is_none(), "no answer to a replay");
+}
+
+/// A peer that holds a valid key but lies in its inner packets.
+fn malicious_peer_session(net: &mut Net) -> (Session, Identity) {
+    let evil = Identity::from_seed(&[0xE; 32]);
+    let b = net.b.node_id();
+    let payload = InitPayload {
+        initiator: evil.node_id(),
+        timestamp_ms: net.unix(),
+        candidates: vec![],
+    };
+    let (init, m1) = Initiator::start(&evil, &b, 99, &payload, None).unwrap();
+    let evil_addr: SocketAddr = "203.0.113.66:6666".parse().unwrap();
+    let (now, unix) = (net.now, net.unix());
+    net.b.handle_packet(now, unix, evil_addr, &m1);
+    let resp = net.b.poll_transmit().unwrap();
+    let Ok(Packet::Resp { sender, noise, .. }) = Packet::parse(&resp.contents) else {
+        panic!("no response")
+    };
+    let (send, recv, _) = init.finish(noise).unwrap();
+    (Session::new(99, sender, &send, &recv, now, true), evil)
+}
+
+#[test]
+fn inner_packets_with_a_spoofed_source_or_foreign_destination_are_dropped() {
+    let mut net = Net::new(5, clean(), TunnelConfig::default(), TunnelConfig::default());
+    let (mut s, evil) = malicious_peer_session(&mut net);
+    let (a, b) = net.ids();
+    let evil_addr: SocketAddr = "203.0.113.66:6666".parse().unwrap();
+    let mut send = |net: &mut Net, pkt: Vec<u8>| {
+        let mut out = Vec::new();
+        s.seal(&pkt, &mut out);
+        let (now, unix) = (net.now, net.unix());
+        net.b.handle_packet(now, unix, evil_addr, &out);
+        net.collect();
+    };
+    send(
+        &mut net,
+        ipv6_udp(a.overlay_addr(), b.overlay_addr(), b"I am A"),
+    );
+    assert_eq!(net.b.stats().spoofed_source, 1);
+    send(
+        &mut net,
+        ipv6_udp(
+            evil.node_id().overlay_addr(),
+            a.overlay_addr(),
+            b"to someone else",
+        ),
+    );
+    assert_eq!(net.b.stats().wrong_destination, 1);
+    assert!(net.delivered_to_b().is_empty());
+    // The same peer's honest packet goes through: the drops were about the addresses only.
+    send(
+        &mut net,
+        ipv6_udp(evil.node_id().overlay_addr(), b.overlay_addr(), b"honest"),
+    );
+    assert_eq!(net.delivered_to_b().len(), 1);
+}
+
+#[test]
+fn an_allowlist_refuses_unlisted_initiators() {
+    let b_cfg = TunnelConfig {
+        accept: Accept::Only(HashSet::new()),
+        ..TunnelConfig::default()
+    };
+    let mut net = Net::new(9, clean(), TunnelConfig::default(), b_cfg);
+    net.connect();
+    net.run(Duration::from_millis(500));
+    assert!(!net.established());
+    assert!(net.b.stats().not_allowed >= 1);
+}
+
+#[test]
+fn a_handshake_flood_is_answered_with_cookies_and_a_real_initiator_gets_through() {
+    let b_cfg = TunnelConfig {
+        handshake_load_threshold: 3,
+        ..TunnelConfig::default()
+    };
+    let mut net = Net::new(11, clean(), TunnelConfig::default(), b_cfg);
+    let b = net.b.node_id();
+    // A flood of valid-looking message 1s from many sources.
+    for i in 0..10u8 {
+        let x = Identity::from_seed(&[0x40 + i; 32]);
+        let payload = InitPayload {
+            initiator: x.node_id(),
+            timestamp_ms: net.unix(),
+            candidates: vec![],
+        };
+        let (_, m1) = Initiator::start(&x, &b, i as u32, &payload, None).unwrap();
+        let (now, unix) = (net.now, net.unix());
+        net.b
+            .handle_packet(now, unix, SocketAddr::from(([203, 0, 113, i], 1000)), &m1);
+    }
+    assert_eq!(
+        net.b.stats().cookie_sent,
+        7,
+        "past the threshold, a cookie instead of Diffie-Hellman"
+    );
+    while net.b.poll_transmit().is_some() {}
+    // A real initiator under the same load: it gets a cookie, resends with mac2, and succeeds.
+    net.connect();
+    net.run(Duration::from_millis(300));
+    assert!(
+        net.established(),
+        "cookie round trip failed: {:?}",
+        net.b.stats()
+    );
+}
+
+#[test]
+fn a_local_packet_over_the_mtu_gets_packet_too_big() {
+    let mut net = Net::new(
+        13,
+        clean(),
+        TunnelConfig::default(),
+        TunnelConfig::default(),
+    );
+    net.connect();
+    net.run(Duration::from_millis(100));
+    let err = net.send_from_a(&vec![0u8; 1400]).unwrap_err();
+    assert!(matches!(err, SendError::TooBig { mtu: 1280, .. }), "{err}");
+    net.collect();
+    let ptb = net.a_events.iter().find_map(|e| match e {
+        Event::Local(p) => Some(p.clone()),
+        _ => None,
+    });
+    let ptb = ptb.expect("an ICMPv6 Packet Too Big for the local stack");
+    assert!(ptb.len() <= 1280);
+    assert_eq!(ptb[40], 2, "ICMPv6 type 2");
+    assert_eq!(&ptb[44..48], &1280u32.to_be_bytes());
+    // A packet at the MTU goes through.
+    let at_mtu = 1280 - 48;
+    net.send_from_a(&vec![1u8; at_mtu]).unwrap();
+    net.run(Duration::from_millis(50));
+    assert_eq!(net.delivered_to_b().len(), 1);
+}
+
+#[test]
+fn sessions_rekey_by_time_and_by_message_count_without_losing_traffic() {
+    let cfg = TunnelConfig {
+        rekey_after_time: Duration::from_secs(5),
+        reject_after_time: Duration::from_secs(8),
+        rekey_after_messages: 100,
+        ..TunnelConfig::default()
+    };
+    let mut net = Net::new(17, clean(), cfg.clone(), cfg);
+    net.connect();
+    net.run(Duration::from_millis(100));
+    let mut sent = 0;
+    for i in 0..300u32 {
+        net.send_from_a(&i.to_be_bytes()).unwrap();
+        sent += 1;
+        net.run(Duration::from_millis(100));
+    }
+    net.run(Duration::from_millis(100));
+    let got = net.delivered_to_b().len();
+    assert_eq!(got, sent, "every packet arrived across rekeys");
+    // 30 s at one rekey per 100 messages or 5 s: many handshakes.
+    assert!(
+        net.a.stats().handshakes_completed >= 4,
+        "{:?}",
+        net.a.stats()
+    );
+}
+
+#[test]
+fn a_session_expires_when_no_rekey_succeeds() {
+    let cfg = TunnelConfig {
+        rekey_after_time: Duration::from_secs(5),
+        reject_after_time: Duration::from_secs(8),
+        ..TunnelConfig::default()
+    };
+    let mut net = Net::new(19, clean(), cfg.clone(), cfg);
+    net.connect();
+    net.run(Duration::from_millis(100));
+    assert!(net.established());
+    net.link.loss = 100;
+    net.run(Duration::from_secs(9));
+    let (a, b) = net.ids();
+    assert!(!net.a.is_established(&b, net.now));
+    assert!(net.a_events.iter().any(|e| *e == Event::Closed { peer: b }));
+    assert!(net.b_events.iter().any(|e| *e == Event::Closed { peer: a }));
+}
+
+#[test]
+fn the_tunnel_follows_a_peer_whose_nat_rebinds() {
+    let mut net = Net::new(
+        23,
+        clean(),
+        TunnelConfig::default(),
+        TunnelConfig::default(),
+    );
+    net.connect();
+    net.run(Duration::from_millis(100));
+    let a = net.a.node_id();
+    assert_eq!(net.b.endpoint(&a), Some(net.a_addr));
+    net.a_addr = "198.51.100.10:55555".parse().unwrap();
+    net.send_from_a(b"after rebinding").unwrap();
+    net.run(Duration::from_millis(50));
+    assert_eq!(
+        net.b.endpoint(&a),
+        Some(net.a_addr),
+        "B answers at the new mapping"
+    );
+    assert_eq!(net.delivered_to_b().len(), 1);
+}
+
+#[test]
+fn packets_sent_before_the_handshake_are_delivered_once_it_completes() {
+    let mut net = Net::new(
+        29,
+        Link {
+            loss: 30,
+            dup: 0,
+            max_delay_ms: 20,
+        },
+        TunnelConfig::default(),
+        TunnelConfig::default(),
+    );
+    let b = net.b.node_id();
+    let (now, unix, b_addr) = (net.now, net.unix(), net.b_addr);
+    net.a.connect(now, unix, b, &[b_addr]).unwrap();
+    net.send_from_a(b"early").unwrap();
+    net.run(Duration::from_secs(3));
+    assert!(net.established());
+    // Loss may eat the data frame itself; it must never arrive twice or altered.
+    assert!(net.delivered_to_b().len() <= 1);
+}
