@@ -589,6 +589,15 @@ impl Tunnel {
         }
     }
 
+    /// The peer owning session index `receiver`, counting a miss.
+    fn peer_of_index(&mut self, receiver: u32) -> Option<NodeId> {
+        let id = self.by_index.get(&receiver).copied();
+        if id.is_none() {
+            self.stats.unknown_index += 1;
+        }
+        id
+    }
+
     fn cookie_for(&self, from: SocketAddr) -> [u8; COOKIE_LEN] {
         let (a, n) = crate::addr::encode(&from);
         let mut c = [0u8; COOKIE_LEN];
@@ -636,7 +645,7 @@ impl Tunnel {
                 counter,
                 header,
                 sealed,
-            } => self.on_transport(now, unix_ms, from, receiver, counter, header, sealed),
+            } => self.on_transport(now, from, receiver, counter, header, sealed),
         }
     }
 
@@ -700,7 +709,7 @@ impl Tunnel {
             return;
         };
         let session = Session::new(index, sender, &send, &recv, now, false);
-        self.install(now, unix_ms, id, session, from, their_candidates);
+        self.install(now, id, session, from, their_candidates);
         if let Some(p) = self.peers.get_mut(&id) {
             p.last_init_timestamp = ts;
         }
@@ -723,8 +732,7 @@ impl Tunnel {
             self.stats.bad_mac1 += 1;
             return;
         }
-        let Some(&id) = self.by_index.get(&receiver) else {
-            self.stats.unknown_index += 1;
+        let Some(id) = self.peer_of_index(receiver) else {
             return;
         };
         let Some(peer) = self.peers.get_mut(&id) else {
@@ -740,7 +748,7 @@ impl Tunnel {
         match pending.initiator.finish(noise) {
             Ok((send, recv, candidates)) => {
                 let session = Session::new(receiver, sender, &send, &recv, now, true);
-                self.install(now, unix_ms, id, session, from, candidates);
+                self.install(now, id, session, from, candidates);
                 // Confirm at once so the responder may use the session (WireGuard does the same).
                 if !self.flush_queued(now, unix_ms, id) {
                     self.seal_to(now, id, from, &Inner::Keepalive);
@@ -756,7 +764,6 @@ impl Tunnel {
     fn install(
         &mut self,
         now: Instant,
-        _unix_ms: u64,
         id: NodeId,
         session: Session,
         from: SocketAddr,
@@ -793,8 +800,7 @@ impl Tunnel {
     }
 
     fn on_cookie(&mut self, now: Instant, receiver: u32, nonce: &[u8; 24], sealed: &[u8]) {
-        let Some(&id) = self.by_index.get(&receiver) else {
-            self.stats.unknown_index += 1;
+        let Some(id) = self.peer_of_index(receiver) else {
             return;
         };
         let Some(peer) = self.peers.get_mut(&id) else {
@@ -821,19 +827,16 @@ impl Tunnel {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_transport(
         &mut self,
         now: Instant,
-        unix_ms: u64,
         from: SocketAddr,
         receiver: u32,
         counter: u64,
         header: &[u8],
         sealed: &[u8],
     ) {
-        let Some(&id) = self.by_index.get(&receiver) else {
-            self.stats.unknown_index += 1;
+        let Some(id) = self.peer_of_index(receiver) else {
             return;
         };
         let reject = self.config.reject_after_time;
@@ -901,7 +904,6 @@ impl Tunnel {
             }
             Err(_) => self.stats.bad_inner += 1,
         }
-        let _ = unix_ms;
     }
 
     /// When [`Tunnel::handle_timeout`] wants to run next.
