@@ -235,6 +235,8 @@ struct Peer {
     last_handshake: Option<Instant>,
     queued: VecDeque<Vec<u8>>,
     candidates: Vec<SocketAddr>,
+    /// Added by configuration: never evicted.
+    pinned: bool,
 }
 
 impl Peer {
@@ -253,6 +255,7 @@ impl Peer {
             last_handshake: None,
             queued: VecDeque::new(),
             candidates: Vec::new(),
+            pinned: false,
         }
     }
 }
@@ -381,7 +384,7 @@ impl Tunnel {
 
     fn peer_entry(&mut self, id: NodeId) -> Option<&mut Peer> {
         if !self.peers.contains_key(&id) {
-            if self.peers.len() >= self.config.max_peers {
+            if self.peers.len() >= self.config.max_peers && !self.evict_idle_peer() {
                 self.stats.peers_full += 1;
                 return None;
             }
@@ -389,6 +392,40 @@ impl Tunnel {
             self.peers.insert(id, Peer::new(id));
         }
         self.peers.get_mut(&id)
+    }
+
+    /// Forgets the idle peer (no session, no handshake, not added by [`Tunnel::add_peer`]) whose
+    /// last handshake is oldest. False if every peer is busy or pinned.
+    fn evict_idle_peer(&mut self) -> bool {
+        let victim = self
+            .peers
+            .values()
+            .filter(|p| {
+                !p.pinned && p.current.is_none() && p.previous.is_none() && p.pending.is_none()
+            })
+            .min_by_key(|p| p.last_handshake)
+            .map(|p| p.id);
+        let Some(id) = victim else { return false };
+        self.peers.remove(&id);
+        self.by_overlay.remove(&id.overlay_addr());
+        true
+    }
+
+    /// Adds a peer we always keep (a configured peer), with an address to reach it if known.
+    /// Packets to its overlay address start a handshake by themselves.
+    pub fn add_peer(
+        &mut self,
+        peer: NodeId,
+        endpoint: Option<SocketAddr>,
+    ) -> Result<(), SendError> {
+        let p = self
+            .peer_entry(peer)
+            .ok_or(SendError::NoPeer(peer.overlay_addr()))?;
+        p.pinned = true;
+        if let Some(e) = endpoint {
+            p.endpoint = Some(crate::addr::normalize(e));
+        }
+        Ok(())
     }
 
     /// Starts a handshake with `peer`, sending message 1 to each of `endpoints`. `unix_ms` is the

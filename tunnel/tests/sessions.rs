@@ -520,3 +520,33 @@ fn packets_sent_before_the_handshake_are_delivered_once_it_completes() {
     // Loss may eat the data frame itself; it must never arrive twice or altered.
     assert!(net.delivered_to_b().len() <= 1);
 }
+
+#[test]
+fn a_full_peer_table_makes_room_by_forgetting_idle_peers_only() {
+    let cfg = TunnelConfig {
+        max_peers: 2,
+        ..TunnelConfig::default()
+    };
+    let mut net = Net::new(31, clean(), cfg, TunnelConfig::default());
+    let b = net.b.node_id();
+    net.a.add_peer(b, Some(net.b_addr)).unwrap();
+    let nowhere: SocketAddr = "192.0.2.99:9".parse().unwrap();
+    let y = Identity::from_seed(&[0x52; 32]).node_id();
+    let z = Identity::from_seed(&[0x53; 32]).node_id();
+    let (now, unix) = (net.now, net.unix());
+    net.a.connect(now, unix, y, &[nowhere]).unwrap();
+    assert!(
+        net.a.connect(now, unix, z, &[nowhere]).is_err(),
+        "B is pinned and y is mid-handshake: no room"
+    );
+    assert_eq!(net.a.stats().peers_full, 1);
+    // y's handshake fails; y is now idle and gives way to z. B, pinned, stays.
+    net.run(Duration::from_secs(11));
+    assert!(net.a_events.contains(&Event::HandshakeFailed { peer: y }));
+    let (now, unix) = (net.now, net.unix());
+    net.a.connect(now, unix, z, &[nowhere]).unwrap();
+    // A packet to B's overlay address starts the handshake by itself.
+    net.send_from_a(b"hello B").unwrap();
+    net.run(Duration::from_millis(100));
+    assert_eq!(net.delivered_to_b().len(), 1);
+}
