@@ -1,0 +1,124 @@
+//! Sealed+opened frames per second for 1280-byte IPv6 packets on one core, next to raw
+//! ChaCha20-Poly1305 over the same buffers in the same run. Run on demand:
+//!
+//! ```sh
+//! cargo bench -p shipworm-tunnel --bench seal_open
+//! ```
+//!
+//! Written up in `docs/performance.md`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use chacha20poly1305::aead::AeadInPlace;
+use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
+use shipworm_tunnel::frame::Packet;
+use shipworm_tunnel::session::Session;
+use shipworm_tunnel::tunnel::{Event, Tunnel, TunnelConfig};
+use shipworm_tunnel::Identity;
+
+const PACKET: usize = 1280;
+const ROUND: Duration = Duration::from_millis(1500);
+
+fn ipv6_packet(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr) -> Vec<u8> {
+    let mut v = Vec::new();
+    etherparse::PacketBuilder::ipv6(src.octets(), dst.octets(), 64)
+        .udp(1, 2)
+        .write(&mut v, &vec![0xAB; PACKET - 48])
+        .unwrap();
+    assert_eq!(v.len(), PACKET);
+    v
+}
+
+/// Runs `f` repeatedly for one round; returns operations per second.
+fn rate(mut f: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < ROUND {
+        for _ in 0..256 {
+            f();
+        }
+        n += 256;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn raw(buf: &mut [u8; PACKET], a: &ChaCha20Poly1305, b: &ChaCha20Poly1305, counter: &mut u64) {
+    let mut nonce = [0u8; 12];
+    nonce[4..].copy_from_slice(&counter.to_le_bytes());
+    *counter += 1;
+    let aad = [0u8; 16];
+    let tag = a.encrypt_in_place_detached(&nonce.into(), &aad, buf).unwrap();
+    b.decrypt_in_place_detached(&nonce.into(), &aad, buf, &tag).unwrap();
+    black_box(&buf);
+}
+
+fn main() {
+    let a_id = Identity::from_seed(&[1; 32]);
+    let b_id = Identity::from_seed(&[2; 32]);
+    let inner = ipv6_packet(a_id.node_id().overlay_addr(), b_id.node_id().overlay_addr());
+
+    // Raw AEAD: encrypt then decrypt one 1280-byte buffer in place.
+    let (ka, kb) = (ChaCha20Poly1305::new(&[7u8; 32].into()), ChaCha20Poly1305::new(&[7u8; 32].into()));
+    let mut buf = [0u8; PACKET];
+    buf.copy_from_slice(&inner);
+    let mut raw_counter = 0u64;
+
+    // Session layer: header, AEAD with the header as AD, parse, replay window.
+    let now = Instant::now();
+    let mut sa = Session::new(1, 2, &[8; 32], &[9; 32], now, true);
+    let mut sb = Session::new(2, 1, &[9; 32], &[8; 32], now, false);
+    let mut wire = Vec::with_capacity(2048);
+    let mut plain = Vec::with_capacity(2048);
+
+    // The whole sans-IO tunnel: overlay checks, queues, events.
+    let mut ta = Tunnel::new(a_id.clone(), TunnelConfig::default(), now);
+    let mut tb = Tunnel::new(b_id.clone(), TunnelConfig::default(), now);
+    let (a_addr, b_addr) = ("192.0.2.1:1".parse().unwrap(), "192.0.2.2:2".parse().unwrap());
+    ta.connect(now, 1, b_id.node_id(), &[b_addr]).unwrap();
+    for _ in 0..4 {
+        while let Some(t) = ta.poll_transmit() {
+            tb.handle_packet(now, 1, a_addr, &t.contents);
+        }
+        while let Some(t) = tb.poll_transmit() {
+            ta.handle_packet(now, 1, b_addr, &t.contents);
+        }
+    }
+    assert!(ta.is_established(&b_id.node_id(), now));
+    while ta.poll_event().is_some() {}
+    while tb.poll_event().is_some() {}
+
+    println!("tunnel seal+open, {PACKET}-byte IPv6 packets, one core, {ROUND:?} per round, 3 rounds");
+    let mut best = [0f64; 3];
+    for round in 0..3 {
+        let r = rate(|| raw(&mut buf, &ka, &kb, &mut raw_counter));
+        let s = rate(|| {
+            sa.seal(&inner, &mut wire);
+            let Ok(Packet::Transport { counter, header, sealed, .. }) = Packet::parse(&wire) else { unreachable!() };
+            black_box(sb.open(header, counter, sealed, &mut plain).unwrap());
+        });
+        let t = rate(|| {
+            ta.send_ip(now, 1, &inner).unwrap();
+            let t = ta.poll_transmit().unwrap();
+            tb.handle_packet(now, 1, a_addr, &t.contents);
+            let Some(Event::Packet { packet, .. }) = tb.poll_event() else { unreachable!() };
+            black_box(packet);
+        });
+        println!(
+            "round {round}: raw ChaCha20-Poly1305 {r:>9.0}/s ({:.2} Gbit/s) | session {s:>9.0}/s ({:.0} %) | whole tunnel {t:>9.0}/s ({:.0} %)",
+            r * PACKET as f64 * 8.0 / 1e9,
+            100.0 * s / r,
+            100.0 * t / r
+        );
+        best = [best[0].max(r), best[1].max(s), best[2].max(t)];
+    }
+    println!(
+        "best: raw {:.0}/s, session {:.0}/s = {:.0} % of raw, whole tunnel {:.0}/s = {:.0} % of raw ({:.2} Gbit/s)",
+        best[0],
+        best[1],
+        100.0 * best[1] / best[0],
+        best[2],
+        100.0 * best[2] / best[0],
+        best[2] * PACKET as f64 * 8.0 / 1e9
+    );
+}
