@@ -15,6 +15,8 @@
 
 pub mod demo;
 pub mod paths;
+pub mod up;
 
 pub use shipworm_rendezvous as rendezvous;
+pub use shipworm_tunnel as tunnel;
 pub use shipworm_tunnel::{Identity, NodeId, RendezvousAddr, Ticket};

@@ -31,6 +31,34 @@ enum Command {
     Id,
     /// Run the end-to-end demo on this machine (embedded rendezvous, two nodes, loopback).
     Demo,
+    /// Run a node with the overlay on a TUN interface (needs root or CAP_NET_ADMIN).
+    Up(UpArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct UpArgs {
+    /// Put the overlay on a TUN interface. (Without TUN, the QUIC-only mode comes with the
+    /// node engine; today `up` needs it.)
+    #[arg(long, required = true)]
+    tun: bool,
+    /// Interface name.
+    #[arg(long, default_value = "shipworm0")]
+    tun_name: String,
+    /// UDP address of the node's one socket.
+    #[arg(long, default_value = "[::]:51820")]
+    listen: std::net::SocketAddr,
+    /// A peer: NODEID or NODEID@HOST:PORT (repeatable). Listed peers may always send to us.
+    #[arg(long = "peer")]
+    peers: Vec<shipworm::up::PeerSpec>,
+    /// More NodeIds allowed to send into the interface, one per line.
+    #[arg(long)]
+    allow_file: Option<PathBuf>,
+    /// Let any node that proves its key send into the interface.
+    #[arg(long)]
+    allow_any: bool,
+    /// Inner MTU of the interface.
+    #[arg(long, default_value_t = 1280)]
+    mtu: u16,
 }
 
 fn main() -> ExitCode {
@@ -102,6 +130,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Up(args) => up(load_identity(cli.identity)?, args),
         Command::Demo => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -111,5 +140,52 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 shipworm::demo::run(&mut out).await.map(|_| ())
             })
         }
+    }
+}
+
+fn up(identity: Identity, args: UpArgs) -> anyhow::Result<()> {
+    use shipworm::tunnel::tunnel::{Tunnel, TunnelConfig};
+    anyhow::ensure!(args.mtu >= 1280, "--mtu must be at least 1280, the IPv6 minimum");
+    let allowed = match &args.allow_file {
+        Some(p) => shipworm::up::read_allow_file(p).map_err(anyhow::Error::msg)?,
+        None => Default::default(),
+    };
+    let accept = shipworm::up::accept_policy(&args.peers, allowed, args.allow_any);
+    let node = identity.node_id();
+    let config = TunnelConfig { mtu: args.mtu as usize, accept, ..TunnelConfig::default() };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let socket = shipworm::tunnel::device::bind_dual_stack(args.listen)
+            .with_context(|| format!("cannot bind UDP {}", args.listen))?;
+        let tun = shipworm::tunnel::device::open_tun(&args.tun_name, node.overlay_addr(), args.mtu)?;
+        let mut tunnel = Tunnel::new(identity, config, std::time::Instant::now());
+        for p in &args.peers {
+            tunnel.add_peer(p.id, p.endpoint).map_err(|e| anyhow::anyhow!("peer {}: {e}", p.id))?;
+        }
+        eprintln!(
+            "up: node {node}\n    overlay {} on {} (mtu {}), UDP {}, {} peer(s)",
+            node.overlay_addr(),
+            args.tun_name,
+            args.mtu,
+            socket.local_addr()?,
+            args.peers.len()
+        );
+        let stats = shipworm::tunnel::device::run(tunnel, socket, tun, shutdown_signal()).await?;
+        eprintln!(
+            "down: {} packets in, {} out, {} handshakes",
+            stats.tunnel.packets_in, stats.tunnel.packets_out, stats.tunnel.handshakes_completed
+        );
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return tokio::signal::ctrl_c().await.unwrap_or(()),
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }

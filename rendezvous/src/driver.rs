@@ -1,10 +1,9 @@
 //! The tokio driver: owns the sockets and the clock, and pumps [`Server`].
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use socket2::{Domain, Protocol, Socket as RawSocket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -19,59 +18,8 @@ const RECV_BATCH: usize = 64;
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a summary line is logged.
 const LOG_INTERVAL: Duration = Duration::from_secs(300);
-/// Socket buffer sizes asked of the kernel (it may grant less).
-const SOCKET_BUFFER: usize = 4 << 20;
 
-/// A bound UDP socket and whether it is a dual-stack IPv6 socket.
-#[derive(Debug)]
-pub struct BoundSocket {
-    /// The socket.
-    pub socket: StdUdpSocket,
-    /// `[::]` with IPV6_V6ONLY off: IPv4 peers appear as IPv4-mapped IPv6.
-    pub dual_stack: bool,
-}
-
-/// Binds `addr`. For `[::]:port` this is one dual-stack socket where the OS allows it, else an IPv4
-/// socket on `0.0.0.0:port` (a host without IPv6), with a warning.
-pub fn bind_udp(addr: SocketAddr) -> io::Result<BoundSocket> {
-    let bind = |addr: SocketAddr, v6only: Option<bool>| -> io::Result<StdUdpSocket> {
-        let s = RawSocket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        if let Some(only) = v6only {
-            s.set_only_v6(only)?;
-        }
-        // Best effort: a small VPS may cap buffers, which only costs burst tolerance.
-        let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
-        let _ = s.set_send_buffer_size(SOCKET_BUFFER);
-        s.set_nonblocking(true)?;
-        s.bind(&addr.into())?;
-        Ok(s.into())
-    };
-    match addr {
-        SocketAddr::V6(v6) if v6.ip().is_unspecified() => match bind(addr, Some(false)) {
-            Ok(socket) => Ok(BoundSocket {
-                socket,
-                dual_stack: true,
-            }),
-            Err(e) if e.kind() != io::ErrorKind::AddrInUse => {
-                tracing::warn!(%addr, error = %e, "no dual-stack IPv6 socket here; serving IPv4 only");
-                let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
-                Ok(BoundSocket {
-                    socket: bind(v4, None)?,
-                    dual_stack: false,
-                })
-            }
-            Err(e) => Err(e),
-        },
-        SocketAddr::V6(_) => Ok(BoundSocket {
-            socket: bind(addr, Some(true))?,
-            dual_stack: false,
-        }),
-        SocketAddr::V4(_) => Ok(BoundSocket {
-            socket: bind(addr, None)?,
-            dual_stack: false,
-        }),
-    }
-}
+pub use shipworm_tunnel::udp::{bind_udp, BoundSocket};
 
 /// A tokio UDP socket with the address form it needs for destinations.
 struct Udp {

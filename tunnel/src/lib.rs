@@ -18,6 +18,8 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+#[cfg(target_os = "linux")]
+pub mod device;
 pub mod frame;
 pub mod handshake;
 pub mod identity;
@@ -27,6 +29,7 @@ pub mod replay;
 pub mod session;
 pub mod ticket;
 pub mod tunnel;
+pub mod udp;
 
 pub use identity::{Identity, IdentityError, NodeId, NodeIdError};
 pub use ticket::{RendezvousAddr, Ticket, TicketError};
