@@ -145,22 +145,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn up(identity: Identity, args: UpArgs) -> anyhow::Result<()> {
     use shipworm::tunnel::tunnel::{Tunnel, TunnelConfig};
-    anyhow::ensure!(args.mtu >= 1280, "--mtu must be at least 1280, the IPv6 minimum");
+    anyhow::ensure!(
+        args.mtu >= 1280,
+        "--mtu must be at least 1280, the IPv6 minimum"
+    );
     let allowed = match &args.allow_file {
         Some(p) => shipworm::up::read_allow_file(p).map_err(anyhow::Error::msg)?,
         None => Default::default(),
     };
     let accept = shipworm::up::accept_policy(&args.peers, allowed, args.allow_any);
     let node = identity.node_id();
-    let config = TunnelConfig { mtu: args.mtu as usize, accept, ..TunnelConfig::default() };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let config = TunnelConfig {
+        mtu: args.mtu as usize,
+        accept,
+        ..TunnelConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let socket = shipworm::tunnel::device::bind_dual_stack(args.listen)
             .with_context(|| format!("cannot bind UDP {}", args.listen))?;
-        let tun = shipworm::tunnel::device::open_tun(&args.tun_name, node.overlay_addr(), args.mtu)?;
+        let tun =
+            shipworm::tunnel::device::open_tun(&args.tun_name, node.overlay_addr(), args.mtu)?;
         let mut tunnel = Tunnel::new(identity, config, std::time::Instant::now());
         for p in &args.peers {
-            tunnel.add_peer(p.id, p.endpoint).map_err(|e| anyhow::anyhow!("peer {}: {e}", p.id))?;
+            tunnel
+                .add_peer(p.id, p.endpoint)
+                .map_err(|e| anyhow::anyhow!("peer {}: {e}", p.id))?;
         }
         eprintln!(
             "up: node {node}\n    overlay {} on {} (mtu {}), UDP {}, {} peer(s)",

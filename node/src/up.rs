@@ -46,7 +46,8 @@ impl FromStr for PeerSpec {
 
 /// Reads an allowlist: one NodeId per line; blank lines and `#` comments are ignored.
 pub fn read_allow_file(path: &Path) -> Result<HashSet<NodeId>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("allow file {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("allow file {}: {e}", path.display()))?;
     parse_allow_list(&text).map_err(|e| format!("allow file {}: {e}", path.display()))
 }
 
@@ -58,7 +59,10 @@ pub fn parse_allow_list(text: &str) -> Result<HashSet<NodeId>, String> {
         if line.is_empty() {
             continue;
         }
-        out.insert(line.parse().map_err(|e| format!("line {}: `{line}`: {e}", n + 1))?);
+        out.insert(
+            line.parse()
+                .map_err(|e| format!("line {}: `{line}`: {e}", n + 1))?,
+        );
     }
     Ok(out)
 }
@@ -82,7 +86,13 @@ mod tests {
     fn peer_specs_and_allow_lists() {
         let id = Identity::from_seed(&[4; 32]).node_id();
         let p: PeerSpec = format!("{id}@192.0.2.1:51820").parse().unwrap();
-        assert_eq!(p, PeerSpec { id, endpoint: Some("192.0.2.1:51820".parse().unwrap()) });
+        assert_eq!(
+            p,
+            PeerSpec {
+                id,
+                endpoint: Some("192.0.2.1:51820".parse().unwrap())
+            }
+        );
         assert_eq!(id.to_string().parse::<PeerSpec>().unwrap().endpoint, None);
         let err = "nope@192.0.2.1:1".parse::<PeerSpec>().unwrap_err();
         assert!(err.contains("peer `nope@192.0.2.1:1`"), "{err}");
@@ -97,6 +107,9 @@ mod tests {
             Accept::Only(s) => assert_eq!(s, [id, other].into_iter().collect()),
             Accept::Any => panic!("not any"),
         }
-        assert!(matches!(accept_policy(&[], HashSet::new(), true), Accept::Any));
+        assert!(matches!(
+            accept_policy(&[], HashSet::new(), true),
+            Accept::Any
+        ));
     }
 }

@@ -7,26 +7,47 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn can_run() -> bool {
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
     if !root {
         eprintln!("SKIPPED: TUN and network namespace tests need root (CI runs them as root)");
         return false;
     }
     for tool in ["ip", "ping"] {
-        let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success());
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
         if !found {
-            assert!(std::env::var_os("CI").is_none(), "{tool} must be installed in CI (.ci/run installs it)");
-            eprintln!("SKIPPED: {tool} is not installed (.ci/run installs iproute2 and iputils-ping)");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{tool} must be installed in CI (.ci/run installs it)"
+            );
+            eprintln!(
+                "SKIPPED: {tool} is not installed (.ci/run installs iproute2 and iputils-ping)"
+            );
             return false;
         }
     }
     if !Path::new("/dev/net/tun").exists() {
-        assert!(std::env::var_os("CI").is_none(), "/dev/net/tun is missing in CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "/dev/net/tun is missing in CI"
+        );
         eprintln!("SKIPPED: /dev/net/tun is missing");
         return false;
     }
@@ -47,7 +68,12 @@ impl Lab {
         let dir = std::env::temp_dir().join(format!("shipworm-tun-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        Self { tag, namespaces: Vec::new(), children: Vec::new(), dir }
+        Self {
+            tag,
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            dir,
+        }
     }
 
     fn ns(&mut self, name: &str) -> String {
@@ -61,7 +87,9 @@ impl Lab {
     /// A veth pair between two namespaces with an IPv4 address on each end.
     fn link(&self, n: u8, a: &str, a_ip: &str, b: &str, b_ip: &str) {
         let (va, vb) = (format!("v{}{n}a", self.tag), format!("v{}{n}b", self.tag));
-        sh(&["ip", "link", "add", &va, "type", "veth", "peer", "name", &vb]);
+        sh(&[
+            "ip", "link", "add", &va, "type", "veth", "peer", "name", &vb,
+        ]);
         for (v, ns, ip) in [(&va, a, a_ip), (&vb, b, b_ip)] {
             sh(&["ip", "link", "set", v, "netns", ns]);
             sh(&["ip", "-n", ns, "addr", "add", ip, "dev", v]);
@@ -71,19 +99,45 @@ impl Lab {
 
     fn identity(&self, name: &str) -> (PathBuf, String, String) {
         let path = self.dir.join(name);
-        let out = Command::new(env!("CARGO_BIN_EXE_shipworm")).arg("--identity").arg(&path).args(["--json", "id"]).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_shipworm"))
+            .arg("--identity")
+            .arg(&path)
+            .args(["--json", "id"])
+            .output()
+            .unwrap();
         assert!(out.status.success());
         let text = String::from_utf8(out.stdout).unwrap();
-        let field = |k: &str| text.split(&format!("\"{k}\":\"")).nth(1).unwrap().split('"').next().unwrap().to_string();
+        let field = |k: &str| {
+            text.split(&format!("\"{k}\":\""))
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .to_string()
+        };
         (path, field("node_id"), field("overlay_addr"))
     }
 
-    fn up(&mut self, ns: &str, identity: &Path, tun: &str, listen: &str, peers: &[String]) -> usize {
+    fn up(
+        &mut self,
+        ns: &str,
+        identity: &Path,
+        tun: &str,
+        listen: &str,
+        peers: &[String],
+    ) -> usize {
         let log = std::fs::File::create(self.dir.join(format!("{tun}.log"))).unwrap();
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_shipworm"), "--identity"])
-            .arg(identity)
-            .args(["up", "--tun", "--tun-name", tun, "--listen", listen]);
+        cmd.args([
+            "netns",
+            "exec",
+            ns,
+            env!("CARGO_BIN_EXE_shipworm"),
+            "--identity",
+        ])
+        .arg(identity)
+        .args(["up", "--tun", "--tun-name", tun, "--listen", listen]);
         for p in peers {
             cmd.args(["--peer", p]);
         }
@@ -92,11 +146,18 @@ impl Lab {
         // Wait for the interface to carry its overlay address.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let out = Command::new("ip").args(["-n", ns, "-6", "addr", "show", "dev", tun]).output().unwrap();
+            let out = Command::new("ip")
+                .args(["-n", ns, "-6", "addr", "show", "dev", tun])
+                .output()
+                .unwrap();
             if String::from_utf8_lossy(&out.stdout).contains("fd5b:7a1e:9c03:") {
                 break;
             }
-            assert!(Instant::now() < deadline, "{tun} never came up: {}", self.log(tun));
+            assert!(
+                Instant::now() < deadline,
+                "{tun} never came up: {}",
+                self.log(tun)
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         self.children.len() - 1
@@ -108,10 +169,27 @@ impl Lab {
 
     fn ping(&self, ns: &str, dst: &str, count: u32) -> (bool, String) {
         let out = Command::new("ip")
-            .args(["netns", "exec", ns, "ping", "-6", "-n", "-c", &count.to_string(), "-i", "0.2", "-W", "2", dst])
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "ping",
+                "-6",
+                "-n",
+                "-c",
+                &count.to_string(),
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+                dst,
+            ])
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     }
 
     /// SIGTERM to one `up`; returns its exit success and log.
@@ -158,12 +236,35 @@ fn ping6_crosses_the_tunnel_between_two_namespaces_and_strangers_are_kept_out() 
     let (ta, tb, tc) = (tun("a"), tun("b"), tun("c"));
 
     // B lists only A. C knows B and tries anyway.
-    let ia = lab.up(&a, &a_key, &ta, "10.77.1.1:51820", &[format!("{b_id}@10.77.1.2:51820")]);
-    lab.up(&b, &b_key, &tb, "[::]:51820", &[format!("{a_id}@10.77.1.1:51820")]);
-    lab.up(&c, &c_key, &tc, "10.77.2.3:51820", &[format!("{b_id}@10.77.2.2:51820")]);
+    let ia = lab.up(
+        &a,
+        &a_key,
+        &ta,
+        "10.77.1.1:51820",
+        &[format!("{b_id}@10.77.1.2:51820")],
+    );
+    lab.up(
+        &b,
+        &b_key,
+        &tb,
+        "[::]:51820",
+        &[format!("{a_id}@10.77.1.1:51820")],
+    );
+    lab.up(
+        &c,
+        &c_key,
+        &tc,
+        "10.77.2.3:51820",
+        &[format!("{b_id}@10.77.2.2:51820")],
+    );
 
     let (ok, out) = lab.ping(&a, &b_ov, 5);
-    assert!(ok, "ping A -> B through the tunnel failed:\n{out}\nA: {}\nB: {}", lab.log(&ta), lab.log(&tb));
+    assert!(
+        ok,
+        "ping A -> B through the tunnel failed:\n{out}\nA: {}\nB: {}",
+        lab.log(&ta),
+        lab.log(&tb)
+    );
     assert!(out.contains("5 received"), "{out}");
     // And back: B's kernel reaches A's overlay address over the same session.
     let (ok, out) = lab.ping(&b, &a_ov, 2);
@@ -174,5 +275,8 @@ fn ping6_crosses_the_tunnel_between_two_namespaces_and_strangers_are_kept_out() 
 
     let (clean, log) = lab.stop(ia, &ta);
     assert!(clean, "up exited badly:\n{log}");
-    assert!(log.contains("down:") && !log.contains("down: 0 packets in"), "{log}");
+    assert!(
+        log.contains("down:") && !log.contains("down: 0 packets in"),
+        "{log}"
+    );
 }

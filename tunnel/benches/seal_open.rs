@@ -48,8 +48,11 @@ fn raw(buf: &mut [u8; PACKET], a: &ChaCha20Poly1305, b: &ChaCha20Poly1305, count
     nonce[4..].copy_from_slice(&counter.to_le_bytes());
     *counter += 1;
     let aad = [0u8; 16];
-    let tag = a.encrypt_in_place_detached(&nonce.into(), &aad, buf).unwrap();
-    b.decrypt_in_place_detached(&nonce.into(), &aad, buf, &tag).unwrap();
+    let tag = a
+        .encrypt_in_place_detached(&nonce.into(), &aad, buf)
+        .unwrap();
+    b.decrypt_in_place_detached(&nonce.into(), &aad, buf, &tag)
+        .unwrap();
     black_box(&buf);
 }
 
@@ -59,7 +62,10 @@ fn main() {
     let inner = ipv6_packet(a_id.node_id().overlay_addr(), b_id.node_id().overlay_addr());
 
     // Raw AEAD: encrypt then decrypt one 1280-byte buffer in place.
-    let (ka, kb) = (ChaCha20Poly1305::new(&[7u8; 32].into()), ChaCha20Poly1305::new(&[7u8; 32].into()));
+    let (ka, kb) = (
+        ChaCha20Poly1305::new(&[7u8; 32].into()),
+        ChaCha20Poly1305::new(&[7u8; 32].into()),
+    );
     let mut buf = [0u8; PACKET];
     buf.copy_from_slice(&inner);
     let mut raw_counter = 0u64;
@@ -74,7 +80,10 @@ fn main() {
     // The whole sans-IO tunnel: overlay checks, queues, events.
     let mut ta = Tunnel::new(a_id.clone(), TunnelConfig::default(), now);
     let mut tb = Tunnel::new(b_id.clone(), TunnelConfig::default(), now);
-    let (a_addr, b_addr) = ("192.0.2.1:1".parse().unwrap(), "192.0.2.2:2".parse().unwrap());
+    let (a_addr, b_addr) = (
+        "192.0.2.1:1".parse().unwrap(),
+        "192.0.2.2:2".parse().unwrap(),
+    );
     ta.connect(now, 1, b_id.node_id(), &[b_addr]).unwrap();
     for _ in 0..4 {
         while let Some(t) = ta.poll_transmit() {
@@ -88,20 +97,32 @@ fn main() {
     while ta.poll_event().is_some() {}
     while tb.poll_event().is_some() {}
 
-    println!("tunnel seal+open, {PACKET}-byte IPv6 packets, one core, {ROUND:?} per round, 3 rounds");
+    println!(
+        "tunnel seal+open, {PACKET}-byte IPv6 packets, one core, {ROUND:?} per round, 3 rounds"
+    );
     let mut best = [0f64; 3];
     for round in 0..3 {
         let r = rate(|| raw(&mut buf, &ka, &kb, &mut raw_counter));
         let s = rate(|| {
             sa.seal(&inner, &mut wire);
-            let Ok(Packet::Transport { counter, header, sealed, .. }) = Packet::parse(&wire) else { unreachable!() };
+            let Ok(Packet::Transport {
+                counter,
+                header,
+                sealed,
+                ..
+            }) = Packet::parse(&wire)
+            else {
+                unreachable!()
+            };
             black_box(sb.open(header, counter, sealed, &mut plain).unwrap());
         });
         let t = rate(|| {
             ta.send_ip(now, 1, &inner).unwrap();
             let t = ta.poll_transmit().unwrap();
             tb.handle_packet(now, 1, a_addr, &t.contents);
-            let Some(Event::Packet { packet, .. }) = tb.poll_event() else { unreachable!() };
+            let Some(Event::Packet { packet, .. }) = tb.poll_event() else {
+                unreachable!()
+            };
             black_box(packet);
         });
         println!(

@@ -28,7 +28,9 @@ pub fn open_tun(name: &str, addr: Ipv6Addr, mtu: u16) -> io::Result<AsyncDevice>
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Local packets that could not be sent, by cause (the kernel also emits link-local chatter such
@@ -48,14 +50,21 @@ pub struct DeviceStats {
 }
 
 /// Pumps packets between `tun`, `tunnel` and `socket` until `stop` completes.
-pub async fn run(mut tunnel: Tunnel, socket: UdpSocket, tun: AsyncDevice, stop: impl Future<Output = ()>) -> io::Result<DeviceStats> {
+pub async fn run(
+    mut tunnel: Tunnel,
+    socket: UdpSocket,
+    tun: AsyncDevice,
+    stop: impl Future<Output = ()>,
+) -> io::Result<DeviceStats> {
     let dual_stack = socket.local_addr()?.is_ipv6();
     let mut udp_buf = vec![0u8; 65536];
     let mut tun_buf = vec![0u8; 65536];
     let mut stats = DeviceStats::default();
     tokio::pin!(stop);
     loop {
-        let deadline = tunnel.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let deadline = tunnel
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
             _ = &mut stop => break,
             r = socket.recv_from(&mut udp_buf) => {
@@ -78,7 +87,11 @@ pub async fn run(mut tunnel: Tunnel, socket: UdpSocket, tun: AsyncDevice, stop: 
             _ = tokio::time::sleep_until(deadline.into()) => tunnel.handle_timeout(Instant::now(), unix_ms()),
         }
         while let Some(t) = tunnel.poll_transmit() {
-            let dest = if dual_stack { crate::addr::to_dual_stack(t.dest) } else { t.dest };
+            let dest = if dual_stack {
+                crate::addr::to_dual_stack(t.dest)
+            } else {
+                t.dest
+            };
             if socket.send_to(&t.contents, dest).await.is_err() {
                 stats.send_errors += 1;
             }
@@ -88,10 +101,19 @@ pub async fn run(mut tunnel: Tunnel, socket: UdpSocket, tun: AsyncDevice, stop: 
                 Event::Packet { packet, .. } | Event::Local(packet) => {
                     tun.send(&packet).await?;
                 }
-                Event::Established { peer, from, .. } => tracing::info!(peer = %peer.fmt_short(), %from, "session established"),
-                Event::HandshakeFailed { peer } => tracing::warn!(peer = %peer.fmt_short(), "handshake failed"),
-                Event::Closed { peer } => tracing::info!(peer = %peer.fmt_short(), "session closed"),
-                Event::Initiation { .. } | Event::ProbeAnswer { .. } => {}
+                Event::Established { peer, from, .. } => {
+                    tracing::info!(peer = %peer.fmt_short(), %from, "session established")
+                }
+                Event::HandshakeFailed { peer } => {
+                    tracing::warn!(peer = %peer.fmt_short(), "handshake failed")
+                }
+                Event::Closed { peer } => {
+                    tracing::info!(peer = %peer.fmt_short(), "session closed")
+                }
+                Event::Initiation { .. }
+                | Event::Response { .. }
+                | Event::Source { .. }
+                | Event::ProbeAnswer { .. } => {}
             }
         }
     }

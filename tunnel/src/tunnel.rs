@@ -52,6 +52,13 @@ pub struct TunnelConfig {
     pub handshake_retry: Duration,
     /// Give up a handshake after this long.
     pub handshake_timeout: Duration,
+    /// Send each peer's traffic to the source of its last authentic packet (WireGuard roaming).
+    /// Off when a path manager chooses endpoints with [`Tunnel::set_endpoint`]; then a packet from
+    /// a new source is reported as [`Event::Source`] instead.
+    pub follow_source: bool,
+    /// Also send message 2 to every candidate in message 1, not just to where it came from: the
+    /// responder's half of a simultaneous open.
+    pub spray_responses: bool,
 }
 
 impl Default for TunnelConfig {
@@ -68,6 +75,8 @@ impl Default for TunnelConfig {
             keepalive: Some(Duration::from_secs(25)),
             handshake_retry: Duration::from_millis(250),
             handshake_timeout: Duration::from_secs(10),
+            follow_source: true,
+            spray_responses: true,
         }
     }
 }
@@ -128,6 +137,21 @@ pub enum Event {
         /// Where the peer saw our probe come from.
         observed: SocketAddr,
         /// Where the answer came from.
+        from: SocketAddr,
+    },
+    /// We answered a message 1; the HANDSHAKE_RESP is here for relaying.
+    Response {
+        /// The initiator.
+        peer: NodeId,
+        /// The HANDSHAKE_RESP packet.
+        packet: Vec<u8>,
+    },
+    /// An authentic packet of `peer` came from an address that is not its endpoint (only when
+    /// `follow_source` is off): a peer-reflexive candidate, or the peer's NAT rebinding.
+    Source {
+        /// The peer.
+        peer: NodeId,
+        /// Where the packet came from.
         from: SocketAddr,
     },
     /// No session came about in time.
@@ -237,6 +261,8 @@ struct Peer {
     candidates: Vec<SocketAddr>,
     /// Added by configuration: never evicted.
     pinned: bool,
+    /// The last address reported in [`Event::Source`], so one new path is reported once.
+    reported_source: Option<SocketAddr>,
 }
 
 impl Peer {
@@ -256,6 +282,7 @@ impl Peer {
             queued: VecDeque::new(),
             candidates: Vec::new(),
             pinned: false,
+            reported_source: None,
         }
     }
 }
@@ -428,6 +455,41 @@ impl Tunnel {
         Ok(())
     }
 
+    /// Sends `peer`'s traffic to `addr` from now on (the path manager's choice), and flushes
+    /// packets that waited for a path.
+    pub fn set_endpoint(&mut self, now: Instant, unix_ms: u64, peer: NodeId, addr: SocketAddr) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.endpoint = Some(crate::addr::normalize(addr));
+        p.reported_source = None;
+        self.flush_queued(now, unix_ms, peer);
+    }
+
+    /// Sends the running handshake's message 1 to more addresses of `peer` (learned late), and
+    /// includes them in its retries.
+    pub fn add_handshake_endpoints(&mut self, peer: NodeId, addrs: &[SocketAddr]) {
+        let Some(pd) = self.peers.get_mut(&peer).and_then(|p| p.pending.as_mut()) else {
+            return;
+        };
+        let mut fresh = Vec::new();
+        for a in addrs.iter().map(|a| crate::addr::normalize(*a)) {
+            if !pd.endpoints.contains(&a) && pd.endpoints.len() < 2 * handshake::MAX_CANDIDATES {
+                pd.endpoints.push(a);
+                fresh.push(a);
+            }
+        }
+        let packet = pd.packet.clone();
+        for a in fresh {
+            self.push_transmit(a, packet.clone());
+        }
+    }
+
+    /// The candidates `peer` sent in its last handshake.
+    pub fn peer_candidates(&self, peer: &NodeId) -> &[SocketAddr] {
+        self.peers.get(peer).map_or(&[], |p| &p.candidates)
+    }
+
     /// Starts a handshake with `peer`, sending message 1 to each of `endpoints`. `unix_ms` is the
     /// wall clock for the message's timestamp. An [`Event::Initiation`] carries the packet for
     /// relaying.
@@ -593,7 +655,9 @@ impl Tunnel {
                 return;
             }
         }
-        // No usable session: hold data packets (bounded) and make sure a handshake is running.
+        // No usable session or no endpoint yet: hold data packets (bounded), and make sure a
+        // handshake is running unless a session merely waits for its path.
+        let has_session = self.is_established(&id, now);
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
@@ -604,7 +668,7 @@ impl Tunnel {
             }
             peer.queued.push_back(p.to_vec());
         }
-        if peer.pending.is_none() {
+        if peer.pending.is_none() && !(has_session && peer.endpoint.is_none()) {
             let endpoints = peer.endpoint.into_iter().collect();
             self.initiate(now, unix_ms, id, endpoints);
         }
@@ -750,7 +814,25 @@ impl Tunnel {
         if let Some(p) = self.peers.get_mut(&id) {
             p.last_init_timestamp = ts;
         }
-        self.push_transmit(from, reply);
+        if self.config.spray_responses {
+            let mut sent = vec![from];
+            let theirs = self
+                .peers
+                .get(&id)
+                .map(|p| p.candidates.clone())
+                .unwrap_or_default();
+            for c in theirs.into_iter().take(handshake::MAX_CANDIDATES) {
+                if !sent.contains(&c) {
+                    sent.push(c);
+                    self.push_transmit(c, reply.clone());
+                }
+            }
+        }
+        self.push_transmit(from, reply.clone());
+        self.push_event(Event::Response {
+            peer: id,
+            packet: reply,
+        });
         self.flush_queued(now, unix_ms, id);
     }
 
@@ -813,7 +895,9 @@ impl Tunnel {
             self.by_index.remove(&old.local_index);
         }
         peer.previous = peer.current.replace(session);
-        peer.endpoint = Some(from);
+        if self.config.follow_source {
+            peer.endpoint = Some(from);
+        }
         peer.last_handshake = Some(now);
         peer.candidates = candidates.clone();
         self.stats.handshakes_completed += 1;
@@ -908,9 +992,22 @@ impl Tunnel {
                 return;
             }
         };
-        // Authenticated: follow the peer to where it is now (NAT rebinding, roaming).
-        peer.endpoint = Some(from);
+        // Authenticated: follow the peer to where it is now (NAT rebinding, roaming), or tell
+        // the path manager about the new source.
+        let mut new_source = None;
+        if self.config.follow_source {
+            peer.endpoint = Some(from);
+        } else if peer.endpoint != Some(from) && peer.reported_source != Some(from) {
+            peer.reported_source = Some(from);
+            new_source = Some(from);
+        }
         let (peer_overlay, peer_id) = (peer.overlay, peer.id);
+        if let Some(from) = new_source {
+            self.push_event(Event::Source {
+                peer: peer_id,
+                from,
+            });
+        }
         match Inner::parse(&plain) {
             Ok(Inner::Keepalive) => {}
             Ok(Inner::Data(ip)) => match crate::ipv6::check_inbound(ip, peer_overlay, self.overlay)

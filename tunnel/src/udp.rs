@@ -58,4 +58,3 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<BoundSocket> {
         }),
     }
 }
-
