@@ -14,7 +14,9 @@
 #![warn(missing_docs)]
 
 pub mod demo;
+pub mod engine;
 pub mod paths;
+pub mod sim;
 pub mod up;
 
 pub use shipworm_rendezvous as rendezvous;

@@ -1,0 +1,601 @@
+//! The node's connectivity engine, sans-IO: registration, introduction, hole punching and path
+//! selection around a [`Tunnel`] (`docs/protocol.md` §"Connecting").
+//!
+//! One UDP socket carries everything: rendezvous messages, STUN, handshakes and tunnel frames,
+//! so the mapping a rendezvous observes is the one peers reach. Feed datagrams to
+//! [`Engine::handle_packet`], time to [`Engine::handle_timeout`]; send what
+//! [`Engine::poll_transmit`] returns; act on [`Engine::poll_event`].
+//!
+//! **Invariant:** drain `poll_transmit` and `poll_event` after every call that takes `now`;
+//! call `handle_timeout` at or after [`Engine::poll_timeout`].
+//!
+//! The procedure for `connect(B)`: message 1 goes to the rendezvous (INTRODUCE) and directly to
+//! every address of B already known; the rendezvous' acknowledgement adds B's observed address,
+//! which gets message 1 too. B answers with message 2 directly to every candidate of A (opening
+//! its own NAT toward them) and, because the introduction came through the rendezvous, through
+//! the rendezvous as well, so the handshake completes whatever the NATs do. Then both sides probe
+//! every candidate pair at once (a simultaneous open); a pair is used only once a probe and its
+//! answer have both crossed it.
+
+pub mod paths;
+pub mod registration;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use shipworm_rendezvous::proto::{self, IntroStatus, Message};
+use shipworm_tunnel::tunnel::{Accept, Event as TunnelEvent, SendError, Tunnel, TunnelConfig};
+use shipworm_tunnel::{addr, frame, Identity, NodeId};
+
+use paths::{CandidateKind, PairState, PathTiming, Paths};
+use registration::{RegEvent, Registration};
+
+/// Most local candidates kept.
+pub const MAX_LOCAL_CANDIDATES: usize = 16;
+/// Most outstanding probes tracked.
+const MAX_PROBES: usize = 4096;
+/// Most introductions awaiting an acknowledgement.
+const MAX_INTROS: usize = 1024;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Rendezvous servers to register with.
+    pub rendezvous: Vec<SocketAddr>,
+    /// Tunnel settings (`follow_source` is turned off: paths are chosen here).
+    pub tunnel: TunnelConfig,
+    /// Registration refresh interval (below common NAT UDP timeouts).
+    pub refresh_interval: Duration,
+    /// Path check timing.
+    pub paths: PathTiming,
+    /// Give up a connection attempt without a working path after this long.
+    pub connect_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            rendezvous: Vec::new(),
+            tunnel: TunnelConfig::default(),
+            refresh_interval: Duration::from_secs(25),
+            paths: PathTiming::default(),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a connection attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// The rendezvous does not know the peer.
+    #[error("peer is not registered at {0}")]
+    UnknownPeer(SocketAddr),
+    /// We are registered nowhere, and know no address of the peer.
+    #[error("not registered with any rendezvous and no direct address of the peer is known")]
+    NoWayToReach,
+    /// The handshake never completed.
+    #[error("no answer from the peer (handshake timed out): it may be offline or refuse us")]
+    HandshakeTimeout,
+    /// The handshake completed but no pair worked in both directions.
+    #[error("no direct path: every candidate pair failed its checks")]
+    NoDirectPath,
+}
+
+/// What the node should know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A rendezvous confirmed our registration.
+    Registered {
+        /// The server.
+        server: SocketAddr,
+        /// Our address as it sees it.
+        observed: SocketAddr,
+    },
+    /// A rendezvous refused us for a reason to show the user.
+    RegistrationRefused {
+        /// The server.
+        server: SocketAddr,
+        /// Why, with the fix.
+        reason: String,
+    },
+    /// A path to `peer` works in both directions and is selected.
+    Connected {
+        /// The peer.
+        peer: NodeId,
+        /// The selected remote address.
+        path: SocketAddr,
+        /// Its round-trip time.
+        rtt: Duration,
+    },
+    /// The selected path changed (better RTT, or failover).
+    PathChanged {
+        /// The peer.
+        peer: NodeId,
+        /// The new remote address.
+        path: SocketAddr,
+    },
+    /// An IPv6 packet from `peer`.
+    Packet {
+        /// The peer.
+        peer: NodeId,
+        /// The packet.
+        packet: Vec<u8>,
+    },
+    /// An IPv6 packet for the local side (ICMPv6 Packet Too Big).
+    Local(Vec<u8>),
+    /// A connection attempt failed.
+    ConnectFailed {
+        /// The peer.
+        peer: NodeId,
+        /// Why.
+        error: ConnectError,
+    },
+    /// The session with `peer` ended.
+    Disconnected {
+        /// The peer.
+        peer: NodeId,
+    },
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub dest: SocketAddr,
+    /// The bytes.
+    pub contents: Vec<u8>,
+}
+
+/// A local candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// The address.
+    pub addr: SocketAddr,
+    /// How we know it.
+    pub kind: CandidateKind,
+}
+
+#[derive(Debug)]
+struct PeerState {
+    paths: Paths,
+    /// Set while `connect` runs: when it started.
+    connecting: Option<Instant>,
+    established: bool,
+    connected: bool,
+    /// The message 1 we answered came through the rendezvous: relay message 2 back that way.
+    relay_response: bool,
+}
+
+impl PeerState {
+    fn new() -> Self {
+        Self { paths: Paths::default(), connecting: None, established: false, connected: false, relay_response: false }
+    }
+}
+
+/// The engine.
+pub struct Engine {
+    identity: Identity,
+    me: NodeId,
+    config: EngineConfig,
+    tunnel: Tunnel,
+    servers: Vec<Registration>,
+    local: Vec<Candidate>,
+    peers: HashMap<NodeId, PeerState>,
+    /// Probe transaction id → (peer, remote, sent at).
+    probes: HashMap<u64, (NodeId, SocketAddr, Instant)>,
+    /// Introduction transaction id → (peer, server, sent at).
+    intros: HashMap<u64, (NodeId, SocketAddr, Instant)>,
+    /// Introductions that waited for a registration (bounded): sent as soon as one completes.
+    waiting_intros: VecDeque<(NodeId, Vec<u8>)>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<NodeEvent>,
+    rng: u64,
+}
+
+/// Most introductions held while no registration is complete.
+const MAX_WAITING_INTROS: usize = 64;
+
+impl Engine {
+    /// An engine for `identity`; `seed` makes its transaction ids reproducible (simulation).
+    pub fn new(identity: Identity, mut config: EngineConfig, now: Instant, seed: Option<u64>) -> Self {
+        config.tunnel.follow_source = false;
+        config.tunnel.spray_responses = true;
+        let rng = seed.unwrap_or_else(|| {
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b).expect("the OS random source is unavailable");
+            u64::from_le_bytes(b)
+        }) | 1;
+        let servers = config.rendezvous.iter().map(|s| Registration::new(*s, now, config.refresh_interval)).collect();
+        Self {
+            me: identity.node_id(),
+            tunnel: Tunnel::new(identity.clone(), config.tunnel.clone(), now),
+            identity,
+            config,
+            servers,
+            local: Vec::new(),
+            peers: HashMap::new(),
+            probes: HashMap::new(),
+            intros: HashMap::new(),
+            waiting_intros: VecDeque::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            rng,
+        }
+    }
+
+    /// Our NodeId.
+    pub fn node_id(&self) -> NodeId {
+        self.me
+    }
+
+    /// Our local candidates.
+    pub fn local_candidates(&self) -> &[Candidate] {
+        &self.local
+    }
+
+    /// The pairs of `peer`.
+    pub fn paths(&self, peer: &NodeId) -> Option<&Paths> {
+        self.peers.get(peer).map(|p| &p.paths)
+    }
+
+    /// Tunnel counters.
+    pub fn tunnel_stats(&self) -> &shipworm_tunnel::tunnel::Stats {
+        self.tunnel.stats()
+    }
+
+    /// Our reflexive address at each server that confirmed us.
+    pub fn registrations(&self) -> Vec<(SocketAddr, Option<SocketAddr>)> {
+        self.servers.iter().map(|r| (r.server, r.observed())).collect()
+    }
+
+    fn next_id(&mut self) -> u64 {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+
+    /// Adds a local candidate (a host address, a port mapping); late ones reach peers with the
+    /// next handshake (a rekey) and through peer-reflexive discovery meanwhile.
+    pub fn add_local_candidate(&mut self, addr: SocketAddr, kind: CandidateKind) {
+        let addr = addr::normalize(addr);
+        if self.local.iter().any(|c| c.addr == addr) || self.local.len() >= MAX_LOCAL_CANDIDATES {
+            return;
+        }
+        self.local.push(Candidate { addr, kind });
+        self.tunnel.set_candidates(self.local.iter().map(|c| c.addr).collect());
+    }
+
+    fn push_transmit(&mut self, dest: SocketAddr, contents: Vec<u8>) {
+        if self.transmits.len() < shipworm_tunnel::tunnel::MAX_QUEUED {
+            self.transmits.push_back(Transmit { dest, contents });
+        }
+    }
+
+    fn push_event(&mut self, e: NodeEvent) {
+        if self.events.len() < shipworm_tunnel::tunnel::MAX_QUEUED {
+            self.events.push_back(e);
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    /// Starts connecting to `peer`, known at `direct` addresses (may be empty: the rendezvous
+    /// then introduces us).
+    pub fn connect(&mut self, now: Instant, unix_ms: u64, peer: NodeId, direct: &[SocketAddr]) {
+        let registered = self.servers.iter().any(|r| r.token().is_some());
+        if direct.is_empty() && self.servers.is_empty() {
+            self.push_event(NodeEvent::ConnectFailed { peer, error: ConnectError::NoWayToReach });
+            return;
+        }
+        let state = self.peers.entry(peer).or_insert_with(PeerState::new);
+        state.connecting = Some(now);
+        for d in direct {
+            state.paths.add(*d, CandidateKind::Host, now);
+        }
+        let _ = registered;
+        if self.tunnel.connect(now, unix_ms, peer, direct).is_err() {
+            self.push_event(NodeEvent::ConnectFailed { peer, error: ConnectError::NoWayToReach });
+            return;
+        }
+        self.drain_tunnel(now, unix_ms);
+    }
+
+    /// Sends an IPv6 packet from the local side.
+    pub fn send_ip(&mut self, now: Instant, unix_ms: u64, packet: &[u8]) -> Result<(), SendError> {
+        let r = self.tunnel.send_ip(now, unix_ms, packet);
+        self.drain_tunnel(now, unix_ms);
+        r
+    }
+
+    /// Handles one datagram from the socket.
+    pub fn handle_packet(&mut self, now: Instant, unix_ms: u64, from: SocketAddr, bytes: &[u8]) {
+        let from = addr::normalize(from);
+        if frame::is_tunnel_packet(bytes) {
+            self.tunnel.handle_packet(now, unix_ms, from, bytes);
+        } else if proto::is_rendezvous_message(bytes) {
+            self.on_rendezvous(now, unix_ms, from, bytes);
+        }
+        self.drain_tunnel(now, unix_ms);
+    }
+
+    fn on_rendezvous(&mut self, now: Instant, unix_ms: u64, from: SocketAddr, bytes: &[u8]) {
+        let Some(si) = self.servers.iter().position(|r| r.server == from) else { return };
+        let Ok(msg) = Message::parse(bytes) else { return };
+        match msg {
+            Message::Registered(r) if self.servers[si].owns(r.tx) => {
+                if let RegEvent::Registered { observed, changed } = self.servers[si].on_registered(now, &r) {
+                    self.add_local_candidate(observed, CandidateKind::Reflexive);
+                    if changed {
+                        self.push_event(NodeEvent::Registered { server: from, observed });
+                    }
+                }
+                // Introductions asked for before we were registered go out now.
+                while let Some((peer, payload)) = self.waiting_intros.pop_front() {
+                    self.introduce(now, peer, &payload);
+                }
+            }
+            Message::Error(e) if self.servers[si].owns(e.tx) => {
+                if let Some(RegEvent::Refused(reason)) = self.servers[si].on_error(now, e.code, e.server_time_ms, unix_ms) {
+                    self.push_event(NodeEvent::RegistrationRefused { server: from, reason });
+                }
+            }
+            Message::Error(e) => {
+                // An INTRODUCE refused for a lost registration: register again.
+                if self.intros.remove(&e.tx).is_some() {
+                    self.servers[si].on_error(now, e.code, e.server_time_ms, unix_ms);
+                }
+            }
+            Message::IntroAck(ack) => {
+                let Some((peer, _, _)) = self.intros.remove(&ack.tx) else { return };
+                match ack.status {
+                    IntroStatus::Forwarded => {
+                        if let Some(a) = ack.target_addr {
+                            if let Some(st) = self.peers.get_mut(&peer) {
+                                st.paths.add(a, CandidateKind::Reflexive, now);
+                            }
+                            self.tunnel.add_handshake_endpoints(peer, &[a]);
+                        }
+                    }
+                    IntroStatus::UnknownPeer => {
+                        if self.peers.get(&peer).is_some_and(|p| p.connecting.is_some() && !p.established) {
+                            self.fail(peer, ConnectError::UnknownPeer(from));
+                        }
+                    }
+                    // Retried with the handshake's next retransmission.
+                    IntroStatus::SenderRateLimited | IntroStatus::TargetRateLimited => {}
+                }
+            }
+            Message::IntroFwd(f) => {
+                let Ok(peer) = NodeId::from_bytes(&f.from) else { return };
+                match f.payload.first() {
+                    Some(&frame::HANDSHAKE_INIT) => {
+                        self.peers.entry(peer).or_insert_with(PeerState::new).relay_response = true;
+                        self.tunnel.handle_packet(now, unix_ms, f.from_addr, f.payload);
+                    }
+                    Some(&frame::HANDSHAKE_RESP) => {
+                        if let Some(st) = self.peers.get_mut(&peer) {
+                            st.paths.add(f.from_addr, CandidateKind::Reflexive, now);
+                        }
+                        self.tunnel.handle_packet(now, unix_ms, f.from_addr, f.payload);
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn fail(&mut self, peer: NodeId, error: ConnectError) {
+        if let Some(st) = self.peers.get_mut(&peer) {
+            st.connecting = None;
+        }
+        self.push_event(NodeEvent::ConnectFailed { peer, error });
+    }
+
+    /// Sends `payload` (a handshake packet) to `peer` through every server we are registered at.
+    fn introduce(&mut self, now: Instant, peer: NodeId, payload: &[u8]) {
+        if payload.len() > proto::MAX_INTRO_PAYLOAD {
+            return;
+        }
+        let targets: Vec<(SocketAddr, [u8; proto::TOKEN_LEN])> =
+            self.servers.iter().filter_map(|r| r.token().map(|t| (r.server, t))).collect();
+        if targets.is_empty() && !self.servers.is_empty() {
+            // Not registered yet: hold the newest message for this peer until we are.
+            self.waiting_intros.retain(|(p, _)| *p != peer);
+            if self.waiting_intros.len() >= MAX_WAITING_INTROS {
+                self.waiting_intros.pop_front();
+            }
+            self.waiting_intros.push_back((peer, payload.to_vec()));
+            return;
+        }
+        for (server, token) in targets {
+            let tx = self.next_id();
+            if self.intros.len() >= MAX_INTROS {
+                self.intros.retain(|_, (_, _, t)| now.saturating_duration_since(*t) < Duration::from_secs(10));
+            }
+            self.intros.insert(tx, (peer, server, now));
+            let msg = Message::Introduce(proto::Introduce {
+                tx,
+                node: *self.me.as_bytes(),
+                token,
+                target: *peer.as_bytes(),
+                payload,
+            });
+            self.push_transmit(server, msg.to_vec());
+        }
+    }
+
+    fn drain_tunnel(&mut self, now: Instant, unix_ms: u64) {
+        while let Some(t) = self.tunnel.poll_transmit() {
+            self.push_transmit(t.dest, t.contents);
+        }
+        while let Some(e) = self.tunnel.poll_event() {
+            match e {
+                TunnelEvent::Initiation { peer, packet } => self.introduce(now, peer, &packet),
+                TunnelEvent::Response { peer, packet } => {
+                    let relay = self.peers.get_mut(&peer).is_some_and(|p| std::mem::take(&mut p.relay_response));
+                    if relay {
+                        self.introduce(now, peer, &packet);
+                    }
+                }
+                TunnelEvent::Established { peer, candidates, from } => {
+                    let st = self.peers.entry(peer).or_insert_with(PeerState::new);
+                    st.established = true;
+                    st.paths.add(from, CandidateKind::PeerReflexive, now);
+                    for c in candidates {
+                        st.paths.add(c, CandidateKind::Host, now);
+                    }
+                    self.probe_due(now, peer);
+                }
+                TunnelEvent::Source { peer, from } => {
+                    if let Some(st) = self.peers.get_mut(&peer) {
+                        if let Some(i) = st.paths.add(from, CandidateKind::PeerReflexive, now) {
+                            // Probe a new source at once: it may be the peer's new mapping.
+                            if st.paths.pairs[i].state == PairState::Waiting {
+                                self.probe_pair(now, peer, i);
+                            }
+                        }
+                    }
+                }
+                TunnelEvent::ProbeAnswer { peer, tx, observed, from } => {
+                    let Some((p, remote, sent)) = self.probes.remove(&tx) else { continue };
+                    if p != peer || remote != from {
+                        continue;
+                    }
+                    // Where the peer saw us: a peer-reflexive candidate of ours.
+                    if !self.local.iter().any(|c| c.addr == observed) {
+                        self.add_local_candidate(observed, CandidateKind::PeerReflexive);
+                    }
+                    if let Some(st) = self.peers.get_mut(&peer) {
+                        st.paths.answered(remote, sent, now);
+                    }
+                    self.reselect(now, unix_ms, peer);
+                }
+                TunnelEvent::Packet { peer, packet } => self.push_event(NodeEvent::Packet { peer, packet }),
+                TunnelEvent::Local(p) => self.push_event(NodeEvent::Local(p)),
+                TunnelEvent::HandshakeFailed { peer } => {
+                    if self.peers.get(&peer).is_some_and(|p| p.connecting.is_some()) {
+                        self.fail(peer, ConnectError::HandshakeTimeout);
+                    }
+                }
+                TunnelEvent::Closed { peer } => {
+                    if let Some(st) = self.peers.get_mut(&peer) {
+                        st.established = false;
+                        st.connected = false;
+                        st.paths.selected = None;
+                    }
+                    self.push_event(NodeEvent::Disconnected { peer });
+                }
+            }
+        }
+    }
+
+    fn probe_pair(&mut self, now: Instant, peer: NodeId, i: usize) {
+        let Some(remote) = self.peers.get(&peer).map(|p| p.paths.pairs[i].remote) else { return };
+        let tx = self.next_id();
+        if self.probes.len() >= MAX_PROBES {
+            self.probes.retain(|_, (_, _, t)| now.saturating_duration_since(*t) < Duration::from_secs(5));
+            if self.probes.len() >= MAX_PROBES {
+                return;
+            }
+        }
+        if self.tunnel.send_probe(now, peer, remote, tx) {
+            self.probes.insert(tx, (peer, remote, now));
+            if let Some(st) = self.peers.get_mut(&peer) {
+                st.paths.sent(i, now);
+            }
+        }
+    }
+
+    fn probe_due(&mut self, now: Instant, peer: NodeId) {
+        let timing = self.config.paths.clone();
+        let Some(due) = self.peers.get(&peer).filter(|p| p.established).map(|p| p.paths.due(now, &timing)) else { return };
+        for i in due {
+            self.probe_pair(now, peer, i);
+        }
+        while let Some(t) = self.tunnel.poll_transmit() {
+            self.push_transmit(t.dest, t.contents);
+        }
+    }
+
+    fn reselect(&mut self, now: Instant, unix_ms: u64, peer: NodeId) {
+        let Some(st) = self.peers.get_mut(&peer) else { return };
+        let before = st.paths.selected_remote();
+        st.paths.select();
+        let after = st.paths.selected_remote();
+        if before == after {
+            return;
+        }
+        let Some(path) = after else { return };
+        let rtt = st.paths.selected.and_then(|i| st.paths.pairs[i].rtt).unwrap_or_default();
+        let first = !st.connected;
+        st.connected = true;
+        st.connecting = None;
+        self.tunnel.set_endpoint(now, unix_ms, peer, path);
+        self.push_event(if first { NodeEvent::Connected { peer, path, rtt } } else { NodeEvent::PathChanged { peer, path } });
+        while let Some(t) = self.tunnel.poll_transmit() {
+            self.push_transmit(t.dest, t.contents);
+        }
+    }
+
+    /// When [`Engine::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let timing = &self.config.paths;
+        let reg = self.servers.iter().map(|r| r.next_action());
+        let tunnel = self.tunnel.poll_timeout();
+        let paths = self.peers.values().filter(|p| p.established).filter_map(|p| p.paths.next_due(timing));
+        let connects = self.peers.values().filter_map(|p| p.connecting.map(|c| c + self.config.connect_timeout));
+        reg.chain(tunnel).chain(paths).chain(connects).min()
+    }
+
+    /// Registration upkeep, probes, path failure detection, handshake retries, timeouts.
+    pub fn handle_timeout(&mut self, now: Instant, unix_ms: u64) {
+        for i in 0..self.servers.len() {
+            let tx = self.next_id();
+            if let Some(req) = self.servers[i].poll(now, unix_ms, &self.identity, tx) {
+                let server = self.servers[i].server;
+                self.push_transmit(server, req);
+            }
+        }
+        self.tunnel.handle_timeout(now, unix_ms);
+        self.drain_tunnel(now, unix_ms);
+        let timing = self.config.paths.clone();
+        let ids: Vec<NodeId> = self.peers.keys().copied().collect();
+        for peer in ids {
+            let Some(st) = self.peers.get_mut(&peer) else { continue };
+            if st.established {
+                st.paths.expire(now, &timing);
+                self.reselect(now, unix_ms, peer);
+                self.probe_due(now, peer);
+            }
+            let Some(st) = self.peers.get(&peer) else { continue };
+            if let Some(started) = st.connecting {
+                if now.saturating_duration_since(started) >= self.config.connect_timeout {
+                    let error = if st.established { ConnectError::NoDirectPath } else { ConnectError::HandshakeTimeout };
+                    self.fail(peer, error);
+                }
+            }
+        }
+    }
+
+    /// Peers with a selected path.
+    pub fn connected_peers(&self) -> HashSet<NodeId> {
+        self.peers.iter().filter(|(_, p)| p.connected).map(|(id, _)| *id).collect()
+    }
+
+    /// Lets anyone, or only listed nodes, open sessions to us.
+    pub fn accept_policy(&self) -> &Accept {
+        &self.config.tunnel.accept
+    }
+}

@@ -1,0 +1,316 @@
+//! Candidate pairs of one peer and the choice among them (`docs/protocol.md` §"Paths").
+//!
+//! Every pair is checked with authenticated probes. A pair *succeeds* only when a probe we sent
+//! to its remote address was answered: the probe crossed one way and the answer the other, so a
+//! one-way path can never succeed, and so can never be selected. Pairs keep being probed; the
+//! selected one often, so that a path that stops answering is left within about a second.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Most pairs kept per peer.
+pub const MAX_PAIRS: usize = 32;
+
+/// Where a remote candidate came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CandidateKind {
+    /// An interface address of the host.
+    Host,
+    /// Seen by a rendezvous server (server-reflexive).
+    Reflexive,
+    /// A port mapping on the gateway (UPnP IGD, NAT-PMP, PCP).
+    Mapped,
+    /// The source of an authenticated packet (peer-reflexive).
+    PeerReflexive,
+}
+
+/// The state of a pair, as WebRTC's candidate-pair stats name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairState {
+    /// Not probed yet.
+    Waiting,
+    /// Probes out, no answer yet.
+    InProgress,
+    /// A probe was answered (both directions proven).
+    Succeeded,
+    /// No answer within the check period (still re-probed now and then).
+    Failed,
+}
+
+/// One candidate pair: our socket to one remote address.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    /// The remote address.
+    pub remote: SocketAddr,
+    /// How we learned it.
+    pub kind: CandidateKind,
+    /// Its state.
+    pub state: PairState,
+    /// Smoothed round-trip time.
+    pub rtt: Option<Duration>,
+    /// Last round-trip sample.
+    pub last_rtt: Option<Duration>,
+    /// Probes sent.
+    pub probes_sent: u64,
+    /// Answers received.
+    pub answers_received: u64,
+    /// When it was added.
+    pub added: Instant,
+    /// Last probe sent.
+    pub last_probe: Option<Instant>,
+    /// Last answer received.
+    pub last_answer: Option<Instant>,
+}
+
+impl Pair {
+    fn new(remote: SocketAddr, kind: CandidateKind, now: Instant) -> Self {
+        Self {
+            remote,
+            kind,
+            state: PairState::Waiting,
+            rtt: None,
+            last_rtt: None,
+            probes_sent: 0,
+            answers_received: 0,
+            added: now,
+            last_probe: None,
+            last_answer: None,
+        }
+    }
+}
+
+/// Timing of the checks.
+#[derive(Debug, Clone)]
+pub struct PathTiming {
+    /// Probe interval while a pair is being established.
+    pub check_interval: Duration,
+    /// How long a new pair is checked at that pace before it counts as failed.
+    pub check_period: Duration,
+    /// Probe interval of the selected pair (also the failure detector's clock).
+    pub selected_interval: Duration,
+    /// Probe interval of other succeeded pairs, and of failed ones.
+    pub idle_interval: Duration,
+    /// A selected pair unanswered for this long is failed and left.
+    pub path_timeout: Duration,
+}
+
+impl Default for PathTiming {
+    fn default() -> Self {
+        Self {
+            check_interval: Duration::from_millis(100),
+            check_period: Duration::from_secs(5),
+            selected_interval: Duration::from_millis(250),
+            idle_interval: Duration::from_secs(2),
+            path_timeout: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// All pairs of one peer.
+#[derive(Debug, Default)]
+pub struct Paths {
+    /// The pairs.
+    pub pairs: Vec<Pair>,
+    /// Index of the selected pair.
+    pub selected: Option<usize>,
+}
+
+impl Paths {
+    /// Adds a pair for `remote` if new (bounded); returns its index.
+    pub fn add(&mut self, remote: SocketAddr, kind: CandidateKind, now: Instant) -> Option<usize> {
+        let remote = shipworm_tunnel::addr::normalize(remote);
+        if remote.port() == 0 || remote.ip().is_unspecified() || remote.ip().is_multicast() {
+            return None;
+        }
+        if let Some(i) = self.pairs.iter().position(|p| p.remote == remote) {
+            return Some(i);
+        }
+        if self.pairs.len() >= MAX_PAIRS {
+            // Make room by dropping a failed, unselected pair.
+            let victim = self.pairs.iter().enumerate().position(|(i, p)| p.state == PairState::Failed && Some(i) != self.selected)?;
+            self.remove(victim);
+        }
+        self.pairs.push(Pair::new(remote, kind, now));
+        Some(self.pairs.len() - 1)
+    }
+
+    fn remove(&mut self, i: usize) {
+        self.pairs.remove(i);
+        self.selected = match self.selected {
+            Some(s) if s == i => None,
+            Some(s) if s > i => Some(s - 1),
+            other => other,
+        };
+    }
+
+    /// The selected remote address.
+    pub fn selected_remote(&self) -> Option<SocketAddr> {
+        self.selected.map(|i| self.pairs[i].remote)
+    }
+
+    /// Pairs due for a probe at `now`.
+    pub fn due(&self, now: Instant, t: &PathTiming) -> Vec<usize> {
+        let mut out = Vec::new();
+        for (i, p) in self.pairs.iter().enumerate() {
+            let interval = match p.state {
+                _ if Some(i) == self.selected => t.selected_interval,
+                PairState::Waiting | PairState::InProgress => t.check_interval,
+                PairState::Succeeded | PairState::Failed => t.idle_interval,
+            };
+            if p.last_probe.is_none_or(|l| now.saturating_duration_since(l) >= interval) {
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    /// The earliest time a probe or a state change is due.
+    pub fn next_due(&self, t: &PathTiming) -> Option<Instant> {
+        self.pairs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let interval = match p.state {
+                    _ if Some(i) == self.selected => t.selected_interval,
+                    PairState::Waiting | PairState::InProgress => t.check_interval,
+                    _ => t.idle_interval,
+                };
+                p.last_probe.map_or(p.added, |l| l + interval)
+            })
+            .min()
+    }
+
+    /// Records a probe sent on pair `i`.
+    pub fn sent(&mut self, i: usize, now: Instant) {
+        let p = &mut self.pairs[i];
+        p.probes_sent += 1;
+        p.last_probe = Some(now);
+        if p.state == PairState::Waiting {
+            p.state = PairState::InProgress;
+        }
+    }
+
+    /// Records an answer to a probe sent to `remote` at `sent_at`.
+    pub fn answered(&mut self, remote: SocketAddr, sent_at: Instant, now: Instant) {
+        let Some(p) = self.pairs.iter_mut().find(|p| p.remote == remote) else { return };
+        let sample = now.saturating_duration_since(sent_at);
+        p.answers_received += 1;
+        p.last_answer = Some(now);
+        p.last_rtt = Some(sample);
+        // RFC 6298-style smoothing, 1/8 gain.
+        p.rtt = Some(match p.rtt {
+            Some(r) => (r * 7 + sample) / 8,
+            None => sample,
+        });
+        p.state = PairState::Succeeded;
+    }
+
+    /// Marks pairs that stopped answering as failed.
+    pub fn expire(&mut self, now: Instant, t: &PathTiming) {
+        for (i, p) in self.pairs.iter_mut().enumerate() {
+            let silent_since = p.last_answer.unwrap_or(p.added);
+            let timeout = match p.state {
+                _ if Some(i) == self.selected => t.path_timeout,
+                PairState::Waiting | PairState::InProgress => t.check_period,
+                // Unselected succeeded pairs are probed slowly: allow a few intervals.
+                PairState::Succeeded => t.idle_interval * 3,
+                PairState::Failed => continue,
+            };
+            if p.last_probe.is_some_and(|l| l > silent_since) && now.saturating_duration_since(silent_since) >= timeout {
+                p.state = PairState::Failed;
+            }
+        }
+    }
+
+    /// Chooses the best succeeded pair: lowest RTT, IPv6 at equal RTT, with hysteresis against
+    /// flapping. Returns the new selection if it changed.
+    pub fn select(&mut self) -> Option<usize> {
+        let score = |p: &Pair| {
+            let rtt = p.rtt.unwrap_or(Duration::MAX);
+            // Equal within a millisecond counts as equal; then IPv6 first.
+            (rtt.as_millis(), p.remote.is_ipv4())
+        };
+        let best = self
+            .pairs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.state == PairState::Succeeded)
+            .min_by_key(|(_, p)| score(p))
+            .map(|(i, _)| i);
+        let keep = match (self.selected, best) {
+            (_, None) => {
+                let changed = self.selected.is_some_and(|s| self.pairs[s].state != PairState::Succeeded);
+                if changed {
+                    self.selected = None;
+                }
+                return None;
+            }
+            (Some(cur), Some(b)) if self.pairs[cur].state == PairState::Succeeded => {
+                let (c, n) = (&self.pairs[cur], &self.pairs[b]);
+                let (crtt, nrtt) = (c.rtt.unwrap_or(Duration::MAX), n.rtt.unwrap_or(Duration::MAX));
+                // Move only for a clearly better path: 10 % and at least 2 ms faster, or same
+                // speed on IPv6 where the current one is IPv4.
+                let margin = (crtt / 10).max(Duration::from_millis(2));
+                let faster = nrtt + margin < crtt;
+                let v6_upgrade = c.remote.is_ipv4() && n.remote.is_ipv6() && nrtt.as_millis() <= crtt.as_millis();
+                !(faster || v6_upgrade)
+            }
+            _ => false,
+        };
+        if keep || self.selected == best {
+            return None;
+        }
+        self.selected = best;
+        best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(base: Instant, ms: u64) -> Instant {
+        base + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn only_answered_pairs_are_selected_and_ipv6_wins_ties() {
+        let t0 = Instant::now();
+        let mut p = Paths::default();
+        let v4: SocketAddr = "192.0.2.1:1".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::1]:1".parse().unwrap();
+        p.add(v4, CandidateKind::Reflexive, t0);
+        p.add(v6, CandidateKind::Host, t0);
+        p.sent(0, t0);
+        p.sent(1, t0);
+        assert_eq!(p.select(), None, "nothing answered yet");
+        p.answered(v4, t0, at(t0, 10));
+        assert_eq!(p.select(), Some(0));
+        p.answered(v6, t0, at(t0, 10));
+        assert_eq!(p.select(), Some(1), "same RTT: IPv6");
+        assert_eq!(p.selected_remote(), Some(v6));
+    }
+
+    #[test]
+    fn hysteresis_and_failover() {
+        let t0 = Instant::now();
+        let t = PathTiming::default();
+        let mut p = Paths::default();
+        let a: SocketAddr = "192.0.2.1:1".parse().unwrap();
+        let b: SocketAddr = "192.0.2.2:1".parse().unwrap();
+        p.add(a, CandidateKind::Reflexive, t0);
+        p.add(b, CandidateKind::Host, t0);
+        p.answered(a, t0, at(t0, 20));
+        p.select();
+        p.answered(b, at(t0, 0), at(t0, 19));
+        assert_eq!(p.select(), None, "1 ms faster is not worth a switch");
+        // The selected path goes silent: probes continue, answers stop.
+        p.sent(0, at(t0, 100));
+        p.expire(at(t0, 900), &t);
+        assert_eq!(p.pairs[0].state, PairState::Succeeded);
+        p.sent(0, at(t0, 1000));
+        p.expire(at(t0, 1021), &t);
+        assert_eq!(p.pairs[0].state, PairState::Failed, "about a second without answers");
+        assert_eq!(p.select(), Some(1));
+    }
+}

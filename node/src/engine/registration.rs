@@ -1,0 +1,179 @@
+//! Keeping a registration at one rendezvous server, sans-IO.
+//!
+//! REGISTER (signed) once, then REFRESH with the token every `refresh_interval` (below common NAT
+//! UDP timeouts, so the mapping the server observes stays open). A refused REFRESH (the server
+//! restarted, or our NAT rebound) falls back to REGISTER at once; silence is retried with backoff,
+//! forever: a rendezvous that comes back is found again by itself.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use shipworm_rendezvous::proto::{ErrorCode, Message, Refresh, Register, Registered, TOKEN_LEN};
+use shipworm_tunnel::Identity;
+
+/// First retransmission of a request; doubles up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+/// Longest wait between retransmissions.
+const MAX_RETRY: Duration = Duration::from_secs(5);
+/// Unanswered refreshes before falling back to a signed REGISTER.
+const REFRESH_TRIES: u32 = 3;
+/// Wait after a clock-skew refusal before trying again.
+const SKEW_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What happened to the registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegEvent {
+    /// The server (re)confirmed us; `observed` is our address as it sees it.
+    Registered {
+        /// Our reflexive address.
+        observed: SocketAddr,
+        /// Whether it differs from the last one (first registration, or the NAT rebound).
+        changed: bool,
+    },
+    /// The server refused us for a reason a retry will not fix soon.
+    Refused(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    Nothing,
+    Register,
+    Refresh,
+}
+
+/// One server's registration state.
+#[derive(Debug)]
+pub struct Registration {
+    /// The server.
+    pub server: SocketAddr,
+    token: Option<[u8; TOKEN_LEN]>,
+    observed: Option<SocketAddr>,
+    alt_stun_port: u16,
+    waiting: Waiting,
+    tx: u64,
+    tries: u32,
+    retry: Duration,
+    next: Instant,
+    last_timestamp: u64,
+    refresh_interval: Duration,
+}
+
+impl Registration {
+    /// A registration to start at `now`.
+    pub fn new(server: SocketAddr, now: Instant, refresh_interval: Duration) -> Self {
+        Self {
+            server: shipworm_tunnel::addr::normalize(server),
+            token: None,
+            observed: None,
+            alt_stun_port: 0,
+            waiting: Waiting::Nothing,
+            tx: 0,
+            tries: 0,
+            retry: FIRST_RETRY,
+            next: now,
+            last_timestamp: 0,
+            refresh_interval,
+        }
+    }
+
+    /// Our address as the server saw it last.
+    pub fn observed(&self) -> Option<SocketAddr> {
+        self.observed
+    }
+
+    /// The token for INTRODUCE, while registered.
+    pub fn token(&self) -> Option<[u8; TOKEN_LEN]> {
+        self.token
+    }
+
+    /// The server's second STUN port (0: none).
+    pub fn alt_stun_port(&self) -> u16 {
+        self.alt_stun_port
+    }
+
+    /// When [`Registration::poll`] has something to do.
+    pub fn next_action(&self) -> Instant {
+        self.next
+    }
+
+    /// The request to send now, if any. `tx` must be fresh and unique.
+    pub fn poll(&mut self, now: Instant, unix_ms: u64, identity: &Identity, tx: u64) -> Option<Vec<u8>> {
+        if now < self.next {
+            return None;
+        }
+        // A refresh that goes unanswered falls back to a full registration.
+        if self.waiting == Waiting::Refresh && self.tries >= REFRESH_TRIES {
+            self.token = None;
+        }
+        let msg = match self.token {
+            Some(token) => {
+                if self.waiting != Waiting::Refresh {
+                    self.waiting = Waiting::Refresh;
+                    self.tries = 0;
+                    self.retry = FIRST_RETRY;
+                }
+                Message::Refresh(Refresh { tx, node: *identity.node_id().as_bytes(), token })
+            }
+            None => {
+                if self.waiting != Waiting::Register {
+                    self.waiting = Waiting::Register;
+                    self.tries = 0;
+                    self.retry = FIRST_RETRY;
+                }
+                let ts = unix_ms.max(self.last_timestamp + 1);
+                self.last_timestamp = ts;
+                Message::Register(Register::signed(identity, tx, ts))
+            }
+        };
+        self.tx = tx;
+        self.tries += 1;
+        self.next = now + self.retry;
+        self.retry = (self.retry * 2).min(MAX_RETRY);
+        Some(msg.to_vec())
+    }
+
+    /// Whether `tx` is the transaction this registration waits for.
+    pub fn owns(&self, tx: u64) -> bool {
+        self.waiting != Waiting::Nothing && tx == self.tx
+    }
+
+    /// Handles REGISTERED.
+    pub fn on_registered(&mut self, now: Instant, r: &Registered) -> RegEvent {
+        let changed = self.observed != Some(r.observed);
+        self.token = Some(r.token);
+        self.observed = Some(r.observed);
+        self.alt_stun_port = r.alt_stun_port;
+        self.waiting = Waiting::Nothing;
+        // Refresh well before the server's lifetime runs out, and below NAT timeouts.
+        let lifetime = Duration::from_secs(r.lifetime_s as u64);
+        self.next = now + self.refresh_interval.min(lifetime / 3);
+        RegEvent::Registered { observed: r.observed, changed }
+    }
+
+    /// Handles ERROR; returns what to tell the node, if anything.
+    pub fn on_error(&mut self, now: Instant, code: ErrorCode, server_time_ms: u64, unix_ms: u64) -> Option<RegEvent> {
+        self.waiting = Waiting::Nothing;
+        match code {
+            ErrorCode::NotRegistered | ErrorCode::StaleTimestamp => {
+                // Forgotten (restart) or moved: register again at once.
+                self.token = None;
+                self.next = now;
+                None
+            }
+            ErrorCode::ClockSkew => {
+                self.token = None;
+                self.next = now + SKEW_BACKOFF;
+                let off = (unix_ms as i64 - server_time_ms as i64) / 1000;
+                Some(RegEvent::Refused(format!(
+                    "rendezvous {} says our clock is off by {off} s: fix the system clock (NTP)",
+                    self.server
+                )))
+            }
+            other => {
+                self.token = None;
+                self.next = now + MAX_RETRY;
+                Some(RegEvent::Refused(format!("rendezvous {} refused registration: {other:?}", self.server)))
+            }
+        }
+    }
+}
