@@ -1,0 +1,66 @@
+//! The NAT matrix in the deterministic simulator: every pair of NAT kinds connects directly
+//! wherever theory allows, and fails with a clear error within 10 s where it does not.
+
+use std::time::Duration;
+
+use shipworm::engine::{ConnectError, NodeEvent};
+use shipworm::sim::{Mapping, NatModel, Sim, SiteConfig, Filtering};
+
+fn kinds() -> Vec<(&'static str, Option<NatModel>)> {
+    vec![
+        ("public", None),
+        ("full-cone", Some(NatModel::full_cone())),
+        ("restricted", Some(NatModel::restricted())),
+        ("port-restricted", Some(NatModel::port_restricted())),
+        ("symmetric", Some(NatModel::symmetric())),
+    ]
+}
+
+fn is_hard(n: &Option<NatModel>) -> bool {
+    n.is_some_and(|m| m.mapping == Mapping::PerDestination)
+}
+
+fn filters_port(n: &Option<NatModel>) -> bool {
+    n.is_some_and(|m| m.filtering == Filtering::AddressAndPort)
+}
+
+/// Direct connectivity theory without port prediction: a per-destination mapping on one side
+/// defeats a port-filtering NAT on the other.
+fn theory_allows(a: &Option<NatModel>, b: &Option<NatModel>) -> bool {
+    !((is_hard(a) && filters_port(b)) || (is_hard(b) && filters_port(a)))
+}
+
+pub fn run_pair(seed: u64, a: Option<NatModel>, b: Option<NatModel>) -> (Sim, bool) {
+    let mut sim = Sim::new(seed, vec![SiteConfig::nat(a), SiteConfig::nat(b)]);
+    sim.connect(0, 1);
+    let ok = sim.run_until(Duration::from_secs(11), |s| {
+        (s.connected(0, 1) && s.connected(1, 0)) || s.saw(0, |e| matches!(e, NodeEvent::ConnectFailed { .. }))
+    });
+    let connected = ok && sim.connected(0, 1) && sim.connected(1, 0);
+    (sim, connected)
+}
+
+#[test]
+fn every_pair_of_nat_kinds_connects_directly_where_theory_allows() {
+    let mut report = Vec::new();
+    let mut wrong = Vec::new();
+    for (an, a) in kinds() {
+        for (bn, b) in kinds() {
+            for seed in 1..=3 {
+                let (sim, connected) = run_pair(seed, a, b);
+                let expect = theory_allows(&a, &b);
+                let t = sim.when(0, |e| matches!(e, NodeEvent::Connected { .. }));
+                report.push(format!("{an:>16} x {bn:<16} seed {seed}: {} {t:?}", if connected { "direct" } else { "failed" }));
+                if connected != expect {
+                    wrong.push(format!("{an} x {bn} seed {seed}: connected={connected}, theory={expect}"));
+                }
+                if !expect {
+                    let failed_at = sim.when(0, |e| matches!(e, NodeEvent::ConnectFailed { error: ConnectError::NoDirectPath | ConnectError::HandshakeTimeout, .. }));
+                    assert!(failed_at.is_some_and(|t| t <= Duration::from_secs(10) + Duration::from_millis(100)), "{an} x {bn}: no clear failure within 10 s");
+                }
+            }
+        }
+    }
+    eprintln!("{}", report.join("\n"));
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
