@@ -21,9 +21,16 @@ use shipworm_tunnel::{Identity, NodeId};
 use crate::engine::{Engine, EngineConfig, NodeEvent};
 
 /// The rendezvous' IPv4 address.
-pub const RENDEZVOUS_V4: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 3478);
+pub const RENDEZVOUS_V4: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 3478);
+/// The rendezvous' second STUN port (IPv4).
+pub const RENDEZVOUS_ALT_V4: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 3479);
 /// The rendezvous' IPv6 address.
-pub const RENDEZVOUS_V6: SocketAddr = SocketAddr::new(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1)), 3478);
+pub const RENDEZVOUS_V6: SocketAddr = SocketAddr::new(
+    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1)),
+    3478,
+);
 const UNIX0: u64 = 1_800_000_000_000;
 const HOST_PORT: u16 = 41641;
 
@@ -63,19 +70,34 @@ pub struct NatModel {
 impl NatModel {
     /// Endpoint-independent mapping, open filtering.
     pub fn full_cone() -> Self {
-        Self { mapping: Mapping::EndpointIndependent, filtering: Filtering::Open, port_preservation: false, timeout: Duration::from_secs(60) }
+        Self {
+            mapping: Mapping::EndpointIndependent,
+            filtering: Filtering::Open,
+            port_preservation: false,
+            timeout: Duration::from_secs(60),
+        }
     }
     /// Endpoint-independent mapping, address-restricted filtering.
     pub fn restricted() -> Self {
-        Self { filtering: Filtering::Address, ..Self::full_cone() }
+        Self {
+            filtering: Filtering::Address,
+            ..Self::full_cone()
+        }
     }
     /// Endpoint-independent mapping, address-and-port filtering: a typical home router.
     pub fn port_restricted() -> Self {
-        Self { filtering: Filtering::AddressAndPort, ..Self::full_cone() }
+        Self {
+            filtering: Filtering::AddressAndPort,
+            ..Self::full_cone()
+        }
     }
     /// Per-destination mapping, address-and-port filtering.
     pub fn symmetric() -> Self {
-        Self { mapping: Mapping::PerDestination, filtering: Filtering::AddressAndPort, ..Self::full_cone() }
+        Self {
+            mapping: Mapping::PerDestination,
+            filtering: Filtering::AddressAndPort,
+            ..Self::full_cone()
+        }
     }
 }
 
@@ -108,7 +130,12 @@ pub struct SiteConfig {
 impl SiteConfig {
     /// A site with this NAT, no IPv6, 10 ms, no loss.
     pub fn nat(nat: Option<NatModel>) -> Self {
-        Self { nat, ipv6: Ipv6Access::None, latency: Duration::from_millis(10), loss: 0 }
+        Self {
+            nat,
+            ipv6: Ipv6Access::None,
+            latency: Duration::from_millis(10),
+            loss: 0,
+        }
     }
 }
 
@@ -123,16 +150,33 @@ struct NatState {
 }
 
 impl NatState {
-    fn outbound(&mut self, internal: SocketAddr, dst: SocketAddr, now: Instant, rng: &mut Rng) -> SocketAddr {
-        let key = (internal, (self.model.mapping == Mapping::PerDestination).then_some(dst));
+    fn outbound(
+        &mut self,
+        internal: SocketAddr,
+        dst: SocketAddr,
+        now: Instant,
+        rng: &mut Rng,
+    ) -> SocketAddr {
+        let key = (
+            internal,
+            (self.model.mapping == Mapping::PerDestination).then_some(dst),
+        );
         let live = self.mappings.get(&key).copied().filter(|p| {
-            self.ports.get(p).is_some_and(|(_, _, last)| now.saturating_duration_since(*last) < self.model.timeout)
+            self.ports.get(p).is_some_and(|(_, _, last)| {
+                now.saturating_duration_since(*last) < self.model.timeout
+            })
         });
         let port = match live {
             Some(p) => p,
             None => {
-                let mut p = if self.model.port_preservation { internal.port() } else { 1024 + (rng.next() % 64000) as u16 };
-                while self.ports.get(&p).is_some_and(|(i, _, last)| *i != internal || now.saturating_duration_since(*last) < self.model.timeout) {
+                let mut p = if self.model.port_preservation {
+                    internal.port()
+                } else {
+                    1024 + (rng.next() % 64000) as u16
+                };
+                while self.ports.get(&p).is_some_and(|(i, _, last)| {
+                    *i != internal || now.saturating_duration_since(*last) < self.model.timeout
+                }) {
                     p = 1024 + (rng.next() % 64000) as u16;
                 }
                 self.ports.insert(p, (internal, HashSet::new(), now));
@@ -244,12 +288,21 @@ impl Sim {
                 let (v4, nat) = match site.nat {
                     Some(model) => (
                         SocketAddr::from(([192, 168, i, 2], HOST_PORT)),
-                        Some(NatState { model, external: public, mappings: HashMap::new(), ports: HashMap::new() }),
+                        Some(NatState {
+                            model,
+                            external: public,
+                            mappings: HashMap::new(),
+                            ports: HashMap::new(),
+                        }),
                     ),
                     None => (SocketAddr::new(IpAddr::V4(public), HOST_PORT), None),
                 };
-                let v6 = (site.ipv6 != Ipv6Access::None)
-                    .then(|| SocketAddr::new(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, i as u16 + 1, 0, 0, 0, 0, 2)), HOST_PORT));
+                let v6 = (site.ipv6 != Ipv6Access::None).then(|| {
+                    SocketAddr::new(
+                        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, i as u16 + 1, 0, 0, 0, 0, 2)),
+                        HOST_PORT,
+                    )
+                });
                 let mut config = template.clone();
                 // One registration per server: the server keeps one observed address per node, so
                 // registering over both families would move it back and forth.
@@ -257,12 +310,25 @@ impl Sim {
                 let mut seed_bytes = [0u8; 32];
                 seed_bytes[..8].copy_from_slice(&rng.next().to_le_bytes());
                 seed_bytes[8] = i;
-                let mut engine = Engine::new(Identity::from_seed(&seed_bytes), config, start, Some(rng.next()));
+                let mut engine = Engine::new(
+                    Identity::from_seed(&seed_bytes),
+                    config,
+                    start,
+                    Some(rng.next()),
+                );
                 engine.add_local_candidate(v4, crate::engine::paths::CandidateKind::Host);
                 if let Some(v6) = v6 {
                     engine.add_local_candidate(v6, crate::engine::paths::CandidateKind::Host);
                 }
-                SimNode { engine, site, v4, v6, events: Vec::new(), nat, v6_allowed: HashSet::new() }
+                SimNode {
+                    engine,
+                    site,
+                    v4,
+                    v6,
+                    events: Vec::new(),
+                    nat,
+                    v6_allowed: HashSet::new(),
+                }
             })
             .collect();
         Self {
@@ -270,12 +336,19 @@ impl Sim {
             now: start,
             rng,
             nodes,
-            server: Server::new(ServerConfig::default(), start),
+            server: Server::new(Self::server_config(), start),
             core: Duration::from_millis(5),
             queue: BinaryHeap::new(),
             seq: 0,
             delivered: 0,
             trace: std::env::var_os("SHIPWORM_SIM_TRACE").is_some(),
+        }
+    }
+
+    fn server_config() -> ServerConfig {
+        ServerConfig {
+            alt_stun_port: RENDEZVOUS_ALT_V4.port(),
+            ..ServerConfig::default()
         }
     }
 
@@ -300,7 +373,10 @@ impl Sim {
 
     fn site_of_public(&self, ip: IpAddr) -> Option<usize> {
         self.nodes.iter().position(|n| match ip {
-            IpAddr::V4(v4) => n.nat.as_ref().map_or(n.v4.ip() == ip, |nat| nat.external == v4),
+            IpAddr::V4(v4) => n
+                .nat
+                .as_ref()
+                .map_or(n.v4.ip() == ip, |nat| nat.external == v4),
             IpAddr::V6(_) => n.v6.is_some_and(|a| a.ip() == ip),
         })
     }
@@ -331,21 +407,33 @@ impl Sim {
 
     fn enqueue(&mut self, at: Instant, src: SocketAddr, dst: SocketAddr, bytes: Vec<u8>) {
         self.seq += 1;
-        self.queue.push(Reverse((at, self.seq, None, src, dst, bytes)));
+        self.queue
+            .push(Reverse((at, self.seq, None, src, dst, bytes)));
     }
 
     /// Arrival of a datagram at the core, at `self.now`.
     fn arrive(&mut self, src: SocketAddr, dst: SocketAddr, bytes: Vec<u8>) {
         if dst == RENDEZVOUS_V4 || dst == RENDEZVOUS_V6 {
             let (now, unix) = (self.now, self.unix());
-            self.server.handle_packet(now, unix, Socket::Primary, src, &bytes);
+            self.server
+                .handle_packet(now, unix, Socket::Primary, src, &bytes);
             let mut out = Vec::new();
             while let Some(t) = self.server.poll_transmit() {
                 out.push((t.dest, t.contents.to_vec()));
             }
-            let from = if src.is_ipv4() { RENDEZVOUS_V4 } else { RENDEZVOUS_V6 };
+            let from = if src.is_ipv4() {
+                RENDEZVOUS_V4
+            } else {
+                RENDEZVOUS_V6
+            };
             for (to, b) in out {
-                let from = if to.is_ipv4() { RENDEZVOUS_V4 } else if from.is_ipv6() { from } else { RENDEZVOUS_V6 };
+                let from = if to.is_ipv4() {
+                    RENDEZVOUS_V4
+                } else if from.is_ipv6() {
+                    from
+                } else {
+                    RENDEZVOUS_V6
+                };
                 let at = self.now + self.core;
                 self.enqueue_to_site(at, from, to, b);
             }
@@ -357,7 +445,9 @@ impl Sim {
 
     /// Delivers to a site's host after its NAT or firewall and its access link.
     fn enqueue_to_site(&mut self, at: Instant, src: SocketAddr, dst: SocketAddr, bytes: Vec<u8>) {
-        let Some(i) = self.site_of_public(dst.ip()) else { return };
+        let Some(i) = self.site_of_public(dst.ip()) else {
+            return;
+        };
         let node = &self.nodes[i];
         let accepted = match dst {
             SocketAddr::V4(_) => match &node.nat {
@@ -378,7 +468,8 @@ impl Sim {
         }
         let deliver = at + node.site.latency;
         self.seq += 1;
-        self.queue.push(Reverse((deliver, self.seq, Some(i), src, dst, bytes)));
+        self.queue
+            .push(Reverse((deliver, self.seq, Some(i), src, dst, bytes)));
     }
 
     fn pump(&mut self, i: usize) {
@@ -406,8 +497,15 @@ impl Sim {
                 return true;
             }
             let next_packet = self.queue.peek().map(|Reverse((t, ..))| *t);
-            let next_timer = self.nodes.iter().filter_map(|n| n.engine.poll_timeout()).chain(self.server.poll_timeout()).min();
-            let Some(next) = [next_packet, next_timer].into_iter().flatten().min() else { return false };
+            let next_timer = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.engine.poll_timeout())
+                .chain(self.server.poll_timeout())
+                .min();
+            let Some(next) = [next_packet, next_timer].into_iter().flatten().min() else {
+                return false;
+            };
             if next > end {
                 self.now = end;
                 return done(self);
@@ -420,7 +518,12 @@ impl Sim {
                         let (now, unix) = (self.now, self.unix());
                         self.delivered += 1;
                         if self.trace {
-                            eprintln!("{:>8.1?} {src} -> node {i} ({dst}): 0x{:02x} {} bytes", self.elapsed(), bytes.first().copied().unwrap_or(0), bytes.len());
+                            eprintln!(
+                                "{:>8.1?} {src} -> node {i} ({dst}): 0x{:02x} {} bytes",
+                                self.elapsed(),
+                                bytes.first().copied().unwrap_or(0),
+                                bytes.len()
+                            );
                         }
                         self.nodes[i].engine.handle_packet(now, unix, src, &bytes);
                         self.pump(i);
@@ -431,7 +534,11 @@ impl Sim {
             }
             let (now, unix) = (self.now, self.unix());
             for i in 0..self.nodes.len() {
-                if self.nodes[i].engine.poll_timeout().is_some_and(|t| t <= now) {
+                if self.nodes[i]
+                    .engine
+                    .poll_timeout()
+                    .is_some_and(|t| t <= now)
+                {
                     self.nodes[i].engine.handle_timeout(now, unix);
                     self.pump(i);
                 }
@@ -449,7 +556,11 @@ impl Sim {
 
     /// The virtual time of the first event of node `i` matching `f`.
     pub fn when(&self, i: usize, f: impl Fn(&NodeEvent) -> bool) -> Option<Duration> {
-        self.nodes[i].events.iter().find(|(_, e)| f(e)).map(|(t, _)| *t)
+        self.nodes[i]
+            .events
+            .iter()
+            .find(|(_, e)| f(e))
+            .map(|(t, _)| *t)
     }
 
     /// Whether node `i` is connected to node `j`.
@@ -466,7 +577,7 @@ impl Sim {
 
     /// Replaces the rendezvous with a fresh one (a restart: empty table, new secrets).
     pub fn restart_rendezvous(&mut self) {
-        self.server = Server::new(ServerConfig::default(), self.now);
+        self.server = Server::new(Self::server_config(), self.now);
     }
 
     /// Changes a site's loss.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use shipworm::engine::{ConnectError, NodeEvent};
-use shipworm::sim::{Mapping, NatModel, Sim, SiteConfig, Filtering};
+use shipworm::sim::{Filtering, Mapping, NatModel, Sim, SiteConfig};
 
 fn kinds() -> Vec<(&'static str, Option<NatModel>)> {
     vec![
@@ -34,7 +34,8 @@ pub fn run_pair(seed: u64, a: Option<NatModel>, b: Option<NatModel>) -> (Sim, bo
     let mut sim = Sim::new(seed, vec![SiteConfig::nat(a), SiteConfig::nat(b)]);
     sim.connect(0, 1);
     let ok = sim.run_until(Duration::from_secs(11), |s| {
-        (s.connected(0, 1) && s.connected(1, 0)) || s.saw(0, |e| matches!(e, NodeEvent::ConnectFailed { .. }))
+        (s.connected(0, 1) && s.connected(1, 0))
+            || s.saw(0, |e| matches!(e, NodeEvent::ConnectFailed { .. }))
     });
     let connected = ok && sim.connected(0, 1) && sim.connected(1, 0);
     (sim, connected)
@@ -50,13 +51,31 @@ fn every_pair_of_nat_kinds_connects_directly_where_theory_allows() {
                 let (sim, connected) = run_pair(seed, a, b);
                 let expect = theory_allows(&a, &b);
                 let t = sim.when(0, |e| matches!(e, NodeEvent::Connected { .. }));
-                report.push(format!("{an:>16} x {bn:<16} seed {seed}: {} {t:?}", if connected { "direct" } else { "failed" }));
+                report.push(format!(
+                    "{an:>16} x {bn:<16} seed {seed}: {} {t:?}",
+                    if connected { "direct" } else { "failed" }
+                ));
                 if connected != expect {
-                    wrong.push(format!("{an} x {bn} seed {seed}: connected={connected}, theory={expect}"));
+                    wrong.push(format!(
+                        "{an} x {bn} seed {seed}: connected={connected}, theory={expect}"
+                    ));
                 }
                 if !expect {
-                    let failed_at = sim.when(0, |e| matches!(e, NodeEvent::ConnectFailed { error: ConnectError::NoDirectPath | ConnectError::HandshakeTimeout, .. }));
-                    assert!(failed_at.is_some_and(|t| t <= Duration::from_secs(10) + Duration::from_millis(100)), "{an} x {bn}: no clear failure within 10 s");
+                    let failed_at = sim.when(0, |e| {
+                        matches!(
+                            e,
+                            NodeEvent::ConnectFailed {
+                                error: ConnectError::NoDirectPath | ConnectError::HandshakeTimeout,
+                                ..
+                            }
+                        )
+                    });
+                    assert!(
+                        failed_at.is_some_and(
+                            |t| t <= Duration::from_secs(10) + Duration::from_millis(100)
+                        ),
+                        "{an} x {bn}: no clear failure within 10 s"
+                    );
                 }
             }
         }

@@ -2,8 +2,9 @@
 //! the MACs and cookies that guard the responder (`docs/protocol.md` §"Tunnel handshake").
 //!
 //! - Message 1 (initiator → responder, relayable by the rendezvous, opaque to it): payload is the
-//!   initiator's NodeId, a timestamp (ms since the Unix epoch) and its candidates.
-//! - Message 2 (responder → initiator): payload is the responder's candidates.
+//!   initiator's NodeId, a timestamp (ms since the Unix epoch), its [flags](FLAG_MAPS_PER_DESTINATION)
+//!   and its candidates.
+//! - Message 2 (responder → initiator): payload is the responder's flags and candidates.
 //! - `mac1` = BLAKE3-keyed(derive_key(MAC1, responder's X25519 key), packet before mac1)[..16]:
 //!   checked before any Diffie-Hellman, it proves the sender knows whom it addresses.
 //! - `mac2` = BLAKE3-keyed(derive_key(MAC2, cookie), packet before mac2)[..16], where the cookie is
@@ -24,6 +25,20 @@ use crate::identity::{Identity, NodeId, NODE_ID_LEN};
 pub const NOISE_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
 /// Prologue bound into the handshake hash.
 pub const PROLOGUE: &[u8] = b"shipworm tunnel v1";
+/// Flag: this node's NAT maps per destination (a "hard" NAT), as its STUN checks found.
+pub const FLAG_MAPS_PER_DESTINATION: u8 = 0x01;
+/// Flag: this node holds a port mapping on its gateway (UPnP IGD, NAT-PMP or PCP).
+pub const FLAG_HAS_PORT_MAPPING: u8 = 0x02;
+
+/// What a node says about itself in a handshake: flags and where it may be reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Advert {
+    /// `FLAG_*` bits.
+    pub flags: u8,
+    /// Candidate addresses (at most [`MAX_CANDIDATES`]).
+    pub candidates: Vec<SocketAddr>,
+}
+
 /// Most candidates in one handshake payload.
 pub const MAX_CANDIDATES: usize = 16;
 /// Cookie length.
@@ -61,19 +76,23 @@ pub struct InitPayload {
     pub initiator: NodeId,
     /// Initiator's clock, ms since the Unix epoch; must increase per initiator.
     pub timestamp_ms: u64,
-    /// Where the initiator may be reached.
-    pub candidates: Vec<SocketAddr>,
+    /// Flags and candidates.
+    pub advert: Advert,
 }
 
-fn emit_candidates(c: &[SocketAddr], out: &mut Vec<u8>) {
-    let c = &c[..c.len().min(MAX_CANDIDATES)];
+fn emit_advert(a: &Advert, out: &mut Vec<u8>) {
+    let c = &a.candidates[..a.candidates.len().min(MAX_CANDIDATES)];
+    out.push(a.flags);
     out.push(c.len() as u8);
     for a in c {
         addr::emit(a, out);
     }
 }
 
-fn parse_candidates(mut b: &[u8]) -> Result<Vec<SocketAddr>, HandshakeError> {
+fn parse_advert(b: &[u8]) -> Result<Advert, HandshakeError> {
+    let (&flags, mut b) = b
+        .split_first()
+        .ok_or(HandshakeError::Payload("missing flags"))?;
     let (&n, rest) = b
         .split_first()
         .ok_or(HandshakeError::Payload("missing candidate count"))?;
@@ -91,7 +110,10 @@ fn parse_candidates(mut b: &[u8]) -> Result<Vec<SocketAddr>, HandshakeError> {
     if !b.is_empty() {
         return Err(HandshakeError::Payload("trailing bytes"));
     }
-    Ok(out)
+    Ok(Advert {
+        flags,
+        candidates: out,
+    })
 }
 
 impl InitPayload {
@@ -99,12 +121,12 @@ impl InitPayload {
         let mut v = Vec::with_capacity(64);
         v.extend_from_slice(self.initiator.as_bytes());
         v.extend_from_slice(&self.timestamp_ms.to_be_bytes());
-        emit_candidates(&self.candidates, &mut v);
+        emit_advert(&self.advert, &mut v);
         v
     }
 
     fn parse(b: &[u8]) -> Result<Self, HandshakeError> {
-        if b.len() < NODE_ID_LEN + 8 + 1 {
+        if b.len() < NODE_ID_LEN + 8 + 2 {
             return Err(HandshakeError::Payload("message 1 payload too short"));
         }
         let initiator =
@@ -114,7 +136,7 @@ impl InitPayload {
         Ok(Self {
             initiator,
             timestamp_ms: u64::from_be_bytes(ts),
-            candidates: parse_candidates(&b[40..])?,
+            advert: parse_advert(&b[40..])?,
         })
     }
 }
@@ -237,19 +259,16 @@ impl Initiator {
         packet
     }
 
-    /// Reads message 2; returns `(send key, receive key, responder's candidates)`.
-    pub fn finish(
-        mut self,
-        noise: &[u8],
-    ) -> Result<([u8; 32], [u8; 32], Vec<SocketAddr>), HandshakeError> {
+    /// Reads message 2; returns `(send key, receive key, responder's advert)`.
+    pub fn finish(mut self, noise: &[u8]) -> Result<([u8; 32], [u8; 32], Advert), HandshakeError> {
         let mut payload = [0u8; MAX_NOISE_MSG];
         let n = self
             .state
             .read_message(noise, &mut payload)
             .map_err(noise_err)?;
-        let candidates = parse_candidates(&payload[..n])?;
+        let advert = parse_advert(&payload[..n])?;
         let (i2r, r2i) = self.state.dangerously_get_raw_split();
-        Ok((i2r, r2i, candidates))
+        Ok((i2r, r2i, advert))
     }
 }
 
@@ -294,10 +313,10 @@ impl Responder {
         mut self,
         local_index: u32,
         remote_index: u32,
-        candidates: &[SocketAddr],
+        advert: &Advert,
     ) -> Result<(Vec<u8>, [u8; 32], [u8; 32]), HandshakeError> {
-        let mut body = Vec::with_capacity(1 + MAX_CANDIDATES * addr::MAX_LEN);
-        emit_candidates(candidates, &mut body);
+        let mut body = Vec::with_capacity(2 + MAX_CANDIDATES * addr::MAX_LEN);
+        emit_advert(advert, &mut body);
         let mut noise = [0u8; MAX_NOISE_MSG];
         let n = self
             .state
@@ -376,7 +395,10 @@ mod tests {
         let payload = InitPayload {
             initiator: a.node_id(),
             timestamp_ms: 42,
-            candidates: cands.clone(),
+            advert: Advert {
+                flags: FLAG_MAPS_PER_DESTINATION,
+                candidates: cands.clone(),
+            },
         };
         let (init, m1) = Initiator::start(&a, &b.node_id(), 7, &payload, None).unwrap();
         assert!(check_mac1(&m1, &b.node_id()));
@@ -390,7 +412,11 @@ mod tests {
         assert_eq!(sender, 7);
         let resp = Responder::read(&b, noise).unwrap();
         assert_eq!(resp.payload, payload);
-        let (m2, b_send, b_recv) = resp.answer(9, 7, &cands[..1]).unwrap();
+        let theirs = Advert {
+            flags: FLAG_HAS_PORT_MAPPING,
+            candidates: cands[..1].to_vec(),
+        };
+        let (m2, b_send, b_recv) = resp.answer(9, 7, &theirs).unwrap();
         assert!(check_mac1(&m2, &a.node_id()));
         let Packet::Resp {
             sender,
@@ -403,7 +429,7 @@ mod tests {
         };
         assert_eq!((sender, receiver), (9, 7));
         let (a_send, a_recv, got) = init.finish(noise).unwrap();
-        assert_eq!(got, cands[..1]);
+        assert_eq!(got, theirs);
         assert_eq!((a_send, a_recv), (b_recv, b_send));
         assert_ne!(a_send, a_recv);
     }
@@ -418,7 +444,7 @@ mod tests {
         let payload = InitPayload {
             initiator: a.node_id(),
             timestamp_ms: 1,
-            candidates: vec![],
+            advert: Advert::default(),
         };
         let (_, m1) = Initiator::start(&a, &b.node_id(), 1, &payload, None).unwrap();
         let Packet::Init { noise, .. } = Packet::parse(&m1).unwrap() else {
@@ -439,7 +465,7 @@ mod tests {
         let lie = InitPayload {
             initiator: c.node_id(),
             timestamp_ms: 1,
-            candidates: vec![],
+            advert: Advert::default(),
         };
         let (_, m1) = Initiator::start(&a, &b.node_id(), 1, &lie, None).unwrap();
         let Packet::Init { noise, .. } = Packet::parse(&m1).unwrap() else {
@@ -457,7 +483,7 @@ mod tests {
         let payload = InitPayload {
             initiator: a.node_id(),
             timestamp_ms: 1,
-            candidates: vec![],
+            advert: Advert::default(),
         };
         let (mut init, m1) = Initiator::start(&a, &b.node_id(), 5, &payload, None).unwrap();
         let cookie = [9u8; COOKIE_LEN];

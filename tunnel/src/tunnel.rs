@@ -18,7 +18,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::frame::{Inner, Packet};
-use crate::handshake::{self, InitPayload, Initiator, Responder, COOKIE_LEN};
+use crate::handshake::{self, Advert, InitPayload, Initiator, Responder, COOKIE_LEN};
 use crate::identity::{Identity, NodeId};
 use crate::session::{OpenError, Session};
 
@@ -106,8 +106,8 @@ pub enum Event {
     Established {
         /// The peer.
         peer: NodeId,
-        /// The peer's candidates from its handshake payload.
-        candidates: Vec<SocketAddr>,
+        /// The peer's flags and candidates from its handshake payload.
+        advert: Advert,
         /// Where its handshake came from.
         from: SocketAddr,
     },
@@ -296,7 +296,7 @@ pub struct Tunnel {
     peers: HashMap<NodeId, Peer>,
     by_overlay: HashMap<Ipv6Addr, NodeId>,
     by_index: HashMap<u32, NodeId>,
-    candidates: Vec<SocketAddr>,
+    advert: Advert,
     cookie_secret: [u8; 32],
     cookie_rotated: Instant,
     load_window: (Instant, u32),
@@ -329,7 +329,7 @@ impl Tunnel {
             peers: HashMap::new(),
             by_overlay: HashMap::new(),
             by_index: HashMap::new(),
-            candidates: Vec::new(),
+            advert: Advert::default(),
             cookie_secret,
             cookie_rotated: now,
             load_window: (now, 0),
@@ -352,7 +352,12 @@ impl Tunnel {
 
     /// Our candidates, sent in every handshake from now on.
     pub fn set_candidates(&mut self, candidates: Vec<SocketAddr>) {
-        self.candidates = candidates;
+        self.advert.candidates = candidates;
+    }
+
+    /// Our flags (`handshake::FLAG_*`), sent in every handshake from now on.
+    pub fn set_flags(&mut self, flags: u8) {
+        self.advert.flags = flags;
     }
 
     /// Whether a usable session with `peer` exists.
@@ -532,7 +537,7 @@ impl Tunnel {
         let payload = InitPayload {
             initiator: self.me,
             timestamp_ms,
-            candidates: self.candidates.clone(),
+            advert: self.advert.clone(),
         };
         let cookie = peer
             .cookie
@@ -801,16 +806,16 @@ impl Tunnel {
             return;
         }
         let index = self.fresh_index(id);
-        let candidates = self.candidates.clone();
+        let ours = self.advert.clone();
         let ts = responder.payload.timestamp_ms;
-        let their_candidates = responder.payload.candidates.clone();
-        let Ok((reply, send, recv)) = responder.answer(index, sender, &candidates) else {
+        let theirs = responder.payload.advert.clone();
+        let Ok((reply, send, recv)) = responder.answer(index, sender, &ours) else {
             self.by_index.remove(&index);
             self.stats.bad_handshake += 1;
             return;
         };
         let session = Session::new(index, sender, &send, &recv, now, false);
-        self.install(now, id, session, from, their_candidates);
+        self.install(now, id, session, from, theirs);
         if let Some(p) = self.peers.get_mut(&id) {
             p.last_init_timestamp = ts;
         }
@@ -865,9 +870,9 @@ impl Tunnel {
             return;
         };
         match pending.initiator.finish(noise) {
-            Ok((send, recv, candidates)) => {
+            Ok((send, recv, advert)) => {
                 let session = Session::new(receiver, sender, &send, &recv, now, true);
-                self.install(now, id, session, from, candidates);
+                self.install(now, id, session, from, advert);
                 // Confirm at once so the responder may use the session (WireGuard does the same).
                 if !self.flush_queued(now, unix_ms, id) {
                     self.seal_to(now, id, from, &Inner::Keepalive);
@@ -886,7 +891,7 @@ impl Tunnel {
         id: NodeId,
         session: Session,
         from: SocketAddr,
-        candidates: Vec<SocketAddr>,
+        advert: Advert,
     ) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
@@ -899,11 +904,11 @@ impl Tunnel {
             peer.endpoint = Some(from);
         }
         peer.last_handshake = Some(now);
-        peer.candidates = candidates.clone();
+        peer.candidates = advert.candidates.clone();
         self.stats.handshakes_completed += 1;
         self.push_event(Event::Established {
             peer: id,
-            candidates,
+            advert,
             from,
         });
     }

@@ -301,7 +301,7 @@ fn malicious_peer_session(net: &mut Net) -> (Session, Identity) {
     let payload = InitPayload {
         initiator: evil.node_id(),
         timestamp_ms: net.unix(),
-        candidates: vec![],
+        advert: Default::default(),
     };
     let (init, m1) = Initiator::start(&evil, &b, 99, &payload, None).unwrap();
     let evil_addr: SocketAddr = "203.0.113.66:6666".parse().unwrap();
@@ -378,7 +378,7 @@ fn a_handshake_flood_is_answered_with_cookies_and_a_real_initiator_gets_through(
         let payload = InitPayload {
             initiator: x.node_id(),
             timestamp_ms: net.unix(),
-            candidates: vec![],
+            advert: Default::default(),
         };
         let (_, m1) = Initiator::start(&x, &b, i as u32, &payload, None).unwrap();
         let (now, unix) = (net.now, net.unix());

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use shipworm_rendezvous::proto::{self, IntroStatus, Message};
 use shipworm_tunnel::tunnel::{Accept, Event as TunnelEvent, SendError, Tunnel, TunnelConfig};
-use shipworm_tunnel::{addr, frame, Identity, NodeId};
+use shipworm_tunnel::{addr, frame, handshake, Identity, NodeId};
 
 use paths::{CandidateKind, PairState, PathTiming, Paths};
 use registration::{RegEvent, Registration};
@@ -80,6 +80,9 @@ pub enum ConnectError {
     /// The handshake completed but no pair worked in both directions.
     #[error("no direct path: every candidate pair failed its checks")]
     NoDirectPath,
+    /// Both NATs map per destination and neither side holds a port mapping.
+    #[error("no direct path possible: both sides map per destination and have no port mapping (enable UPnP or NAT-PMP on one side)")]
+    NoDirectPathPossible,
 }
 
 /// What the node should know.
@@ -165,11 +168,20 @@ struct PeerState {
     connected: bool,
     /// The message 1 we answered came through the rendezvous: relay message 2 back that way.
     relay_response: bool,
+    /// The peer's handshake flags (`FLAG_*`).
+    peer_flags: u8,
 }
 
 impl PeerState {
     fn new() -> Self {
-        Self { paths: Paths::default(), connecting: None, established: false, connected: false, relay_response: false }
+        Self {
+            paths: Paths::default(),
+            connecting: None,
+            established: false,
+            connected: false,
+            relay_response: false,
+            peer_flags: 0,
+        }
     }
 }
 
@@ -191,6 +203,10 @@ pub struct Engine {
     transmits: VecDeque<Transmit>,
     events: VecDeque<NodeEvent>,
     rng: u64,
+    /// Whether our NAT maps per destination, once a STUN check told us.
+    maps_per_destination: Option<bool>,
+    /// Outstanding STUN checks: transaction → (server STUN address, address it reflected first).
+    stun_checks: HashMap<[u8; 12], (SocketAddr, SocketAddr)>,
 }
 
 /// Most introductions held while no registration is complete.
@@ -198,7 +214,12 @@ const MAX_WAITING_INTROS: usize = 64;
 
 impl Engine {
     /// An engine for `identity`; `seed` makes its transaction ids reproducible (simulation).
-    pub fn new(identity: Identity, mut config: EngineConfig, now: Instant, seed: Option<u64>) -> Self {
+    pub fn new(
+        identity: Identity,
+        mut config: EngineConfig,
+        now: Instant,
+        seed: Option<u64>,
+    ) -> Self {
         config.tunnel.follow_source = false;
         config.tunnel.spray_responses = true;
         let rng = seed.unwrap_or_else(|| {
@@ -206,7 +227,11 @@ impl Engine {
             getrandom::fill(&mut b).expect("the OS random source is unavailable");
             u64::from_le_bytes(b)
         }) | 1;
-        let servers = config.rendezvous.iter().map(|s| Registration::new(*s, now, config.refresh_interval)).collect();
+        let servers = config
+            .rendezvous
+            .iter()
+            .map(|s| Registration::new(*s, now, config.refresh_interval))
+            .collect();
         Self {
             me: identity.node_id(),
             tunnel: Tunnel::new(identity.clone(), config.tunnel.clone(), now),
@@ -221,7 +246,58 @@ impl Engine {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             rng,
+            maps_per_destination: None,
+            stun_checks: HashMap::new(),
         }
+    }
+
+    /// Whether our NAT maps per destination (`None`: not known yet).
+    pub fn maps_per_destination(&self) -> Option<bool> {
+        self.maps_per_destination
+    }
+
+    /// Compares the address a server reflected on its main port with what its second port
+    /// sees: a different mapping per destination makes a "hard" NAT.
+    fn check_mapping(&mut self, server: SocketAddr, alt_port: u16, observed: SocketAddr) {
+        if alt_port == 0 || self.stun_checks.len() >= 16 {
+            return;
+        }
+        let (req, tx) = shipworm_rendezvous::stun::binding_request();
+        let mut key = [0u8; 12];
+        key.copy_from_slice(&req[8..20]);
+        let _ = tx;
+        let alt = SocketAddr::new(server.ip(), alt_port);
+        self.stun_checks.insert(key, (alt, observed));
+        self.push_transmit(alt, req);
+    }
+
+    fn on_stun(&mut self, from: SocketAddr, bytes: &[u8]) {
+        let Some(key) = bytes.get(8..20).and_then(|k| <[u8; 12]>::try_from(k).ok()) else {
+            return;
+        };
+        let Some(&(alt, observed)) = self.stun_checks.get(&key) else {
+            return;
+        };
+        if from != alt {
+            return;
+        }
+        let Ok(msg) = stun_types::message::Message::from_bytes(bytes) else {
+            return;
+        };
+        let Ok(mapped) =
+            shipworm_rendezvous::stun::parse_binding_response(bytes, msg.transaction_id())
+        else {
+            return;
+        };
+        self.stun_checks.remove(&key);
+        let per_destination = mapped != observed;
+        self.maps_per_destination = Some(per_destination);
+        let flags = if per_destination {
+            shipworm_tunnel::handshake::FLAG_MAPS_PER_DESTINATION
+        } else {
+            0
+        };
+        self.tunnel.set_flags(flags);
     }
 
     /// Our NodeId.
@@ -246,7 +322,10 @@ impl Engine {
 
     /// Our reflexive address at each server that confirmed us.
     pub fn registrations(&self) -> Vec<(SocketAddr, Option<SocketAddr>)> {
-        self.servers.iter().map(|r| (r.server, r.observed())).collect()
+        self.servers
+            .iter()
+            .map(|r| (r.server, r.observed()))
+            .collect()
     }
 
     fn next_id(&mut self) -> u64 {
@@ -265,7 +344,8 @@ impl Engine {
             return;
         }
         self.local.push(Candidate { addr, kind });
-        self.tunnel.set_candidates(self.local.iter().map(|c| c.addr).collect());
+        self.tunnel
+            .set_candidates(self.local.iter().map(|c| c.addr).collect());
     }
 
     fn push_transmit(&mut self, dest: SocketAddr, contents: Vec<u8>) {
@@ -295,7 +375,10 @@ impl Engine {
     pub fn connect(&mut self, now: Instant, unix_ms: u64, peer: NodeId, direct: &[SocketAddr]) {
         let registered = self.servers.iter().any(|r| r.token().is_some());
         if direct.is_empty() && self.servers.is_empty() {
-            self.push_event(NodeEvent::ConnectFailed { peer, error: ConnectError::NoWayToReach });
+            self.push_event(NodeEvent::ConnectFailed {
+                peer,
+                error: ConnectError::NoWayToReach,
+            });
             return;
         }
         let state = self.peers.entry(peer).or_insert_with(PeerState::new);
@@ -305,7 +388,10 @@ impl Engine {
         }
         let _ = registered;
         if self.tunnel.connect(now, unix_ms, peer, direct).is_err() {
-            self.push_event(NodeEvent::ConnectFailed { peer, error: ConnectError::NoWayToReach });
+            self.push_event(NodeEvent::ConnectFailed {
+                peer,
+                error: ConnectError::NoWayToReach,
+            });
             return;
         }
         self.drain_tunnel(now, unix_ms);
@@ -323,6 +409,8 @@ impl Engine {
         let from = addr::normalize(from);
         if frame::is_tunnel_packet(bytes) {
             self.tunnel.handle_packet(now, unix_ms, from, bytes);
+        } else if shipworm_rendezvous::stun::is_stun(bytes) {
+            self.on_stun(from, bytes);
         } else if proto::is_rendezvous_message(bytes) {
             self.on_rendezvous(now, unix_ms, from, bytes);
         }
@@ -330,14 +418,26 @@ impl Engine {
     }
 
     fn on_rendezvous(&mut self, now: Instant, unix_ms: u64, from: SocketAddr, bytes: &[u8]) {
-        let Some(si) = self.servers.iter().position(|r| r.server == from) else { return };
-        let Ok(msg) = Message::parse(bytes) else { return };
+        let Some(si) = self.servers.iter().position(|r| r.server == from) else {
+            return;
+        };
+        let Ok(msg) = Message::parse(bytes) else {
+            return;
+        };
         match msg {
             Message::Registered(r) if self.servers[si].owns(r.tx) => {
-                if let RegEvent::Registered { observed, changed } = self.servers[si].on_registered(now, &r) {
+                if let RegEvent::Registered { observed, changed } =
+                    self.servers[si].on_registered(now, &r)
+                {
                     self.add_local_candidate(observed, CandidateKind::Reflexive);
+                    if changed || self.maps_per_destination.is_none() {
+                        self.check_mapping(from, r.alt_stun_port, observed);
+                    }
                     if changed {
-                        self.push_event(NodeEvent::Registered { server: from, observed });
+                        self.push_event(NodeEvent::Registered {
+                            server: from,
+                            observed,
+                        });
                     }
                 }
                 // Introductions asked for before we were registered go out now.
@@ -346,8 +446,13 @@ impl Engine {
                 }
             }
             Message::Error(e) if self.servers[si].owns(e.tx) => {
-                if let Some(RegEvent::Refused(reason)) = self.servers[si].on_error(now, e.code, e.server_time_ms, unix_ms) {
-                    self.push_event(NodeEvent::RegistrationRefused { server: from, reason });
+                if let Some(RegEvent::Refused(reason)) =
+                    self.servers[si].on_error(now, e.code, e.server_time_ms, unix_ms)
+                {
+                    self.push_event(NodeEvent::RegistrationRefused {
+                        server: from,
+                        reason,
+                    });
                 }
             }
             Message::Error(e) => {
@@ -357,7 +462,9 @@ impl Engine {
                 }
             }
             Message::IntroAck(ack) => {
-                let Some((peer, _, _)) = self.intros.remove(&ack.tx) else { return };
+                let Some((peer, _, _)) = self.intros.remove(&ack.tx) else {
+                    return;
+                };
                 match ack.status {
                     IntroStatus::Forwarded => {
                         if let Some(a) = ack.target_addr {
@@ -368,7 +475,11 @@ impl Engine {
                         }
                     }
                     IntroStatus::UnknownPeer => {
-                        if self.peers.get(&peer).is_some_and(|p| p.connecting.is_some() && !p.established) {
+                        if self
+                            .peers
+                            .get(&peer)
+                            .is_some_and(|p| p.connecting.is_some() && !p.established)
+                        {
                             self.fail(peer, ConnectError::UnknownPeer(from));
                         }
                     }
@@ -377,17 +488,24 @@ impl Engine {
                 }
             }
             Message::IntroFwd(f) => {
-                let Ok(peer) = NodeId::from_bytes(&f.from) else { return };
+                let Ok(peer) = NodeId::from_bytes(&f.from) else {
+                    return;
+                };
                 match f.payload.first() {
                     Some(&frame::HANDSHAKE_INIT) => {
-                        self.peers.entry(peer).or_insert_with(PeerState::new).relay_response = true;
-                        self.tunnel.handle_packet(now, unix_ms, f.from_addr, f.payload);
+                        self.peers
+                            .entry(peer)
+                            .or_insert_with(PeerState::new)
+                            .relay_response = true;
+                        self.tunnel
+                            .handle_packet(now, unix_ms, f.from_addr, f.payload);
                     }
                     Some(&frame::HANDSHAKE_RESP) => {
                         if let Some(st) = self.peers.get_mut(&peer) {
                             st.paths.add(f.from_addr, CandidateKind::Reflexive, now);
                         }
-                        self.tunnel.handle_packet(now, unix_ms, f.from_addr, f.payload);
+                        self.tunnel
+                            .handle_packet(now, unix_ms, f.from_addr, f.payload);
                     }
                     _ => {}
                 }
@@ -408,8 +526,11 @@ impl Engine {
         if payload.len() > proto::MAX_INTRO_PAYLOAD {
             return;
         }
-        let targets: Vec<(SocketAddr, [u8; proto::TOKEN_LEN])> =
-            self.servers.iter().filter_map(|r| r.token().map(|t| (r.server, t))).collect();
+        let targets: Vec<(SocketAddr, [u8; proto::TOKEN_LEN])> = self
+            .servers
+            .iter()
+            .filter_map(|r| r.token().map(|t| (r.server, t)))
+            .collect();
         if targets.is_empty() && !self.servers.is_empty() {
             // Not registered yet: hold the newest message for this peer until we are.
             self.waiting_intros.retain(|(p, _)| *p != peer);
@@ -422,7 +543,9 @@ impl Engine {
         for (server, token) in targets {
             let tx = self.next_id();
             if self.intros.len() >= MAX_INTROS {
-                self.intros.retain(|_, (_, _, t)| now.saturating_duration_since(*t) < Duration::from_secs(10));
+                self.intros.retain(|_, (_, _, t)| {
+                    now.saturating_duration_since(*t) < Duration::from_secs(10)
+                });
             }
             self.intros.insert(tx, (peer, server, now));
             let msg = Message::Introduce(proto::Introduce {
@@ -444,16 +567,20 @@ impl Engine {
             match e {
                 TunnelEvent::Initiation { peer, packet } => self.introduce(now, peer, &packet),
                 TunnelEvent::Response { peer, packet } => {
-                    let relay = self.peers.get_mut(&peer).is_some_and(|p| std::mem::take(&mut p.relay_response));
+                    let relay = self
+                        .peers
+                        .get_mut(&peer)
+                        .is_some_and(|p| std::mem::take(&mut p.relay_response));
                     if relay {
                         self.introduce(now, peer, &packet);
                     }
                 }
-                TunnelEvent::Established { peer, candidates, from } => {
+                TunnelEvent::Established { peer, advert, from } => {
                     let st = self.peers.entry(peer).or_insert_with(PeerState::new);
                     st.established = true;
                     st.paths.add(from, CandidateKind::PeerReflexive, now);
-                    for c in candidates {
+                    st.peer_flags = advert.flags;
+                    for c in advert.candidates {
                         st.paths.add(c, CandidateKind::Host, now);
                     }
                     self.probe_due(now, peer);
@@ -468,8 +595,15 @@ impl Engine {
                         }
                     }
                 }
-                TunnelEvent::ProbeAnswer { peer, tx, observed, from } => {
-                    let Some((p, remote, sent)) = self.probes.remove(&tx) else { continue };
+                TunnelEvent::ProbeAnswer {
+                    peer,
+                    tx,
+                    observed,
+                    from,
+                } => {
+                    let Some((p, remote, sent)) = self.probes.remove(&tx) else {
+                        continue;
+                    };
                     if p != peer || remote != from {
                         continue;
                     }
@@ -482,10 +616,16 @@ impl Engine {
                     }
                     self.reselect(now, unix_ms, peer);
                 }
-                TunnelEvent::Packet { peer, packet } => self.push_event(NodeEvent::Packet { peer, packet }),
+                TunnelEvent::Packet { peer, packet } => {
+                    self.push_event(NodeEvent::Packet { peer, packet })
+                }
                 TunnelEvent::Local(p) => self.push_event(NodeEvent::Local(p)),
                 TunnelEvent::HandshakeFailed { peer } => {
-                    if self.peers.get(&peer).is_some_and(|p| p.connecting.is_some()) {
+                    if self
+                        .peers
+                        .get(&peer)
+                        .is_some_and(|p| p.connecting.is_some())
+                    {
                         self.fail(peer, ConnectError::HandshakeTimeout);
                     }
                 }
@@ -502,10 +642,13 @@ impl Engine {
     }
 
     fn probe_pair(&mut self, now: Instant, peer: NodeId, i: usize) {
-        let Some(remote) = self.peers.get(&peer).map(|p| p.paths.pairs[i].remote) else { return };
+        let Some(remote) = self.peers.get(&peer).map(|p| p.paths.pairs[i].remote) else {
+            return;
+        };
         let tx = self.next_id();
         if self.probes.len() >= MAX_PROBES {
-            self.probes.retain(|_, (_, _, t)| now.saturating_duration_since(*t) < Duration::from_secs(5));
+            self.probes
+                .retain(|_, (_, _, t)| now.saturating_duration_since(*t) < Duration::from_secs(5));
             if self.probes.len() >= MAX_PROBES {
                 return;
             }
@@ -520,7 +663,14 @@ impl Engine {
 
     fn probe_due(&mut self, now: Instant, peer: NodeId) {
         let timing = self.config.paths.clone();
-        let Some(due) = self.peers.get(&peer).filter(|p| p.established).map(|p| p.paths.due(now, &timing)) else { return };
+        let Some(due) = self
+            .peers
+            .get(&peer)
+            .filter(|p| p.established)
+            .map(|p| p.paths.due(now, &timing))
+        else {
+            return;
+        };
         for i in due {
             self.probe_pair(now, peer, i);
         }
@@ -530,7 +680,9 @@ impl Engine {
     }
 
     fn reselect(&mut self, now: Instant, unix_ms: u64, peer: NodeId) {
-        let Some(st) = self.peers.get_mut(&peer) else { return };
+        let Some(st) = self.peers.get_mut(&peer) else {
+            return;
+        };
         let before = st.paths.selected_remote();
         st.paths.select();
         let after = st.paths.selected_remote();
@@ -538,12 +690,20 @@ impl Engine {
             return;
         }
         let Some(path) = after else { return };
-        let rtt = st.paths.selected.and_then(|i| st.paths.pairs[i].rtt).unwrap_or_default();
+        let rtt = st
+            .paths
+            .selected
+            .and_then(|i| st.paths.pairs[i].rtt)
+            .unwrap_or_default();
         let first = !st.connected;
         st.connected = true;
         st.connecting = None;
         self.tunnel.set_endpoint(now, unix_ms, peer, path);
-        self.push_event(if first { NodeEvent::Connected { peer, path, rtt } } else { NodeEvent::PathChanged { peer, path } });
+        self.push_event(if first {
+            NodeEvent::Connected { peer, path, rtt }
+        } else {
+            NodeEvent::PathChanged { peer, path }
+        });
         while let Some(t) = self.tunnel.poll_transmit() {
             self.push_transmit(t.dest, t.contents);
         }
@@ -554,8 +714,15 @@ impl Engine {
         let timing = &self.config.paths;
         let reg = self.servers.iter().map(|r| r.next_action());
         let tunnel = self.tunnel.poll_timeout();
-        let paths = self.peers.values().filter(|p| p.established).filter_map(|p| p.paths.next_due(timing));
-        let connects = self.peers.values().filter_map(|p| p.connecting.map(|c| c + self.config.connect_timeout));
+        let paths = self
+            .peers
+            .values()
+            .filter(|p| p.established)
+            .filter_map(|p| p.paths.next_due(timing));
+        let connects = self
+            .peers
+            .values()
+            .filter_map(|p| p.connecting.map(|c| c + self.config.connect_timeout));
         reg.chain(tunnel).chain(paths).chain(connects).min()
     }
 
@@ -573,16 +740,34 @@ impl Engine {
         let timing = self.config.paths.clone();
         let ids: Vec<NodeId> = self.peers.keys().copied().collect();
         for peer in ids {
-            let Some(st) = self.peers.get_mut(&peer) else { continue };
+            let Some(st) = self.peers.get_mut(&peer) else {
+                continue;
+            };
             if st.established {
                 st.paths.expire(now, &timing);
                 self.reselect(now, unix_ms, peer);
                 self.probe_due(now, peer);
             }
-            let Some(st) = self.peers.get(&peer) else { continue };
+            let Some(st) = self.peers.get(&peer) else {
+                continue;
+            };
             if let Some(started) = st.connecting {
-                if now.saturating_duration_since(started) >= self.config.connect_timeout {
-                    let error = if st.established { ConnectError::NoDirectPath } else { ConnectError::HandshakeTimeout };
+                let both_hard = self.maps_per_destination == Some(true)
+                    && st.peer_flags & handshake::FLAG_MAPS_PER_DESTINATION != 0
+                    && st.peer_flags & handshake::FLAG_HAS_PORT_MAPPING == 0;
+                let waited = now.saturating_duration_since(started);
+                if st.established
+                    && !st.connected
+                    && both_hard
+                    && waited >= self.config.paths.check_period
+                {
+                    self.fail(peer, ConnectError::NoDirectPathPossible);
+                } else if waited >= self.config.connect_timeout {
+                    let error = if st.established {
+                        ConnectError::NoDirectPath
+                    } else {
+                        ConnectError::HandshakeTimeout
+                    };
                     self.fail(peer, error);
                 }
             }
@@ -591,7 +776,11 @@ impl Engine {
 
     /// Peers with a selected path.
     pub fn connected_peers(&self) -> HashSet<NodeId> {
-        self.peers.iter().filter(|(_, p)| p.connected).map(|(id, _)| *id).collect()
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.connected)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Lets anyone, or only listed nodes, open sessions to us.

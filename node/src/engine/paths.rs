@@ -127,7 +127,11 @@ impl Paths {
         }
         if self.pairs.len() >= MAX_PAIRS {
             // Make room by dropping a failed, unselected pair.
-            let victim = self.pairs.iter().enumerate().position(|(i, p)| p.state == PairState::Failed && Some(i) != self.selected)?;
+            let victim = self
+                .pairs
+                .iter()
+                .enumerate()
+                .position(|(i, p)| p.state == PairState::Failed && Some(i) != self.selected)?;
             self.remove(victim);
         }
         self.pairs.push(Pair::new(remote, kind, now));
@@ -157,7 +161,9 @@ impl Paths {
                 PairState::Waiting | PairState::InProgress => t.check_interval,
                 PairState::Succeeded | PairState::Failed => t.idle_interval,
             };
-            if p.last_probe.is_none_or(|l| now.saturating_duration_since(l) >= interval) {
+            if p.last_probe
+                .is_none_or(|l| now.saturating_duration_since(l) >= interval)
+            {
                 out.push(i);
             }
         }
@@ -192,7 +198,9 @@ impl Paths {
 
     /// Records an answer to a probe sent to `remote` at `sent_at`.
     pub fn answered(&mut self, remote: SocketAddr, sent_at: Instant, now: Instant) {
-        let Some(p) = self.pairs.iter_mut().find(|p| p.remote == remote) else { return };
+        let Some(p) = self.pairs.iter_mut().find(|p| p.remote == remote) else {
+            return;
+        };
         let sample = now.saturating_duration_since(sent_at);
         p.answers_received += 1;
         p.last_answer = Some(now);
@@ -216,7 +224,9 @@ impl Paths {
                 PairState::Succeeded => t.idle_interval * 3,
                 PairState::Failed => continue,
             };
-            if p.last_probe.is_some_and(|l| l > silent_since) && now.saturating_duration_since(silent_since) >= timeout {
+            if p.last_probe.is_some_and(|l| l > silent_since)
+                && now.saturating_duration_since(silent_since) >= timeout
+            {
                 p.state = PairState::Failed;
             }
         }
@@ -239,7 +249,9 @@ impl Paths {
             .map(|(i, _)| i);
         let keep = match (self.selected, best) {
             (_, None) => {
-                let changed = self.selected.is_some_and(|s| self.pairs[s].state != PairState::Succeeded);
+                let changed = self
+                    .selected
+                    .is_some_and(|s| self.pairs[s].state != PairState::Succeeded);
                 if changed {
                     self.selected = None;
                 }
@@ -247,12 +259,17 @@ impl Paths {
             }
             (Some(cur), Some(b)) if self.pairs[cur].state == PairState::Succeeded => {
                 let (c, n) = (&self.pairs[cur], &self.pairs[b]);
-                let (crtt, nrtt) = (c.rtt.unwrap_or(Duration::MAX), n.rtt.unwrap_or(Duration::MAX));
+                let (crtt, nrtt) = (
+                    c.rtt.unwrap_or(Duration::MAX),
+                    n.rtt.unwrap_or(Duration::MAX),
+                );
                 // Move only for a clearly better path: 10 % and at least 2 ms faster, or same
                 // speed on IPv6 where the current one is IPv4.
                 let margin = (crtt / 10).max(Duration::from_millis(2));
                 let faster = nrtt + margin < crtt;
-                let v6_upgrade = c.remote.is_ipv4() && n.remote.is_ipv6() && nrtt.as_millis() <= crtt.as_millis();
+                let v6_upgrade = c.remote.is_ipv4()
+                    && n.remote.is_ipv6()
+                    && nrtt.as_millis() <= crtt.as_millis();
                 !(faster || v6_upgrade)
             }
             _ => false,
@@ -310,7 +327,11 @@ mod tests {
         assert_eq!(p.pairs[0].state, PairState::Succeeded);
         p.sent(0, at(t0, 1000));
         p.expire(at(t0, 1021), &t);
-        assert_eq!(p.pairs[0].state, PairState::Failed, "about a second without answers");
+        assert_eq!(
+            p.pairs[0].state,
+            PairState::Failed,
+            "about a second without answers"
+        );
         assert_eq!(p.select(), Some(1));
     }
 }

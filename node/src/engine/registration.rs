@@ -97,7 +97,13 @@ impl Registration {
     }
 
     /// The request to send now, if any. `tx` must be fresh and unique.
-    pub fn poll(&mut self, now: Instant, unix_ms: u64, identity: &Identity, tx: u64) -> Option<Vec<u8>> {
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        identity: &Identity,
+        tx: u64,
+    ) -> Option<Vec<u8>> {
         if now < self.next {
             return None;
         }
@@ -112,7 +118,11 @@ impl Registration {
                     self.tries = 0;
                     self.retry = FIRST_RETRY;
                 }
-                Message::Refresh(Refresh { tx, node: *identity.node_id().as_bytes(), token })
+                Message::Refresh(Refresh {
+                    tx,
+                    node: *identity.node_id().as_bytes(),
+                    token,
+                })
             }
             None => {
                 if self.waiting != Waiting::Register {
@@ -147,11 +157,20 @@ impl Registration {
         // Refresh well before the server's lifetime runs out, and below NAT timeouts.
         let lifetime = Duration::from_secs(r.lifetime_s as u64);
         self.next = now + self.refresh_interval.min(lifetime / 3);
-        RegEvent::Registered { observed: r.observed, changed }
+        RegEvent::Registered {
+            observed: r.observed,
+            changed,
+        }
     }
 
     /// Handles ERROR; returns what to tell the node, if anything.
-    pub fn on_error(&mut self, now: Instant, code: ErrorCode, server_time_ms: u64, unix_ms: u64) -> Option<RegEvent> {
+    pub fn on_error(
+        &mut self,
+        now: Instant,
+        code: ErrorCode,
+        server_time_ms: u64,
+        unix_ms: u64,
+    ) -> Option<RegEvent> {
         self.waiting = Waiting::Nothing;
         match code {
             ErrorCode::NotRegistered | ErrorCode::StaleTimestamp => {
@@ -172,7 +191,10 @@ impl Registration {
             other => {
                 self.token = None;
                 self.next = now + MAX_RETRY;
-                Some(RegEvent::Refused(format!("rendezvous {} refused registration: {other:?}", self.server)))
+                Some(RegEvent::Refused(format!(
+                    "rendezvous {} refused registration: {other:?}",
+                    self.server
+                )))
             }
         }
     }
