@@ -580,6 +580,31 @@ impl Sim {
         self.server = Server::new(Self::server_config(), self.now);
     }
 
+    /// Changes a site's IPv6 access (e.g. to make it one-way mid-session).
+    pub fn set_ipv6(&mut self, i: usize, access: Ipv6Access) {
+        self.nodes[i].site.ipv6 = access;
+    }
+
+    /// Runs for `d` more of virtual time, calling `check` after every step; stops early (false)
+    /// if `check` fails.
+    pub fn run_checking(&mut self, d: Duration, mut check: impl FnMut(&Sim) -> bool) -> bool {
+        let until = self.elapsed() + d;
+        let mut ok = true;
+        self.run_until(until, |s| {
+            ok = check(s);
+            !ok
+        });
+        ok
+    }
+
+    /// The remote address node `i` uses for node `j`.
+    pub fn selected(&self, i: usize, j: usize) -> Option<SocketAddr> {
+        self.nodes[i]
+            .engine
+            .paths(&self.id(j))
+            .and_then(|p| p.selected_remote())
+    }
+
     /// Changes a site's loss.
     pub fn set_loss(&mut self, i: usize, loss: u64) {
         self.nodes[i].site.loss = loss;

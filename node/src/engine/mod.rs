@@ -689,7 +689,14 @@ impl Engine {
         if before == after {
             return;
         }
-        let Some(path) = after else { return };
+        let Some(path) = after else {
+            // Every path failed (a NAT rebound on one side, a link went down): introduce
+            // ourselves again, through the rendezvous and to every address we know, so the
+            // other side learns where we are now and both punch again.
+            let remotes: Vec<SocketAddr> = st.paths.pairs.iter().map(|p| p.remote).collect();
+            let _ = self.tunnel.connect(now, unix_ms, peer, &remotes);
+            return;
+        };
         let rtt = st
             .paths
             .selected
@@ -772,13 +779,15 @@ impl Engine {
                 }
             }
         }
+        // Reconnections started above produce introductions to send.
+        self.drain_tunnel(now, unix_ms);
     }
 
-    /// Peers with a selected path.
+    /// Peers with a selected path (one proven in both directions).
     pub fn connected_peers(&self) -> HashSet<NodeId> {
         self.peers
             .iter()
-            .filter(|(_, p)| p.connected)
+            .filter(|(_, p)| p.paths.selected.is_some())
             .map(|(id, _)| *id)
             .collect()
     }
