@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod demo;
+pub mod driver;
 pub mod engine;
 pub mod paths;
 pub mod sim;

@@ -31,8 +31,19 @@ enum Command {
     Id,
     /// Run the end-to-end demo on this machine (embedded rendezvous, two nodes, loopback).
     Demo,
-    /// Run a node with the overlay on a TUN interface (needs root or CAP_NET_ADMIN).
+    /// Run a node with the overlay on a TUN interface (needs root or CAP_NET_ADMIN). Peers are
+    /// reached through `--rendezvous` introductions and hole punching, or at given addresses.
     Up(UpArgs),
+    /// Run an embedded rendezvous server (the same service as `shipworm-rendezvous`, default
+    /// settings; use that binary for a configured deployment).
+    Rendezvous {
+        /// Main UDP address.
+        #[arg(long, default_value = "[::]:3478")]
+        listen: std::net::SocketAddr,
+        /// Second STUN port address.
+        #[arg(long, default_value = "[::]:3479")]
+        alt_listen: Option<std::net::SocketAddr>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -130,7 +141,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Up(args) => up(load_identity(cli.identity)?, args),
+        Command::Up(args) => up(load_identity(cli.identity)?, &cli.rendezvous, args),
+        Command::Rendezvous { listen, alt_listen } => rendezvous_server(listen, alt_listen),
         Command::Demo => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -143,8 +155,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn up(identity: Identity, args: UpArgs) -> anyhow::Result<()> {
-    use shipworm::tunnel::tunnel::{Tunnel, TunnelConfig};
+fn resolve(rendezvous: &[RendezvousAddr]) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    let mut out = Vec::new();
+    for r in rendezvous {
+        match r {
+            RendezvousAddr::Ip(a) => out.push(*a),
+            RendezvousAddr::Host(h, p) => out.push(
+                (h.as_str(), *p)
+                    .to_socket_addrs()
+                    .with_context(|| format!("cannot resolve rendezvous {h}:{p}"))?
+                    .next()
+                    .with_context(|| format!("rendezvous {h}:{p} resolves to no address"))?,
+            ),
+        }
+    }
+    Ok(out)
+}
+
+fn up(identity: Identity, rendezvous: &[RendezvousAddr], args: UpArgs) -> anyhow::Result<()> {
+    use shipworm::engine::{Engine, EngineConfig, NodeEvent};
+    use shipworm::tunnel::tunnel::TunnelConfig;
     anyhow::ensure!(
         args.mtu >= 1280,
         "--mtu must be at least 1280, the IPv6 minimum"
@@ -155,10 +186,14 @@ fn up(identity: Identity, args: UpArgs) -> anyhow::Result<()> {
     };
     let accept = shipworm::up::accept_policy(&args.peers, allowed, args.allow_any);
     let node = identity.node_id();
-    let config = TunnelConfig {
-        mtu: args.mtu as usize,
-        accept,
-        ..TunnelConfig::default()
+    let config = EngineConfig {
+        rendezvous: resolve(rendezvous)?,
+        tunnel: TunnelConfig {
+            mtu: args.mtu as usize,
+            accept,
+            ..TunnelConfig::default()
+        },
+        ..EngineConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -166,14 +201,10 @@ fn up(identity: Identity, args: UpArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let socket = shipworm::tunnel::device::bind_dual_stack(args.listen)
             .with_context(|| format!("cannot bind UDP {}", args.listen))?;
-        let tun =
-            shipworm::tunnel::device::open_tun(&args.tun_name, node.overlay_addr(), args.mtu)?;
-        let mut tunnel = Tunnel::new(identity, config, std::time::Instant::now());
-        for p in &args.peers {
-            tunnel
-                .add_peer(p.id, p.endpoint)
-                .map_err(|e| anyhow::anyhow!("peer {}: {e}", p.id))?;
-        }
+        let tun = shipworm::tunnel::device::open_tun(&args.tun_name, node.overlay_addr(), args.mtu)?;
+        let now = std::time::Instant::now();
+        let mut engine = Engine::new(identity, config, now, None);
+        shipworm::driver::gather_host_candidates(&mut engine, &socket)?;
         eprintln!(
             "up: node {node}\n    overlay {} on {} (mtu {}), UDP {}, {} peer(s)",
             node.overlay_addr(),
@@ -182,11 +213,53 @@ fn up(identity: Identity, args: UpArgs) -> anyhow::Result<()> {
             socket.local_addr()?,
             args.peers.len()
         );
-        let stats = shipworm::tunnel::device::run(tunnel, socket, tun, shutdown_signal()).await?;
+        for p in &args.peers {
+            let direct: Vec<_> = p.endpoint.into_iter().collect();
+            engine.connect(now, shipworm::driver::unix_ms(), p.id, &direct);
+        }
+        let stats = shipworm::driver::run(&mut engine, &socket, Some(&tun), shutdown_signal(), |e| match e {
+            NodeEvent::Registered { server, observed } => eprintln!("registered at {server}: seen as {observed}"),
+            NodeEvent::RegistrationRefused { reason, .. } => eprintln!("rendezvous: {reason}"),
+            NodeEvent::Connected { peer, path, rtt } => {
+                eprintln!("connected to {} via {path} (direct, rtt {:.1} ms)", peer.fmt_short(), rtt.as_secs_f64() * 1e3)
+            }
+            NodeEvent::PathChanged { peer, path } => eprintln!("path to {} is now {path}", peer.fmt_short()),
+            NodeEvent::ConnectFailed { peer, error } => eprintln!("cannot connect to {}: {error}", peer.fmt_short()),
+            NodeEvent::Disconnected { peer } => eprintln!("session with {} ended", peer.fmt_short()),
+            NodeEvent::Packet { .. } | NodeEvent::Local(_) => {}
+        })
+        .await?;
+        let t = engine.tunnel_stats();
         eprintln!(
-            "down: {} packets in, {} out, {} handshakes",
-            stats.tunnel.packets_in, stats.tunnel.packets_out, stats.tunnel.handshakes_completed
+            "down: {} packets in, {} out, {} handshakes; dropped locally: {} not from the overlay, {} to unknown peers",
+            t.packets_in, t.packets_out, t.handshakes_completed, stats.not_overlay, stats.no_peer
         );
+        Ok(())
+    })
+}
+
+fn rendezvous_server(
+    listen: std::net::SocketAddr,
+    alt: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
+    use shipworm::rendezvous::{config::Config, driver::Rendezvous};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let config = Config {
+            listen,
+            alt_listen: alt,
+            ..Config::default()
+        };
+        let rdv = Rendezvous::bind(config).await?;
+        eprintln!(
+            "rendezvous on {} (second STUN port {:?})",
+            rdv.local_addr(),
+            rdv.alt_addr().map(|a| a.port())
+        );
+        shutdown_signal().await;
+        rdv.shutdown().await;
         Ok(())
     })
 }

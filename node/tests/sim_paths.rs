@@ -127,5 +127,8 @@ fn a_rendezvous_restart_keeps_sessions_and_nodes_register_again_by_themselves() 
     );
     assert!(sim.send_ip(0, 1, b"still here"));
     sim.run_until(sim.elapsed() + Duration::from_millis(300), |_| false);
-    assert!(sim.saw(1, |e| matches!(e, shipworm::engine::NodeEvent::Packet { .. })));
+    assert!(sim.saw(1, |e| matches!(
+        e,
+        shipworm::engine::NodeEvent::Packet { .. }
+    )));
 }

@@ -1,0 +1,128 @@
+//! The tokio driver of the [`Engine`]: one UDP socket, an optional TUN interface, the clock.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use shipworm_tunnel::tunnel::SendError;
+use tokio::net::UdpSocket;
+use tun_rs::AsyncDevice;
+
+use crate::engine::paths::CandidateKind;
+use crate::engine::{Engine, NodeEvent};
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Host candidates: every interface address (IPv4 and IPv6) except loopback, link-local and the
+/// overlay itself, with the socket's port. `v6` says whether the socket can use IPv6.
+pub fn host_candidates(port: u16, v6: bool) -> Vec<SocketAddr> {
+    let Ok(ifaces) = if_addrs::get_if_addrs() else {
+        return Vec::new();
+    };
+    let mut out: Vec<SocketAddr> = ifaces
+        .iter()
+        .filter(|i| !i.is_loopback() && !i.is_link_local())
+        .map(|i| i.ip())
+        .filter(|ip| match ip {
+            IpAddr::V4(_) => true,
+            IpAddr::V6(v6addr) => {
+                v6 && !shipworm_tunnel::overlay::is_overlay(v6addr) && !v6addr.is_multicast()
+            }
+        })
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Adds the host candidates of `socket` to `engine`.
+pub fn gather_host_candidates(engine: &mut Engine, socket: &UdpSocket) -> io::Result<()> {
+    let local = socket.local_addr()?;
+    for c in host_candidates(local.port(), local.is_ipv6()) {
+        engine.add_local_candidate(c, CandidateKind::Host);
+    }
+    Ok(())
+}
+
+/// Counters of local packets the engine refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Packets from the interface that are not from our overlay address (link-local chatter).
+    pub not_overlay: u64,
+    /// Packets to an overlay address of no known peer.
+    pub no_peer: u64,
+    /// Packets over the MTU (answered with Packet Too Big).
+    pub too_big: u64,
+    /// Datagrams the socket refused.
+    pub send_errors: u64,
+}
+
+/// Pumps `engine` between `socket` and `tun` until `stop` completes; every event that is not a
+/// packet for the interface goes to `on_event`.
+pub async fn run(
+    engine: &mut Engine,
+    socket: &UdpSocket,
+    tun: Option<&AsyncDevice>,
+    stop: impl Future<Output = ()>,
+    mut on_event: impl FnMut(&NodeEvent),
+) -> io::Result<DriverStats> {
+    let dual_stack = socket.local_addr()?.is_ipv6();
+    let mut udp_buf = vec![0u8; 65536];
+    let mut tun_buf = vec![0u8; 65536];
+    let mut stats = DriverStats::default();
+    tokio::pin!(stop);
+    loop {
+        let deadline = engine
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            _ = &mut stop => break,
+            r = socket.recv_from(&mut udp_buf) => match r {
+                Ok((n, from)) => engine.handle_packet(Instant::now(), unix_ms(), from, &udp_buf[..n]),
+                // ICMP errors of earlier sends surface here on Linux; they are not fatal.
+                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset) => {}
+                Err(e) => return Err(e),
+            },
+            r = async { match tun { Some(t) => t.recv(&mut tun_buf).await, None => std::future::pending().await } } => {
+                let n = r?;
+                match engine.send_ip(Instant::now(), unix_ms(), &tun_buf[..n]) {
+                    Ok(()) => {}
+                    Err(SendError::BadPacket(_)) => stats.not_overlay += 1,
+                    Err(SendError::NoPeer(_)) => stats.no_peer += 1,
+                    Err(SendError::TooBig { .. }) => stats.too_big += 1,
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => engine.handle_timeout(Instant::now(), unix_ms()),
+        }
+        while let Some(t) = engine.poll_transmit() {
+            let dest = if dual_stack {
+                shipworm_tunnel::addr::to_dual_stack(t.dest)
+            } else {
+                t.dest
+            };
+            if !dual_stack && dest.is_ipv6() {
+                stats.send_errors += 1;
+                continue;
+            }
+            if socket.send_to(&t.contents, dest).await.is_err() {
+                stats.send_errors += 1;
+            }
+        }
+        while let Some(e) = engine.poll_event() {
+            match (&e, tun) {
+                (NodeEvent::Packet { packet, .. } | NodeEvent::Local(packet), Some(t)) => {
+                    t.send(packet).await?;
+                }
+                _ => on_event(&e),
+            }
+        }
+    }
+    Ok(stats)
+}
