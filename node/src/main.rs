@@ -226,6 +226,7 @@ fn up(identity: Identity, rendezvous: &[RendezvousAddr], args: UpArgs) -> anyhow
             NodeEvent::PathChanged { peer, path } => eprintln!("path to {} is now {path}", peer.fmt_short()),
             NodeEvent::ConnectFailed { peer, error } => eprintln!("cannot connect to {}: {error}", peer.fmt_short()),
             NodeEvent::Disconnected { peer } => eprintln!("session with {} ended", peer.fmt_short()),
+            NodeEvent::Established { peer } => eprintln!("session with {} established; checking paths", peer.fmt_short()),
             NodeEvent::Packet { .. } | NodeEvent::Local(_) => {}
         })
         .await?;

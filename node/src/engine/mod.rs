@@ -102,6 +102,11 @@ pub enum NodeEvent {
         /// Why, with the fix.
         reason: String,
     },
+    /// A session (keys) with `peer` exists; paths are being checked.
+    Established {
+        /// The peer.
+        peer: NodeId,
+    },
     /// A path to `peer` works in both directions and is selected.
     Connected {
         /// The peer.
@@ -170,6 +175,8 @@ struct PeerState {
     relay_response: bool,
     /// The peer's handshake flags (`FLAG_*`).
     peer_flags: u8,
+    /// A session existed once (later handshakes are rekeys or reconnections).
+    established_before: bool,
 }
 
 impl PeerState {
@@ -181,6 +188,7 @@ impl PeerState {
             connected: false,
             relay_response: false,
             peer_flags: 0,
+            established_before: false,
         }
     }
 }
@@ -580,8 +588,13 @@ impl Engine {
                     st.established = true;
                     st.paths.add(from, CandidateKind::PeerReflexive, now);
                     st.peer_flags = advert.flags;
+                    let first = !st.established_before;
+                    st.established_before = true;
                     for c in advert.candidates {
                         st.paths.add(c, CandidateKind::Host, now);
+                    }
+                    if first {
+                        self.push_event(NodeEvent::Established { peer });
                     }
                     self.probe_due(now, peer);
                 }
