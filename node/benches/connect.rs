@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use shipworm::engine::NodeEvent;
-use shipworm::sim::{Mapping, NatModel, Sim, SiteConfig, Filtering};
+use shipworm::sim::{Filtering, Mapping, NatModel, Sim, SiteConfig};
 
 fn kinds() -> Vec<(&'static str, Option<NatModel>)> {
     vec![
@@ -37,7 +37,18 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 fn main() {
     const CORE_MS: u64 = 5; // the simulator's core latency
     println!("connect time from connect() to a selected two-way path, initiator side, in one-way delays (OWD)");
-    println!("{:>8} {:>5} {:>6} | {:>8} {:>8} {:>8} | {:>10} {:>10} | {:>9}", "site lat", "loss", "runs", "est p50", "conn p50", "conn p90", "ideal", "excess p50", "failures");
+    println!(
+        "{:>8} {:>5} {:>6} | {:>8} {:>8} {:>8} | {:>10} {:>10} | {:>9}",
+        "site lat",
+        "loss",
+        "runs",
+        "est p50",
+        "conn p50",
+        "conn p90",
+        "ideal",
+        "excess p50",
+        "failures"
+    );
     for loss in [0u64, 5] {
         for lat in [5u64, 20, 50] {
             let (mut est, mut conn, mut excess) = (Vec::new(), Vec::new(), Vec::new());
@@ -49,7 +60,11 @@ fn main() {
                         continue;
                     }
                     for seed in 1..=8u64 {
-                        let site = |nat| SiteConfig { latency: Duration::from_millis(lat), loss, ..SiteConfig::nat(nat) };
+                        let site = |nat| SiteConfig {
+                            latency: Duration::from_millis(lat),
+                            loss,
+                            ..SiteConfig::nat(nat)
+                        };
                         let mut sim = Sim::new(seed * 1000 + lat + loss, vec![site(a), site(b)]);
                         let registered = sim.run_until(Duration::from_secs(10), |s| {
                             (0..2).all(|i| s.saw(i, |e| matches!(e, NodeEvent::Registered { .. })))
@@ -68,8 +83,14 @@ fn main() {
                         let to_rdv = (lat + CORE_MS) as f64 / 1000.0;
                         let ideal = 2.0 * to_rdv + 2.0 * owd;
                         ideal_owd = ideal / owd;
-                        let e = sim.when(0, |e| matches!(e, NodeEvent::Established { .. })).unwrap() - t0;
-                        let c = sim.when(0, |e| matches!(e, NodeEvent::Connected { .. })).unwrap() - t0;
+                        let e = sim
+                            .when(0, |e| matches!(e, NodeEvent::Established { .. }))
+                            .unwrap()
+                            - t0;
+                        let c = sim
+                            .when(0, |e| matches!(e, NodeEvent::Connected { .. }))
+                            .unwrap()
+                            - t0;
                         est.push(e.as_secs_f64() / owd);
                         conn.push(c.as_secs_f64() / owd);
                         excess.push((c.as_secs_f64() - ideal) / (2.0 * owd));

@@ -413,27 +413,24 @@ impl Sim {
 
     /// Arrival of a datagram at the core, at `self.now`.
     fn arrive(&mut self, src: SocketAddr, dst: SocketAddr, bytes: Vec<u8>) {
-        if dst == RENDEZVOUS_V4 || dst == RENDEZVOUS_V6 {
+        if dst == RENDEZVOUS_V4 || dst == RENDEZVOUS_V6 || dst == RENDEZVOUS_ALT_V4 {
             let (now, unix) = (self.now, self.unix());
-            self.server
-                .handle_packet(now, unix, Socket::Primary, src, &bytes);
+            let socket = if dst == RENDEZVOUS_ALT_V4 {
+                Socket::Alt
+            } else {
+                Socket::Primary
+            };
+            self.server.handle_packet(now, unix, socket, src, &bytes);
             let mut out = Vec::new();
             while let Some(t) = self.server.poll_transmit() {
-                out.push((t.dest, t.contents.to_vec()));
-            }
-            let from = if src.is_ipv4() {
-                RENDEZVOUS_V4
-            } else {
-                RENDEZVOUS_V6
-            };
-            for (to, b) in out {
-                let from = if to.is_ipv4() {
-                    RENDEZVOUS_V4
-                } else if from.is_ipv6() {
-                    from
-                } else {
-                    RENDEZVOUS_V6
+                let from = match (t.socket, t.dest.is_ipv4()) {
+                    (Socket::Alt, _) => RENDEZVOUS_ALT_V4,
+                    (Socket::Primary, true) => RENDEZVOUS_V4,
+                    (Socket::Primary, false) => RENDEZVOUS_V6,
                 };
+                out.push((from, t.dest, t.contents.to_vec()));
+            }
+            for (from, to, b) in out {
                 let at = self.now + self.core;
                 self.enqueue_to_site(at, from, to, b);
             }

@@ -31,3 +31,52 @@ fn two_home_routers_connect_directly_through_an_introduction() {
     assert!(ok, "no connection");
     assert!(sim.saw(0, |e| matches!(e, NodeEvent::Connected { .. })));
 }
+
+#[test]
+fn diagnostics_show_candidates_and_pairs_with_counters() {
+    use shipworm::engine::paths::{CandidateKind, PairState};
+    let mut sim = Sim::new(
+        2,
+        vec![
+            SiteConfig::nat(Some(NatModel::port_restricted())),
+            SiteConfig::nat(Some(NatModel::full_cone())),
+        ],
+    );
+    sim.connect(0, 1);
+    assert!(sim.run_until(Duration::from_secs(5), |s| s.connected(0, 1)
+        && s.connected(1, 0)));
+    sim.run_until(sim.elapsed() + Duration::from_secs(2), |_| false);
+    let (a, b) = (
+        sim.nodes[0].engine.diagnostics(),
+        sim.nodes[1].engine.diagnostics(),
+    );
+    assert_eq!(a.maps_per_destination, Some(false));
+    assert!(a.candidates.iter().any(|c| c.kind == CandidateKind::Host));
+    assert!(a
+        .candidates
+        .iter()
+        .any(|c| c.kind == CandidateKind::Reflexive && c.addr.ip().to_string() == "203.0.113.10"));
+    assert_eq!(
+        a.registrations[0].1.map(|o| o.ip().to_string()),
+        Some("203.0.113.10".into())
+    );
+    let pa = &a.peers[0];
+    assert_eq!(pa.peer, sim.id(1));
+    let sel: Vec<_> = pa.pairs.iter().filter(|p| p.selected).collect();
+    assert_eq!(sel.len(), 1);
+    let s = sel[0];
+    assert_eq!(s.state, PairState::Succeeded);
+    assert!(s.rtt.is_some() && s.answers_received > 0 && s.probes_sent >= s.answers_received);
+    assert!(
+        s.probes_received > 0 && s.answers_sent > 0 && s.bytes_sent > 0 && s.bytes_received > 0
+    );
+    // The other side's view of the same path mirrors ours: its probes received are our probes sent,
+    // give or take what is still in flight.
+    let sb = b.peers[0].pairs.iter().find(|p| p.selected).unwrap();
+    assert!(sb.probes_received + 2 >= s.probes_sent && sb.probes_received <= s.probes_sent);
+    // Host candidates of a peer behind another NAT never work: failed, never selected.
+    assert!(pa
+        .pairs
+        .iter()
+        .any(|p| p.kind == CandidateKind::Host && p.state != PairState::Succeeded && !p.selected));
+}

@@ -29,6 +29,9 @@ pub const PROLOGUE: &[u8] = b"shipworm tunnel v1";
 pub const FLAG_MAPS_PER_DESTINATION: u8 = 0x01;
 /// Flag: this node holds a port mapping on its gateway (UPnP IGD, NAT-PMP or PCP).
 pub const FLAG_HAS_PORT_MAPPING: u8 = 0x02;
+/// Flag: this node has measured its mapping behaviour (without it, `FLAG_MAPS_PER_DESTINATION`
+/// means nothing).
+pub const FLAG_MAPPING_KNOWN: u8 = 0x04;
 
 /// What a node says about itself in a handshake: flags and where it may be reached.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::frame::{Inner, Packet};
+use crate::frame::{self, Inner, Packet};
 use crate::handshake::{self, Advert, InitPayload, Initiator, Responder, COOKIE_LEN};
 use crate::identity::{Identity, NodeId};
 use crate::session::{OpenError, Session};
@@ -235,6 +235,37 @@ counters!(
     }
 );
 
+/// Traffic with one remote address of a peer (for diagnostics: WebRTC-style pair counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Authentic transport packets received from the address.
+    pub packets_in: u64,
+    /// Their bytes (on the wire).
+    pub bytes_in: u64,
+    /// Transport packets sent to the address.
+    pub packets_out: u64,
+    /// Their bytes (on the wire).
+    pub bytes_out: u64,
+    /// Probes received from the address.
+    pub probes_in: u64,
+    /// Probe answers sent to the address.
+    pub answers_out: u64,
+}
+
+/// Most remote addresses with traffic counters per peer.
+const MAX_TRAFFIC_ENTRIES: usize = 32;
+
+fn traffic_of(list: &mut Vec<(SocketAddr, Traffic)>, addr: SocketAddr) -> Option<&mut Traffic> {
+    if let Some(i) = list.iter().position(|(a, _)| *a == addr) {
+        return Some(&mut list[i].1);
+    }
+    if list.len() >= MAX_TRAFFIC_ENTRIES {
+        return None;
+    }
+    list.push((addr, Traffic::default()));
+    list.last_mut().map(|(_, t)| t)
+}
+
 struct Pending {
     initiator: Initiator,
     packet: Vec<u8>,
@@ -263,6 +294,8 @@ struct Peer {
     pinned: bool,
     /// The last address reported in [`Event::Source`], so one new path is reported once.
     reported_source: Option<SocketAddr>,
+    /// Counters per remote address.
+    traffic: Vec<(SocketAddr, Traffic)>,
 }
 
 impl Peer {
@@ -283,6 +316,7 @@ impl Peer {
             candidates: Vec::new(),
             pinned: false,
             reported_source: None,
+            traffic: Vec::new(),
         }
     }
 }
@@ -645,8 +679,20 @@ impl Tunnel {
         let mut out = Vec::with_capacity(self.scratch.len() + 32);
         s.seal(&self.scratch, &mut out);
         peer.last_sent = Some(now);
+        if let Some(t) = traffic_of(&mut peer.traffic, to) {
+            t.packets_out += 1;
+            t.bytes_out += out.len() as u64;
+            if matches!(inner, Inner::ProbeAnswer { .. }) {
+                t.answers_out += 1;
+            }
+        }
         self.push_transmit(to, out);
         true
+    }
+
+    /// Traffic counters of `peer` per remote address.
+    pub fn traffic(&self, peer: &NodeId) -> &[(SocketAddr, Traffic)] {
+        self.peers.get(peer).map_or(&[], |p| &p.traffic)
     }
 
     fn send_inner(&mut self, now: Instant, unix_ms: u64, id: NodeId, inner: Inner<'_>) {
@@ -1005,6 +1051,14 @@ impl Tunnel {
         } else if peer.endpoint != Some(from) && peer.reported_source != Some(from) {
             peer.reported_source = Some(from);
             new_source = Some(from);
+        }
+        let is_probe = matches!(Inner::parse(&plain), Ok(Inner::Probe { .. }));
+        if let Some(t) = traffic_of(&mut peer.traffic, from) {
+            t.packets_in += 1;
+            t.bytes_in += (frame::TRANSPORT_HEADER_LEN + sealed.len()) as u64;
+            if is_probe {
+                t.probes_in += 1;
+            }
         }
         let (peer_overlay, peer_id) = (peer.overlay, peer.id);
         if let Some(from) = new_source {

@@ -146,6 +146,61 @@ pub enum NodeEvent {
     },
 }
 
+/// The state of the node's connectivity (see [`Engine::diagnostics`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostics {
+    /// This node.
+    pub node: NodeId,
+    /// Whether our NAT maps per destination (`None`: not measured yet).
+    pub maps_per_destination: Option<bool>,
+    /// Each rendezvous and our address as it sees it.
+    pub registrations: Vec<(SocketAddr, Option<SocketAddr>)>,
+    /// Our candidates by kind.
+    pub candidates: Vec<Candidate>,
+    /// Every peer with its pairs.
+    pub peers: Vec<PeerDiagnostics>,
+}
+
+/// One peer in [`Diagnostics`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerDiagnostics {
+    /// The peer.
+    pub peer: NodeId,
+    /// A session exists.
+    pub established: bool,
+    /// Its candidate pairs.
+    pub pairs: Vec<PairDiagnostics>,
+}
+
+/// One candidate pair in [`Diagnostics`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairDiagnostics {
+    /// Remote address.
+    pub remote: SocketAddr,
+    /// How we learned it.
+    pub kind: CandidateKind,
+    /// Check state.
+    pub state: PairState,
+    /// Whether it carries the traffic.
+    pub selected: bool,
+    /// Smoothed RTT.
+    pub rtt: Option<Duration>,
+    /// Last RTT sample.
+    pub last_rtt: Option<Duration>,
+    /// Probes we sent.
+    pub probes_sent: u64,
+    /// Answers we received.
+    pub answers_received: u64,
+    /// Probes we received from this address.
+    pub probes_received: u64,
+    /// Answers we sent to it.
+    pub answers_sent: u64,
+    /// Bytes we sent to it.
+    pub bytes_sent: u64,
+    /// Bytes we received from it.
+    pub bytes_received: u64,
+}
+
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
@@ -279,7 +334,7 @@ impl Engine {
         self.push_transmit(alt, req);
     }
 
-    fn on_stun(&mut self, from: SocketAddr, bytes: &[u8]) {
+    fn on_stun(&mut self, now: Instant, unix_ms: u64, from: SocketAddr, bytes: &[u8]) {
         let Some(key) = bytes.get(8..20).and_then(|k| <[u8; 12]>::try_from(k).ok()) else {
             return;
         };
@@ -299,13 +354,28 @@ impl Engine {
         };
         self.stun_checks.remove(&key);
         let per_destination = mapped != observed;
+        let first = self.maps_per_destination.is_none();
         self.maps_per_destination = Some(per_destination);
-        let flags = if per_destination {
-            shipworm_tunnel::handshake::FLAG_MAPS_PER_DESTINATION
-        } else {
-            0
-        };
+        let flags = handshake::FLAG_MAPPING_KNOWN
+            | if per_destination {
+                handshake::FLAG_MAPS_PER_DESTINATION
+            } else {
+                0
+            };
         self.tunnel.set_flags(flags);
+        if first {
+            // Peers we could not reach yet got our handshake before we knew: tell them now, with
+            // a fresh handshake, so both sides can tell a hopeless pair of NATs from bad luck.
+            let waiting: Vec<(NodeId, Vec<SocketAddr>)> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.established && p.paths.selected.is_none())
+                .map(|(id, p)| (*id, p.paths.pairs.iter().map(|x| x.remote).collect()))
+                .collect();
+            for (peer, remotes) in waiting {
+                let _ = self.tunnel.connect(now, unix_ms, peer, &remotes);
+            }
+        }
     }
 
     /// Our NodeId.
@@ -418,7 +488,7 @@ impl Engine {
         if frame::is_tunnel_packet(bytes) {
             self.tunnel.handle_packet(now, unix_ms, from, bytes);
         } else if shipworm_rendezvous::stun::is_stun(bytes) {
-            self.on_stun(from, bytes);
+            self.on_stun(now, unix_ms, from, bytes);
         } else if proto::is_rendezvous_message(bytes) {
             self.on_rendezvous(now, unix_ms, from, bytes);
         }
@@ -773,6 +843,7 @@ impl Engine {
             };
             if let Some(started) = st.connecting {
                 let both_hard = self.maps_per_destination == Some(true)
+                    && st.peer_flags & handshake::FLAG_MAPPING_KNOWN != 0
                     && st.peer_flags & handshake::FLAG_MAPS_PER_DESTINATION != 0
                     && st.peer_flags & handshake::FLAG_HAS_PORT_MAPPING == 0;
                 let waited = now.saturating_duration_since(started);
@@ -794,6 +865,57 @@ impl Engine {
         }
         // Reconnections started above produce introductions to send.
         self.drain_tunnel(now, unix_ms);
+    }
+
+    /// The candidate and pair table, for `status` and the API (WebRTC's candidate-pair stats).
+    pub fn diagnostics(&self) -> Diagnostics {
+        let mut peers: Vec<PeerDiagnostics> = self
+            .peers
+            .iter()
+            .map(|(id, st)| {
+                let traffic = self.tunnel.traffic(id);
+                let pairs = st
+                    .paths
+                    .pairs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        let t = traffic
+                            .iter()
+                            .find(|(a, _)| *a == p.remote)
+                            .map(|(_, t)| *t)
+                            .unwrap_or_default();
+                        PairDiagnostics {
+                            remote: p.remote,
+                            kind: p.kind,
+                            state: p.state,
+                            selected: st.paths.selected == Some(i),
+                            rtt: p.rtt,
+                            last_rtt: p.last_rtt,
+                            probes_sent: p.probes_sent,
+                            answers_received: p.answers_received,
+                            probes_received: t.probes_in,
+                            answers_sent: t.answers_out,
+                            bytes_sent: t.bytes_out,
+                            bytes_received: t.bytes_in,
+                        }
+                    })
+                    .collect();
+                PeerDiagnostics {
+                    peer: *id,
+                    established: st.established,
+                    pairs,
+                }
+            })
+            .collect();
+        peers.sort_by_key(|p| p.peer);
+        Diagnostics {
+            node: self.me,
+            maps_per_destination: self.maps_per_destination,
+            registrations: self.registrations(),
+            candidates: self.local.clone(),
+            peers,
+        }
     }
 
     /// Peers with a selected path (one proven in both directions).
