@@ -80,3 +80,31 @@ fn diagnostics_show_candidates_and_pairs_with_counters() {
         .iter()
         .any(|p| p.kind == CandidateKind::Host && p.state != PairState::Succeeded && !p.selected));
 }
+
+#[test]
+fn a_late_candidate_trickles_to_peers_in_session() {
+    use shipworm::engine::paths::CandidateKind;
+    let mut sim = Sim::new(
+        3,
+        vec![
+            SiteConfig::nat(Some(NatModel::port_restricted())),
+            SiteConfig::nat(Some(NatModel::port_restricted())),
+        ],
+    );
+    sim.connect(0, 1);
+    assert!(sim.run_until(Duration::from_secs(5), |s| s.connected(0, 1)
+        && s.connected(1, 0)));
+    // A gateway port mapping that took seconds to appear (UPnP is slow).
+    let late: std::net::SocketAddr = "203.0.113.10:50000".parse().unwrap();
+    sim.nodes[0]
+        .engine
+        .add_local_candidate(late, CandidateKind::Mapped);
+    let a = sim.id(0);
+    let heard = sim.run_until(sim.elapsed() + Duration::from_millis(500), |s| {
+        s.nodes[1]
+            .engine
+            .paths(&a)
+            .is_some_and(|p| p.pairs.iter().any(|x| x.remote == late))
+    });
+    assert!(heard, "B never heard of A's late candidate");
+}

@@ -18,6 +18,7 @@
 //! 0x01 | tx (u64)                 PROBE
 //! 0x02 | tx (u64) | address       PROBE_ANSWER: where the probe came from
 //! 0x03                            CLOSE
+//! 0x04 | flags | n | address*      ADVERT: new flags and candidates, mid-session (trickle)
 //! ```
 
 use std::net::SocketAddr;
@@ -48,6 +49,7 @@ pub const COOKIE_REPLY_LEN: usize = 8 + COOKIE_NONCE_LEN + 16 + TAG_LEN;
 const PROBE: u8 = 0x01;
 const PROBE_ANSWER: u8 = 0x02;
 const CLOSE: u8 = 0x03;
+const ADVERT: u8 = 0x04;
 
 /// Whether `bytes` claim to be a tunnel packet (type byte `0xD0..=0xDF`).
 pub fn is_tunnel_packet(bytes: &[u8]) -> bool {
@@ -255,6 +257,8 @@ pub enum Inner<'a> {
     },
     /// The peer closes the session.
     Close,
+    /// The peer's flags and candidates changed (late candidates trickle this way).
+    Advert(crate::handshake::Advert),
 }
 
 impl<'a> Inner<'a> {
@@ -289,6 +293,9 @@ impl<'a> Inner<'a> {
                 Ok(Inner::ProbeAnswer { tx, observed })
             }
             CLOSE if b.len() == 1 => Ok(Inner::Close),
+            ADVERT => crate::handshake::parse_advert(&b[1..])
+                .map(Inner::Advert)
+                .map_err(|_| FrameError::Truncated("ADVERT")),
             CLOSE => Err(FrameError::Trailing("CLOSE")),
             other => Err(FrameError::UnknownFrame(other)),
         }
@@ -309,6 +316,10 @@ impl<'a> Inner<'a> {
                 addr::emit(observed, out);
             }
             Inner::Close => out.push(CLOSE),
+            Inner::Advert(a) => {
+                out.push(ADVERT);
+                crate::handshake::emit_advert(a, out);
+            }
         }
     }
 }

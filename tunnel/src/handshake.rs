@@ -83,7 +83,7 @@ pub struct InitPayload {
     pub advert: Advert,
 }
 
-fn emit_advert(a: &Advert, out: &mut Vec<u8>) {
+pub(crate) fn emit_advert(a: &Advert, out: &mut Vec<u8>) {
     let c = &a.candidates[..a.candidates.len().min(MAX_CANDIDATES)];
     out.push(a.flags);
     out.push(c.len() as u8);
@@ -92,7 +92,7 @@ fn emit_advert(a: &Advert, out: &mut Vec<u8>) {
     }
 }
 
-fn parse_advert(b: &[u8]) -> Result<Advert, HandshakeError> {
+pub(crate) fn parse_advert(b: &[u8]) -> Result<Advert, HandshakeError> {
     let (&flags, mut b) = b
         .split_first()
         .ok_or(HandshakeError::Payload("missing flags"))?;

@@ -154,6 +154,13 @@ pub enum Event {
         /// Where the packet came from.
         from: SocketAddr,
     },
+    /// The peer sent new flags and candidates mid-session.
+    Advert {
+        /// The peer.
+        peer: NodeId,
+        /// What it sent.
+        advert: Advert,
+    },
     /// No session came about in time.
     HandshakeFailed {
         /// The peer.
@@ -633,6 +640,12 @@ impl Tunnel {
         Ok(())
     }
 
+    /// Sends our current flags and candidates to `peer` at `to` (trickle).
+    pub fn send_advert(&mut self, now: Instant, peer: NodeId, to: SocketAddr) -> bool {
+        let advert = self.advert.clone();
+        self.seal_to(now, peer, to, &Inner::Advert(advert))
+    }
+
     /// Sends a probe to `peer` at `to` (a path check); the answer comes as [`Event::ProbeAnswer`].
     pub fn send_probe(&mut self, now: Instant, peer: NodeId, to: SocketAddr, tx: u64) -> bool {
         self.seal_to(now, peer, to, &Inner::Probe { tx })
@@ -1091,6 +1104,12 @@ impl Tunnel {
                 observed,
                 from,
             }),
+            Ok(Inner::Advert(advert)) => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.candidates = advert.candidates.clone();
+                }
+                self.push_event(Event::Advert { peer: id, advert });
+            }
             Ok(Inner::Close) => {
                 self.forget_sessions(id);
                 self.push_event(Event::Closed { peer: id });

@@ -266,6 +266,10 @@ pub struct Engine {
     transmits: VecDeque<Transmit>,
     events: VecDeque<NodeEvent>,
     rng: u64,
+    /// A new local candidate waits to be sent to peers in session.
+    trickle_due: bool,
+    /// When the engine was made (a time always in the past: "due now").
+    created: Instant,
     /// Whether our NAT maps per destination, once a STUN check told us.
     maps_per_destination: Option<bool>,
     /// Outstanding STUN checks: transaction → (server STUN address, address it reflected first).
@@ -311,6 +315,8 @@ impl Engine {
             rng,
             maps_per_destination: None,
             stun_checks: HashMap::new(),
+            trickle_due: false,
+            created: now,
         }
     }
 
@@ -424,6 +430,8 @@ impl Engine {
         self.local.push(Candidate { addr, kind });
         self.tunnel
             .set_candidates(self.local.iter().map(|c| c.addr).collect());
+        // Peers in session hear of it at the next timeout (trickle).
+        self.trickle_due = true;
     }
 
     fn push_transmit(&mut self, dest: SocketAddr, contents: Vec<u8>) {
@@ -699,6 +707,15 @@ impl Engine {
                     }
                     self.reselect(now, unix_ms, peer);
                 }
+                TunnelEvent::Advert { peer, advert } => {
+                    if let Some(st) = self.peers.get_mut(&peer) {
+                        st.peer_flags = advert.flags;
+                        for c in advert.candidates {
+                            st.paths.add(c, CandidateKind::Host, now);
+                        }
+                    }
+                    self.probe_due(now, peer);
+                }
                 TunnelEvent::Packet { peer, packet } => {
                     self.push_event(NodeEvent::Packet { peer, packet })
                 }
@@ -799,8 +816,38 @@ impl Engine {
         }
     }
 
+    /// Sends our flags and candidates to every peer in session: on its selected path, or on
+    /// every pair while it has none.
+    fn trickle(&mut self, now: Instant) {
+        self.trickle_due = false;
+        let targets: Vec<(NodeId, Vec<SocketAddr>)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.established)
+            .map(|(id, p)| {
+                let to = match p.paths.selected_remote() {
+                    Some(s) => vec![s],
+                    None => p.paths.pairs.iter().map(|x| x.remote).collect(),
+                };
+                (*id, to)
+            })
+            .collect();
+        for (peer, to) in targets {
+            for addr in to {
+                self.tunnel.send_advert(now, peer, addr);
+            }
+        }
+        while let Some(t) = self.tunnel.poll_transmit() {
+            self.push_transmit(t.dest, t.contents);
+        }
+    }
+
     /// When [`Engine::handle_timeout`] wants to run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.trickle_due && self.peers.values().any(|p| p.established) {
+            // A candidate waits to be trickled: as soon as the caller gets round to it.
+            return Some(self.created);
+        }
         let timing = &self.config.paths;
         let reg = self.servers.iter().map(|r| r.next_action());
         let tunnel = self.tunnel.poll_timeout();
@@ -827,6 +874,9 @@ impl Engine {
         }
         self.tunnel.handle_timeout(now, unix_ms);
         self.drain_tunnel(now, unix_ms);
+        if self.trickle_due {
+            self.trickle(now);
+        }
         let timing = self.config.paths.clone();
         let ids: Vec<NodeId> = self.peers.keys().copied().collect();
         for peer in ids {
