@@ -95,12 +95,23 @@ pub struct DriverStats {
     pub send_errors: u64,
 }
 
-/// Pumps `engine` between `socket` and `tun` until `stop` completes; every event that is not a
-/// packet for the interface goes to `on_event`.
+/// Something learned outside the engine (by slow discovery tasks) to hand to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriverCommand {
+    /// A new local candidate.
+    Candidate(SocketAddr, CandidateKind),
+    /// A gateway port mapping appeared or went away.
+    PortMapped(bool),
+}
+
+/// Pumps `engine` between `socket` and `tun` until `stop` completes; `commands` feeds results of
+/// slow discovery (port mappings) in as they come; every event that is not a packet for the
+/// interface goes to `on_event`.
 pub async fn run(
     engine: &mut Engine,
     socket: &UdpSocket,
     tun: Option<&AsyncDevice>,
+    commands: &mut tokio::sync::mpsc::Receiver<DriverCommand>,
     stop: impl Future<Output = ()>,
     mut on_event: impl FnMut(&NodeEvent),
 ) -> io::Result<DriverStats> {
@@ -130,6 +141,10 @@ pub async fn run(
                     Err(SendError::TooBig { .. }) => stats.too_big += 1,
                 }
             }
+            Some(c) = commands.recv() => match c {
+                DriverCommand::Candidate(addr, kind) => engine.add_local_candidate(addr, kind),
+                DriverCommand::PortMapped(m) => engine.set_port_mapped(m),
+            },
             _ = tokio::time::sleep_until(deadline.into()) => engine.handle_timeout(Instant::now(), unix_ms()),
         }
         while let Some(t) = engine.poll_transmit() {

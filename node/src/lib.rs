@@ -17,6 +17,7 @@ pub mod demo;
 pub mod driver;
 pub mod engine;
 pub mod paths;
+pub mod portmap;
 pub mod sim;
 pub mod up;
 

@@ -70,6 +70,9 @@ struct UpArgs {
     /// Inner MTU of the interface.
     #[arg(long, default_value_t = 1280)]
     mtu: u16,
+    /// Do not ask the gateway for a port mapping (PCP, NAT-PMP, UPnP IGD).
+    #[arg(long)]
+    no_portmap: bool,
 }
 
 fn main() -> ExitCode {
@@ -217,7 +220,12 @@ fn up(identity: Identity, rendezvous: &[RendezvousAddr], args: UpArgs) -> anyhow
             let direct: Vec<_> = p.endpoint.into_iter().collect();
             engine.connect(now, shipworm::driver::unix_ms(), p.id, &direct);
         }
-        let stats = shipworm::driver::run(&mut engine, &socket, Some(&tun), shutdown_signal(), |e| match e {
+        let (commands_tx, mut commands) = tokio::sync::mpsc::channel(16);
+        let (portmap_stop, portmap_stopped) = tokio::sync::oneshot::channel::<()>();
+        let portmap = (!args.no_portmap).then(|| {
+            tokio::spawn(keep_port_mapping(socket.local_addr().map_or(0, |a| a.port()), commands_tx, portmap_stopped))
+        });
+        let stats = shipworm::driver::run(&mut engine, &socket, Some(&tun), &mut commands, shutdown_signal(), |e| match e {
             NodeEvent::Registered { server, observed } => eprintln!("registered at {server}: seen as {observed}"),
             NodeEvent::RegistrationRefused { reason, .. } => eprintln!("rendezvous: {reason}"),
             NodeEvent::Connected { peer, path, rtt } => {
@@ -230,6 +238,11 @@ fn up(identity: Identity, rendezvous: &[RendezvousAddr], args: UpArgs) -> anyhow
             NodeEvent::Packet { .. } | NodeEvent::Local(_) => {}
         })
         .await?;
+        // Remove the gateway mapping before leaving.
+        let _ = portmap_stop.send(());
+        if let Some(task) = portmap {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), task).await;
+        }
         let t = engine.tunnel_stats();
         eprintln!(
             "down: {} packets in, {} out, {} handshakes; dropped locally: {} not from the overlay, {} to unknown peers",
@@ -237,6 +250,48 @@ fn up(identity: Identity, rendezvous: &[RendezvousAddr], args: UpArgs) -> anyhow
         );
         Ok(())
     })
+}
+
+/// Holds a gateway port mapping for `port`: creates it, renews it at half-lease, removes it when
+/// `stop` fires.
+async fn keep_port_mapping(
+    port: u16,
+    commands: tokio::sync::mpsc::Sender<shipworm::driver::DriverCommand>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    use shipworm::driver::DriverCommand;
+    use shipworm::engine::paths::CandidateKind;
+    let mut mapping = tokio::select! {
+        r = shipworm::portmap::map(port) => match r {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("no port mapping: {e}");
+                return;
+            }
+        },
+        _ = &mut stop => return,
+    };
+    eprintln!("port mapping: {} via {}", mapping.external, mapping.protocol);
+    let _ = commands.send(DriverCommand::Candidate(mapping.external, CandidateKind::Mapped)).await;
+    let _ = commands.send(DriverCommand::PortMapped(true)).await;
+    loop {
+        let renew = mapping.renew_after();
+        tokio::select! {
+            _ = async { match renew { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {
+                if let Err(e) = mapping.renew().await {
+                    eprintln!("port mapping renewal failed: {e}");
+                    let _ = commands.send(DriverCommand::PortMapped(false)).await;
+                    return;
+                }
+            }
+            _ = &mut stop => break,
+        }
+    }
+    let external = mapping.external;
+    match mapping.remove().await {
+        Ok(()) => eprintln!("port mapping {external} removed"),
+        Err(e) => eprintln!("port mapping {external}: removal failed: {e}"),
+    }
 }
 
 fn rendezvous_server(

@@ -268,6 +268,8 @@ pub struct Engine {
     rng: u64,
     /// A new local candidate waits to be sent to peers in session.
     trickle_due: bool,
+    /// A gateway port mapping exists.
+    port_mapped: bool,
     /// When the engine was made (a time always in the past: "due now").
     created: Instant,
     /// Whether our NAT maps per destination, once a STUN check told us.
@@ -316,8 +318,31 @@ impl Engine {
             maps_per_destination: None,
             stun_checks: HashMap::new(),
             trickle_due: false,
+            port_mapped: false,
             created: now,
         }
+    }
+
+    /// Tells the engine whether a gateway port mapping exists (its address comes as a
+    /// [`CandidateKind::Mapped`] candidate); peers hear of it at once.
+    pub fn set_port_mapped(&mut self, mapped: bool) {
+        self.port_mapped = mapped;
+        self.update_flags();
+    }
+
+    fn update_flags(&mut self) {
+        let mut flags = 0;
+        if let Some(per_destination) = self.maps_per_destination {
+            flags |= handshake::FLAG_MAPPING_KNOWN;
+            if per_destination {
+                flags |= handshake::FLAG_MAPS_PER_DESTINATION;
+            }
+        }
+        if self.port_mapped {
+            flags |= handshake::FLAG_HAS_PORT_MAPPING;
+        }
+        self.tunnel.set_flags(flags);
+        self.trickle_due = true;
     }
 
     /// Whether our NAT maps per destination (`None`: not known yet).
@@ -362,13 +387,7 @@ impl Engine {
         let per_destination = mapped != observed;
         let first = self.maps_per_destination.is_none();
         self.maps_per_destination = Some(per_destination);
-        let flags = handshake::FLAG_MAPPING_KNOWN
-            | if per_destination {
-                handshake::FLAG_MAPS_PER_DESTINATION
-            } else {
-                0
-            };
-        self.tunnel.set_flags(flags);
+        self.update_flags();
         if first {
             // Peers we could not reach yet got our handshake before we knew: tell them now, with
             // a fresh handshake, so both sides can tell a hopeless pair of NATs from bad luck.
@@ -893,6 +912,7 @@ impl Engine {
             };
             if let Some(started) = st.connecting {
                 let both_hard = self.maps_per_destination == Some(true)
+                    && !self.port_mapped
                     && st.peer_flags & handshake::FLAG_MAPPING_KNOWN != 0
                     && st.peer_flags & handshake::FLAG_MAPS_PER_DESTINATION != 0
                     && st.peer_flags & handshake::FLAG_HAS_PORT_MAPPING == 0;
