@@ -102,6 +102,8 @@ pub enum DriverCommand {
     Candidate(SocketAddr, CandidateKind),
     /// A gateway port mapping appeared or went away.
     PortMapped(bool),
+    /// Connect (again) to a peer, at these addresses if known.
+    Connect(shipworm_tunnel::NodeId, Vec<SocketAddr>),
 }
 
 /// Pumps `engine` between `socket` and `tun` until `stop` completes; `commands` feeds results of
@@ -144,6 +146,7 @@ pub async fn run(
             Some(c) = commands.recv() => match c {
                 DriverCommand::Candidate(addr, kind) => engine.add_local_candidate(addr, kind),
                 DriverCommand::PortMapped(m) => engine.set_port_mapped(m),
+                DriverCommand::Connect(peer, direct) => engine.connect(Instant::now(), unix_ms(), peer, &direct),
             },
             _ = tokio::time::sleep_until(deadline.into()) => engine.handle_timeout(Instant::now(), unix_ms()),
         }

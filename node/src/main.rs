@@ -221,6 +221,8 @@ fn up(identity: Identity, rendezvous: &[RendezvousAddr], args: UpArgs) -> anyhow
             engine.connect(now, shipworm::driver::unix_ms(), p.id, &direct);
         }
         let (commands_tx, mut commands) = tokio::sync::mpsc::channel(16);
+        let retry_tx = commands_tx.clone();
+        let mut failures: std::collections::HashMap<shipworm::NodeId, u32> = Default::default();
         let (portmap_stop, portmap_stopped) = tokio::sync::oneshot::channel::<()>();
         let portmap = (!args.no_portmap).then(|| {
             tokio::spawn(keep_port_mapping(socket.local_addr().map_or(0, |a| a.port()), commands_tx, portmap_stopped))
@@ -229,10 +231,24 @@ fn up(identity: Identity, rendezvous: &[RendezvousAddr], args: UpArgs) -> anyhow
             NodeEvent::Registered { server, observed } => eprintln!("registered at {server}: seen as {observed}"),
             NodeEvent::RegistrationRefused { reason, .. } => eprintln!("rendezvous: {reason}"),
             NodeEvent::Connected { peer, path, rtt } => {
+                failures.remove(peer);
                 eprintln!("connected to {} via {path} (direct, rtt {:.1} ms)", peer.fmt_short(), rtt.as_secs_f64() * 1e3)
             }
             NodeEvent::PathChanged { peer, path } => eprintln!("path to {} is now {path}", peer.fmt_short()),
-            NodeEvent::ConnectFailed { peer, error } => eprintln!("cannot connect to {}: {error}", peer.fmt_short()),
+            NodeEvent::ConnectFailed { peer, error } => {
+                // Say why, then try again later: the peer may come online, or its network change.
+                let n = failures.entry(*peer).or_insert(0u32);
+                *n += 1;
+                let wait = std::time::Duration::from_secs((5u64 << (*n - 1).min(4)).min(60));
+                eprintln!("cannot connect to {}: {error}; trying again in {} s", peer.fmt_short(), wait.as_secs());
+                let direct = args.peers.iter().find(|p| p.id == *peer).and_then(|p| p.endpoint).into_iter().collect();
+                let tx = retry_tx.clone();
+                let peer = *peer;
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let _ = tx.send(shipworm::driver::DriverCommand::Connect(peer, direct)).await;
+                });
+            }
             NodeEvent::Disconnected { peer } => eprintln!("session with {} ended", peer.fmt_short()),
             NodeEvent::Established { peer } => eprintln!("session with {} established; checking paths", peer.fmt_short()),
             NodeEvent::Packet { .. } | NodeEvent::Local(_) => {}
@@ -271,8 +287,16 @@ async fn keep_port_mapping(
         },
         _ = &mut stop => return,
     };
-    eprintln!("port mapping: {} via {}", mapping.external, mapping.protocol);
-    let _ = commands.send(DriverCommand::Candidate(mapping.external, CandidateKind::Mapped)).await;
+    eprintln!(
+        "port mapping: {} via {}",
+        mapping.external, mapping.protocol
+    );
+    let _ = commands
+        .send(DriverCommand::Candidate(
+            mapping.external,
+            CandidateKind::Mapped,
+        ))
+        .await;
     let _ = commands.send(DriverCommand::PortMapped(true)).await;
     loop {
         let renew = mapping.renew_after();

@@ -53,7 +53,12 @@ pub enum PortMapError {
 
 enum Holder {
     Pcp(crab_nat::PortMapping),
-    Upnp { gateway: igd_next::aio::Gateway<Tokio>, external_port: u16, local: SocketAddr, permanent: bool },
+    Upnp {
+        gateway: igd_next::aio::Gateway<Tokio>,
+        external_port: u16,
+        local: SocketAddr,
+        permanent: bool,
+    },
 }
 
 /// A live port mapping.
@@ -69,7 +74,11 @@ pub struct PortMap {
 
 impl std::fmt::Debug for PortMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PortMap").field("external", &self.external).field("protocol", &self.protocol).field("lease", &self.lease).finish()
+        f.debug_struct("PortMap")
+            .field("external", &self.external)
+            .field("protocol", &self.protocol)
+            .field("lease", &self.lease)
+            .finish()
     }
 }
 
@@ -126,14 +135,22 @@ async fn map_pcp(gateway: Ipv4Addr, local: Ipv4Addr, port: u16) -> Result<PortMa
         lifetime_seconds: Some(LEASE.as_secs() as u32),
         timeout_config: Some(timeouts),
     };
-    let m = crab_nat::PortMapping::new(gateway.into(), local.into(), crab_nat::InternetProtocol::Udp, port, options)
-        .await
-        .map_err(|e| e.to_string())?;
+    let m = crab_nat::PortMapping::new(
+        gateway.into(),
+        local.into(),
+        crab_nat::InternetProtocol::Udp,
+        port,
+        options,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let external_ip = match m.mapping_type() {
         crab_nat::PortMappingType::Pcp { external_ip, .. } => external_ip,
-        crab_nat::PortMappingType::NatPmp => {
-            IpAddr::V4(crab_nat::natpmp::external_address(gateway.into(), Some(timeouts)).await.map_err(|e| e.to_string())?)
-        }
+        crab_nat::PortMappingType::NatPmp => IpAddr::V4(
+            crab_nat::natpmp::external_address(gateway.into(), Some(timeouts))
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
     };
     Ok(PortMap {
         external: SocketAddr::new(external_ip, m.external_port().get()),
@@ -147,33 +164,51 @@ async fn map_upnp(local: Ipv4Addr, port: u16) -> Result<PortMap, String> {
     let mut options = SearchOptions::default();
     options.timeout = Some(Duration::from_secs(3));
     options.single_search_timeout = Some(Duration::from_secs(2));
-    let gateway = igd_next::aio::tokio::search_gateway(options).await.map_err(|e| e.to_string())?;
+    let gateway = igd_next::aio::tokio::search_gateway(options)
+        .await
+        .map_err(|e| e.to_string())?;
     let external_ip = gateway.get_external_ip().await.map_err(|e| e.to_string())?;
     let local_addr = SocketAddr::V4(SocketAddrV4::new(local, port));
     let lease = LEASE.as_secs() as u32;
-    let (external_port, permanent) =
-        match gateway.add_port(PortMappingProtocol::UDP, port, local_addr, lease, DESCRIPTION).await {
-            Ok(()) => (port, false),
-            // Error 725: this IGD grants only permanent leases; take one and remove it on shutdown.
-            Err(AddPortError::OnlyPermanentLeasesSupported) => {
-                gateway.add_port(PortMappingProtocol::UDP, port, local_addr, 0, DESCRIPTION).await.map_err(|e| e.to_string())?;
-                (port, true)
-            }
-            // Our port is taken on the gateway: any external port will do.
-            Err(AddPortError::PortInUse) | Err(AddPortError::SamePortValuesRequired) => {
-                let p = gateway
-                    .add_any_port(PortMappingProtocol::UDP, local_addr, lease, DESCRIPTION)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                (p, false)
-            }
-            Err(e) => return Err(e.to_string()),
-        };
+    let (external_port, permanent) = match gateway
+        .add_port(
+            PortMappingProtocol::UDP,
+            port,
+            local_addr,
+            lease,
+            DESCRIPTION,
+        )
+        .await
+    {
+        Ok(()) => (port, false),
+        // Error 725: this IGD grants only permanent leases; take one and remove it on shutdown.
+        Err(AddPortError::OnlyPermanentLeasesSupported) => {
+            gateway
+                .add_port(PortMappingProtocol::UDP, port, local_addr, 0, DESCRIPTION)
+                .await
+                .map_err(|e| e.to_string())?;
+            (port, true)
+        }
+        // Our port is taken on the gateway: any external port will do.
+        Err(AddPortError::PortInUse) | Err(AddPortError::SamePortValuesRequired) => {
+            let p = gateway
+                .add_any_port(PortMappingProtocol::UDP, local_addr, lease, DESCRIPTION)
+                .await
+                .map_err(|e| e.to_string())?;
+            (p, false)
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     Ok(PortMap {
         external: SocketAddr::new(external_ip, external_port),
         protocol: Protocol::Upnp,
         lease: (!permanent).then_some(LEASE),
-        holder: Holder::Upnp { gateway, external_port, local: local_addr, permanent },
+        holder: Holder::Upnp {
+            gateway,
+            external_port,
+            local: local_addr,
+            permanent,
+        },
     })
 }
 
@@ -187,8 +222,19 @@ impl PortMap {
     pub async fn renew(&mut self) -> Result<(), String> {
         match &mut self.holder {
             Holder::Pcp(m) => m.renew().await.map_err(|e| e.to_string()),
-            Holder::Upnp { gateway, external_port, local, permanent: false } => gateway
-                .add_port(PortMappingProtocol::UDP, *external_port, *local, LEASE.as_secs() as u32, DESCRIPTION)
+            Holder::Upnp {
+                gateway,
+                external_port,
+                local,
+                permanent: false,
+            } => gateway
+                .add_port(
+                    PortMappingProtocol::UDP,
+                    *external_port,
+                    *local,
+                    LEASE.as_secs() as u32,
+                    DESCRIPTION,
+                )
                 .await
                 .map_err(|e| e.to_string()),
             Holder::Upnp { .. } => Ok(()),
@@ -199,9 +245,14 @@ impl PortMap {
     pub async fn remove(self) -> Result<(), String> {
         match self.holder {
             Holder::Pcp(m) => m.try_drop().await.map_err(|(e, _)| e.to_string()),
-            Holder::Upnp { gateway, external_port, .. } => {
-                gateway.remove_port(PortMappingProtocol::UDP, external_port).await.map_err(|e| e.to_string())
-            }
+            Holder::Upnp {
+                gateway,
+                external_port,
+                ..
+            } => gateway
+                .remove_port(PortMappingProtocol::UDP, external_port)
+                .await
+                .map_err(|e| e.to_string()),
         }
     }
 }
@@ -210,10 +261,14 @@ impl PortMap {
 mod tests {
     #[test]
     fn default_gateway_from_the_route_table() {
-        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+        let table =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
                      eth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
                      eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
-        assert_eq!(super::parse_default_gateway(table), Some("192.168.1.1".parse().unwrap()));
+        assert_eq!(
+            super::parse_default_gateway(table),
+            Some("192.168.1.1".parse().unwrap())
+        );
         assert_eq!(super::parse_default_gateway("Iface\tDestination\n"), None);
     }
 }

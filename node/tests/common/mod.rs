@@ -58,8 +58,8 @@ pub fn can_run() -> bool {
 pub struct Lab {
     pub tag: String,
     namespaces: Vec<String>,
-    children: Vec<Child>,
-    dir: PathBuf,
+    pub children: Vec<Child>,
+    pub dir: PathBuf,
 }
 
 impl Lab {
@@ -140,6 +140,21 @@ impl Lab {
         peers: &[String],
         global: &[&str],
     ) -> usize {
+        self.up_with_args(ns, identity, tun, listen, peers, global, &[])
+    }
+
+    /// As [`Lab::up_with`], with extra arguments for `up`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn up_with_args(
+        &mut self,
+        ns: &str,
+        identity: &Path,
+        tun: &str,
+        listen: &str,
+        peers: &[String],
+        global: &[&str],
+        extra: &[&str],
+    ) -> usize {
         let log = std::fs::File::create(self.dir.join(format!("{tun}.log"))).unwrap();
         let mut cmd = Command::new("ip");
         cmd.args([
@@ -151,7 +166,8 @@ impl Lab {
         ])
         .arg(identity)
         .args(global)
-        .args(["up", "--tun", "--tun-name", tun, "--listen", listen]);
+        .args(["up", "--tun", "--tun-name", tun, "--listen", listen])
+        .args(extra);
         for p in peers {
             cmd.args(["--peer", p]);
         }

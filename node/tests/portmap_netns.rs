@@ -1,0 +1,286 @@
+//! A gateway port mapping makes a pair of NATs work that theory otherwise rules out: A behind a
+//! home router running a real IGD and NAT-PMP/PCP server (miniupnpd), B behind a symmetric NAT.
+//! Without the mapping (`--no-portmap`) the same pair fails with a clear error. Needs root.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{can_run, Lab};
+
+/// A home router whose forwarding and NAT chains leave room for miniupnpd's own chains.
+fn upnp_router(wan: &str, lan: &str) -> String {
+    format!(
+        r#"table inet filter {{
+    chain input {{
+        type filter hook input priority 0; policy accept;
+        iifname "{wan}" ct state established,related accept
+        iifname "{wan}" udp dport 5351 drop
+        iifname "{wan}" drop
+    }}
+    chain forward {{
+        type filter hook forward priority 0; policy drop;
+        iifname "{lan}" accept
+        iifname "{wan}" ct state established,related accept
+        jump miniupnpd
+    }}
+    chain miniupnpd {{
+    }}
+    chain prerouting {{
+        type nat hook prerouting priority -100; policy accept;
+        jump prerouting_miniupnpd
+    }}
+    chain postrouting {{
+        type nat hook postrouting priority 100; policy accept;
+        jump postrouting_miniupnpd
+        oifname "{wan}" masquerade
+    }}
+    chain prerouting_miniupnpd {{
+    }}
+    chain postrouting_miniupnpd {{
+    }}
+}}
+"#
+    )
+}
+
+/// A NAT that maps per destination: masquerade with fully random ports.
+fn symmetric_router(wan: &str, lan: &str) -> String {
+    format!(
+        r#"table ip nat {{
+    chain post {{
+        type nat hook postrouting priority srcnat;
+        oifname "{wan}" masquerade fully-random
+    }}
+}}
+table ip filter {{
+    chain input {{
+        type filter hook input priority 0; policy accept;
+        iifname "{wan}" ct state established,related accept
+        iifname "{wan}" drop
+    }}
+    chain forward {{
+        type filter hook forward priority 0; policy drop;
+        iifname "{lan}" accept
+        iifname "{wan}" ct state established,related accept
+    }}
+}}
+"#
+    )
+}
+
+fn miniupnpd_conf(wan: &str, lan: &str) -> String {
+    format!(
+        "ext_ifname={wan}\nlistening_ip={lan}\nhttp_port=0\nenable_natpmp=yes\nenable_upnp=yes\n\
+         secure_mode=yes\nsystem_uptime=yes\nuuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b\n\
+         allow 1024-65535 192.168.1.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n"
+    )
+}
+
+/// Builds the lab; returns (lab, A's ns, B's ns, A's key, B's key, A's id, B's id, B's overlay).
+fn build(tag: &str) -> (Lab, String, String, [String; 5]) {
+    let mut lab = Lab::new(tag);
+    let t = lab.tag.clone();
+    let name = |s: &str| format!("{s}{t}");
+    let (wan, rdv, ra, rb, ha, hb) = (
+        lab.ns("w"),
+        lab.ns("r"),
+        lab.ns("ra"),
+        lab.ns("rb"),
+        lab.ns("ha"),
+        lab.ns("hb"),
+    );
+    // miniupnpd refuses reserved and documentation ranges as its external address: the lab's
+    // "internet" uses an ordinary public range, harmless inside isolated namespaces.
+    lab.link_named(
+        &wan,
+        &name("w0"),
+        "5.5.0.1/24",
+        &rdv,
+        &name("r0"),
+        "5.5.0.2/24",
+    );
+    lab.link_named(
+        &wan,
+        &name("w1"),
+        "5.5.1.1/24",
+        &ra,
+        &name("aw"),
+        "5.5.1.2/24",
+    );
+    lab.link_named(
+        &wan,
+        &name("w2"),
+        "5.5.2.1/24",
+        &rb,
+        &name("bw"),
+        "5.5.2.2/24",
+    );
+    lab.link_named(
+        &ra,
+        &name("al"),
+        "192.168.1.1/24",
+        &ha,
+        &name("ah"),
+        "192.168.1.2/24",
+    );
+    lab.link_named(
+        &rb,
+        &name("bl"),
+        "192.168.2.1/24",
+        &hb,
+        &name("bh"),
+        "192.168.2.2/24",
+    );
+    for ns in [&wan, &ra, &rb] {
+        lab.exec(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    }
+    for (ns, via) in [
+        (&rdv, "5.5.0.1"),
+        (&ra, "5.5.1.1"),
+        (&rb, "5.5.2.1"),
+        (&ha, "192.168.1.1"),
+        (&hb, "192.168.2.1"),
+    ] {
+        lab.exec(ns, &["ip", "route", "add", "default", "via", via]);
+    }
+    lab.nft(&ra, &upnp_router(&name("aw"), &name("al")));
+    lab.nft(&rb, &symmetric_router(&name("bw"), &name("bl")));
+    let conf = lab.dir.join("miniupnpd.conf");
+    std::fs::write(&conf, miniupnpd_conf(&name("aw"), &name("al"))).unwrap();
+    let conf = conf.to_string_lossy().into_owned();
+    lab.spawn(&ra, "miniupnpd", &["miniupnpd", "-d", "-f", &conf]);
+    assert!(
+        lab.wait_log(
+            "miniupnpd",
+            "Listening for NAT-PMP/PCP traffic",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        lab.log("miniupnpd")
+    );
+    lab.spawn(
+        &rdv,
+        "rendezvous",
+        &[
+            env!("CARGO_BIN_EXE_shipworm"),
+            "rendezvous",
+            "--listen",
+            "5.5.0.2:3478",
+            "--alt-listen",
+            "5.5.0.2:3479",
+        ],
+    );
+    assert!(lab.wait_log("rendezvous", "rendezvous on", Duration::from_secs(10)));
+    let (a_key, a_id, _) = lab.identity("a");
+    let (b_key, b_id, b_ov) = lab.identity("b");
+    let keys = [
+        a_key.to_string_lossy().into_owned(),
+        b_key.to_string_lossy().into_owned(),
+        a_id,
+        b_id,
+        b_ov,
+    ];
+    (lab, ha, hb, keys)
+}
+
+#[test]
+fn a_port_mapping_connects_a_home_router_to_a_symmetric_nat_and_its_absence_is_explained() {
+    if !can_run() {
+        return;
+    }
+    let found = std::process::Command::new("sh")
+        .args(["-c", "command -v miniupnpd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "miniupnpd must be installed in CI (.ci/run installs miniupnpd-nftables)"
+        );
+        eprintln!("SKIPPED: miniupnpd is not installed (Debian package miniupnpd-nftables)");
+        return;
+    }
+    let rdv = ["--rendezvous", "5.5.0.2:3478"];
+
+    // With the mapping.
+    let (mut lab, ha, hb, [a_key, b_key, a_id, b_id, b_ov]) = build("p");
+    let (ta, tb) = (format!("sa{}", lab.tag), format!("sb{}", lab.tag));
+    let a = lab.up_with(
+        &ha,
+        a_key.as_ref(),
+        &ta,
+        "0.0.0.0:51820",
+        &[b_id.clone()],
+        &rdv,
+    );
+    assert!(
+        lab.wait_log(&ta, "port mapping: 5.5.1.2:", Duration::from_secs(10)),
+        "no mapping: {}\n{}",
+        lab.log(&ta),
+        lab.log("miniupnpd")
+    );
+    lab.up_with(
+        &hb,
+        b_key.as_ref(),
+        &tb,
+        "0.0.0.0:51820",
+        &[a_id.clone()],
+        &rdv,
+    );
+    let ok = lab.wait_log(&tb, "connected to", Duration::from_secs(15));
+    assert!(
+        ok,
+        "B never connected:\nA: {}\nB: {}",
+        lab.log(&ta),
+        lab.log(&tb)
+    );
+    assert!(
+        lab.log(&tb).contains("via 5.5.1.2:"),
+        "B's path is not A's mapped address: {}",
+        lab.log(&tb)
+    );
+    let (ok, out) = lab.ping(&ha, &b_ov, 3);
+    assert!(
+        ok,
+        "ping across the symmetric NAT failed:\n{out}\nA: {}\nB: {}",
+        lab.log(&ta),
+        lab.log(&tb)
+    );
+    // The mapping is removed when A goes down.
+    let (clean, log) = lab.stop(a, &ta);
+    assert!(clean && log.contains("removed"), "{log}");
+    drop(lab);
+
+    // Without it: theory says no, and the user is told why.
+    let (mut lab, ha, hb, [a_key, b_key, a_id, b_id, _]) = build("q");
+    let (ta, tb) = (format!("sa{}", lab.tag), format!("sb{}", lab.tag));
+    lab.up_with(&hb, b_key.as_ref(), &tb, "0.0.0.0:51820", &[a_id], &rdv);
+    assert!(
+        lab.wait_log(&tb, "registered at", Duration::from_secs(10)),
+        "{}",
+        lab.log(&tb)
+    );
+    lab.up_with_args(
+        &ha,
+        a_key.as_ref(),
+        &ta,
+        "0.0.0.0:51820",
+        &[b_id],
+        &rdv,
+        &["--no-portmap"],
+    );
+    let failed = lab.wait_log(&ta, "no direct path", Duration::from_secs(15));
+    assert!(
+        failed,
+        "A did not explain the failure:\nA: {}\nB: {}",
+        lab.log(&ta),
+        lab.log(&tb)
+    );
+    assert!(
+        lab.log(&ta).contains("session with"),
+        "the handshake itself completed: {}",
+        lab.log(&ta)
+    );
+    assert!(!lab.log(&ta).contains("connected to"), "{}", lab.log(&ta));
+}
