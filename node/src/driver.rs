@@ -118,6 +118,12 @@ pub async fn run(
     mut on_event: impl FnMut(&NodeEvent),
 ) -> io::Result<DriverStats> {
     let dual_stack = socket.local_addr()?.is_ipv6();
+    // Extra sockets for birthday probing: each has a reader task feeding one channel.
+    let mut extra: std::collections::HashMap<
+        u16,
+        (std::sync::Arc<UdpSocket>, tokio::task::JoinHandle<()>),
+    > = Default::default();
+    let (extra_tx, mut extra_rx) = tokio::sync::mpsc::channel::<(u16, SocketAddr, Vec<u8>)>(1024);
     let mut udp_buf = vec![0u8; 65536];
     let mut tun_buf = vec![0u8; 65536];
     let mut stats = DriverStats::default();
@@ -143,6 +149,9 @@ pub async fn run(
                     Err(SendError::TooBig { .. }) => stats.too_big += 1,
                 }
             }
+            Some((local, from, bytes)) = extra_rx.recv() => {
+                engine.handle_packet_on(Instant::now(), unix_ms(), local, from, &bytes);
+            }
             Some(c) = commands.recv() => match c {
                 DriverCommand::Candidate(addr, kind) => engine.add_local_candidate(addr, kind),
                 DriverCommand::PortMapped(m) => engine.set_port_mapped(m),
@@ -151,6 +160,17 @@ pub async fn run(
             _ = tokio::time::sleep_until(deadline.into()) => engine.handle_timeout(Instant::now(), unix_ms()),
         }
         while let Some(t) = engine.poll_transmit() {
+            if t.local != 0 {
+                match extra.get(&t.local) {
+                    Some((s, _)) if t.dest.is_ipv4() => {
+                        if s.send_to(&t.contents, t.dest).await.is_err() {
+                            stats.send_errors += 1;
+                        }
+                    }
+                    _ => stats.send_errors += 1,
+                }
+                continue;
+            }
             let dest = if dual_stack {
                 shipworm_tunnel::addr::to_dual_stack(t.dest)
             } else {
@@ -165,6 +185,41 @@ pub async fn run(
             }
         }
         while let Some(e) = engine.poll_event() {
+            match &e {
+                NodeEvent::OpenSockets { first, count } => {
+                    let mut opened = 0u16;
+                    for i in 0..*count {
+                        let Ok(s) = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0))).await
+                        else {
+                            break;
+                        };
+                        let s = std::sync::Arc::new(s);
+                        let id = first.wrapping_add(i);
+                        let (reader, tx) = (s.clone(), extra_tx.clone());
+                        let task = tokio::spawn(async move {
+                            let mut buf = vec![0u8; 2048];
+                            while let Ok((n, from)) = reader.recv_from(&mut buf).await {
+                                if tx.send((id, from, buf[..n].to_vec())).await.is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                        extra.insert(id, (s, task));
+                        opened += 1;
+                    }
+                    engine.sockets_opened(*first, opened);
+                    continue;
+                }
+                NodeEvent::CloseSockets { ids } => {
+                    for id in ids {
+                        if let Some((_, task)) = extra.remove(id) {
+                            task.abort();
+                        }
+                    }
+                    continue;
+                }
+                _ => {}
+            }
             match (&e, tun) {
                 (NodeEvent::Packet { packet, .. } | NodeEvent::Local(packet), Some(t)) => {
                     t.send(packet).await?;
@@ -172,6 +227,9 @@ pub async fn run(
                 _ => on_event(&e),
             }
         }
+    }
+    for (_, (_, task)) in extra {
+        task.abort();
     }
     Ok(stats)
 }

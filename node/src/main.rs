@@ -251,7 +251,10 @@ fn up(identity: Identity, rendezvous: &[RendezvousAddr], args: UpArgs) -> anyhow
             }
             NodeEvent::Disconnected { peer } => eprintln!("session with {} ended", peer.fmt_short()),
             NodeEvent::Established { peer } => eprintln!("session with {} established; checking paths", peer.fmt_short()),
-            NodeEvent::Packet { .. } | NodeEvent::Local(_) => {}
+            NodeEvent::Packet { .. }
+            | NodeEvent::Local(_)
+            | NodeEvent::OpenSockets { .. }
+            | NodeEvent::CloseSockets { .. } => {}
         })
         .await?;
         // Remove the gateway mapping before leaving.

@@ -245,6 +245,26 @@ pub struct SimNode {
     pub events: Vec<(Duration, NodeEvent)>,
     nat: Option<NatState>,
     v6_allowed: HashSet<SocketAddr>,
+    /// Extra sockets the engine opened: (id, host address).
+    extra: Vec<(u16, SocketAddr)>,
+}
+
+impl SimNode {
+    /// The host address of socket `local`.
+    fn socket_addr(&self, local: u16) -> Option<SocketAddr> {
+        match local {
+            0 => Some(self.v4),
+            id => self.extra.iter().find(|(i, _)| *i == id).map(|(_, a)| *a),
+        }
+    }
+
+    /// Which socket owns host address `addr`.
+    fn socket_of(&self, addr: SocketAddr) -> Option<u16> {
+        if addr == self.v4 || Some(addr) == self.v6 {
+            return Some(0);
+        }
+        self.extra.iter().find(|(_, a)| *a == addr).map(|(i, _)| *i)
+    }
 }
 
 /// The simulation.
@@ -267,7 +287,14 @@ pub struct Sim {
     pub trace: bool,
 }
 
-type InFlight = (Instant, u64, Option<usize>, SocketAddr, SocketAddr, Vec<u8>);
+type InFlight = (
+    Instant,
+    u64,
+    Option<(usize, SocketAddr)>,
+    SocketAddr,
+    SocketAddr,
+    Vec<u8>,
+);
 
 impl Sim {
     /// A simulation with these sites (one node each), seeded.
@@ -328,6 +355,7 @@ impl Sim {
                     events: Vec::new(),
                     nat,
                     v6_allowed: HashSet::new(),
+                    extra: Vec::new(),
                 }
             })
             .collect();
@@ -381,18 +409,22 @@ impl Sim {
         })
     }
 
-    /// Sends `bytes` from node `i` (its host socket) to `dst`.
-    fn send_from_node(&mut self, i: usize, dst: SocketAddr, bytes: Vec<u8>) {
+    /// Sends `bytes` from node `i`'s socket `local` to `dst`.
+    fn send_from_node(&mut self, i: usize, local: u16, dst: SocketAddr, bytes: Vec<u8>) {
         let now = self.now;
         let node = &mut self.nodes[i];
         if self.rng.percent(node.site.loss) {
             return;
         }
+        let Some(host) = node.socket_addr(local) else {
+            return;
+        };
         let src = match dst {
             SocketAddr::V4(_) => match node.nat.as_mut() {
-                Some(nat) => nat.outbound(node.v4, dst, now, &mut self.rng),
-                None => node.v4,
+                Some(nat) => nat.outbound(host, dst, now, &mut self.rng),
+                None => host,
             },
+            SocketAddr::V6(_) if local != 0 => return,
             SocketAddr::V6(_) => match node.v6 {
                 Some(v6) => {
                     node.v6_allowed.insert(dst);
@@ -446,10 +478,10 @@ impl Sim {
             return;
         };
         let node = &self.nodes[i];
-        let accepted = match dst {
+        let host = match dst {
             SocketAddr::V4(_) => match &node.nat {
-                Some(nat) => nat.inbound(dst.port(), src, at).is_some(),
-                None => dst == node.v4,
+                Some(nat) => nat.inbound(dst.port(), src, at),
+                None => node.socket_of(dst).map(|_| dst),
             },
             SocketAddr::V6(_) => {
                 let ok = match node.site.ipv6 {
@@ -457,25 +489,56 @@ impl Sim {
                     Ipv6Access::Firewalled => node.v6_allowed.contains(&src),
                     Ipv6Access::InboundBlocked | Ipv6Access::None => false,
                 };
-                ok && Some(dst) == node.v6
+                (ok && Some(dst) == node.v6).then_some(dst)
             }
         };
-        if !accepted || self.rng.percent(node.site.loss) {
+        let Some(host) = host else { return };
+        if self.rng.percent(node.site.loss) {
             return;
         }
         let deliver = at + node.site.latency;
         self.seq += 1;
-        self.queue
-            .push(Reverse((deliver, self.seq, Some(i), src, dst, bytes)));
+        self.queue.push(Reverse((
+            deliver,
+            self.seq,
+            Some((i, host)),
+            src,
+            dst,
+            bytes,
+        )));
     }
 
     fn pump(&mut self, i: usize) {
-        while let Some(t) = self.nodes[i].engine.poll_transmit() {
-            self.send_from_node(i, t.dest, t.contents);
-        }
-        let elapsed = self.elapsed();
-        while let Some(e) = self.nodes[i].engine.poll_event() {
-            self.nodes[i].events.push((elapsed, e));
+        loop {
+            while let Some(t) = self.nodes[i].engine.poll_transmit() {
+                self.send_from_node(i, t.local, t.dest, t.contents);
+            }
+            let elapsed = self.elapsed();
+            let mut more = false;
+            while let Some(e) = self.nodes[i].engine.poll_event() {
+                match &e {
+                    NodeEvent::OpenSockets { first, count } => {
+                        let node = &mut self.nodes[i];
+                        let ip = node.v4.ip();
+                        for k in 0..*count {
+                            let id = first.wrapping_add(k);
+                            // Host ports for extra sockets: a range apart from the main one.
+                            node.extra
+                                .push((id, SocketAddr::new(ip, 20000 + id % 40000)));
+                        }
+                        node.engine.sockets_opened(*first, *count);
+                        more = true;
+                    }
+                    NodeEvent::CloseSockets { ids } => {
+                        self.nodes[i].extra.retain(|(id, _)| !ids.contains(id))
+                    }
+                    _ => {}
+                }
+                self.nodes[i].events.push((elapsed, e));
+            }
+            if !more {
+                break;
+            }
         }
     }
 
@@ -511,8 +574,12 @@ impl Sim {
             if next_packet == Some(next) {
                 let Reverse((_, _, host, src, dst, bytes)) = self.queue.pop().expect("peeked");
                 match host {
-                    Some(i) => {
+                    Some((i, host)) => {
                         let (now, unix) = (self.now, self.unix());
+                        // A socket closed meanwhile receives nothing.
+                        let Some(local) = self.nodes[i].socket_of(host) else {
+                            continue;
+                        };
                         self.delivered += 1;
                         if self.trace {
                             eprintln!(
@@ -522,7 +589,9 @@ impl Sim {
                                 bytes.len()
                             );
                         }
-                        self.nodes[i].engine.handle_packet(now, unix, src, &bytes);
+                        self.nodes[i]
+                            .engine
+                            .handle_packet_on(now, unix, local, src, &bytes);
                         self.pump(i);
                     }
                     None => self.arrive(src, dst, bytes),

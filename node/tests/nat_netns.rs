@@ -13,64 +13,31 @@ mod common;
 
 use std::time::Duration;
 
-use common::{can_run, Lab};
+use common::{can_run, full_cone_router, home_router, symmetric_router, Lab};
 
-/// A home router: masquerade (endpoint-independent mapping, port-preserving in practice), and
-/// nothing unsolicited comes in, neither to the router itself nor through it.
-fn home_router(wan: &str, lan: &str) -> String {
-    format!(
-        r#"table ip nat {{
-    chain post {{
-        type nat hook postrouting priority srcnat;
-        oifname "{wan}" masquerade
-    }}
-}}
-table ip filter {{
-    chain input {{
-        type filter hook input priority 0; policy accept;
-        iifname "{wan}" ct state established,related accept
-        iifname "{wan}" drop
-    }}
-    chain forward {{
-        type filter hook forward priority 0; policy drop;
-        iifname "{lan}" accept
-        iifname "{wan}" ct state established,related accept
-    }}
-}}
-"#
-    )
+/// The NAT in front of a site.
+#[derive(Clone, Copy)]
+enum Router {
+    Home,
+    FullCone,
+    Symmetric,
 }
 
-/// A full-cone router for one host port: the home router plus a static forward of that port.
-fn full_cone_router(wan: &str, lan: &str, host: &str, port: u16) -> String {
-    format!(
-        r#"{}table ip cone {{
-    chain pre {{
-        type nat hook prerouting priority dstnat;
-        iifname "{wan}" udp dport {port} dnat to {host}:{port}
-    }}
-    chain forward {{
-        type filter hook forward priority -1;
-        iifname "{wan}" ip daddr {host} udp dport {port} accept
-    }}
-}}
-"#,
-        home_router(wan, lan)
-    )
-}
-
-#[test]
-fn nodes_behind_a_home_nat_and_a_full_cone_nat_connect_directly_through_a_real_rendezvous() {
-    if !can_run() {
-        return;
-    }
-    let mut lab = Lab::new("n");
+/// Two sites behind routers of the given kinds, a rendezvous, and a `shipworm up` on each host
+/// naming the other by NodeId only. Returns the lab, A's and B's namespaces and interface names,
+/// and B's overlay address.
+fn two_sites(tag: &str, a: Router, b: Router) -> (Lab, [String; 4], String) {
+    let mut lab = Lab::new(tag);
     let t = lab.tag.clone();
-    let wan = lab.ns("w");
-    let rdv = lab.ns("r");
-    let (ra, rb) = (lab.ns("ra"), lab.ns("rb"));
-    let (ha, hb) = (lab.ns("ha"), lab.ns("hb"));
     let name = |s: &str| format!("{s}{t}");
+    let (wan, rdv, ra, rb, ha, hb) = (
+        lab.ns("w"),
+        lab.ns("r"),
+        lab.ns("ra"),
+        lab.ns("rb"),
+        lab.ns("ha"),
+        lab.ns("hb"),
+    );
     lab.link_named(
         &wan,
         &name("w0"),
@@ -114,26 +81,26 @@ fn nodes_behind_a_home_nat_and_a_full_cone_nat_connect_directly_through_a_real_r
     for ns in [&wan, &ra, &rb] {
         lab.exec(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     }
-    lab.exec(
-        &rdv,
-        &["ip", "route", "add", "default", "via", "172.30.0.1"],
-    );
-    lab.exec(&ra, &["ip", "route", "add", "default", "via", "172.30.1.1"]);
-    lab.exec(&rb, &["ip", "route", "add", "default", "via", "172.30.2.1"]);
-    lab.exec(
-        &ha,
-        &["ip", "route", "add", "default", "via", "192.168.1.1"],
-    );
-    lab.exec(
-        &hb,
-        &["ip", "route", "add", "default", "via", "192.168.2.1"],
-    );
-    lab.nft(&ra, &home_router(&name("aw"), &name("al")));
-    lab.nft(
-        &rb,
-        &full_cone_router(&name("bw"), &name("bl"), "192.168.2.2", 51820),
-    );
-
+    for (ns, via) in [
+        (&rdv, "172.30.0.1"),
+        (&ra, "172.30.1.1"),
+        (&rb, "172.30.2.1"),
+        (&ha, "192.168.1.1"),
+        (&hb, "192.168.2.1"),
+    ] {
+        lab.exec(ns, &["ip", "route", "add", "default", "via", via]);
+    }
+    for (router, kind, wan_if, lan_if, host) in [
+        (&ra, a, name("aw"), name("al"), "192.168.1.2"),
+        (&rb, b, name("bw"), name("bl"), "192.168.2.2"),
+    ] {
+        let rules = match kind {
+            Router::Home => home_router(&wan_if, &lan_if),
+            Router::FullCone => full_cone_router(&wan_if, &lan_if, host, 51820),
+            Router::Symmetric => symmetric_router(&wan_if, &lan_if),
+        };
+        lab.nft(router, &rules);
+    }
     lab.spawn(
         &rdv,
         "rendezvous",
@@ -151,29 +118,28 @@ fn nodes_behind_a_home_nat_and_a_full_cone_nat_connect_directly_through_a_real_r
         "{}",
         lab.log("rendezvous")
     );
-
     let (a_key, a_id, _) = lab.identity("a");
     let (b_key, b_id, b_ov) = lab.identity("b");
     let rdv_flag = ["--rendezvous", "172.30.0.2:3478"];
     let (ta, tb) = (name("sa"), name("sb"));
-    // Each knows only the other's NodeId: addresses come from the rendezvous.
-    lab.up_with(
-        &hb,
-        &b_key,
-        &tb,
-        "0.0.0.0:51820",
-        &[a_id.clone()],
-        &rdv_flag,
+    // Each knows only the other's NodeId: addresses come from the rendezvous. B first, so that
+    // A's introduction finds it registered.
+    lab.up_with(&hb, &b_key, &tb, "0.0.0.0:51820", &[a_id], &rdv_flag);
+    assert!(
+        lab.wait_log(&tb, "registered at", Duration::from_secs(10)),
+        "{}",
+        lab.log(&tb)
     );
-    lab.up_with(
-        &ha,
-        &a_key,
-        &ta,
-        "0.0.0.0:51820",
-        &[b_id.clone()],
-        &rdv_flag,
-    );
+    lab.up_with(&ha, &a_key, &ta, "0.0.0.0:51820", &[b_id], &rdv_flag);
+    (lab, [ha, hb, ta, tb], b_ov)
+}
 
+#[test]
+fn nodes_behind_a_home_nat_and_a_full_cone_nat_connect_directly_through_a_real_rendezvous() {
+    if !can_run() {
+        return;
+    }
+    let (lab, [ha, _hb, ta, tb], b_ov) = two_sites("n", Router::Home, Router::FullCone);
     let connected = lab.wait_log(&ta, "connected to", Duration::from_secs(15));
     assert!(
         connected,
@@ -198,7 +164,6 @@ fn nodes_behind_a_home_nat_and_a_full_cone_nat_connect_directly_through_a_real_r
         "B's path is not A's public address: {}",
         lab.log(&tb)
     );
-
     let (ok, out) = lab.ping(&ha, &b_ov, 5);
     assert!(
         ok,
@@ -206,4 +171,35 @@ fn nodes_behind_a_home_nat_and_a_full_cone_nat_connect_directly_through_a_real_r
         lab.log(&ta),
         lab.log(&tb)
     );
+}
+
+#[test]
+fn two_symmetric_nats_without_port_mappings_get_a_clear_error_within_ten_seconds() {
+    if !can_run() {
+        return;
+    }
+    let (lab, [_, _, ta, tb], _) = two_sites("s", Router::Symmetric, Router::Symmetric);
+    let started = std::time::Instant::now();
+    let told = lab.wait_log(
+        &ta,
+        "no direct path possible: both sides map per destination",
+        Duration::from_secs(12),
+    );
+    assert!(
+        told,
+        "no clear error:\nA: {}\nB: {}",
+        lab.log(&ta),
+        lab.log(&tb)
+    );
+    assert!(
+        started.elapsed() <= Duration::from_secs(11),
+        "the error took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        lab.log(&ta).contains("session with"),
+        "the handshake itself completed through the rendezvous: {}",
+        lab.log(&ta)
+    );
+    assert!(!lab.log(&ta).contains("connected to"), "{}", lab.log(&ta));
 }

@@ -93,6 +93,9 @@ pub enum Accept {
 /// A datagram to send on the underlay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
+    /// Which of the node's sockets sends it: 0 is the main socket, others are extra sockets the
+    /// path manager opened (birthday probing).
+    pub local: u16,
     /// Where to.
     pub dest: SocketAddr,
     /// The bytes.
@@ -138,6 +141,8 @@ pub enum Event {
         observed: SocketAddr,
         /// Where the answer came from.
         from: SocketAddr,
+        /// Which of our sockets it arrived on.
+        local: u16,
     },
     /// We answered a message 1; the HANDSHAKE_RESP is here for relaying.
     Response {
@@ -153,6 +158,8 @@ pub enum Event {
         peer: NodeId,
         /// Where the packet came from.
         from: SocketAddr,
+        /// Which of our sockets it arrived on.
+        local: u16,
     },
     /// The peer sent new flags and candidates mid-session.
     Advert {
@@ -299,8 +306,10 @@ struct Peer {
     candidates: Vec<SocketAddr>,
     /// Added by configuration: never evicted.
     pinned: bool,
+    /// Which of our sockets sends to `endpoint`.
+    endpoint_local: u16,
     /// The last address reported in [`Event::Source`], so one new path is reported once.
-    reported_source: Option<SocketAddr>,
+    reported_source: Option<(u16, SocketAddr)>,
     /// Counters per remote address.
     traffic: Vec<(SocketAddr, Traffic)>,
 }
@@ -322,6 +331,7 @@ impl Peer {
             queued: VecDeque::new(),
             candidates: Vec::new(),
             pinned: false,
+            endpoint_local: 0,
             reported_source: None,
             traffic: Vec::new(),
         }
@@ -420,11 +430,19 @@ impl Tunnel {
     }
 
     fn push_transmit(&mut self, dest: SocketAddr, contents: Vec<u8>) {
+        self.push_transmit_via(0, dest, contents);
+    }
+
+    fn push_transmit_via(&mut self, local: u16, dest: SocketAddr, contents: Vec<u8>) {
         if self.transmits.len() >= MAX_QUEUED {
             self.stats.queue_overflow += 1;
             return;
         }
-        self.transmits.push_back(Transmit { dest, contents });
+        self.transmits.push_back(Transmit {
+            local,
+            dest,
+            contents,
+        });
     }
 
     fn push_event(&mut self, e: Event) {
@@ -504,10 +522,23 @@ impl Tunnel {
     /// Sends `peer`'s traffic to `addr` from now on (the path manager's choice), and flushes
     /// packets that waited for a path.
     pub fn set_endpoint(&mut self, now: Instant, unix_ms: u64, peer: NodeId, addr: SocketAddr) {
+        self.set_endpoint_via(now, unix_ms, peer, 0, addr);
+    }
+
+    /// As [`Tunnel::set_endpoint`], sending from our socket `local`.
+    pub fn set_endpoint_via(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        peer: NodeId,
+        local: u16,
+        addr: SocketAddr,
+    ) {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
         p.endpoint = Some(crate::addr::normalize(addr));
+        p.endpoint_local = local;
         p.reported_source = None;
         self.flush_queued(now, unix_ms, peer);
     }
@@ -640,21 +671,37 @@ impl Tunnel {
         Ok(())
     }
 
-    /// Sends our current flags and candidates to `peer` at `to` (trickle).
-    pub fn send_advert(&mut self, now: Instant, peer: NodeId, to: SocketAddr) -> bool {
+    /// Sends our current flags and candidates to `peer` at `to` from socket `local` (trickle).
+    pub fn send_advert(&mut self, now: Instant, peer: NodeId, local: u16, to: SocketAddr) -> bool {
         let advert = self.advert.clone();
-        self.seal_to(now, peer, to, &Inner::Advert(advert))
+        self.seal_to(now, peer, local, to, &Inner::Advert(advert))
     }
 
     /// Sends a probe to `peer` at `to` (a path check); the answer comes as [`Event::ProbeAnswer`].
     pub fn send_probe(&mut self, now: Instant, peer: NodeId, to: SocketAddr, tx: u64) -> bool {
-        self.seal_to(now, peer, to, &Inner::Probe { tx })
+        self.send_probe_via(now, peer, 0, to, tx)
+    }
+
+    /// As [`Tunnel::send_probe`], from our socket `local`.
+    pub fn send_probe_via(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        local: u16,
+        to: SocketAddr,
+        tx: u64,
+    ) -> bool {
+        self.seal_to(now, peer, local, to, &Inner::Probe { tx })
     }
 
     /// Closes the session with `peer` (tells it, forgets the keys).
     pub fn close(&mut self, now: Instant, peer: NodeId) {
-        if let Some(to) = self.endpoint(&peer) {
-            self.seal_to(now, peer, to, &Inner::Close);
+        if let Some((local, to)) = self
+            .peers
+            .get(&peer)
+            .and_then(|p| p.endpoint.map(|e| (p.endpoint_local, e)))
+        {
+            self.seal_to(now, peer, local, to, &Inner::Close);
         }
         self.forget_sessions(peer);
     }
@@ -672,7 +719,14 @@ impl Tunnel {
     }
 
     /// Seals `inner` with the current session and sends it to `to`. False if no usable session.
-    fn seal_to(&mut self, now: Instant, id: NodeId, to: SocketAddr, inner: &Inner<'_>) -> bool {
+    fn seal_to(
+        &mut self,
+        now: Instant,
+        id: NodeId,
+        local: u16,
+        to: SocketAddr,
+        inner: &Inner<'_>,
+    ) -> bool {
         let reject = (
             self.config.reject_after_time,
             self.config.reject_after_messages,
@@ -699,7 +753,7 @@ impl Tunnel {
                 t.answers_out += 1;
             }
         }
-        self.push_transmit(to, out);
+        self.push_transmit_via(local, to, out);
         true
     }
 
@@ -709,9 +763,12 @@ impl Tunnel {
     }
 
     fn send_inner(&mut self, now: Instant, unix_ms: u64, id: NodeId, inner: Inner<'_>) {
-        let endpoint = self.peers.get(&id).and_then(|p| p.endpoint);
-        if let Some(to) = endpoint {
-            if self.seal_to(now, id, to, &inner) {
+        let endpoint = self
+            .peers
+            .get(&id)
+            .and_then(|p| p.endpoint.map(|e| (p.endpoint_local, e)));
+        if let Some((local, to)) = endpoint {
+            if self.seal_to(now, id, local, to, &inner) {
                 if matches!(inner, Inner::Data(_)) {
                     self.stats.packets_out += 1;
                 }
@@ -782,6 +839,18 @@ impl Tunnel {
 
     /// Handles one datagram from the underlay.
     pub fn handle_packet(&mut self, now: Instant, unix_ms: u64, from: SocketAddr, bytes: &[u8]) {
+        self.handle_packet_on(now, unix_ms, 0, from, bytes);
+    }
+
+    /// As [`Tunnel::handle_packet`], for a datagram that arrived on our socket `local`.
+    pub fn handle_packet_on(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        local: u16,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) {
         let from = crate::addr::normalize(from);
         let Ok(packet) = Packet::parse(bytes) else {
             self.stats.malformed += 1;
@@ -810,7 +879,7 @@ impl Tunnel {
                 counter,
                 header,
                 sealed,
-            } => self.on_transport(now, from, receiver, counter, header, sealed),
+            } => self.on_transport(now, local, from, receiver, counter, header, sealed),
         }
     }
 
@@ -934,7 +1003,7 @@ impl Tunnel {
                 self.install(now, id, session, from, advert);
                 // Confirm at once so the responder may use the session (WireGuard does the same).
                 if !self.flush_queued(now, unix_ms, id) {
-                    self.seal_to(now, id, from, &Inner::Keepalive);
+                    self.seal_to(now, id, 0, from, &Inner::Keepalive);
                 }
             }
             Err(_) => {
@@ -1012,9 +1081,11 @@ impl Tunnel {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_transport(
         &mut self,
         now: Instant,
+        local: u16,
         from: SocketAddr,
         receiver: u32,
         counter: u64,
@@ -1059,10 +1130,12 @@ impl Tunnel {
         // Authenticated: follow the peer to where it is now (NAT rebinding, roaming), or tell
         // the path manager about the new source.
         let mut new_source = None;
+        let on_endpoint = peer.endpoint == Some(from) && peer.endpoint_local == local;
         if self.config.follow_source {
             peer.endpoint = Some(from);
-        } else if peer.endpoint != Some(from) && peer.reported_source != Some(from) {
-            peer.reported_source = Some(from);
+            peer.endpoint_local = local;
+        } else if !on_endpoint && peer.reported_source != Some((local, from)) {
+            peer.reported_source = Some((local, from));
             new_source = Some(from);
         }
         let is_probe = matches!(Inner::parse(&plain), Ok(Inner::Probe { .. }));
@@ -1078,6 +1151,7 @@ impl Tunnel {
             self.push_event(Event::Source {
                 peer: peer_id,
                 from,
+                local,
             });
         }
         match Inner::parse(&plain) {
@@ -1096,13 +1170,20 @@ impl Tunnel {
                 crate::ipv6::InboundVerdict::Malformed(_) => self.stats.bad_inner += 1,
             },
             Ok(Inner::Probe { tx }) => {
-                self.seal_to(now, id, from, &Inner::ProbeAnswer { tx, observed: from });
+                self.seal_to(
+                    now,
+                    id,
+                    local,
+                    from,
+                    &Inner::ProbeAnswer { tx, observed: from },
+                );
             }
             Ok(Inner::ProbeAnswer { tx, observed }) => self.push_event(Event::ProbeAnswer {
                 peer: id,
                 tx,
                 observed,
                 from,
+                local,
             }),
             Ok(Inner::Advert(advert)) => {
                 if let Some(p) = self.peers.get_mut(&id) {
@@ -1190,7 +1271,8 @@ impl Tunnel {
                 (self.config.keepalive, peer.last_sent, peer.endpoint)
             {
                 if now.saturating_duration_since(last) >= k {
-                    self.seal_to(now, id, to, &Inner::Keepalive);
+                    let local = peer.endpoint_local;
+                    self.seal_to(now, id, local, to, &Inner::Keepalive);
                 }
             }
         }

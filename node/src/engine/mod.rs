@@ -17,6 +17,7 @@
 //! every candidate pair at once (a simultaneous open); a pair is used only once a probe and its
 //! answer have both crossed it.
 
+pub mod birthday;
 pub mod paths;
 pub mod registration;
 
@@ -28,13 +29,14 @@ use shipworm_rendezvous::proto::{self, IntroStatus, Message};
 use shipworm_tunnel::tunnel::{Accept, Event as TunnelEvent, SendError, Tunnel, TunnelConfig};
 use shipworm_tunnel::{addr, frame, handshake, Identity, NodeId};
 
+use birthday::{Birthday, BirthdayConfig};
 use paths::{CandidateKind, PairState, PathTiming, Paths};
 use registration::{RegEvent, Registration};
 
 /// Most local candidates kept.
 pub const MAX_LOCAL_CANDIDATES: usize = 16;
 /// Most outstanding probes tracked.
-const MAX_PROBES: usize = 4096;
+const MAX_PROBES: usize = 8192;
 /// Most introductions awaiting an acknowledgement.
 const MAX_INTROS: usize = 1024;
 
@@ -51,6 +53,8 @@ pub struct EngineConfig {
     pub paths: PathTiming,
     /// Give up a connection attempt without a working path after this long.
     pub connect_timeout: Duration,
+    /// Birthday-paradox punching between a hard and an easy NAT.
+    pub birthday: BirthdayConfig,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +65,7 @@ impl Default for EngineConfig {
             refresh_interval: Duration::from_secs(25),
             paths: PathTiming::default(),
             connect_timeout: Duration::from_secs(10),
+            birthday: BirthdayConfig::default(),
         }
     }
 }
@@ -132,6 +137,19 @@ pub enum NodeEvent {
     },
     /// An IPv6 packet for the local side (ICMPv6 Packet Too Big).
     Local(Vec<u8>),
+    /// Open `count` extra IPv4 UDP sockets with ids `first..first + count` (birthday probing on a
+    /// hard NAT), then call [`Engine::sockets_opened`].
+    OpenSockets {
+        /// Id of the first socket.
+        first: u16,
+        /// How many.
+        count: u16,
+    },
+    /// Close these extra sockets: they are no longer needed.
+    CloseSockets {
+        /// Their ids.
+        ids: Vec<u16>,
+    },
     /// A connection attempt failed.
     ConnectFailed {
         /// The peer.
@@ -204,6 +222,8 @@ pub struct PairDiagnostics {
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
+    /// Which socket sends it: 0 is the main one; others come from [`NodeEvent::OpenSockets`].
+    pub local: u16,
     /// Where to.
     pub dest: SocketAddr,
     /// The bytes.
@@ -232,6 +252,10 @@ struct PeerState {
     peer_flags: u8,
     /// A session existed once (later handshakes are rekeys or reconnections).
     established_before: bool,
+    /// Our part in birthday punching, while it runs.
+    birthday: Option<Birthday>,
+    /// Birthday punching ran (it runs once per connection attempt).
+    birthday_tried: bool,
 }
 
 impl PeerState {
@@ -244,6 +268,8 @@ impl PeerState {
             relay_response: false,
             peer_flags: 0,
             established_before: false,
+            birthday: None,
+            birthday_tried: false,
         }
     }
 }
@@ -258,7 +284,8 @@ pub struct Engine {
     local: Vec<Candidate>,
     peers: HashMap<NodeId, PeerState>,
     /// Probe transaction id → (peer, remote, sent at).
-    probes: HashMap<u64, (NodeId, SocketAddr, Instant)>,
+    /// Probe transaction id → (peer, our socket, remote, sent at).
+    probes: HashMap<u64, (NodeId, u16, SocketAddr, Instant)>,
     /// Introduction transaction id → (peer, server, sent at).
     intros: HashMap<u64, (NodeId, SocketAddr, Instant)>,
     /// Introductions that waited for a registration (bounded): sent as soon as one completes.
@@ -270,6 +297,12 @@ pub struct Engine {
     trickle_due: bool,
     /// A gateway port mapping exists.
     port_mapped: bool,
+    /// The latest time seen (for scheduling paced work in `poll_timeout`).
+    last_now: Instant,
+    /// Extra sockets open for birthday probing (ids), and the next id to hand out.
+    spare_sockets: Vec<u16>,
+    next_socket_id: u16,
+    sockets_requested: bool,
     /// When the engine was made (a time always in the past: "due now").
     created: Instant,
     /// Whether our NAT maps per destination, once a STUN check told us.
@@ -319,6 +352,10 @@ impl Engine {
             stun_checks: HashMap::new(),
             trickle_due: false,
             port_mapped: false,
+            spare_sockets: Vec::new(),
+            last_now: now,
+            next_socket_id: 1,
+            sockets_requested: false,
             created: now,
         }
     }
@@ -454,8 +491,23 @@ impl Engine {
     }
 
     fn push_transmit(&mut self, dest: SocketAddr, contents: Vec<u8>) {
-        if self.transmits.len() < shipworm_tunnel::tunnel::MAX_QUEUED {
-            self.transmits.push_back(Transmit { dest, contents });
+        self.push_transmit_via(0, dest, contents);
+    }
+
+    fn push_transmit_via(&mut self, local: u16, dest: SocketAddr, contents: Vec<u8>) {
+        // Room for a birthday round on top of the usual traffic.
+        if self.transmits.len() < 4 * shipworm_tunnel::tunnel::MAX_QUEUED {
+            self.transmits.push_back(Transmit {
+                local,
+                dest,
+                contents,
+            });
+        }
+    }
+
+    fn take_tunnel_transmits(&mut self) {
+        while let Some(t) = self.tunnel.poll_transmit() {
+            self.push_transmit_via(t.local, t.dest, t.contents);
         }
     }
 
@@ -511,9 +563,24 @@ impl Engine {
 
     /// Handles one datagram from the socket.
     pub fn handle_packet(&mut self, now: Instant, unix_ms: u64, from: SocketAddr, bytes: &[u8]) {
+        self.handle_packet_on(now, unix_ms, 0, from, bytes);
+    }
+
+    /// Handles one datagram that arrived on extra socket `local` (0: the main socket).
+    pub fn handle_packet_on(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        local: u16,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) {
         let from = addr::normalize(from);
         if frame::is_tunnel_packet(bytes) {
-            self.tunnel.handle_packet(now, unix_ms, from, bytes);
+            self.tunnel
+                .handle_packet_on(now, unix_ms, local, from, bytes);
+        } else if local != 0 {
+            // Extra sockets carry tunnel frames only.
         } else if shipworm_rendezvous::stun::is_stun(bytes) {
             self.on_stun(now, unix_ms, from, bytes);
         } else if proto::is_rendezvous_message(bytes) {
@@ -665,9 +732,7 @@ impl Engine {
     }
 
     fn drain_tunnel(&mut self, now: Instant, unix_ms: u64) {
-        while let Some(t) = self.tunnel.poll_transmit() {
-            self.push_transmit(t.dest, t.contents);
-        }
+        self.take_tunnel_transmits();
         while let Some(e) = self.tunnel.poll_event() {
             match e {
                 TunnelEvent::Initiation { peer, packet } => self.introduce(now, peer, &packet),
@@ -695,9 +760,12 @@ impl Engine {
                     }
                     self.probe_due(now, peer);
                 }
-                TunnelEvent::Source { peer, from } => {
+                TunnelEvent::Source { peer, from, local } => {
                     if let Some(st) = self.peers.get_mut(&peer) {
-                        if let Some(i) = st.paths.add(from, CandidateKind::PeerReflexive, now) {
+                        if let Some(i) =
+                            st.paths
+                                .add_on(local, from, CandidateKind::PeerReflexive, now)
+                        {
                             // Probe a new source at once: it may be the peer's new mapping.
                             if st.paths.pairs[i].state == PairState::Waiting {
                                 self.probe_pair(now, peer, i);
@@ -710,11 +778,12 @@ impl Engine {
                     tx,
                     observed,
                     from,
+                    local,
                 } => {
-                    let Some((p, remote, sent)) = self.probes.remove(&tx) else {
+                    let Some((p, sock, remote, sent)) = self.probes.remove(&tx) else {
                         continue;
                     };
-                    if p != peer || remote != from {
+                    if p != peer || remote != from || sock != local {
                         continue;
                     }
                     // Where the peer saw us: a peer-reflexive candidate of ours.
@@ -722,7 +791,10 @@ impl Engine {
                         self.add_local_candidate(observed, CandidateKind::PeerReflexive);
                     }
                     if let Some(st) = self.peers.get_mut(&peer) {
-                        st.paths.answered(remote, sent, now);
+                        // A birthday probe that hit has no pair yet: it becomes one.
+                        st.paths
+                            .add_on(local, remote, CandidateKind::PeerReflexive, now);
+                        st.paths.answered_on(local, remote, sent, now);
                     }
                     self.reselect(now, unix_ms, peer);
                 }
@@ -761,23 +833,36 @@ impl Engine {
     }
 
     fn probe_pair(&mut self, now: Instant, peer: NodeId, i: usize) {
-        let Some(remote) = self.peers.get(&peer).map(|p| p.paths.pairs[i].remote) else {
+        let Some((local, remote)) = self
+            .peers
+            .get(&peer)
+            .map(|p| (p.paths.pairs[i].local, p.paths.pairs[i].remote))
+        else {
             return;
         };
-        let tx = self.next_id();
-        if self.probes.len() >= MAX_PROBES {
-            self.probes
-                .retain(|_, (_, _, t)| now.saturating_duration_since(*t) < Duration::from_secs(5));
-            if self.probes.len() >= MAX_PROBES {
-                return;
-            }
-        }
-        if self.tunnel.send_probe(now, peer, remote, tx) {
-            self.probes.insert(tx, (peer, remote, now));
+        if self.send_probe(now, peer, local, remote) {
             if let Some(st) = self.peers.get_mut(&peer) {
                 st.paths.sent(i, now);
             }
         }
+    }
+
+    /// Sends one probe and remembers it; false if the probe table is full or no session.
+    fn send_probe(&mut self, now: Instant, peer: NodeId, local: u16, remote: SocketAddr) -> bool {
+        let tx = self.next_id();
+        if self.probes.len() >= MAX_PROBES {
+            self.probes.retain(|_, (_, _, _, t)| {
+                now.saturating_duration_since(*t) < Duration::from_secs(5)
+            });
+            if self.probes.len() >= MAX_PROBES {
+                return false;
+            }
+        }
+        if !self.tunnel.send_probe_via(now, peer, local, remote, tx) {
+            return false;
+        }
+        self.probes.insert(tx, (peer, local, remote, now));
+        true
     }
 
     fn probe_due(&mut self, now: Instant, peer: NodeId) {
@@ -793,22 +878,20 @@ impl Engine {
         for i in due {
             self.probe_pair(now, peer, i);
         }
-        while let Some(t) = self.tunnel.poll_transmit() {
-            self.push_transmit(t.dest, t.contents);
-        }
+        self.take_tunnel_transmits();
     }
 
     fn reselect(&mut self, now: Instant, unix_ms: u64, peer: NodeId) {
         let Some(st) = self.peers.get_mut(&peer) else {
             return;
         };
-        let before = st.paths.selected_remote();
+        let before = st.paths.selected_path();
         st.paths.select();
-        let after = st.paths.selected_remote();
+        let after = st.paths.selected_path();
         if before == after {
             return;
         }
-        let Some(path) = after else {
+        let Some((local, path)) = after else {
             // Every path failed (a NAT rebound on one side, a link went down): introduce
             // ourselves again, through the rendezvous and to every address we know, so the
             // other side learns where we are now and both punch again.
@@ -824,41 +907,42 @@ impl Engine {
         let first = !st.connected;
         st.connected = true;
         st.connecting = None;
-        self.tunnel.set_endpoint(now, unix_ms, peer, path);
+        // Hole punched: the birthday spray is over; spare sockets may go.
+        if st.birthday.take().is_some() || !self.spare_sockets.is_empty() {
+            self.release_sockets(local);
+        }
+        self.tunnel
+            .set_endpoint_via(now, unix_ms, peer, local, path);
         self.push_event(if first {
             NodeEvent::Connected { peer, path, rtt }
         } else {
             NodeEvent::PathChanged { peer, path }
         });
-        while let Some(t) = self.tunnel.poll_transmit() {
-            self.push_transmit(t.dest, t.contents);
-        }
+        self.take_tunnel_transmits();
     }
 
     /// Sends our flags and candidates to every peer in session: on its selected path, or on
     /// every pair while it has none.
     fn trickle(&mut self, now: Instant) {
         self.trickle_due = false;
-        let targets: Vec<(NodeId, Vec<SocketAddr>)> = self
+        let targets: Vec<(NodeId, Vec<(u16, SocketAddr)>)> = self
             .peers
             .iter()
             .filter(|(_, p)| p.established)
             .map(|(id, p)| {
-                let to = match p.paths.selected_remote() {
+                let to = match p.paths.selected_path() {
                     Some(s) => vec![s],
-                    None => p.paths.pairs.iter().map(|x| x.remote).collect(),
+                    None => p.paths.pairs.iter().map(|x| (x.local, x.remote)).collect(),
                 };
                 (*id, to)
             })
             .collect();
         for (peer, to) in targets {
-            for addr in to {
-                self.tunnel.send_advert(now, peer, addr);
+            for (local, addr) in to {
+                self.tunnel.send_advert(now, peer, local, addr);
             }
         }
-        while let Some(t) = self.tunnel.poll_transmit() {
-            self.push_transmit(t.dest, t.contents);
-        }
+        self.take_tunnel_transmits();
     }
 
     /// When [`Engine::handle_timeout`] wants to run next.
@@ -879,11 +963,161 @@ impl Engine {
             .peers
             .values()
             .filter_map(|p| p.connecting.map(|c| c + self.config.connect_timeout));
-        reg.chain(tunnel).chain(paths).chain(connects).min()
+        let now = self.last_now;
+        let birthdays = self
+            .peers
+            .values()
+            .filter_map(|p| p.birthday.as_ref().map(|b| b.next_action(now)));
+        reg.chain(tunnel)
+            .chain(paths)
+            .chain(connects)
+            .chain(birthdays)
+            .min()
+    }
+
+    /// The driver opened the extra sockets asked for by [`NodeEvent::OpenSockets`].
+    pub fn sockets_opened(&mut self, first: u16, count: u16) {
+        self.sockets_requested = false;
+        self.spare_sockets.extend(
+            (0..count)
+                .map(|i| first.wrapping_add(i))
+                .filter(|id| *id != 0),
+        );
+    }
+
+    /// Closes spare sockets except `keep` (the one a selected path uses, or 0).
+    fn release_sockets(&mut self, keep: u16) {
+        if self.peers.values().any(|p| p.birthday.is_some()) {
+            return;
+        }
+        let ids: Vec<u16> = self
+            .spare_sockets
+            .drain(..)
+            .filter(|id| *id != keep)
+            .collect();
+        if !ids.is_empty() {
+            self.push_event(NodeEvent::CloseSockets { ids });
+        }
+    }
+
+    /// Whether the peer's flags say it maps per destination and holds no port mapping.
+    fn peer_is_hard(flags: u8) -> bool {
+        flags & handshake::FLAG_MAPPING_KNOWN != 0
+            && flags & handshake::FLAG_MAPS_PER_DESTINATION != 0
+            && flags & handshake::FLAG_HAS_PORT_MAPPING == 0
+    }
+
+    fn peer_is_easy(flags: u8) -> bool {
+        flags & handshake::FLAG_MAPPING_KNOWN != 0
+            && flags & handshake::FLAG_MAPS_PER_DESTINATION == 0
+    }
+
+    /// Starts or continues birthday punching with `peer` where one side is hard and one easy.
+    fn birthday(&mut self, now: Instant, peer: NodeId) {
+        let Some(st) = self.peers.get(&peer) else {
+            return;
+        };
+        if st.paths.selected.is_some() {
+            return;
+        }
+        let we_hard = self.maps_per_destination == Some(true) && !self.port_mapped;
+        let we_easy = self.maps_per_destination == Some(false);
+        let theirs: Vec<SocketAddr> = st
+            .paths
+            .pairs
+            .iter()
+            .filter(|p| p.local == 0 && p.remote.is_ipv4())
+            .filter(|p| {
+                matches!(
+                    p.kind,
+                    CandidateKind::Reflexive | CandidateKind::PeerReflexive
+                )
+            })
+            .map(|p| p.remote)
+            .collect();
+        if st.birthday.is_none() {
+            if st.birthday_tried || theirs.is_empty() {
+                return;
+            }
+            let role = if we_hard && Self::peer_is_easy(st.peer_flags) {
+                Birthday::Hard {
+                    targets: theirs.clone(),
+                    rounds_left: self.config.birthday.hard_rounds,
+                    next: now,
+                }
+            } else if we_easy && Self::peer_is_hard(st.peer_flags) {
+                Birthday::Easy {
+                    ip: theirs[0].ip(),
+                    sent: 0,
+                    started: now,
+                }
+            } else {
+                return;
+            };
+            let st = self.peers.get_mut(&peer).expect("present");
+            st.birthday = Some(role);
+            st.birthday_tried = true;
+        }
+        let config = self.config.birthday.clone();
+        let Some(role) = self.peers.get(&peer).and_then(|p| p.birthday.clone()) else {
+            return;
+        };
+        match role {
+            Birthday::Hard {
+                targets,
+                rounds_left,
+                next,
+            } => {
+                if self.spare_sockets.is_empty() {
+                    if !self.sockets_requested {
+                        self.sockets_requested = true;
+                        let first = self.next_socket_id.max(1);
+                        self.next_socket_id = first.wrapping_add(config.sockets);
+                        self.push_event(NodeEvent::OpenSockets {
+                            first,
+                            count: config.sockets,
+                        });
+                    }
+                    return;
+                }
+                if now < next {
+                    return;
+                }
+                let sockets = self.spare_sockets.clone();
+                for id in sockets {
+                    for t in &targets {
+                        self.send_probe(now, peer, id, *t);
+                    }
+                }
+                let left = rounds_left.saturating_sub(1);
+                if let Some(st) = self.peers.get_mut(&peer) {
+                    st.birthday = (left > 0).then(|| Birthday::Hard {
+                        targets,
+                        rounds_left: left,
+                        next: now + config.round_interval,
+                    });
+                }
+            }
+            Birthday::Easy { ip, sent, started } => {
+                let due = Birthday::easy_due(&config, sent, started, now);
+                for _ in 0..due {
+                    let span = (u16::MAX - birthday::FIRST_PORT) as u64 + 1;
+                    let port = birthday::FIRST_PORT + (self.next_id() % span) as u16;
+                    self.send_probe(now, peer, 0, SocketAddr::new(ip, port));
+                }
+                let sent = sent + due;
+                if let Some(st) = self.peers.get_mut(&peer) {
+                    st.birthday =
+                        (sent < config.probes).then_some(Birthday::Easy { ip, sent, started });
+                }
+            }
+        }
+        self.take_tunnel_transmits();
     }
 
     /// Registration upkeep, probes, path failure detection, handshake retries, timeouts.
     pub fn handle_timeout(&mut self, now: Instant, unix_ms: u64) {
+        self.last_now = now;
         for i in 0..self.servers.len() {
             let tx = self.next_id();
             if let Some(req) = self.servers[i].poll(now, unix_ms, &self.identity, tx) {
@@ -906,6 +1140,7 @@ impl Engine {
                 st.paths.expire(now, &timing);
                 self.reselect(now, unix_ms, peer);
                 self.probe_due(now, peer);
+                self.birthday(now, peer);
             }
             let Some(st) = self.peers.get(&peer) else {
                 continue;

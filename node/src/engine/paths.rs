@@ -40,6 +40,8 @@ pub enum PairState {
 /// One candidate pair: our socket to one remote address.
 #[derive(Debug, Clone)]
 pub struct Pair {
+    /// Our socket: 0 is the main one; others were opened for birthday probing.
+    pub local: u16,
     /// The remote address.
     pub remote: SocketAddr,
     /// How we learned it.
@@ -63,8 +65,9 @@ pub struct Pair {
 }
 
 impl Pair {
-    fn new(remote: SocketAddr, kind: CandidateKind, now: Instant) -> Self {
+    fn new(local: u16, remote: SocketAddr, kind: CandidateKind, now: Instant) -> Self {
         Self {
+            local,
             remote,
             kind,
             state: PairState::Waiting,
@@ -116,13 +119,28 @@ pub struct Paths {
 }
 
 impl Paths {
-    /// Adds a pair for `remote` if new (bounded); returns its index.
+    /// Adds a pair of our main socket and `remote` if new (bounded); returns its index.
     pub fn add(&mut self, remote: SocketAddr, kind: CandidateKind, now: Instant) -> Option<usize> {
+        self.add_on(0, remote, kind, now)
+    }
+
+    /// Adds a pair of our socket `local` and `remote` if new (bounded); returns its index.
+    pub fn add_on(
+        &mut self,
+        local: u16,
+        remote: SocketAddr,
+        kind: CandidateKind,
+        now: Instant,
+    ) -> Option<usize> {
         let remote = shipworm_tunnel::addr::normalize(remote);
         if remote.port() == 0 || remote.ip().is_unspecified() || remote.ip().is_multicast() {
             return None;
         }
-        if let Some(i) = self.pairs.iter().position(|p| p.remote == remote) {
+        if let Some(i) = self
+            .pairs
+            .iter()
+            .position(|p| p.local == local && p.remote == remote)
+        {
             return Some(i);
         }
         if self.pairs.len() >= MAX_PAIRS {
@@ -134,7 +152,7 @@ impl Paths {
                 .position(|(i, p)| p.state == PairState::Failed && Some(i) != self.selected)?;
             self.remove(victim);
         }
-        self.pairs.push(Pair::new(remote, kind, now));
+        self.pairs.push(Pair::new(local, remote, kind, now));
         Some(self.pairs.len() - 1)
     }
 
@@ -145,6 +163,12 @@ impl Paths {
             Some(s) if s > i => Some(s - 1),
             other => other,
         };
+    }
+
+    /// The selected pair as (our socket, remote address).
+    pub fn selected_path(&self) -> Option<(u16, SocketAddr)> {
+        self.selected
+            .map(|i| (self.pairs[i].local, self.pairs[i].remote))
     }
 
     /// The selected remote address.
@@ -196,9 +220,18 @@ impl Paths {
         }
     }
 
-    /// Records an answer to a probe sent to `remote` at `sent_at`.
+    /// Records an answer to a probe sent from our main socket to `remote` at `sent_at`.
     pub fn answered(&mut self, remote: SocketAddr, sent_at: Instant, now: Instant) {
-        let Some(p) = self.pairs.iter_mut().find(|p| p.remote == remote) else {
+        self.answered_on(0, remote, sent_at, now);
+    }
+
+    /// Records an answer to a probe sent from our socket `local` to `remote` at `sent_at`.
+    pub fn answered_on(&mut self, local: u16, remote: SocketAddr, sent_at: Instant, now: Instant) {
+        let Some(p) = self
+            .pairs
+            .iter_mut()
+            .find(|p| p.local == local && p.remote == remote)
+        else {
             return;
         };
         let sample = now.saturating_duration_since(sent_at);

@@ -318,3 +318,72 @@ impl Lab {
         false
     }
 }
+
+/// A home router: masquerade (endpoint-independent mapping, port-preserving in practice), and
+/// nothing unsolicited comes in, neither to the router itself nor through it.
+pub fn home_router(wan: &str, lan: &str) -> String {
+    format!(
+        r#"table ip nat {{
+    chain post {{
+        type nat hook postrouting priority srcnat;
+        oifname "{wan}" masquerade
+    }}
+}}
+table ip filter {{
+    chain input {{
+        type filter hook input priority 0; policy accept;
+        iifname "{wan}" ct state established,related accept
+        iifname "{wan}" drop
+    }}
+    chain forward {{
+        type filter hook forward priority 0; policy drop;
+        iifname "{lan}" accept
+        iifname "{wan}" ct state established,related accept
+    }}
+}}
+"#
+    )
+}
+
+/// A full-cone router for one host port: the home router plus a static forward of that port.
+pub fn full_cone_router(wan: &str, lan: &str, host: &str, port: u16) -> String {
+    format!(
+        r#"{}table ip cone {{
+    chain pre {{
+        type nat hook prerouting priority dstnat;
+        iifname "{wan}" udp dport {port} dnat to {host}:{port}
+    }}
+    chain forward {{
+        type filter hook forward priority -1;
+        iifname "{wan}" ip daddr {host} udp dport {port} accept
+    }}
+}}
+"#,
+        home_router(wan, lan)
+    )
+}
+
+/// A NAT that maps per destination: masquerade with fully random ports.
+pub fn symmetric_router(wan: &str, lan: &str) -> String {
+    format!(
+        r#"table ip nat {{
+    chain post {{
+        type nat hook postrouting priority srcnat;
+        oifname "{wan}" masquerade fully-random
+    }}
+}}
+table ip filter {{
+    chain input {{
+        type filter hook input priority 0; policy accept;
+        iifname "{wan}" ct state established,related accept
+        iifname "{wan}" drop
+    }}
+    chain forward {{
+        type filter hook forward priority 0; policy drop;
+        iifname "{lan}" accept
+        iifname "{wan}" ct state established,related accept
+    }}
+}}
+"#
+    )
+}

@@ -1,0 +1,85 @@
+//! Birthday-paradox punching between a NAT that maps per destination and one that does not,
+//! neither holding a port mapping: the pair theory rules out without port prediction.
+
+use std::time::Duration;
+
+use shipworm::engine::NodeEvent;
+use shipworm::sim::{NatModel, Sim, SiteConfig};
+
+fn run(seed: u64, hard_first: bool) -> (bool, Option<Duration>, usize) {
+    let (hard, easy) = (
+        SiteConfig::nat(Some(NatModel::symmetric())),
+        SiteConfig::nat(Some(NatModel::port_restricted())),
+    );
+    let sites = if hard_first {
+        vec![hard, easy]
+    } else {
+        vec![easy, hard]
+    };
+    let mut sim = Sim::new(seed, sites);
+    sim.connect(0, 1);
+    let ok = sim.run_until(Duration::from_secs(10), |s| {
+        s.connected(0, 1) && s.connected(1, 0)
+    });
+    let t = sim.when(0, |e| matches!(e, NodeEvent::Connected { .. }));
+    let hard = if hard_first { 0 } else { 1 };
+    let opened = sim.nodes[hard]
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, NodeEvent::OpenSockets { .. }))
+        .count();
+    (ok, t, opened)
+}
+
+#[test]
+fn a_hard_and_an_easy_nat_connect_by_birthday_probing_in_at_least_95_percent_of_runs() {
+    let runs = 40;
+    let mut ok = 0;
+    let mut times = Vec::new();
+    for seed in 0..runs {
+        let (connected, t, opened) = run(seed, seed % 2 == 0);
+        assert_eq!(
+            opened, 1,
+            "seed {seed}: the hard side opens its sockets once"
+        );
+        if connected {
+            ok += 1;
+            times.push(t.unwrap());
+        }
+    }
+    times.sort();
+    eprintln!(
+        "birthday: {ok}/{runs} connected; median {:?}, max {:?}",
+        times.get(times.len() / 2),
+        times.last()
+    );
+    assert!(ok * 100 >= runs * 95, "only {ok} of {runs} connected");
+}
+
+#[test]
+fn spare_sockets_are_closed_once_a_path_is_chosen() {
+    let mut sim = Sim::new(
+        7,
+        vec![
+            SiteConfig::nat(Some(NatModel::symmetric())),
+            SiteConfig::nat(Some(NatModel::port_restricted())),
+        ],
+    );
+    sim.connect(0, 1);
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.connected(0, 1)
+        && s.connected(1, 0)));
+    sim.run_until(sim.elapsed() + Duration::from_secs(2), |_| false);
+    let closed: usize = sim.nodes[0]
+        .events
+        .iter()
+        .map(|(_, e)| match e {
+            NodeEvent::CloseSockets { ids } => ids.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(closed, 255, "all but the socket in use");
+    // Data flows on the punched path.
+    assert!(sim.send_ip(0, 1, b"through the birthday hole"));
+    sim.run_until(sim.elapsed() + Duration::from_millis(300), |_| false);
+    assert!(sim.saw(1, |e| matches!(e, NodeEvent::Packet { .. })));
+}
