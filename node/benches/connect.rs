@@ -23,10 +23,14 @@ fn kinds() -> Vec<(&'static str, Option<NatModel>)> {
     ]
 }
 
+fn hard(n: &Option<NatModel>) -> bool {
+    n.is_some_and(|m| m.mapping == Mapping::PerDestination)
+}
+
+/// Pairs plain hole punching connects (birthday probing is measured apart).
 fn allowed(a: &Option<NatModel>, b: &Option<NatModel>) -> bool {
-    let hard = |n: &Option<NatModel>| n.is_some_and(|m| m.mapping == Mapping::PerDestination);
     let pf = |n: &Option<NatModel>| n.is_some_and(|m| m.filtering == Filtering::AddressAndPort);
-    !((hard(a) && pf(b)) || (hard(b) && pf(a)))
+    !((hard(a) && pf(b)) || (hard(b) && pf(a)) || (hard(a) && hard(b)))
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
@@ -111,5 +115,71 @@ fn main() {
                 failures
             );
         }
+    }
+
+    // Birthday probing: symmetric x port-restricted, both orders, no port mappings.
+    let budget = shipworm::engine::birthday::BirthdayConfig::default();
+    println!(
+        "\nbirthday probing (hard: symmetric, easy: port-restricted): {} sockets x {} probes at {}/s; predicted miss {:.2e}",
+        budget.sockets,
+        budget.probes,
+        budget.rate,
+        shipworm::engine::birthday::miss_probability(budget.sockets, budget.probes)
+    );
+    println!(
+        "{:>8} {:>6} | {:>9} | {:>8} {:>8} {:>8} | {:>14} {:>14}",
+        "site lat", "runs", "success", "p50", "p90", "max", "hard probes", "easy probes"
+    );
+    for lat in [5u64, 20, 50] {
+        let (mut times, mut ok) = (Vec::new(), 0);
+        let runs = 100u64;
+        let (mut hard_sent, mut easy_sent) = (0u64, 0u64);
+        for seed in 0..runs {
+            let site = |nat| SiteConfig {
+                latency: Duration::from_millis(lat),
+                ..SiteConfig::nat(nat)
+            };
+            let (h, e) = (
+                Some(NatModel::symmetric()),
+                Some(NatModel::port_restricted()),
+            );
+            let sites = if seed % 2 == 0 {
+                vec![site(h), site(e)]
+            } else {
+                vec![site(e), site(h)]
+            };
+            let mut sim = Sim::new(seed * 7919 + lat, sites);
+            sim.run_until(Duration::from_secs(10), |s| {
+                (0..2).all(|i| s.saw(i, |e| matches!(e, NodeEvent::Registered { .. })))
+            });
+            let t0 = sim.elapsed();
+            sim.connect(0, 1);
+            if sim.run_until(t0 + Duration::from_secs(10), |s| {
+                s.connected(0, 1) && s.connected(1, 0)
+            }) {
+                ok += 1;
+                times.push(
+                    (sim.when(0, |e| matches!(e, NodeEvent::Connected { .. }))
+                        .unwrap()
+                        - t0)
+                        .as_secs_f64()
+                        * 1e3,
+                );
+            }
+            let (hi, ei) = if seed % 2 == 0 { (0, 1) } else { (1, 0) };
+            hard_sent += sim.nodes[hi].engine.probes_sent_total();
+            easy_sent += sim.nodes[ei].engine.probes_sent_total();
+        }
+        println!(
+            "{:>6}ms {:>6} | {:>8.1}% | {:>6.0}ms {:>6.0}ms {:>6.0}ms | {:>14.0} {:>14.0}",
+            lat,
+            runs,
+            100.0 * ok as f64 / runs as f64,
+            percentile(&mut times, 0.5),
+            percentile(&mut times, 0.9),
+            percentile(&mut times, 1.0),
+            hard_sent as f64 / runs as f64,
+            easy_sent as f64 / runs as f64
+        );
     }
 }

@@ -83,3 +83,23 @@ fn spare_sockets_are_closed_once_a_path_is_chosen() {
     sim.run_until(sim.elapsed() + Duration::from_millis(300), |_| false);
     assert!(sim.saw(1, |e| matches!(e, NodeEvent::Packet { .. })));
 }
+
+#[test]
+fn birthday_probing_works_when_the_nat_kinds_are_known_before_connecting() {
+    let mut sim = Sim::new(
+        11,
+        vec![
+            SiteConfig::nat(Some(NatModel::symmetric())),
+            SiteConfig::nat(Some(NatModel::port_restricted())),
+        ],
+    );
+    assert!(sim.run_until(Duration::from_secs(10), |s| (0..2)
+        .all(|i| s.saw(i, |e| matches!(e, NodeEvent::Registered { .. })))));
+    sim.run_until(sim.elapsed() + Duration::from_millis(500), |_| false);
+    let t0 = sim.elapsed();
+    sim.connect(0, 1);
+    let ok = sim.run_until(t0 + Duration::from_secs(10), |s| {
+        s.connected(0, 1) && s.connected(1, 0)
+    });
+    assert!(ok);
+}

@@ -113,6 +113,8 @@ pub enum Event {
         advert: Advert,
         /// Where its handshake came from.
         from: SocketAddr,
+        /// The flags our side of this handshake carried (they may be older than our current ones).
+        our_flags: u8,
     },
     /// An IPv6 packet from `peer`, checked against the overlay rules: deliver it locally.
     Packet {
@@ -282,6 +284,8 @@ fn traffic_of(list: &mut Vec<(SocketAddr, Traffic)>, addr: SocketAddr) -> Option
 
 struct Pending {
     initiator: Initiator,
+    /// The flags our message 1 carried.
+    sent_flags: u8,
     packet: Vec<u8>,
     endpoints: Vec<SocketAddr>,
     started: Instant,
@@ -630,6 +634,7 @@ impl Tunnel {
         }
         peer.pending = Some(Pending {
             initiator,
+            sent_flags: self.advert.flags,
             packet: packet.clone(),
             endpoints: endpoints.clone(),
             started,
@@ -943,7 +948,7 @@ impl Tunnel {
             return;
         };
         let session = Session::new(index, sender, &send, &recv, now, false);
-        self.install(now, id, session, from, theirs);
+        self.install(now, id, session, from, theirs, ours.flags);
         if let Some(p) = self.peers.get_mut(&id) {
             p.last_init_timestamp = ts;
         }
@@ -997,10 +1002,11 @@ impl Tunnel {
             self.stats.unknown_index += 1;
             return;
         };
+        let sent_flags = pending.sent_flags;
         match pending.initiator.finish(noise) {
             Ok((send, recv, advert)) => {
                 let session = Session::new(receiver, sender, &send, &recv, now, true);
-                self.install(now, id, session, from, advert);
+                self.install(now, id, session, from, advert, sent_flags);
                 // Confirm at once so the responder may use the session (WireGuard does the same).
                 if !self.flush_queued(now, unix_ms, id) {
                     self.seal_to(now, id, 0, from, &Inner::Keepalive);
@@ -1020,6 +1026,7 @@ impl Tunnel {
         session: Session,
         from: SocketAddr,
         advert: Advert,
+        our_flags: u8,
     ) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
@@ -1038,6 +1045,7 @@ impl Tunnel {
             peer: id,
             advert,
             from,
+            our_flags,
         });
     }
 

@@ -299,6 +299,8 @@ pub struct Engine {
     port_mapped: bool,
     /// The latest time seen (for scheduling paced work in `poll_timeout`).
     last_now: Instant,
+    /// Probes sent since start.
+    probes_sent: u64,
     /// Extra sockets open for birthday probing (ids), and the next id to hand out.
     spare_sockets: Vec<u16>,
     next_socket_id: u16,
@@ -354,6 +356,7 @@ impl Engine {
             port_mapped: false,
             spare_sockets: Vec::new(),
             last_now: now,
+            probes_sent: 0,
             next_socket_id: 1,
             sockets_requested: false,
             created: now,
@@ -368,6 +371,13 @@ impl Engine {
     }
 
     fn update_flags(&mut self) {
+        let flags = self.current_flags();
+        self.tunnel.set_flags(flags);
+        self.trickle_due = true;
+    }
+
+    /// Our handshake flags as of now.
+    fn current_flags(&self) -> u8 {
         let mut flags = 0;
         if let Some(per_destination) = self.maps_per_destination {
             flags |= handshake::FLAG_MAPPING_KNOWN;
@@ -378,8 +388,7 @@ impl Engine {
         if self.port_mapped {
             flags |= handshake::FLAG_HAS_PORT_MAPPING;
         }
-        self.tunnel.set_flags(flags);
-        self.trickle_due = true;
+        flags
     }
 
     /// Whether our NAT maps per destination (`None`: not known yet).
@@ -745,7 +754,12 @@ impl Engine {
                         self.introduce(now, peer, &packet);
                     }
                 }
-                TunnelEvent::Established { peer, advert, from } => {
+                TunnelEvent::Established {
+                    peer,
+                    advert,
+                    from,
+                    our_flags,
+                } => {
                     let st = self.peers.entry(peer).or_insert_with(PeerState::new);
                     st.established = true;
                     st.paths.add(from, CandidateKind::PeerReflexive, now);
@@ -757,6 +771,16 @@ impl Engine {
                     }
                     if first {
                         self.push_event(NodeEvent::Established { peer });
+                    }
+                    // The peer got flags older than ours (we measured our NAT meanwhile): tell it
+                    // with a fresh handshake, which the rendezvous relays whatever the NATs do.
+                    if our_flags != self.current_flags() {
+                        let remotes: Vec<SocketAddr> = self
+                            .peers
+                            .get(&peer)
+                            .map(|p| p.paths.pairs.iter().map(|x| x.remote).collect())
+                            .unwrap_or_default();
+                        let _ = self.tunnel.connect(now, unix_ms, peer, &remotes);
                     }
                     self.probe_due(now, peer);
                 }
@@ -847,6 +871,11 @@ impl Engine {
         }
     }
 
+    /// Probes sent since start (all peers, all sockets): the cost of punching.
+    pub fn probes_sent_total(&self) -> u64 {
+        self.probes_sent
+    }
+
     /// Sends one probe and remembers it; false if the probe table is full or no session.
     fn send_probe(&mut self, now: Instant, peer: NodeId, local: u16, remote: SocketAddr) -> bool {
         let tx = self.next_id();
@@ -862,6 +891,7 @@ impl Engine {
             return false;
         }
         self.probes.insert(tx, (peer, local, remote, now));
+        self.probes_sent += 1;
         true
     }
 
