@@ -158,22 +158,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn resolve(rendezvous: &[RendezvousAddr]) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+/// Resolves rendezvous servers: one address per server to register over (IPv4 first), and the
+/// server's address of the other family, if any, to ask by STUN for our reflexive address there.
+fn resolve(
+    rendezvous: &[RendezvousAddr],
+) -> anyhow::Result<(Vec<std::net::SocketAddr>, Vec<std::net::SocketAddr>)> {
     use std::net::ToSocketAddrs;
-    let mut out = Vec::new();
+    let (mut register, mut stun) = (Vec::new(), Vec::new());
     for r in rendezvous {
         match r {
-            RendezvousAddr::Ip(a) => out.push(*a),
-            RendezvousAddr::Host(h, p) => out.push(
-                (h.as_str(), *p)
+            RendezvousAddr::Ip(a) => register.push(*a),
+            RendezvousAddr::Host(h, p) => {
+                let addrs: Vec<_> = (h.as_str(), *p)
                     .to_socket_addrs()
                     .with_context(|| format!("cannot resolve rendezvous {h}:{p}"))?
-                    .next()
-                    .with_context(|| format!("rendezvous {h}:{p} resolves to no address"))?,
-            ),
+                    .collect();
+                let v4 = addrs.iter().find(|a| a.is_ipv4()).copied();
+                let v6 = addrs.iter().find(|a| a.is_ipv6()).copied();
+                match (v4, v6) {
+                    (Some(a), other) => {
+                        register.push(a);
+                        stun.extend(other);
+                    }
+                    (None, Some(a)) => register.push(a),
+                    (None, None) => anyhow::bail!("rendezvous {h}:{p} resolves to no address"),
+                }
+            }
         }
     }
-    Ok(out)
+    Ok((register, stun))
 }
 
 fn up(identity: Identity, rendezvous: &[RendezvousAddr], args: UpArgs) -> anyhow::Result<()> {
@@ -189,8 +202,10 @@ fn up(identity: Identity, rendezvous: &[RendezvousAddr], args: UpArgs) -> anyhow
     };
     let accept = shipworm::up::accept_policy(&args.peers, allowed, args.allow_any);
     let node = identity.node_id();
+    let (rendezvous, stun) = resolve(rendezvous)?;
     let config = EngineConfig {
-        rendezvous: resolve(rendezvous)?,
+        rendezvous,
+        stun,
         tunnel: TunnelConfig {
             mtu: args.mtu as usize,
             accept,

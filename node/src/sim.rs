@@ -334,6 +334,12 @@ impl Sim {
                 // One registration per server: the server keeps one observed address per node, so
                 // registering over both families would move it back and forth.
                 config.rendezvous = vec![RENDEZVOUS_V4];
+                // The IPv6 reflexive address comes from STUN on the rendezvous' IPv6 address.
+                config.stun = if v6.is_some() {
+                    vec![RENDEZVOUS_V6]
+                } else {
+                    Vec::new()
+                };
                 let mut seed_bytes = [0u8; 32];
                 seed_bytes[..8].copy_from_slice(&rng.next().to_le_bytes());
                 seed_bytes[8] = i;

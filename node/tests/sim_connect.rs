@@ -108,3 +108,46 @@ fn a_late_candidate_trickles_to_peers_in_session() {
     });
     assert!(heard, "B never heard of A's late candidate");
 }
+
+#[test]
+fn an_introduction_from_a_node_not_allowed_is_refused_without_revealing_candidates() {
+    use shipworm::engine::EngineConfig;
+    use shipworm::tunnel::tunnel::{Accept, TunnelConfig};
+    // Both nodes accept nobody: B must not answer A's introduction at all.
+    let config = EngineConfig {
+        tunnel: TunnelConfig {
+            accept: Accept::Only(Default::default()),
+            ..TunnelConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let mut sim = Sim::with_config(
+        4,
+        vec![SiteConfig::nat(None), SiteConfig::nat(None)],
+        config,
+    );
+    sim.connect(0, 1);
+    let failed = sim.run_until(Duration::from_secs(11), |s| {
+        s.saw(0, |e| matches!(e, NodeEvent::ConnectFailed { .. }))
+    });
+    assert!(failed, "A got no answer, and says so");
+    assert!(
+        sim.nodes[1].engine.tunnel_stats().not_allowed >= 1,
+        "B refused the introduction"
+    );
+    assert_eq!(
+        sim.nodes[0].engine.tunnel_stats().handshakes_completed,
+        0,
+        "B never answered"
+    );
+    let b = sim.id(1);
+    // Only what the rendezvous said (B's observed address); none of B's own candidates.
+    let paths = sim.nodes[0].engine.paths(&b);
+    assert!(
+        paths.is_none_or(|p| p
+            .pairs
+            .iter()
+            .all(|x| x.kind != shipworm::engine::paths::CandidateKind::Host)),
+        "A learned B's candidates: {paths:?}"
+    );
+}

@@ -13,6 +13,13 @@ fn kinds() -> Vec<(&'static str, Option<NatModel>)> {
         ("restricted", Some(NatModel::restricted())),
         ("port-restricted", Some(NatModel::port_restricted())),
         ("symmetric", Some(NatModel::symmetric())),
+        (
+            "symmetric-pp",
+            Some(NatModel {
+                port_preservation: true,
+                ..NatModel::symmetric()
+            }),
+        ),
     ]
 }
 
@@ -94,5 +101,47 @@ fn every_pair_of_nat_kinds_connects_directly_where_theory_allows() {
         }
     }
     eprintln!("{}", report.join("\n"));
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The same NAT matrix with IPv6 at each site (none, or a global address behind a stateful
+/// firewall): wherever both sites have IPv6, a direct IPv6 path exists whatever the IPv4 NATs do.
+#[test]
+fn the_matrix_with_ipv6_connects_over_ipv6_where_ipv4_cannot() {
+    use shipworm::sim::Ipv6Access;
+    let mut wrong = Vec::new();
+    for (an, a) in kinds() {
+        for (bn, b) in kinds() {
+            for (v6a, v6b) in [
+                (Ipv6Access::None, Ipv6Access::Firewalled),
+                (Ipv6Access::Firewalled, Ipv6Access::Firewalled),
+            ] {
+                let site = |nat, ipv6| SiteConfig {
+                    ipv6,
+                    ..SiteConfig::nat(nat)
+                };
+                let mut sim = Sim::new(9, vec![site(a, v6a), site(b, v6b)]);
+                sim.connect(0, 1);
+                let connected = sim.run_until(Duration::from_secs(11), |s| {
+                    (s.connected(0, 1) && s.connected(1, 0))
+                        || s.saw(0, |e| matches!(e, NodeEvent::ConnectFailed { .. }))
+                }) && sim.connected(0, 1);
+                let both_v6 = v6a != Ipv6Access::None && v6b != Ipv6Access::None;
+                let expect = both_v6 || theory_allows(&a, &b);
+                if connected != expect {
+                    wrong.push(format!(
+                        "{an} x {bn} ({v6a:?}/{v6b:?}): connected={connected}, expected {expect}"
+                    ));
+                }
+                if both_v6 && connected && !theory_allows(&a, &b) {
+                    let path = sim.selected(0, 1).unwrap();
+                    assert!(
+                        path.is_ipv6(),
+                        "{an} x {bn}: only IPv6 can work, yet {path} was selected"
+                    );
+                }
+            }
+        }
+    }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

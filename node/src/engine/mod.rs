@@ -55,6 +55,9 @@ pub struct EngineConfig {
     pub connect_timeout: Duration,
     /// Birthday-paradox punching between a hard and an easy NAT.
     pub birthday: BirthdayConfig,
+    /// STUN servers asked for reflexive addresses every `refresh_interval` (for example a
+    /// rendezvous' address of the family we do not register over).
+    pub stun: Vec<SocketAddr>,
 }
 
 impl Default for EngineConfig {
@@ -66,6 +69,7 @@ impl Default for EngineConfig {
             paths: PathTiming::default(),
             connect_timeout: Duration::from_secs(10),
             birthday: BirthdayConfig::default(),
+            stun: Vec::new(),
         }
     }
 }
@@ -310,7 +314,11 @@ pub struct Engine {
     /// Whether our NAT maps per destination, once a STUN check told us.
     maps_per_destination: Option<bool>,
     /// Outstanding STUN checks: transaction → (server STUN address, address it reflected first).
-    stun_checks: HashMap<[u8; 12], (SocketAddr, SocketAddr)>,
+    /// Outstanding STUN requests: transaction → (server, what for). `Some(observed)`: a mapping
+    /// check against that reflexive address; `None`: reflexive discovery (e.g. IPv6).
+    stun_checks: HashMap<[u8; 12], (SocketAddr, Option<SocketAddr>)>,
+    /// When the STUN servers are asked next.
+    next_stun: Instant,
 }
 
 /// Most introductions held while no registration is complete.
@@ -352,6 +360,7 @@ impl Engine {
             rng,
             maps_per_destination: None,
             stun_checks: HashMap::new(),
+            next_stun: now,
             trickle_due: false,
             port_mapped: false,
             spare_sockets: Vec::new(),
@@ -399,26 +408,34 @@ impl Engine {
     /// Compares the address a server reflected on its main port with what its second port
     /// sees: a different mapping per destination makes a "hard" NAT.
     fn check_mapping(&mut self, server: SocketAddr, alt_port: u16, observed: SocketAddr) {
-        if alt_port == 0 || self.stun_checks.len() >= 16 {
-            return;
+        if alt_port != 0 {
+            self.stun_request(SocketAddr::new(server.ip(), alt_port), Some(observed));
         }
-        let (req, tx) = shipworm_rendezvous::stun::binding_request();
+    }
+
+    fn stun_request(&mut self, server: SocketAddr, check: Option<SocketAddr>) {
+        if self.stun_checks.len() >= 16 {
+            // Unanswered requests of earlier rounds make room.
+            self.stun_checks.retain(|_, (_, c)| c.is_some());
+            if self.stun_checks.len() >= 16 {
+                return;
+            }
+        }
+        let (req, _) = shipworm_rendezvous::stun::binding_request();
         let mut key = [0u8; 12];
         key.copy_from_slice(&req[8..20]);
-        let _ = tx;
-        let alt = SocketAddr::new(server.ip(), alt_port);
-        self.stun_checks.insert(key, (alt, observed));
-        self.push_transmit(alt, req);
+        self.stun_checks.insert(key, (server, check));
+        self.push_transmit(server, req);
     }
 
     fn on_stun(&mut self, now: Instant, unix_ms: u64, from: SocketAddr, bytes: &[u8]) {
         let Some(key) = bytes.get(8..20).and_then(|k| <[u8; 12]>::try_from(k).ok()) else {
             return;
         };
-        let Some(&(alt, observed)) = self.stun_checks.get(&key) else {
+        let Some(&(server, check)) = self.stun_checks.get(&key) else {
             return;
         };
-        if from != alt {
+        if from != server {
             return;
         }
         let Ok(msg) = stun_types::message::Message::from_bytes(bytes) else {
@@ -430,6 +447,11 @@ impl Engine {
             return;
         };
         self.stun_checks.remove(&key);
+        let Some(observed) = check else {
+            // Reflexive discovery: the address this server sees (IPv6 through NAT66/NPT, say).
+            self.add_local_candidate(mapped, CandidateKind::Reflexive);
+            return;
+        };
         let per_destination = mapped != observed;
         let first = self.maps_per_destination.is_none();
         self.maps_per_destination = Some(per_destination);
@@ -982,7 +1004,8 @@ impl Engine {
             return Some(self.created);
         }
         let timing = &self.config.paths;
-        let reg = self.servers.iter().map(|r| r.next_action());
+        let stun = (!self.config.stun.is_empty()).then_some(self.next_stun);
+        let reg = self.servers.iter().map(|r| r.next_action()).chain(stun);
         let tunnel = self.tunnel.poll_timeout();
         let paths = self
             .peers
@@ -1148,6 +1171,12 @@ impl Engine {
     /// Registration upkeep, probes, path failure detection, handshake retries, timeouts.
     pub fn handle_timeout(&mut self, now: Instant, unix_ms: u64) {
         self.last_now = now;
+        if now >= self.next_stun && !self.config.stun.is_empty() {
+            self.next_stun = now + self.config.refresh_interval;
+            for server in self.config.stun.clone() {
+                self.stun_request(server, None);
+            }
+        }
         for i in 0..self.servers.len() {
             let tx = self.next_id();
             if let Some(req) = self.servers[i].poll(now, unix_ms, &self.identity, tx) {
