@@ -28,71 +28,11 @@ enum Router {
 /// and B's overlay address.
 fn two_sites(tag: &str, a: Router, b: Router) -> (Lab, [String; 4], String) {
     let mut lab = Lab::new(tag);
-    let t = lab.tag.clone();
-    let name = |s: &str| format!("{s}{t}");
-    let (wan, rdv, ra, rb, ha, hb) = (
-        lab.ns("w"),
-        lab.ns("r"),
-        lab.ns("ra"),
-        lab.ns("rb"),
-        lab.ns("ha"),
-        lab.ns("hb"),
-    );
-    lab.link_named(
-        &wan,
-        &name("w0"),
-        "172.30.0.1/24",
-        &rdv,
-        &name("r0"),
-        "172.30.0.2/24",
-    );
-    lab.link_named(
-        &wan,
-        &name("w1"),
-        "172.30.1.1/24",
-        &ra,
-        &name("aw"),
-        "172.30.1.2/24",
-    );
-    lab.link_named(
-        &wan,
-        &name("w2"),
-        "172.30.2.1/24",
-        &rb,
-        &name("bw"),
-        "172.30.2.2/24",
-    );
-    lab.link_named(
-        &ra,
-        &name("al"),
-        "192.168.1.1/24",
-        &ha,
-        &name("ah"),
-        "192.168.1.2/24",
-    );
-    lab.link_named(
-        &rb,
-        &name("bl"),
-        "192.168.2.1/24",
-        &hb,
-        &name("bh"),
-        "192.168.2.2/24",
-    );
-    for ns in [&wan, &ra, &rb] {
-        lab.exec(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    }
-    for (ns, via) in [
-        (&rdv, "172.30.0.1"),
-        (&ra, "172.30.1.1"),
-        (&rb, "172.30.2.1"),
-        (&ha, "192.168.1.1"),
-        (&hb, "192.168.2.1"),
-    ] {
-        lab.exec(ns, &["ip", "route", "add", "default", "via", via]);
-    }
+    let sites = lab.two_sites("172.30");
+    let [aw, al, bw, bl] = sites.ifaces.clone();
     for (router, kind, wan_if, lan_if, host) in [
-        (&ra, a, name("aw"), name("al"), "192.168.1.2"),
-        (&rb, b, name("bw"), name("bl"), "192.168.2.2"),
+        (&sites.ra, a, aw, al, "192.168.1.2"),
+        (&sites.rb, b, bw, bl, "192.168.2.2"),
     ] {
         let rules = match kind {
             Router::Home => home_router(&wan_if, &lan_if),
@@ -101,37 +41,21 @@ fn two_sites(tag: &str, a: Router, b: Router) -> (Lab, [String; 4], String) {
         };
         lab.nft(router, &rules);
     }
-    lab.spawn(
-        &rdv,
-        "rendezvous",
-        &[
-            env!("CARGO_BIN_EXE_shipworm"),
-            "rendezvous",
-            "--listen",
-            "172.30.0.2:3478",
-            "--alt-listen",
-            "172.30.0.2:3479",
-        ],
-    );
-    assert!(
-        lab.wait_log("rendezvous", "rendezvous on", Duration::from_secs(10)),
-        "{}",
-        lab.log("rendezvous")
-    );
+    lab.start_rendezvous(&sites);
     let (a_key, a_id, _) = lab.identity("a");
     let (b_key, b_id, b_ov) = lab.identity("b");
-    let rdv_flag = ["--rendezvous", "172.30.0.2:3478"];
-    let (ta, tb) = (name("sa"), name("sb"));
+    let rdv_flag = ["--rendezvous", sites.rendezvous.as_str()];
+    let (ta, tb) = (format!("sa{}", lab.tag), format!("sb{}", lab.tag));
     // Each knows only the other's NodeId: addresses come from the rendezvous. B first, so that
     // A's introduction finds it registered.
-    lab.up_with(&hb, &b_key, &tb, "0.0.0.0:51820", &[a_id], &rdv_flag);
+    lab.up_with(&sites.hb, &b_key, &tb, "0.0.0.0:51820", &[a_id], &rdv_flag);
     assert!(
         lab.wait_log(&tb, "registered at", Duration::from_secs(10)),
         "{}",
         lab.log(&tb)
     );
-    lab.up_with(&ha, &a_key, &ta, "0.0.0.0:51820", &[b_id], &rdv_flag);
-    (lab, [ha, hb, ta, tb], b_ov)
+    lab.up_with(&sites.ha, &a_key, &ta, "0.0.0.0:51820", &[b_id], &rdv_flag);
+    (lab, [sites.ha.clone(), sites.hb.clone(), ta, tb], b_ov)
 }
 
 #[test]

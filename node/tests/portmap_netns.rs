@@ -52,78 +52,20 @@ fn miniupnpd_conf(wan: &str, lan: &str) -> String {
     )
 }
 
-/// Builds the lab; returns (lab, A's ns, B's ns, A's key, B's key, A's id, B's id, B's overlay).
+/// Builds the lab: A behind a home router running miniupnpd, B behind a symmetric NAT, a
+/// rendezvous; returns (lab, A's ns, B's ns, [A's key, B's key, A's id, B's id, B's overlay]).
 fn build(tag: &str) -> (Lab, String, String, [String; 5]) {
     let mut lab = Lab::new(tag);
-    let t = lab.tag.clone();
-    let name = |s: &str| format!("{s}{t}");
-    let (wan, rdv, ra, rb, ha, hb) = (
-        lab.ns("w"),
-        lab.ns("r"),
-        lab.ns("ra"),
-        lab.ns("rb"),
-        lab.ns("ha"),
-        lab.ns("hb"),
-    );
     // miniupnpd refuses reserved and documentation ranges as its external address: the lab's
     // "internet" uses an ordinary public range, harmless inside isolated namespaces.
-    lab.link_named(
-        &wan,
-        &name("w0"),
-        "5.5.0.1/24",
-        &rdv,
-        &name("r0"),
-        "5.5.0.2/24",
-    );
-    lab.link_named(
-        &wan,
-        &name("w1"),
-        "5.5.1.1/24",
-        &ra,
-        &name("aw"),
-        "5.5.1.2/24",
-    );
-    lab.link_named(
-        &wan,
-        &name("w2"),
-        "5.5.2.1/24",
-        &rb,
-        &name("bw"),
-        "5.5.2.2/24",
-    );
-    lab.link_named(
-        &ra,
-        &name("al"),
-        "192.168.1.1/24",
-        &ha,
-        &name("ah"),
-        "192.168.1.2/24",
-    );
-    lab.link_named(
-        &rb,
-        &name("bl"),
-        "192.168.2.1/24",
-        &hb,
-        &name("bh"),
-        "192.168.2.2/24",
-    );
-    for ns in [&wan, &ra, &rb] {
-        lab.exec(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    }
-    for (ns, via) in [
-        (&rdv, "5.5.0.1"),
-        (&ra, "5.5.1.1"),
-        (&rb, "5.5.2.1"),
-        (&ha, "192.168.1.1"),
-        (&hb, "192.168.2.1"),
-    ] {
-        lab.exec(ns, &["ip", "route", "add", "default", "via", via]);
-    }
-    lab.nft(&ra, &upnp_router(&name("aw"), &name("al")));
-    lab.nft(&rb, &symmetric_router(&name("bw"), &name("bl")));
+    let sites = lab.two_sites("5.5");
+    let [aw, al, bw, bl] = sites.ifaces.clone();
+    lab.nft(&sites.ra, &upnp_router(&aw, &al));
+    lab.nft(&sites.rb, &symmetric_router(&bw, &bl));
     let conf = lab.dir.join("miniupnpd.conf");
-    std::fs::write(&conf, miniupnpd_conf(&name("aw"), &name("al"))).unwrap();
+    std::fs::write(&conf, miniupnpd_conf(&aw, &al)).unwrap();
     let conf = conf.to_string_lossy().into_owned();
+    let ra = sites.ra.clone();
     lab.spawn(&ra, "miniupnpd", &["miniupnpd", "-d", "-f", &conf]);
     assert!(
         lab.wait_log(
@@ -134,19 +76,7 @@ fn build(tag: &str) -> (Lab, String, String, [String; 5]) {
         "{}",
         lab.log("miniupnpd")
     );
-    lab.spawn(
-        &rdv,
-        "rendezvous",
-        &[
-            env!("CARGO_BIN_EXE_shipworm"),
-            "rendezvous",
-            "--listen",
-            "5.5.0.2:3478",
-            "--alt-listen",
-            "5.5.0.2:3479",
-        ],
-    );
-    assert!(lab.wait_log("rendezvous", "rendezvous on", Duration::from_secs(10)));
+    lab.start_rendezvous(&sites);
     let (a_key, a_id, _) = lab.identity("a");
     let (b_key, b_id, b_ov) = lab.identity("b");
     let keys = [
@@ -156,7 +86,7 @@ fn build(tag: &str) -> (Lab, String, String, [String; 5]) {
         b_id,
         b_ov,
     ];
-    (lab, ha, hb, keys)
+    (lab, sites.ha.clone(), sites.hb.clone(), keys)
 }
 
 #[test]
