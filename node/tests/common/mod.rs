@@ -319,14 +319,14 @@ impl Lab {
     }
 }
 
-/// A home router: masquerade (endpoint-independent mapping, port-preserving in practice), and
-/// nothing unsolicited comes in, neither to the router itself nor through it.
-pub fn home_router(wan: &str, lan: &str) -> String {
+/// A NAT router: `masquerade {options}` on the WAN, and nothing unsolicited comes in, neither
+/// to the router itself nor through it.
+fn nat_router(wan: &str, lan: &str, options: &str) -> String {
     format!(
         r#"table ip nat {{
     chain post {{
         type nat hook postrouting priority srcnat;
-        oifname "{wan}" masquerade
+        oifname "{wan}" masquerade {options}
     }}
 }}
 table ip filter {{
@@ -343,6 +343,11 @@ table ip filter {{
 }}
 "#
     )
+}
+
+/// A home router: masquerade maps endpoint-independently (and keeps ports in practice).
+pub fn home_router(wan: &str, lan: &str) -> String {
+    nat_router(wan, lan, "")
 }
 
 /// A full-cone router for one host port: the home router plus a static forward of that port.
@@ -365,27 +370,7 @@ pub fn full_cone_router(wan: &str, lan: &str, host: &str, port: u16) -> String {
 
 /// A NAT that maps per destination: masquerade with fully random ports.
 pub fn symmetric_router(wan: &str, lan: &str) -> String {
-    format!(
-        r#"table ip nat {{
-    chain post {{
-        type nat hook postrouting priority srcnat;
-        oifname "{wan}" masquerade fully-random
-    }}
-}}
-table ip filter {{
-    chain input {{
-        type filter hook input priority 0; policy accept;
-        iifname "{wan}" ct state established,related accept
-        iifname "{wan}" drop
-    }}
-    chain forward {{
-        type filter hook forward priority 0; policy drop;
-        iifname "{lan}" accept
-        iifname "{wan}" ct state established,related accept
-    }}
-}}
-"#
-    )
+    nat_router(wan, lan, "fully-random")
 }
 
 /// The namespaces and interface names of a two-site topology.
