@@ -96,7 +96,7 @@ pub struct DriverStats {
 }
 
 /// Something learned outside the engine (by slow discovery tasks) to hand to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum DriverCommand {
     /// A new local candidate.
     Candidate(SocketAddr, CandidateKind),
@@ -104,6 +104,21 @@ pub enum DriverCommand {
     PortMapped(bool),
     /// Connect (again) to a peer, at these addresses if known.
     Connect(shipworm_tunnel::NodeId, Vec<SocketAddr>),
+    /// Register with one more rendezvous.
+    AddRendezvous(SocketAddr),
+    /// Report the candidate and pair table.
+    Diagnostics(tokio::sync::oneshot::Sender<crate::engine::Diagnostics>),
+}
+
+/// Where the IPv6 packets of the overlay come from and go to on this host.
+#[derive(Clone, Copy)]
+pub enum LocalSide<'a> {
+    /// Nowhere (a node that only relays nothing; tests).
+    None,
+    /// A TUN interface: any program's packets.
+    Tun(&'a AsyncDevice),
+    /// quinn through the overlay socket.
+    Quic(&'a crate::quic::socket::Pipe),
 }
 
 /// Pumps `engine` between `socket` and `tun` until `stop` completes; `commands` feeds results of
@@ -112,7 +127,7 @@ pub enum DriverCommand {
 pub async fn run(
     engine: &mut Engine,
     socket: &UdpSocket,
-    tun: Option<&AsyncDevice>,
+    local: LocalSide<'_>,
     commands: &mut tokio::sync::mpsc::Receiver<DriverCommand>,
     stop: impl Future<Output = ()>,
     mut on_event: impl FnMut(&NodeEvent),
@@ -126,6 +141,15 @@ pub async fn run(
     let (extra_tx, mut extra_rx) = tokio::sync::mpsc::channel::<(u16, SocketAddr, Vec<u8>)>(1024);
     let mut udp_buf = vec![0u8; 65536];
     let mut tun_buf = vec![0u8; 65536];
+    let mut quic_out: Vec<Vec<u8>> = Vec::new();
+    let tun = match local {
+        LocalSide::Tun(t) => Some(t),
+        _ => None,
+    };
+    let pipe = match local {
+        LocalSide::Quic(p) => Some(p),
+        _ => None,
+    };
     let mut stats = DriverStats::default();
     tokio::pin!(stop);
     loop {
@@ -149,6 +173,19 @@ pub async fn run(
                     Err(SendError::TooBig { .. }) => stats.too_big += 1,
                 }
             }
+            _ = std::future::poll_fn(|cx| match pipe {
+                Some(p) => p.poll_outbound(cx, &mut quic_out),
+                None => std::task::Poll::Pending,
+            }) => {
+                for packet in quic_out.drain(..) {
+                    match engine.send_ip(Instant::now(), unix_ms(), &packet) {
+                        Ok(()) => {}
+                        Err(SendError::NoPeer(_)) => stats.no_peer += 1,
+                        Err(SendError::TooBig { .. }) => stats.too_big += 1,
+                        Err(SendError::BadPacket(_)) => stats.not_overlay += 1,
+                    }
+                }
+            }
             Some((local, from, bytes)) = extra_rx.recv() => {
                 engine.handle_packet_on(Instant::now(), unix_ms(), local, from, &bytes);
             }
@@ -156,6 +193,10 @@ pub async fn run(
                 DriverCommand::Candidate(addr, kind) => engine.add_local_candidate(addr, kind),
                 DriverCommand::PortMapped(m) => engine.set_port_mapped(m),
                 DriverCommand::Connect(peer, direct) => engine.connect(Instant::now(), unix_ms(), peer, &direct),
+                DriverCommand::AddRendezvous(server) => engine.add_rendezvous(Instant::now(), server),
+                DriverCommand::Diagnostics(reply) => {
+                    let _ = reply.send(engine.diagnostics());
+                }
             },
             _ = tokio::time::sleep_until(deadline.into()) => engine.handle_timeout(Instant::now(), unix_ms()),
         }
@@ -220,16 +261,20 @@ pub async fn run(
                 }
                 _ => {}
             }
-            match (&e, tun) {
-                (NodeEvent::Packet { packet, .. } | NodeEvent::Local(packet), Some(t)) => {
+            match (&e, tun, pipe) {
+                (NodeEvent::Packet { packet, .. } | NodeEvent::Local(packet), Some(t), _) => {
                     t.send(packet).await?;
                 }
+                (NodeEvent::Packet { packet, .. }, None, Some(p)) => p.deliver(packet),
                 _ => on_event(&e),
             }
         }
     }
     for (_, (_, task)) in extra {
         task.abort();
+    }
+    if let Some(p) = pipe {
+        p.close();
     }
     Ok(stats)
 }

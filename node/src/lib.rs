@@ -13,14 +13,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod demo;
 pub mod driver;
 pub mod engine;
 pub mod paths;
 pub mod portmap;
+pub mod quic;
 pub mod sim;
 pub mod up;
 
+pub use api::{Node, NodeError, Target};
 pub use shipworm_rendezvous as rendezvous;
 pub use shipworm_tunnel as tunnel;
 pub use shipworm_tunnel::{Identity, NodeId, RendezvousAddr, Ticket};

@@ -240,9 +240,14 @@ fn up(identity: Identity, rendezvous: &[RendezvousAddr], args: UpArgs) -> anyhow
         let mut failures: std::collections::HashMap<shipworm::NodeId, u32> = Default::default();
         let (portmap_stop, portmap_stopped) = tokio::sync::oneshot::channel::<()>();
         let portmap = (!args.no_portmap).then(|| {
-            tokio::spawn(keep_port_mapping(socket.local_addr().map_or(0, |a| a.port()), commands_tx, portmap_stopped))
+            tokio::spawn(shipworm::portmap::keep(
+                socket.local_addr().map_or(0, |a| a.port()),
+                commands_tx,
+                portmap_stopped,
+                |line| eprintln!("{line}"),
+            ))
         });
-        let stats = shipworm::driver::run(&mut engine, &socket, Some(&tun), &mut commands, shutdown_signal(), |e| match e {
+        let stats = shipworm::driver::run(&mut engine, &socket, shipworm::driver::LocalSide::Tun(&tun), &mut commands, shutdown_signal(), |e| match e {
             NodeEvent::Registered { server, observed } => eprintln!("registered at {server}: seen as {observed}"),
             NodeEvent::RegistrationRefused { reason, .. } => eprintln!("rendezvous: {reason}"),
             NodeEvent::Connected { peer, path, rtt } => {
@@ -284,56 +289,6 @@ fn up(identity: Identity, rendezvous: &[RendezvousAddr], args: UpArgs) -> anyhow
         );
         Ok(())
     })
-}
-
-/// Holds a gateway port mapping for `port`: creates it, renews it at half-lease, removes it when
-/// `stop` fires.
-async fn keep_port_mapping(
-    port: u16,
-    commands: tokio::sync::mpsc::Sender<shipworm::driver::DriverCommand>,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-) {
-    use shipworm::driver::DriverCommand;
-    use shipworm::engine::paths::CandidateKind;
-    let mut mapping = tokio::select! {
-        r = shipworm::portmap::map(port) => match r {
-            Ok(m) => m,
-            Err(e) => {
-                eprintln!("no port mapping: {e}");
-                return;
-            }
-        },
-        _ = &mut stop => return,
-    };
-    eprintln!(
-        "port mapping: {} via {}",
-        mapping.external, mapping.protocol
-    );
-    let _ = commands
-        .send(DriverCommand::Candidate(
-            mapping.external,
-            CandidateKind::Mapped,
-        ))
-        .await;
-    let _ = commands.send(DriverCommand::PortMapped(true)).await;
-    loop {
-        let renew = mapping.renew_after();
-        tokio::select! {
-            _ = async { match renew { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {
-                if let Err(e) = mapping.renew().await {
-                    eprintln!("port mapping renewal failed: {e}");
-                    let _ = commands.send(DriverCommand::PortMapped(false)).await;
-                    return;
-                }
-            }
-            _ = &mut stop => break,
-        }
-    }
-    let external = mapping.external;
-    match mapping.remove().await {
-        Ok(()) => eprintln!("port mapping {external} removed"),
-        Err(e) => eprintln!("port mapping {external}: removal failed: {e}"),
-    }
 }
 
 fn rendezvous_server(

@@ -257,6 +257,57 @@ impl PortMap {
     }
 }
 
+/// Holds a gateway port mapping for `port`: creates it, renews it at half-lease, removes it when
+/// `stop` fires.
+pub async fn keep(
+    port: u16,
+    commands: tokio::sync::mpsc::Sender<crate::driver::DriverCommand>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+    report: impl Fn(String),
+) {
+    use crate::driver::DriverCommand;
+    use crate::engine::paths::CandidateKind;
+    let mut mapping = tokio::select! {
+        r = map(port) => match r {
+            Ok(m) => m,
+            Err(e) => {
+                report(format!("no port mapping: {e}"));
+                return;
+            }
+        },
+        _ = &mut stop => return,
+    };
+    report(format!(
+        "port mapping: {} via {}",
+        mapping.external, mapping.protocol
+    ));
+    let _ = commands
+        .send(DriverCommand::Candidate(
+            mapping.external,
+            CandidateKind::Mapped,
+        ))
+        .await;
+    let _ = commands.send(DriverCommand::PortMapped(true)).await;
+    loop {
+        let renew = mapping.renew_after();
+        tokio::select! {
+            _ = async { match renew { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {
+                if let Err(e) = mapping.renew().await {
+                    report(format!("port mapping renewal failed: {e}"));
+                    let _ = commands.send(DriverCommand::PortMapped(false)).await;
+                    return;
+                }
+            }
+            _ = &mut stop => break,
+        }
+    }
+    let external = mapping.external;
+    match mapping.remove().await {
+        Ok(()) => report(format!("port mapping {external} removed")),
+        Err(e) => report(format!("port mapping {external}: removal failed: {e}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

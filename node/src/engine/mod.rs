@@ -491,6 +491,16 @@ impl Engine {
         self.tunnel.stats()
     }
 
+    /// Registers with one more rendezvous (a ticket's home server, say); no-op if known.
+    pub fn add_rendezvous(&mut self, now: Instant, server: SocketAddr) {
+        let server = addr::normalize(server);
+        if self.servers.iter().any(|r| r.server == server) || self.servers.len() >= 16 {
+            return;
+        }
+        self.servers
+            .push(Registration::new(server, now, self.config.refresh_interval));
+    }
+
     /// Our reflexive address at each server that confirmed us.
     pub fn registrations(&self) -> Vec<(SocketAddr, Option<SocketAddr>)> {
         self.servers

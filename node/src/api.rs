@@ -1,0 +1,455 @@
+//! The library API: a [`Node`] that connects to other nodes by NodeId or ticket and hands out
+//! authenticated QUIC connections (quinn) running end to end inside the tunnel.
+//!
+//! ```no_run
+//! # async fn demo(ticket: shipworm::Ticket) -> anyhow::Result<()> {
+//! use shipworm::Node;
+//!
+//! let node = Node::builder().rendezvous("rdv.example.net:3478".parse()?).alpn(b"echo/1").spawn().await?;
+//! let conn = node.connect(ticket, b"echo/1").await?;
+//! let (mut send, mut recv) = conn.open_bi().await?;
+//! send.write_all(b"hello").await?;
+//! send.finish()?;
+//! let echoed = recv.read_to_end(1 << 20).await?;
+//! # Ok(()) }
+//! ```
+
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shipworm_tunnel::tunnel::{Accept, TunnelConfig};
+use shipworm_tunnel::{Identity, NodeId, RendezvousAddr, Ticket};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::driver::{self, DriverCommand, LocalSide};
+use crate::engine::{ConnectError, Diagnostics, Engine, EngineConfig, NodeEvent};
+use crate::quic::socket::{OverlaySocket, Pipe, QUIC_PORT};
+use crate::quic::{tls, transport_config};
+
+/// How long `connect` waits for a path.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a node operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// No direct path (the engine's reason).
+    #[error("{0}")]
+    Connect(#[from] ConnectError),
+    /// No answer within [`CONNECT_TIMEOUT`].
+    #[error("no connection to {0} within {CONNECT_TIMEOUT:?}")]
+    Timeout(NodeId),
+    /// QUIC failed on top of a working path.
+    #[error("QUIC connection to {peer}: {reason}")]
+    Quic {
+        /// The peer.
+        peer: NodeId,
+        /// What quinn said (a key mismatch names both keys).
+        reason: String,
+    },
+    /// Setting up the node failed.
+    #[error("{0}")]
+    Setup(String),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// Whom to connect to.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// By NodeId, through our own rendezvous.
+    Node(NodeId),
+    /// By ticket: its rendezvous and direct addresses too.
+    Ticket(Ticket),
+}
+
+impl From<NodeId> for Target {
+    fn from(n: NodeId) -> Self {
+        Target::Node(n)
+    }
+}
+
+impl From<Ticket> for Target {
+    fn from(t: Ticket) -> Self {
+        Target::Ticket(t)
+    }
+}
+
+/// Builds a [`Node`].
+#[derive(Debug)]
+pub struct Builder {
+    identity: Option<Identity>,
+    rendezvous: Vec<RendezvousAddr>,
+    bind: SocketAddr,
+    portmap: bool,
+    accept: Accept,
+    alpns: Vec<Vec<u8>>,
+    engine: EngineConfig,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            identity: None,
+            rendezvous: Vec::new(),
+            bind: SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0)),
+            portmap: true,
+            accept: Accept::Any,
+            alpns: Vec::new(),
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+impl Builder {
+    /// The node's identity (default: a fresh one).
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// A rendezvous server (repeatable).
+    pub fn rendezvous(mut self, server: RendezvousAddr) -> Self {
+        self.rendezvous.push(server);
+        self
+    }
+
+    /// The UDP address to bind (default `[::]:0`, dual-stack).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// Ask the gateway for a port mapping (default on).
+    pub fn portmap(mut self, on: bool) -> Self {
+        self.portmap = on;
+        self
+    }
+
+    /// Accept sessions only from these nodes (default: anyone who proves a key).
+    pub fn allow(mut self, nodes: impl IntoIterator<Item = NodeId>) -> Self {
+        self.accept = Accept::Only(nodes.into_iter().collect());
+        self
+    }
+
+    /// An application protocol incoming connections may use (repeatable).
+    pub fn alpn(mut self, alpn: &[u8]) -> Self {
+        self.alpns.push(alpn.to_vec());
+        self
+    }
+
+    /// Engine settings (timers, birthday budget); the rendezvous list is set from the builder.
+    pub fn engine_config(mut self, config: EngineConfig) -> Self {
+        self.engine = config;
+        self
+    }
+
+    /// Binds the socket, starts the node's driver, and returns the node.
+    pub async fn spawn(self) -> Result<Node, NodeError> {
+        let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
+        let identity = self.identity.unwrap_or_else(Identity::generate);
+        let me = identity.node_id();
+        let mut register = Vec::new();
+        for r in &self.rendezvous {
+            register.push(resolve(r).await.map_err(|e| setup(&e))?);
+        }
+        let mut config = self.engine;
+        config.rendezvous = register;
+        config.tunnel = TunnelConfig {
+            accept: self.accept,
+            ..config.tunnel
+        };
+        let inner_mtu = config.tunnel.mtu;
+        let socket = shipworm_tunnel::device::bind_dual_stack(self.bind)
+            .map_err(|e| setup(&format!("cannot bind UDP {}: {e}", self.bind)))?;
+        let local_addr = socket.local_addr().map_err(|e| setup(&e))?;
+        let mut engine = Engine::new(identity.clone(), config, Instant::now(), None);
+        driver::gather_host_candidates(&mut engine, &socket).map_err(|e| setup(&e))?;
+
+        let pipe = Pipe::new(me.overlay_addr());
+        let server = tls::server_config(&identity, &self.alpns).map_err(|e| setup(&e))?;
+        let server =
+            quinn::crypto::rustls::QuicServerConfig::try_from(server).map_err(|e| setup(&e))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
+        server.transport_config(transport_config(inner_mtu));
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            OverlaySocket::new(pipe.clone()),
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|e| setup(&e))?;
+
+        let (commands_tx, mut commands) = mpsc::channel(64);
+        let (events, _) = broadcast::channel(256);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let events_tx = events.clone();
+        let pipe_for_driver = pipe.clone();
+        let (portmap_stop, portmap_stopped) = oneshot::channel();
+        let portmap = self.portmap.then(|| {
+            let report = |line: String| tracing::info!("{line}");
+            tokio::spawn(crate::portmap::keep(
+                local_addr.port(),
+                commands_tx.clone(),
+                portmap_stopped,
+                report,
+            ))
+        });
+        let task = tokio::spawn(async move {
+            let stop = async {
+                let _ = stop_rx.await;
+            };
+            let r = driver::run(
+                &mut engine,
+                &socket,
+                LocalSide::Quic(&pipe_for_driver),
+                &mut commands,
+                stop,
+                |e| {
+                    let _ = events_tx.send(e.clone());
+                },
+            )
+            .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "node driver stopped");
+            }
+        });
+        Ok(Node {
+            identity,
+            endpoint,
+            commands: commands_tx,
+            events,
+            rendezvous: self.rendezvous,
+            local_addr,
+            inner_mtu,
+            stop: std::sync::Mutex::new(Some(stop_tx)),
+            task: std::sync::Mutex::new(Some(task)),
+            portmap: std::sync::Mutex::new(portmap.map(|t| (portmap_stop, t))),
+            pipe,
+        })
+    }
+}
+
+async fn resolve(r: &RendezvousAddr) -> std::io::Result<SocketAddr> {
+    match r {
+        RendezvousAddr::Ip(a) => Ok(*a),
+        RendezvousAddr::Host(h, p) => tokio::net::lookup_host((h.as_str(), *p))
+            .await?
+            .min_by_key(|a| a.is_ipv6())
+            .ok_or_else(|| std::io::Error::other(format!("{h}:{p} resolves to no address"))),
+    }
+}
+
+/// A running node.
+pub struct Node {
+    identity: Identity,
+    endpoint: quinn::Endpoint,
+    commands: mpsc::Sender<DriverCommand>,
+    events: broadcast::Sender<NodeEvent>,
+    rendezvous: Vec<RendezvousAddr>,
+    local_addr: SocketAddr,
+    inner_mtu: usize,
+    stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    portmap: std::sync::Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
+    pipe: Arc<Pipe>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node_id", &self.node_id())
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A builder.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Our NodeId.
+    pub fn node_id(&self) -> NodeId {
+        self.identity.node_id()
+    }
+
+    /// Our overlay IPv6 address.
+    pub fn overlay_addr(&self) -> Ipv6Addr {
+        self.node_id().overlay_addr()
+    }
+
+    /// The underlay UDP address the node is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Events (registrations, connections, path changes) as they happen.
+    pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
+    }
+
+    async fn command(&self, c: DriverCommand) -> Result<(), NodeError> {
+        self.commands.send(c).await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// The candidate and pair table.
+    pub async fn status(&self) -> Result<Diagnostics, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.command(DriverCommand::Diagnostics(tx)).await?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Our ticket: NodeId, rendezvous servers, and our current candidates as direct addresses.
+    pub async fn ticket(&self) -> Result<Ticket, NodeError> {
+        let d = self.status().await?;
+        let mut direct: Vec<SocketAddr> = d.candidates.iter().map(|c| c.addr).collect();
+        direct.truncate(shipworm_tunnel::ticket::MAX_DIRECT);
+        Ticket::new(self.node_id(), self.rendezvous.clone(), direct)
+            .map_err(|e| NodeError::Setup(e.to_string()))
+    }
+
+    /// Waits until a rendezvous confirmed us (or `within` passes); returns whether one did.
+    pub async fn registered(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Ok(d) = self.status().await {
+                if d.registrations.iter().any(|(_, o)| o.is_some()) {
+                    return true;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Connects to `target` and opens a QUIC connection speaking `alpn`, authenticated as exactly
+    /// that node.
+    pub async fn connect(
+        &self,
+        target: impl Into<Target>,
+        alpn: &[u8],
+    ) -> Result<quinn::Connection, NodeError> {
+        let (peer, direct) = match target.into() {
+            Target::Node(n) => (n, Vec::new()),
+            Target::Ticket(t) => {
+                for r in t.rendezvous() {
+                    if let Ok(addr) = resolve(r).await {
+                        self.command(DriverCommand::AddRendezvous(addr)).await?;
+                    }
+                }
+                (t.node_id(), t.direct().to_vec())
+            }
+        };
+        self.ensure_path(peer, direct).await?;
+        let config = tls::client_config(&self.identity, peer, alpn)
+            .map_err(|e| NodeError::Setup(e.to_string()))?;
+        let config = quinn::crypto::rustls::QuicClientConfig::try_from(config)
+            .map_err(|e| NodeError::Setup(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(config));
+        config.transport_config(transport_config(self.inner_mtu));
+        let to = SocketAddr::V6(SocketAddrV6::new(peer.overlay_addr(), QUIC_PORT, 0, 0));
+        let quic = |e: &dyn std::fmt::Display| NodeError::Quic {
+            peer,
+            reason: e.to_string(),
+        };
+        self.endpoint
+            .connect_with(config, to, "shipworm")
+            .map_err(|e| quic(&e))?
+            .await
+            .map_err(|e| quic(&e))
+    }
+
+    /// Makes sure a two-way path to `peer` exists: waits for the engine to connect, or fails with
+    /// its reason.
+    async fn ensure_path(&self, peer: NodeId, direct: Vec<SocketAddr>) -> Result<(), NodeError> {
+        let mut events = self.events.subscribe();
+        let has_path = |d: &Diagnostics| {
+            d.peers
+                .iter()
+                .any(|p| p.peer == peer && p.pairs.iter().any(|x| x.selected))
+        };
+        if has_path(&self.status().await?) {
+            return Ok(());
+        }
+        // Registration first (a ticket's rendezvous may be new to us).
+        self.registered(Duration::from_secs(5)).await;
+        self.command(DriverCommand::Connect(peer, direct)).await?;
+        let wait = async {
+            loop {
+                match events.recv().await {
+                    Ok(NodeEvent::Connected { peer: p, .. }) if p == peer => return Ok(()),
+                    Ok(NodeEvent::ConnectFailed { peer: p, error }) if p == peer => {
+                        return Err(NodeError::Connect(error))
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if has_path(&self.status().await?) {
+                            return Ok(());
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Err(NodeError::Stopped),
+                }
+            }
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, wait)
+            .await
+            .map_err(|_| NodeError::Timeout(peer))?
+    }
+
+    /// The next incoming QUIC connection and the node it authenticated as; `None` once the node
+    /// has stopped.
+    pub async fn accept(&self) -> Option<(NodeId, quinn::Connection)> {
+        loop {
+            let incoming = self.endpoint.accept().await?;
+            let Ok(conn) = incoming.await else { continue };
+            let Some(peer) = peer_of(&conn) else {
+                conn.close(1u32.into(), b"no valid raw public key");
+                continue;
+            };
+            // Self-certifying addresses: the overlay source must belong to the key TLS proved.
+            if conn.remote_address().ip() != std::net::IpAddr::V6(peer.overlay_addr()) {
+                conn.close(2u32.into(), b"overlay address does not match the key");
+                continue;
+            }
+            return Some((peer, conn));
+        }
+    }
+
+    /// Stops the node: closes connections, the driver, and removes the port mapping.
+    pub async fn close(&self) {
+        self.endpoint.close(0u32.into(), b"node closing");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        if let Some(stop) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = stop.send(());
+        }
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        let portmap = self
+            .portmap
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((stop, task)) = portmap {
+            // The mapping is removed from the gateway before the task ends.
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+        }
+        self.pipe.close();
+    }
+}
+
+/// The NodeId a QUIC connection's peer authenticated as.
+pub fn peer_of(conn: &quinn::Connection) -> Option<NodeId> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    tls::node_of_spki(certs.first()?.as_ref())
+}
