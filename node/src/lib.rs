@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod cli;
 pub mod demo;
 pub mod driver;
 pub mod engine;

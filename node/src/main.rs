@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod commands;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shipworm::{Identity, RendezvousAddr, Ticket};
@@ -21,6 +23,12 @@ struct Cli {
     /// Machine-readable output.
     #[arg(long, global = true)]
     json: bool,
+    /// UDP address of the node's socket (`up` has its own --listen).
+    #[arg(long, global = true, default_value = "[::]:0")]
+    bind: std::net::SocketAddr,
+    /// Do not ask the gateway for a port mapping (PCP, NAT-PMP, UPnP IGD).
+    #[arg(long, global = true)]
+    no_portmap: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,9 +39,36 @@ enum Command {
     Id,
     /// Run the end-to-end demo on this machine (embedded rendezvous, two nodes, loopback).
     Demo,
-    /// Run a node with the overlay on a TUN interface (needs root or CAP_NET_ADMIN). Peers are
-    /// reached through `--rendezvous` introductions and hole punching, or at given addresses.
+    /// Run a long-lived node. With --tun, the overlay goes on a TUN interface (needs root or
+    /// CAP_NET_ADMIN) for any program; without, it answers ping and forwards to allowed ports.
+    /// Peers are reached through `--rendezvous` introductions and hole punching.
     Up(UpArgs),
+    /// Print a ticket, accept one peer, and pipe its stream to stdout and stdin to it (netcat).
+    Listen,
+    /// Connect to a `listen`ing peer and pipe stdin/stdout.
+    Connect {
+        /// The peer's ticket.
+        ticket: Ticket,
+    },
+    /// Forward a local TCP port to a port on the peer (which runs `up --forward-port PORT`).
+    Forward {
+        /// The peer's ticket.
+        ticket: Ticket,
+        /// Local address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        local: std::net::SocketAddr,
+        /// Port on the peer's loopback.
+        #[arg(long)]
+        port: u16,
+    },
+    /// Measure round trips to a peer (running `up`) and show the path they take.
+    Ping {
+        /// The peer's ticket.
+        ticket: Ticket,
+        /// How many pings.
+        #[arg(short = 'c', long, default_value_t = 4)]
+        count: u32,
+    },
     /// Run an embedded rendezvous server (the same service as `shipworm-rendezvous`, default
     /// settings; use that binary for a configured deployment).
     Rendezvous {
@@ -48,10 +83,15 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct UpArgs {
-    /// Put the overlay on a TUN interface. (Without TUN, the QUIC-only mode comes with the
-    /// node engine; today `up` needs it.)
-    #[arg(long, required = true)]
+    /// Put the overlay on a TUN interface.
+    #[arg(long)]
     tun: bool,
+    /// Without --tun: a local port peers may forward to (repeatable).
+    #[arg(long = "forward-port")]
+    forward_ports: Vec<u16>,
+    /// Without --tun: peers may forward to any local port.
+    #[arg(long)]
+    forward_any: bool,
     /// Interface name.
     #[arg(long, default_value = "shipworm0")]
     tun_name: String,
@@ -70,9 +110,6 @@ struct UpArgs {
     /// Inner MTU of the interface.
     #[arg(long, default_value_t = 1280)]
     mtu: u16,
-    /// Do not ask the gateway for a port mapping (PCP, NAT-PMP, UPnP IGD).
-    #[arg(long)]
-    no_portmap: bool,
 }
 
 fn main() -> ExitCode {
@@ -88,7 +125,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shipworm: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<commands::Exit>() {
+                Some(exit) => ExitCode::from(exit.code),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -100,6 +140,31 @@ fn load_identity(path: Option<PathBuf>) -> anyhow::Result<Identity> {
             "no identity file given and no home directory to keep one in: pass --identity FILE",
         )?;
     Ok(Identity::load_or_create(&path)?)
+}
+
+fn node_args(
+    identity: &Option<PathBuf>,
+    rendezvous: &[RendezvousAddr],
+    bind: std::net::SocketAddr,
+    no_portmap: bool,
+    allow: Option<Vec<shipworm::NodeId>>,
+) -> anyhow::Result<commands::NodeArgs> {
+    Ok(commands::NodeArgs {
+        identity: load_identity(identity.clone())?,
+        rendezvous: rendezvous.to_vec(),
+        bind,
+        portmap: !no_portmap,
+        allow,
+        alpns: Vec::new(),
+    })
+}
+
+fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(f)
 }
 
 fn json_str(s: &str) -> String {
@@ -144,7 +209,87 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Up(args) => up(load_identity(cli.identity)?, &cli.rendezvous, args),
+        Command::Up(args) if args.tun => up(
+            load_identity(cli.identity)?,
+            &cli.rendezvous,
+            cli.no_portmap,
+            args,
+        ),
+        Command::Up(args) => {
+            let ports = match (args.forward_any, args.forward_ports.is_empty()) {
+                (true, _) => shipworm::cli::forward::Ports::Any,
+                (false, true) => shipworm::cli::forward::Ports::None,
+                (false, false) => shipworm::cli::forward::Ports::Only(args.forward_ports.clone()),
+            };
+            let allowed = match &args.allow_file {
+                Some(p) => shipworm::up::read_allow_file(p).map_err(anyhow::Error::msg)?,
+                None => Default::default(),
+            };
+            let allow = (!args.allow_any).then(|| {
+                allowed
+                    .into_iter()
+                    .chain(args.peers.iter().map(|p| p.id))
+                    .collect::<Vec<_>>()
+            });
+            let peers = args
+                .peers
+                .iter()
+                .map(|p| (p.id, p.endpoint.into_iter().collect()))
+                .collect();
+            let node = node_args(
+                &cli.identity,
+                &cli.rendezvous,
+                args.listen,
+                cli.no_portmap,
+                allow,
+            )?;
+            block_on(commands::up_quic(node, ports, peers))
+        }
+        Command::Listen => block_on(commands::listen(node_args(
+            &cli.identity,
+            &cli.rendezvous,
+            cli.bind,
+            cli.no_portmap,
+            None,
+        )?)),
+        Command::Connect { ticket } => block_on(commands::connect(
+            node_args(
+                &cli.identity,
+                &cli.rendezvous,
+                cli.bind,
+                cli.no_portmap,
+                None,
+            )?,
+            ticket,
+        )),
+        Command::Forward {
+            ticket,
+            local,
+            port,
+        } => block_on(commands::forward(
+            node_args(
+                &cli.identity,
+                &cli.rendezvous,
+                cli.bind,
+                cli.no_portmap,
+                None,
+            )?,
+            ticket,
+            local,
+            port,
+        )),
+        Command::Ping { ticket, count } => block_on(commands::ping(
+            node_args(
+                &cli.identity,
+                &cli.rendezvous,
+                cli.bind,
+                cli.no_portmap,
+                None,
+            )?,
+            ticket,
+            count,
+            cli.json,
+        )),
         Command::Rendezvous { listen, alt_listen } => rendezvous_server(listen, alt_listen),
         Command::Demo => {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -189,7 +334,12 @@ fn resolve(
     Ok((register, stun))
 }
 
-fn up(identity: Identity, rendezvous: &[RendezvousAddr], args: UpArgs) -> anyhow::Result<()> {
+fn up(
+    identity: Identity,
+    rendezvous: &[RendezvousAddr],
+    no_portmap: bool,
+    args: UpArgs,
+) -> anyhow::Result<()> {
     use shipworm::engine::{Engine, EngineConfig, NodeEvent};
     use shipworm::tunnel::tunnel::TunnelConfig;
     anyhow::ensure!(
@@ -239,7 +389,7 @@ fn up(identity: Identity, rendezvous: &[RendezvousAddr], args: UpArgs) -> anyhow
         let retry_tx = commands_tx.clone();
         let mut failures: std::collections::HashMap<shipworm::NodeId, u32> = Default::default();
         let (portmap_stop, portmap_stopped) = tokio::sync::oneshot::channel::<()>();
-        let portmap = (!args.no_portmap).then(|| {
+        let portmap = (!no_portmap).then(|| {
             tokio::spawn(shipworm::portmap::keep(
                 socket.local_addr().map_or(0, |a| a.port()),
                 commands_tx,

@@ -12,12 +12,22 @@ use shipworm::{Identity, Node, RendezvousAddr};
 const ALPN: &[u8] = b"shipworm-test/1";
 
 async fn rendezvous() -> Rendezvous {
-    let config = Config { listen: "127.0.0.1:0".parse().unwrap(), alt_listen: Some("127.0.0.1:0".parse().unwrap()), ..Config::default() };
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        alt_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Config::default()
+    };
     Rendezvous::bind(config).await.unwrap()
 }
 
 async fn node(rdv: SocketAddr) -> Node {
-    Node::builder().rendezvous(RendezvousAddr::Ip(rdv)).portmap(false).alpn(ALPN).spawn().await.unwrap()
+    Node::builder()
+        .rendezvous(RendezvousAddr::Ip(rdv))
+        .portmap(false)
+        .alpn(ALPN)
+        .spawn()
+        .await
+        .unwrap()
 }
 
 /// Deterministic bytes, so both sides can check without storing 100 MB.
@@ -32,7 +42,10 @@ fn chunk(i: u64) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_megabytes_cross_the_tunnel_intact_through_the_api() {
     let rdv = rendezvous().await;
-    let (a, b) = (node(rdv.local_addr()).await, Arc::new(node(rdv.local_addr()).await));
+    let (a, b) = (
+        node(rdv.local_addr()).await,
+        Arc::new(node(rdv.local_addr()).await),
+    );
     assert!(b.registered(Duration::from_secs(5)).await);
     let ticket = b.ticket().await.unwrap();
 
@@ -57,8 +70,15 @@ async fn a_hundred_megabytes_cross_the_tunnel_intact_through_the_api() {
     };
 
     let conn = a.connect(ticket, ALPN).await.unwrap();
-    assert_eq!(shipworm::api::peer_of(&conn), Some(b.node_id()), "the connection is authenticated as B");
-    assert_eq!(conn.remote_address().ip(), std::net::IpAddr::V6(b.overlay_addr()));
+    assert_eq!(
+        shipworm::api::peer_of(&conn),
+        Some(b.node_id()),
+        "the connection is authenticated as B"
+    );
+    assert_eq!(
+        conn.remote_address().ip(),
+        std::net::IpAddr::V6(b.overlay_addr())
+    );
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     let mut hasher = blake3::Hasher::new();
     const CHUNKS: u64 = 1600; // 1600 × 64 KiB = 100 MiB
@@ -69,18 +89,33 @@ async fn a_hundred_megabytes_cross_the_tunnel_intact_through_the_api() {
     }
     send.finish().unwrap();
     let reply = recv.read_to_end(64).await.unwrap();
-    assert_eq!(&reply[..32], hasher.finalize().as_bytes(), "checksums differ");
-    assert_eq!(u64::from_le_bytes(reply[32..40].try_into().unwrap()), CHUNKS * 64 * 1024);
+    assert_eq!(
+        &reply[..32],
+        hasher.finalize().as_bytes(),
+        "checksums differ"
+    );
+    assert_eq!(
+        u64::from_le_bytes(reply[32..40].try_into().unwrap()),
+        CHUNKS * 64 * 1024
+    );
     assert_eq!(server.await.unwrap(), a.node_id(), "B knows who connected");
 
     // The selected path is direct (this machine's addresses), proven both ways.
     let status = a.status().await.unwrap();
-    let pairs = &status.peers.iter().find(|p| p.peer == b.node_id()).unwrap().pairs;
+    let pairs = &status
+        .peers
+        .iter()
+        .find(|p| p.peer == b.node_id())
+        .unwrap()
+        .pairs;
     let selected = pairs.iter().find(|p| p.selected).unwrap();
     assert!(selected.answers_received > 0, "{selected:?}");
     // Every byte went over direct pairs (several, if the selection moved to a faster one).
     let sent: u64 = pairs.iter().map(|p| p.bytes_sent).sum();
-    assert!(sent > 100 * 1024 * 1024, "{sent} bytes on the pairs: {pairs:?}");
+    assert!(
+        sent > 100 * 1024 * 1024,
+        "{sent} bytes on the pairs: {pairs:?}"
+    );
     conn.close(0u32.into(), b"done");
     a.close().await;
     b.close().await;
@@ -100,8 +135,15 @@ async fn a_node_refuses_a_peer_that_is_not_on_its_allowlist() {
         .await
         .unwrap();
     assert!(b.registered(Duration::from_secs(5)).await);
-    let err = a.connect(b.ticket().await.unwrap(), ALPN).await.unwrap_err();
-    assert!(err.to_string().contains("handshake timed out") || err.to_string().contains("no connection"), "{err}");
+    let err = a
+        .connect(b.ticket().await.unwrap(), ALPN)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("handshake timed out")
+            || err.to_string().contains("no connection"),
+        "{err}"
+    );
     a.close().await;
     b.close().await;
 }
@@ -110,9 +152,15 @@ async fn a_node_refuses_a_peer_that_is_not_on_its_allowlist() {
 async fn connecting_to_a_key_that_is_not_there_names_both_keys() {
     use shipworm::quic::tls;
     // Plain quinn over loopback with our TLS configs: B answers, A expected C.
-    let (b_id, c_id, a_id) = (Identity::generate(), Identity::generate(), Identity::generate());
+    let (b_id, c_id, a_id) = (
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    );
     let server = tls::server_config(&b_id, &[ALPN.to_vec()]).unwrap();
-    let server = quinn::ServerConfig::with_crypto(Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(server).unwrap()));
+    let server = quinn::ServerConfig::with_crypto(Arc::new(
+        quinn::crypto::rustls::QuicServerConfig::try_from(server).unwrap(),
+    ));
     let b = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
     let b_addr = b.local_addr().unwrap();
     tokio::spawn(async move {
@@ -121,9 +169,19 @@ async fn connecting_to_a_key_that_is_not_there_names_both_keys() {
         }
     });
     let client = tls::client_config(&a_id, c_id.node_id(), ALPN).unwrap();
-    let client = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(client).unwrap()));
+    let client = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(client).unwrap(),
+    ));
     let mut a = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     a.set_default_client_config(client);
-    let err = a.connect(b_addr, "shipworm").unwrap().await.unwrap_err().to_string();
-    assert!(err.contains(&c_id.node_id().to_string()) && err.contains(&b_id.node_id().to_string()), "{err}");
+    let err = a
+        .connect(b_addr, "shipworm")
+        .unwrap()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&c_id.node_id().to_string()) && err.contains(&b_id.node_id().to_string()),
+        "{err}"
+    );
 }
