@@ -1,0 +1,342 @@
+//! The CLI as a user runs it, on one machine with a rendezvous: 100 MB through `listen` /
+//! `connect` and through `forward`, `ping`, and the error for an absent peer.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shipworm"));
+    c.env("RUST_LOG", "error");
+    c
+}
+
+struct Kill(Vec<Child>);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("shipworm-clix-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A rendezvous on loopback; returns its address.
+fn rendezvous(kill: &mut Kill, d: &Path) -> String {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let log = std::fs::File::create(d.join("rdv.log")).unwrap();
+    kill.0.push(
+        bin()
+            .args([
+                "rendezvous",
+                "--listen",
+                &addr,
+                "--alt-listen",
+                "127.0.0.1:0",
+            ])
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(&d.join("rdv.log"), "rendezvous on", Duration::from_secs(10));
+    addr
+}
+
+fn wait_for(log: &Path, needle: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `{needle}` in {}:\n{text}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Writes `len` deterministic bytes to `path`; returns their BLAKE3 hash.
+fn make_file(path: &Path, len: usize, seed: u8) -> blake3::Hash {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new_derive_key("shipworm test data")
+        .update(&[seed])
+        .finalize_xof()
+        .fill(&mut out);
+    std::fs::write(path, &out).unwrap();
+    blake3::hash(&out)
+}
+
+fn hash_file(path: &Path) -> blake3::Hash {
+    blake3::hash(&std::fs::read(path).unwrap())
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "did not exit within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_hundred_megabytes_through_listen_and_connect_arrive_intact_both_ways() {
+    let d = dir("pipe");
+    let mut kill = Kill(Vec::new());
+    let rdv = rendezvous(&mut kill, &d);
+    let to_listener = make_file(&d.join("a.bin"), 100 * 1024 * 1024, 1);
+    let to_connector = make_file(&d.join("b.bin"), 1024 * 1024, 2);
+
+    let mut listen = bin()
+        .args(["--identity"])
+        .arg(d.join("l.key"))
+        .args(["--rendezvous", &rdv, "--no-portmap", "listen"])
+        .stdin(std::fs::File::open(d.join("b.bin")).unwrap())
+        .stdout(std::fs::File::create(d.join("l.out")).unwrap())
+        .stderr(std::fs::File::create(d.join("l.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let ticket = wait_for(&d.join("l.log"), "sw1", Duration::from_secs(15))
+        .trim()
+        .to_string();
+    let mut connect = bin()
+        .args(["--identity"])
+        .arg(d.join("c.key"))
+        .args(["--rendezvous", &rdv, "--no-portmap", "connect", &ticket])
+        .stdin(std::fs::File::open(d.join("a.bin")).unwrap())
+        .stdout(std::fs::File::create(d.join("c.out")).unwrap())
+        .stderr(std::fs::File::create(d.join("c.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let c = wait_exit(&mut connect, Duration::from_secs(240));
+    let l = wait_exit(&mut listen, Duration::from_secs(30));
+    let logs = format!(
+        "{}\n{}",
+        std::fs::read_to_string(d.join("l.log")).unwrap(),
+        std::fs::read_to_string(d.join("c.log")).unwrap()
+    );
+    assert!(c.success() && l.success(), "exit {c} / {l}:\n{logs}");
+    assert_eq!(
+        hash_file(&d.join("l.out")),
+        to_listener,
+        "listener's output differs"
+    );
+    assert_eq!(
+        hash_file(&d.join("c.out")),
+        to_connector,
+        "connector's output differs"
+    );
+    assert!(
+        logs.contains("connected: ") && logs.contains("direct "),
+        "{logs}"
+    );
+}
+
+#[test]
+fn a_hundred_megabytes_through_forward_in_concurrent_connections() {
+    let d = dir("fwd");
+    let mut kill = Kill(Vec::new());
+    let rdv = rendezvous(&mut kill, &d);
+    // A TCP service on the peer's side: answers each connection with the BLAKE3 of what it got.
+    let service = TcpListener::bind("127.0.0.1:0").unwrap();
+    let service_port = service.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in service.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut h = blake3::Hasher::new();
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            h.update(&buf[..n]);
+                        }
+                    }
+                }
+                let _ = s.write_all(h.finalize().as_bytes());
+            });
+        }
+    });
+    let up_log = d.join("up.log");
+    kill.0.push(
+        bin()
+            .args(["--identity"])
+            .arg(d.join("u.key"))
+            .args([
+                "--rendezvous",
+                &rdv,
+                "--no-portmap",
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--allow-any",
+                "--forward-port",
+                &service_port.to_string(),
+            ])
+            .stderr(std::fs::File::create(&up_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let ticket = wait_for(&up_log, "ticket ", Duration::from_secs(15))
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let local: SocketAddr = format!(
+        "127.0.0.1:{}",
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    )
+    .parse()
+    .unwrap();
+    let fwd_log = d.join("f.log");
+    kill.0.push(
+        bin()
+            .args(["--identity"])
+            .arg(d.join("f.key"))
+            .args([
+                "--rendezvous",
+                &rdv,
+                "--no-portmap",
+                "forward",
+                &ticket,
+                "--local",
+                &local.to_string(),
+                "--port",
+                &service_port.to_string(),
+            ])
+            .stderr(std::fs::File::create(&fwd_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(&fwd_log, "forwarding ", Duration::from_secs(15));
+    let clients: Vec<_> = (0..4u8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut data = vec![0u8; 25 * 1024 * 1024];
+                blake3::Hasher::new()
+                    .update(&[i])
+                    .finalize_xof()
+                    .fill(&mut data);
+                let mut s = std::net::TcpStream::connect(local).unwrap();
+                s.write_all(&data).unwrap();
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).unwrap();
+                (blake3::hash(&data), got)
+            })
+        })
+        .collect();
+    for c in clients {
+        let (want, got) = c.join().unwrap();
+        assert_eq!(
+            got,
+            want.as_bytes(),
+            "a forwarded connection lost or changed data:\n{}",
+            std::fs::read_to_string(&fwd_log).unwrap()
+        );
+    }
+}
+
+#[test]
+fn ping_reports_round_trips_and_the_path_and_an_absent_peer_exits_3() {
+    let d = dir("ping");
+    let mut kill = Kill(Vec::new());
+    let rdv = rendezvous(&mut kill, &d);
+    let up_log = d.join("up.log");
+    kill.0.push(
+        bin()
+            .args(["--identity"])
+            .arg(d.join("u.key"))
+            .args([
+                "--rendezvous",
+                &rdv,
+                "--no-portmap",
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--allow-any",
+            ])
+            .stderr(std::fs::File::create(&up_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let ticket = wait_for(&up_log, "ticket ", Duration::from_secs(15))
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let out = bin()
+        .args(["--identity"])
+        .arg(d.join("p.key"))
+        .args([
+            "--rendezvous",
+            &rdv,
+            "--no-portmap",
+            "--json",
+            "ping",
+            "-c",
+            "2",
+            &ticket,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("\"rtt_ms\":[") && text.matches(',').count() >= 3 && text.contains("direct "),
+        "{text}"
+    );
+
+    // A node that never registered: the rendezvous says so, and the exit code is 3.
+    let ghost = shipworm::Identity::generate().node_id();
+    let ticket = shipworm::Ticket::new(ghost, vec![rdv.parse().unwrap()], vec![])
+        .unwrap()
+        .to_string();
+    let started = Instant::now();
+    let out = bin()
+        .args(["--identity"])
+        .arg(d.join("p.key"))
+        .args(["--no-portmap", "connect", &ticket])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!("peer is not registered at {rdv}")),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
