@@ -23,6 +23,7 @@ use shipworm_tunnel::{Identity, NodeId, RendezvousAddr, Ticket};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::driver::{self, DriverCommand, LocalSide};
+use crate::engine::paths::CandidateKind;
 use crate::engine::{ConnectError, Diagnostics, Engine, EngineConfig, NodeEvent};
 use crate::quic::socket::{OverlaySocket, Pipe, QUIC_PORT};
 use crate::quic::{tls, transport_config};
@@ -443,6 +444,36 @@ impl Node {
         }
         self.pipe.close();
     }
+}
+
+/// How a path looks to a human: "direct IPv4 via 203.0.113.5:41641 (reflexive), rtt 12.3 ms".
+pub async fn describe_path(node: &Node, peer: NodeId) -> String {
+    let Ok(status) = node.status().await else {
+        return "path unknown".into();
+    };
+    let Some(pair) = status
+        .peers
+        .iter()
+        .find(|p| p.peer == peer)
+        .and_then(|p| p.pairs.iter().find(|x| x.selected))
+    else {
+        return "no path selected".into();
+    };
+    let family = if pair.remote.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    };
+    let kind = match pair.kind {
+        CandidateKind::Host => "host address",
+        CandidateKind::Reflexive => "NAT-mapped address seen by the rendezvous",
+        CandidateKind::Mapped => "UPnP/PCP port mapping",
+        CandidateKind::PeerReflexive => "peer-reflexive address",
+    };
+    let rtt = pair.rtt.map_or(String::new(), |r| {
+        format!(", rtt {:.1} ms", r.as_secs_f64() * 1e3)
+    });
+    format!("direct {family} via {} ({kind}){rtt}", pair.remote)
 }
 
 /// The NodeId a QUIC connection's peer authenticated as.

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use shipworm::cli::{self, forward, pipe, FORWARD_ALPN, PING_ALPN, PIPE_ALPN};
-use shipworm::engine::paths::CandidateKind;
 use shipworm::engine::NodeEvent;
 use shipworm::{Identity, Node, NodeError, NodeId, RendezvousAddr, Target, Ticket};
 
@@ -105,36 +104,6 @@ fn progress(node: &Node, peer: NodeId) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// How a path looks to a human: "direct IPv4 via 203.0.113.5:41641 (reflexive), rtt 12.3 ms".
-pub async fn describe_path(node: &Node, peer: NodeId) -> String {
-    let Ok(status) = node.status().await else {
-        return "path unknown".into();
-    };
-    let Some(pair) = status
-        .peers
-        .iter()
-        .find(|p| p.peer == peer)
-        .and_then(|p| p.pairs.iter().find(|x| x.selected))
-    else {
-        return "no path selected".into();
-    };
-    let family = if pair.remote.is_ipv4() {
-        "IPv4"
-    } else {
-        "IPv6"
-    };
-    let kind = match pair.kind {
-        CandidateKind::Host => "host address",
-        CandidateKind::Reflexive => "NAT-mapped address seen by the rendezvous",
-        CandidateKind::Mapped => "UPnP/PCP port mapping",
-        CandidateKind::PeerReflexive => "peer-reflexive address",
-    };
-    let rtt = pair.rtt.map_or(String::new(), |r| {
-        format!(", rtt {:.1} ms", r.as_secs_f64() * 1e3)
-    });
-    format!("direct {family} via {} ({kind}){rtt}", pair.remote)
-}
-
 /// `listen`: prints the ticket, accepts one peer, pipes stdin/stdout.
 pub async fn listen(args: NodeArgs) -> anyhow::Result<()> {
     let node = spawn(NodeArgs {
@@ -158,7 +127,7 @@ pub async fn listen(args: NodeArgs) -> anyhow::Result<()> {
     eprintln!(
         "connected: {} ({})",
         peer.fmt_short(),
-        describe_path(&node, peer).await
+        shipworm::api::describe_path(&node, peer).await
     );
     let (send, recv) = conn.accept_bi().await.map_err(|e| Exit {
         code: EXIT_LOST,
@@ -191,7 +160,7 @@ pub async fn connect(args: NodeArgs, ticket: Ticket) -> anyhow::Result<()> {
     eprintln!(
         "connected: {} ({})",
         peer.fmt_short(),
-        describe_path(&node, peer).await
+        shipworm::api::describe_path(&node, peer).await
     );
     let (send, recv) = conn.open_bi().await.map_err(|e| Exit {
         code: EXIT_LOST,
@@ -233,7 +202,7 @@ pub async fn forward(
         "forwarding {} -> port {port} on {} ({})",
         listener.local_addr()?,
         peer.fmt_short(),
-        describe_path(&node, peer).await
+        shipworm::api::describe_path(&node, peer).await
     );
     tokio::select! {
         _ = forward::run(conn.clone(), listener, port, |m| eprintln!("{m}")) => {}
@@ -260,7 +229,7 @@ pub async fn ping(args: NodeArgs, ticket: Ticket, count: u32, json: bool) -> any
         .map_err(unreachable)?;
     let connect_ms = started.elapsed().as_secs_f64() * 1e3;
     shown.abort();
-    let path = describe_path(&node, peer).await;
+    let path = shipworm::api::describe_path(&node, peer).await;
     if !json {
         println!(
             "connected to {} in {connect_ms:.1} ms: {path}",
@@ -342,7 +311,7 @@ pub async fn up_quic(
                     eprintln!(
                         "connected to {} ({})",
                         peer.fmt_short(),
-                        describe_path(&node, peer).await
+                        shipworm::api::describe_path(&node, peer).await
                     );
                     c.close(0u32.into(), b"path is up");
                 }

@@ -292,12 +292,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         )),
         Command::Rendezvous { listen, alt_listen } => rendezvous_server(listen, alt_listen),
         Command::Demo => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
                 .enable_all()
                 .build()?;
             runtime.block_on(async {
                 let mut out = std::io::stdout();
-                shipworm::demo::run(&mut out).await.map(|_| ())
+                shipworm::demo::run(&mut out, 100 * 1024 * 1024)
+                    .await
+                    .map(|_| ())
             })
         }
     }

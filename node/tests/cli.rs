@@ -22,8 +22,12 @@ fn demo_runs_end_to_end_and_exits_zero() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("introduce    A -> rendezvous -> B"), "{text}");
-    assert!(text.contains("1 introduction forwarded"), "{text}");
+    assert!(text.contains("checksum matches"), "{text}");
+    assert!(text.contains("path        direct "), "{text}");
+    assert!(
+        text.contains("forwarded 1 introduction(s) and no data"),
+        "{text}"
+    );
 }
 
 #[test]
