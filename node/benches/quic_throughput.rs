@@ -1,0 +1,117 @@
+//! QUIC through the tunnel versus plain quinn over the same loopback path, in the same run; and
+//! time from `connect` to the first byte. Run on demand:
+//!
+//! ```sh
+//! cargo bench -p shipworm --bench quic_throughput
+//! ```
+//!
+//! Written up in `docs/performance.md`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shipworm::quic::tls;
+use shipworm::rendezvous::config::Config;
+use shipworm::rendezvous::driver::Rendezvous;
+use shipworm::{Identity, Node, RendezvousAddr};
+
+const ALPN: &[u8] = b"bench/1";
+const BYTES: u64 = 200 * 1024 * 1024;
+
+/// Sends `BYTES` on one stream; returns Mbit/s measured at the receiver's end of stream.
+async fn transfer(conn: quinn::Connection, incoming: tokio::task::JoinHandle<quinn::Connection>) -> f64 {
+    let receiver = tokio::spawn(async move {
+        let conn = incoming.await.unwrap();
+        let mut recv = conn.accept_uni().await.unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        while let Some(k) = recv.read(&mut buf).await.unwrap() {
+            n += k as u64;
+        }
+        (n, Instant::now(), conn)
+    });
+    let chunk = vec![0x5au8; 1 << 20];
+    let start = Instant::now();
+    let mut send = conn.open_uni().await.unwrap();
+    let mut sent = 0;
+    while sent < BYTES {
+        send.write_all(&chunk).await.unwrap();
+        sent += chunk.len() as u64;
+    }
+    send.finish().unwrap();
+    let (n, end, _keep) = receiver.await.unwrap();
+    assert_eq!(n, BYTES);
+    BYTES as f64 * 8.0 / end.duration_since(start).as_secs_f64() / 1e6
+}
+
+async fn plain_quinn() -> (f64, Duration) {
+    let (a_id, b_id) = (Identity::generate(), Identity::generate());
+    let server = tls::server_config(&b_id, &[ALPN.to_vec()]).unwrap();
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(server).unwrap()));
+    server.transport_config(shipworm::quic::transport_config(1280));
+    let b = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let b_addr = b.local_addr().unwrap();
+    let client = tls::client_config(&a_id, b_id.node_id(), ALPN).unwrap();
+    let mut client = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(client).unwrap()));
+    client.transport_config(shipworm::quic::transport_config(1280));
+    let mut a = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    a.set_default_client_config(client);
+    let b2 = b.clone();
+    let incoming = tokio::spawn(async move { b2.accept().await.unwrap().await.unwrap() });
+    let t = Instant::now();
+    let conn = a.connect(b_addr, "x").unwrap().await.unwrap();
+    let connect = t.elapsed();
+    let rate = transfer(conn, incoming).await;
+    a.close(0u32.into(), b"");
+    b.close(0u32.into(), b"");
+    (rate, connect)
+}
+
+async fn through_tunnel(rdv: SocketAddr) -> (f64, Duration) {
+    let b = Arc::new(Node::builder().rendezvous(RendezvousAddr::Ip(rdv)).portmap(false).alpn(ALPN).bind("127.0.0.1:0".parse().unwrap()).spawn().await.unwrap());
+    let a = Node::builder().rendezvous(RendezvousAddr::Ip(rdv)).portmap(false).bind("127.0.0.1:0".parse().unwrap()).spawn().await.unwrap();
+    assert!(b.registered(Duration::from_secs(5)).await && a.registered(Duration::from_secs(5)).await);
+    let ticket = b.ticket().await.unwrap();
+    let b2 = b.clone();
+    let incoming = tokio::spawn(async move { b2.accept().await.unwrap().1 });
+    let t = Instant::now();
+    let conn = a.connect(ticket, ALPN).await.unwrap();
+    let connect = t.elapsed();
+    let rate = transfer(conn, incoming).await;
+    a.close().await;
+    b.close().await;
+    (rate, connect)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let config = Config { listen: "127.0.0.1:0".parse().unwrap(), alt_listen: None, ..Config::default() };
+        let rdv = Rendezvous::bind(config).await.unwrap();
+        println!("{} MiB over one QUIC stream on loopback, 3 rounds each, alternating", BYTES >> 20);
+        let (mut plain, mut tunnel) = (Vec::new(), Vec::new());
+        for round in 0..3 {
+            let p = plain_quinn().await;
+            let s = through_tunnel(rdv.local_addr()).await;
+            println!(
+                "round {round}: plain quinn {:>6.0} Mbit/s (connect {:>5.1} ms) | shipworm {:>6.0} Mbit/s (connect by ticket {:>5.1} ms) = {:.0} %",
+                p.0,
+                p.1.as_secs_f64() * 1e3,
+                s.0,
+                s.1.as_secs_f64() * 1e3,
+                100.0 * s.0 / p.0
+            );
+            plain.push(p);
+            tunnel.push(s);
+        }
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v[v.len() / 2]
+        };
+        let (mut pr, mut sr): (Vec<f64>, Vec<f64>) = (plain.iter().map(|x| x.0).collect(), tunnel.iter().map(|x| x.0).collect());
+        let (p, s) = (med(&mut pr), med(&mut sr));
+        println!("median: plain quinn {p:.0} Mbit/s, shipworm {s:.0} Mbit/s = {:.0} % (target >= 70 %)", 100.0 * s / p);
+        rdv.shutdown().await;
+    });
+}
