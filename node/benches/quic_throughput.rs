@@ -20,7 +20,10 @@ const ALPN: &[u8] = b"bench/1";
 const BYTES: u64 = 200 * 1024 * 1024;
 
 /// Sends `BYTES` on one stream; returns Mbit/s measured at the receiver's end of stream.
-async fn transfer(conn: quinn::Connection, incoming: tokio::task::JoinHandle<quinn::Connection>) -> f64 {
+async fn transfer(
+    conn: quinn::Connection,
+    incoming: tokio::task::JoinHandle<quinn::Connection>,
+) -> f64 {
     let receiver = tokio::spawn(async move {
         let conn = incoming.await.unwrap();
         let mut recv = conn.accept_uni().await.unwrap();
@@ -48,12 +51,16 @@ async fn transfer(conn: quinn::Connection, incoming: tokio::task::JoinHandle<qui
 async fn plain_quinn() -> (f64, Duration) {
     let (a_id, b_id) = (Identity::generate(), Identity::generate());
     let server = tls::server_config(&b_id, &[ALPN.to_vec()]).unwrap();
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(server).unwrap()));
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(
+        quinn::crypto::rustls::QuicServerConfig::try_from(server).unwrap(),
+    ));
     server.transport_config(shipworm::quic::transport_config(1280));
     let b = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
     let b_addr = b.local_addr().unwrap();
     let client = tls::client_config(&a_id, b_id.node_id(), ALPN).unwrap();
-    let mut client = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(client).unwrap()));
+    let mut client = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(client).unwrap(),
+    ));
     client.transport_config(shipworm::quic::transport_config(1280));
     let mut a = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     a.set_default_client_config(client);
@@ -69,9 +76,26 @@ async fn plain_quinn() -> (f64, Duration) {
 }
 
 async fn through_tunnel(rdv: SocketAddr) -> (f64, Duration) {
-    let b = Arc::new(Node::builder().rendezvous(RendezvousAddr::Ip(rdv)).portmap(false).alpn(ALPN).bind("127.0.0.1:0".parse().unwrap()).spawn().await.unwrap());
-    let a = Node::builder().rendezvous(RendezvousAddr::Ip(rdv)).portmap(false).bind("127.0.0.1:0".parse().unwrap()).spawn().await.unwrap();
-    assert!(b.registered(Duration::from_secs(5)).await && a.registered(Duration::from_secs(5)).await);
+    let b = Arc::new(
+        Node::builder()
+            .rendezvous(RendezvousAddr::Ip(rdv))
+            .portmap(false)
+            .alpn(ALPN)
+            .bind("127.0.0.1:0".parse().unwrap())
+            .spawn()
+            .await
+            .unwrap(),
+    );
+    let a = Node::builder()
+        .rendezvous(RendezvousAddr::Ip(rdv))
+        .portmap(false)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .spawn()
+        .await
+        .unwrap();
+    assert!(
+        b.registered(Duration::from_secs(5)).await && a.registered(Duration::from_secs(5)).await
+    );
     let ticket = b.ticket().await.unwrap();
     let b2 = b.clone();
     let incoming = tokio::spawn(async move { b2.accept().await.unwrap().1 });
@@ -85,7 +109,11 @@ async fn through_tunnel(rdv: SocketAddr) -> (f64, Duration) {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let config = Config { listen: "127.0.0.1:0".parse().unwrap(), alt_listen: None, ..Config::default() };
         let rdv = Rendezvous::bind(config).await.unwrap();

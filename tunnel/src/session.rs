@@ -6,8 +6,7 @@
 
 use std::time::Instant;
 
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, Tag};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 
 use crate::frame::{transport_header, TAG_LEN, TRANSPORT_HEADER_LEN};
 use crate::replay::ReplayWindow;
@@ -33,8 +32,8 @@ pub struct Session {
     pub created: Instant,
     /// Whether we initiated the handshake.
     pub initiator: bool,
-    send: ChaCha20Poly1305,
-    recv: ChaCha20Poly1305,
+    send: LessSafeKey,
+    recv: LessSafeKey,
     send_counter: u64,
     replay: ReplayWindow,
 }
@@ -53,7 +52,13 @@ impl std::fmt::Debug for Session {
 fn nonce(counter: u64) -> Nonce {
     let mut n = [0u8; 12];
     n[4..].copy_from_slice(&counter.to_le_bytes());
-    n.into()
+    Nonce::assume_unique_for_key(n)
+}
+
+fn key(k: &[u8; 32]) -> LessSafeKey {
+    LessSafeKey::new(
+        UnboundKey::new(&CHACHA20_POLY1305, k).expect("a 32-byte key fits ChaCha20-Poly1305"),
+    )
 }
 
 impl Session {
@@ -71,8 +76,8 @@ impl Session {
             remote_index,
             created,
             initiator,
-            send: ChaCha20Poly1305::new(send_key.into()),
-            recv: ChaCha20Poly1305::new(recv_key.into()),
+            send: key(send_key),
+            recv: key(recv_key),
             send_counter: 0,
             replay: ReplayWindow::default(),
         }
@@ -94,9 +99,13 @@ impl Session {
         out.extend_from_slice(inner);
         let tag = self
             .send
-            .encrypt_in_place_detached(&nonce(counter), &header, &mut out[TRANSPORT_HEADER_LEN..])
+            .seal_in_place_separate_tag(
+                nonce(counter),
+                Aad::from(header),
+                &mut out[TRANSPORT_HEADER_LEN..],
+            )
             .expect("ChaCha20-Poly1305 seals any length below 256 GiB");
-        out.extend_from_slice(&tag);
+        out.extend_from_slice(tag.as_ref());
     }
 
     /// Opens a TRANSPORT packet's sealed part into `buf`; checks and then records the counter.
@@ -114,11 +123,14 @@ impl Session {
             return Err(OpenError::Decrypt);
         };
         buf.clear();
-        buf.extend_from_slice(&sealed[..body_len]);
-        let tag = Tag::from_slice(&sealed[body_len..]);
-        self.recv
-            .decrypt_in_place_detached(&nonce(counter), header, buf, tag)
-            .map_err(|_| OpenError::Decrypt)?;
+        buf.extend_from_slice(sealed);
+        let plain_len = self
+            .recv
+            .open_in_place(nonce(counter), Aad::from(header), buf)
+            .map_err(|_| OpenError::Decrypt)?
+            .len();
+        debug_assert_eq!(plain_len, body_len);
+        buf.truncate(plain_len);
         // Only an authentic packet moves the window.
         if !self.replay.update(counter) {
             return Err(OpenError::Replayed);
@@ -175,6 +187,36 @@ mod tests {
         // A forged packet does not burn its counter: the real one still opens.
         q[last] ^= 1;
         assert_eq!(open(&mut b, &q).unwrap(), b"x");
+    }
+
+    #[test]
+    fn frames_are_standard_ietf_chacha20_poly1305_with_the_noise_nonce() {
+        // An independent implementation (RustCrypto) opens what we seal.
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        let (mut a, _) = pair();
+        let mut p = Vec::new();
+        a.seal(b"interop", &mut p);
+        let Packet::Transport {
+            counter,
+            header,
+            sealed,
+            ..
+        } = Packet::parse(&p).unwrap()
+        else {
+            panic!()
+        };
+        let mut n = [0u8; 12];
+        n[4..].copy_from_slice(&counter.to_le_bytes());
+        let plain = chacha20poly1305::ChaCha20Poly1305::new(&[7u8; 32].into())
+            .decrypt(
+                &n.into(),
+                Payload {
+                    msg: sealed,
+                    aad: header,
+                },
+            )
+            .unwrap();
+        assert_eq!(plain, b"interop");
     }
 
     #[test]
