@@ -12,6 +12,9 @@ use tun_rs::AsyncDevice;
 use crate::engine::paths::CandidateKind;
 use crate::engine::{Engine, NodeEvent};
 
+/// Datagrams taken from the socket per wake-up.
+const RECV_BATCH: usize = 64;
+
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> u64 {
     SystemTime::now()
@@ -159,7 +162,18 @@ pub async fn run(
         tokio::select! {
             _ = &mut stop => break,
             r = socket.recv_from(&mut udp_buf) => match r {
-                Ok((n, from)) => engine.handle_packet(Instant::now(), unix_ms(), from, &udp_buf[..n]),
+                Ok((n, from)) => {
+                    let (now, wall) = (Instant::now(), unix_ms());
+                    engine.handle_packet(now, wall, from, &udp_buf[..n]);
+                    // Whatever else is already waiting, in one go: the transmits and events it
+                    // causes are drained once for the batch.
+                    for _ in 1..RECV_BATCH {
+                        match socket.try_recv_from(&mut udp_buf) {
+                            Ok((n, from)) => engine.handle_packet(now, wall, from, &udp_buf[..n]),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 // ICMP errors of earlier sends surface here on Linux; they are not fatal.
                 Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset) => {}
                 Err(e) => return Err(e),
@@ -221,7 +235,12 @@ pub async fn run(
                 stats.send_errors += 1;
                 continue;
             }
-            if socket.send_to(&t.contents, dest).await.is_err() {
+            // Non-blocking first; wait only when the socket's buffer is full.
+            let sent = match socket.try_send_to(&t.contents, dest) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(&t.contents, dest).await.map(|_| ()),
+                other => other.map(|_| ()),
+            };
+            if sent.is_err() {
                 stats.send_errors += 1;
             }
         }
