@@ -279,6 +279,7 @@ pub async fn up_quic(
     args: NodeArgs,
     ports: forward::Ports,
     peers: Vec<(NodeId, Vec<SocketAddr>)>,
+    control: std::path::PathBuf,
 ) -> anyhow::Result<()> {
     let node = Arc::new(
         spawn(NodeArgs {
@@ -287,6 +288,14 @@ pub async fn up_quic(
         })
         .await?,
     );
+    let status: cli::control::StatusFn = {
+        let node = node.clone();
+        Arc::new(move || {
+            let node = node.clone();
+            Box::pin(async move { node.status().await.ok() })
+        })
+    };
+    let control_task = tokio::spawn(cli::control::serve(control, status));
     eprintln!(
         "up: node {}\n    overlay {} (QUIC only), UDP {}",
         node.node_id(),
@@ -343,6 +352,7 @@ pub async fn up_quic(
         _ = serve => {}
         _ = shutdown() => {}
     }
+    control_task.abort();
     node.close().await;
     Ok(())
 }
@@ -357,4 +367,115 @@ pub async fn shutdown() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// The control socket path: `--control`, else beside the identity file.
+pub fn control_path(
+    control: Option<std::path::PathBuf>,
+    identity: Option<&std::path::Path>,
+) -> std::path::PathBuf {
+    control.unwrap_or_else(|| match identity {
+        Some(i) => cli::control::default_path(i),
+        None => shipworm::paths::default_identity_file()
+            .map(|i| cli::control::default_path(&i))
+            .unwrap_or_else(|| "shipworm.sock".into()),
+    })
+}
+
+/// `status`: asks the running node.
+pub async fn status(path: std::path::PathBuf, json: bool) -> anyhow::Result<()> {
+    let out = cli::control::query(&path, json)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    print!("{out}");
+    Ok(())
+}
+
+/// `netcheck`: what the network does to this host, in the spirit of `tailscale netcheck`.
+pub async fn netcheck(args: NodeArgs, json: bool) -> anyhow::Result<()> {
+    let try_portmap = args.portmap;
+    let node = spawn(NodeArgs {
+        portmap: false,
+        alpns: vec![],
+        ..args
+    })
+    .await?;
+    let registered = node.registered(Duration::from_secs(5)).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut status = node.status().await?;
+    while status.maps_per_destination.is_none() && registered && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        status = node.status().await?;
+    }
+    let portmap = if try_portmap {
+        match shipworm::portmap::map(node.local_addr().port()).await {
+            Ok(m) => {
+                let found = format!("{} via {}", m.external, m.protocol);
+                let _ = m.remove().await;
+                Ok(found)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    } else {
+        Err("not checked (--no-portmap)".into())
+    };
+    let host6: Vec<_> = status
+        .candidates
+        .iter()
+        .filter(|c| c.kind == shipworm::engine::paths::CandidateKind::Host && c.addr.is_ipv6())
+        .collect();
+    let reflexive: Vec<_> = status
+        .candidates
+        .iter()
+        .filter(|c| c.kind == shipworm::engine::paths::CandidateKind::Reflexive)
+        .collect();
+    let mapping = match status.maps_per_destination {
+        Some(true) => {
+            "per destination (a hard NAT: direct paths need a port mapping or birthday probing)"
+        }
+        Some(false) => "independent of destination (hole punching works)",
+        None => "unknown (no rendezvous with a second STUN port answered)",
+    };
+    if json {
+        let list = |v: &[&shipworm::engine::Candidate]| {
+            v.iter()
+                .map(|c| format!("\"{}\"", c.addr))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        println!(
+            "{{\"registered\":{registered},\"maps_per_destination\":{},\"reflexive\":[{}],\"ipv6_host\":[{}],\"port_mapping\":{},\"port_mapping_error\":{}}}",
+            status.maps_per_destination.map_or("null".into(), |b| b.to_string()),
+            list(&reflexive),
+            list(&host6),
+            portmap.as_ref().map_or("null".into(), |m| format!("\"{m}\"")),
+            portmap.as_ref().err().map_or("null".into(), |e| format!("\"{}\"", e.replace('"', "'")))
+        );
+    } else {
+        println!(
+            "rendezvous:     {}",
+            if registered {
+                "reachable"
+            } else {
+                "no answer (give --rendezvous HOST:PORT)"
+            }
+        );
+        for c in &reflexive {
+            println!("public address: {}", c.addr);
+        }
+        println!("NAT mapping:    {mapping}");
+        match &portmap {
+            Ok(m) => println!("port mapping:   available ({m})"),
+            Err(e) => println!("port mapping:   none ({e})"),
+        }
+        if host6.is_empty() {
+            println!("IPv6:           no global IPv6 address");
+        } else {
+            for c in &host6 {
+                println!("IPv6:           {}", c.addr);
+            }
+        }
+    }
+    node.close().await;
+    Ok(())
 }

@@ -78,7 +78,12 @@ pub fn host_candidates(port: u16, v6: bool) -> Vec<SocketAddr> {
 
 /// Adds the host candidates of `socket` to `engine`.
 pub fn gather_host_candidates(engine: &mut Engine, socket: &UdpSocket) -> io::Result<()> {
-    let local = socket.local_addr()?;
+    let local = shipworm_tunnel::addr::normalize(socket.local_addr()?);
+    if !local.ip().is_unspecified() {
+        // Bound to one address: that is the only host candidate (loopback included, on purpose).
+        engine.add_local_candidate(local, CandidateKind::Host);
+        return Ok(());
+    }
     for c in host_candidates(local.port(), local.is_ipv6()) {
         engine.add_local_candidate(c, CandidateKind::Host);
     }
@@ -237,7 +242,9 @@ pub async fn run(
             }
             // Non-blocking first; wait only when the socket's buffer is full.
             let sent = match socket.try_send_to(&t.contents, dest) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(&t.contents, dest).await.map(|_| ()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    socket.send_to(&t.contents, dest).await.map(|_| ())
+                }
                 other => other.map(|_| ()),
             };
             if sent.is_err() {

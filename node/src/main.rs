@@ -29,6 +29,9 @@ struct Cli {
     /// Do not ask the gateway for a port mapping (PCP, NAT-PMP, UPnP IGD).
     #[arg(long, global = true)]
     no_portmap: bool,
+    /// Control socket of `up` (default: shipworm.sock beside the identity file).
+    #[arg(long, global = true)]
+    control: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,6 +64,10 @@ enum Command {
         #[arg(long)]
         port: u16,
     },
+    /// Show a running node's peers and candidate-pair table (asks `up` on its control socket).
+    Status,
+    /// Check this host's network: public address, NAT mapping behaviour, port mapping, IPv6.
+    Netcheck,
     /// Measure round trips to a peer (running `up`) and show the path they take.
     Ping {
         /// The peer's ticket.
@@ -210,7 +217,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Up(args) if args.tun => up(
-            load_identity(cli.identity)?,
+            load_identity(cli.identity.clone())?,
+            commands::control_path(cli.control.clone(), cli.identity.as_deref()),
             &cli.rendezvous,
             cli.no_portmap,
             args,
@@ -243,8 +251,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cli.no_portmap,
                 allow,
             )?;
-            block_on(commands::up_quic(node, ports, peers))
+            let control = commands::control_path(cli.control.clone(), cli.identity.as_deref());
+            block_on(commands::up_quic(node, ports, peers, control))
         }
+        Command::Status => block_on(commands::status(
+            commands::control_path(cli.control.clone(), cli.identity.as_deref()),
+            cli.json,
+        )),
+        Command::Netcheck => block_on(commands::netcheck(
+            node_args(
+                &cli.identity,
+                &cli.rendezvous,
+                cli.bind,
+                cli.no_portmap,
+                None,
+            )?,
+            cli.json,
+        )),
         Command::Listen => block_on(commands::listen(node_args(
             &cli.identity,
             &cli.rendezvous,
@@ -339,6 +362,7 @@ fn resolve(
 
 fn up(
     identity: Identity,
+    control: PathBuf,
     rendezvous: &[RendezvousAddr],
     no_portmap: bool,
     args: UpArgs,
@@ -390,6 +414,18 @@ fn up(
         }
         let (commands_tx, mut commands) = tokio::sync::mpsc::channel(16);
         let retry_tx = commands_tx.clone();
+        let status: shipworm::cli::control::StatusFn = {
+            let tx = commands_tx.clone();
+            std::sync::Arc::new(move || {
+                let tx = tx.clone();
+                Box::pin(async move {
+                    let (reply, answer) = tokio::sync::oneshot::channel();
+                    tx.send(shipworm::driver::DriverCommand::Diagnostics(reply)).await.ok()?;
+                    answer.await.ok()
+                })
+            })
+        };
+        let control_task = tokio::spawn(shipworm::cli::control::serve(control, status));
         let mut failures: std::collections::HashMap<shipworm::NodeId, u32> = Default::default();
         let (portmap_stop, portmap_stopped) = tokio::sync::oneshot::channel::<()>();
         let portmap = (!no_portmap).then(|| {
@@ -430,6 +466,7 @@ fn up(
             | NodeEvent::CloseSockets { .. } => {}
         })
         .await?;
+        control_task.abort();
         // Remove the gateway mapping before leaving.
         let _ = portmap_stop.send(());
         if let Some(task) = portmap {

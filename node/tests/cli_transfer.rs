@@ -266,7 +266,7 @@ fn a_hundred_megabytes_through_forward_in_concurrent_connections() {
 }
 
 #[test]
-fn ping_reports_round_trips_and_the_path_and_an_absent_peer_exits_3() {
+fn ping_status_netcheck_and_an_absent_peer_exits_3() {
     let d = dir("ping");
     let mut kill = Kill(Vec::new());
     let rdv = rendezvous(&mut kill, &d);
@@ -316,6 +316,48 @@ fn ping_reports_round_trips_and_the_path_and_an_absent_peer_exits_3() {
     );
     assert!(
         text.contains("\"rtt_ms\":[") && text.matches(',').count() >= 3 && text.contains("direct "),
+        "{text}"
+    );
+
+    // `status` asks the running node on its control socket: the pinging peer and its pair.
+    let out = bin()
+        .args(["--identity"])
+        .arg(d.join("u.key"))
+        .args(["--json", "status"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("\"state\":\"selected\"") && text.contains("\"maps_per_destination\":false"),
+        "{text}"
+    );
+    let out = bin()
+        .args(["--identity"])
+        .arg(d.join("u.key"))
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("SELECTED") && text.contains("NAT mapping: independent of destination"),
+        "{text}"
+    );
+
+    // `netcheck` against the same rendezvous.
+    let out = bin()
+        .args(["--identity"])
+        .arg(d.join("n.key"))
+        .args(["--rendezvous", &rdv, "--no-portmap", "--json", "netcheck"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\"registered\":true") && text.contains("\"maps_per_destination\":false"),
         "{text}"
     );
 

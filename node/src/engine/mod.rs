@@ -20,6 +20,7 @@
 pub mod birthday;
 pub mod paths;
 pub mod registration;
+mod report;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
