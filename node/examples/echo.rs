@@ -15,12 +15,25 @@ const ALPN: &[u8] = b"example/echo/1";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let rdv = Rendezvous::bind(Config { listen: "127.0.0.1:0".parse()?, alt_listen: None, ..Config::default() }).await?;
+    let rdv = Rendezvous::bind(Config {
+        listen: "127.0.0.1:0".parse()?,
+        alt_listen: None,
+        ..Config::default()
+    })
+    .await?;
     let server = RendezvousAddr::Ip(rdv.local_addr());
 
     // The echo service: accepts connections, echoes every stream.
-    let service = Node::builder().rendezvous(server.clone()).portmap(false).alpn(ALPN).spawn().await?;
-    anyhow::ensure!(service.registered(Duration::from_secs(5)).await, "no rendezvous");
+    let service = Node::builder()
+        .rendezvous(server.clone())
+        .portmap(false)
+        .alpn(ALPN)
+        .spawn()
+        .await?;
+    anyhow::ensure!(
+        service.registered(Duration::from_secs(5)).await,
+        "no rendezvous"
+    );
     let ticket = service.ticket().await?;
     println!("echo service {} — ticket {ticket}", service.node_id());
     let service = std::sync::Arc::new(service);
@@ -40,7 +53,11 @@ async fn main() -> anyhow::Result<()> {
     });
 
     // The client knows only the ticket.
-    let client = Node::builder().rendezvous(server).portmap(false).spawn().await?;
+    let client = Node::builder()
+        .rendezvous(server)
+        .portmap(false)
+        .spawn()
+        .await?;
     let conn = client.connect(ticket, ALPN).await?;
     let (mut send, mut recv) = conn.open_bi().await?;
     send.write_all(b"hello through the tunnel").await?;

@@ -17,7 +17,12 @@ const ALPN: &[u8] = b"example/file/1";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["receive", out, "--rendezvous", rdv] => receive(out.into(), rdv.parse()?).await,
         ["send", file, ticket] => send(file.into(), ticket.parse()?).await,
         _ => anyhow::bail!("usage: receive OUT_FILE --rendezvous HOST:PORT | send IN_FILE TICKET"),
@@ -26,9 +31,15 @@ async fn main() -> anyhow::Result<()> {
 
 async fn receive(out: PathBuf, rdv: RendezvousAddr) -> anyhow::Result<()> {
     let node = Node::builder().rendezvous(rdv).alpn(ALPN).spawn().await?;
-    anyhow::ensure!(node.registered(Duration::from_secs(5)).await, "the rendezvous did not answer");
+    anyhow::ensure!(
+        node.registered(Duration::from_secs(5)).await,
+        "the rendezvous did not answer"
+    );
     eprintln!("{}", node.ticket().await?);
-    let (peer, conn) = node.accept().await.ok_or_else(|| anyhow::anyhow!("no sender came"))?;
+    let (peer, conn) = node
+        .accept()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no sender came"))?;
     let mut recv = conn.accept_uni().await?;
     let mut file = tokio::fs::File::create(&out).await?;
     let mut hasher = blake3::Hasher::new();
@@ -47,8 +58,15 @@ async fn receive(out: PathBuf, rdv: RendezvousAddr) -> anyhow::Result<()> {
         }
     }
     file.flush().await?;
-    anyhow::ensure!(tail == hasher.finalize().as_bytes(), "checksum mismatch: the file is damaged");
-    eprintln!("received {n} bytes from {} into {}: checksum ok", peer.fmt_short(), out.display());
+    anyhow::ensure!(
+        tail == hasher.finalize().as_bytes(),
+        "checksum mismatch: the file is damaged"
+    );
+    eprintln!(
+        "received {n} bytes from {} into {}: checksum ok",
+        peer.fmt_short(),
+        out.display()
+    );
     conn.close(0u32.into(), b"thanks");
     node.close().await;
     Ok(())
@@ -64,7 +82,11 @@ async fn send(path: PathBuf, ticket: Ticket) -> anyhow::Result<()> {
     s.write_all(blake3::hash(&data).as_bytes()).await?;
     s.finish()?;
     conn.closed().await;
-    eprintln!("sent {} bytes in {:.2} s", data.len(), t.elapsed().as_secs_f64());
+    eprintln!(
+        "sent {} bytes in {:.2} s",
+        data.len(),
+        t.elapsed().as_secs_f64()
+    );
     node.close().await;
     Ok(())
 }

@@ -1060,6 +1060,10 @@ impl Engine {
             .filter(|id| *id != keep)
             .collect();
         if !ids.is_empty() {
+            // Pairs on closed sockets must never be selected again.
+            for st in self.peers.values_mut() {
+                st.paths.drop_sockets(&ids);
+            }
             self.push_event(NodeEvent::CloseSockets { ids });
         }
     }
@@ -1071,9 +1075,12 @@ impl Engine {
             && flags & handshake::FLAG_HAS_PORT_MAPPING == 0
     }
 
+    /// Whether the peer's flags say it maps independently of destination and holds no port
+    /// mapping (with a mapping, its mapped address is reachable without birthday probing).
     fn peer_is_easy(flags: u8) -> bool {
         flags & handshake::FLAG_MAPPING_KNOWN != 0
             && flags & handshake::FLAG_MAPS_PER_DESTINATION == 0
+            && flags & handshake::FLAG_HAS_PORT_MAPPING == 0
     }
 
     /// Starts or continues birthday punching with `peer` where one side is hard and one easy.

@@ -156,6 +156,18 @@ impl Paths {
         Some(self.pairs.len() - 1)
     }
 
+    /// Forgets every pair that uses one of the sockets `locals` (they were closed).
+    pub fn drop_sockets(&mut self, locals: &[u16]) {
+        let mut i = 0;
+        while i < self.pairs.len() {
+            if locals.contains(&self.pairs[i].local) {
+                self.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     fn remove(&mut self, i: usize) {
         self.pairs.remove(i);
         self.selected = match self.selected {
@@ -339,6 +351,28 @@ mod tests {
         p.answered(v6, t0, at(t0, 10));
         assert_eq!(p.select(), Some(1), "same RTT: IPv6");
         assert_eq!(p.selected_remote(), Some(v6));
+    }
+
+    #[test]
+    fn pairs_on_closed_sockets_are_forgotten_and_selection_stays_valid() {
+        let t0 = Instant::now();
+        let mut p = Paths::default();
+        let r: SocketAddr = "192.0.2.1:1".parse().unwrap();
+        p.add_on(0, r, CandidateKind::Reflexive, t0);
+        p.add_on(5, r, CandidateKind::PeerReflexive, t0);
+        p.add_on(6, r, CandidateKind::PeerReflexive, t0);
+        p.answered_on(6, r, t0, at(t0, 5));
+        p.answered_on(5, r, t0, at(t0, 9));
+        assert_eq!(p.select(), Some(2));
+        p.drop_sockets(&[5]);
+        assert_eq!(p.pairs.len(), 2);
+        assert_eq!(
+            p.selected_path(),
+            Some((6, r)),
+            "the selected pair survives, re-indexed"
+        );
+        p.drop_sockets(&[6]);
+        assert_eq!(p.selected_path(), None);
     }
 
     #[test]
