@@ -1,2 +1,4 @@
-//! Workspace-level integration tests: scenarios that cross crates. The tests are the `[[test]]`
-//! targets beside this file; this library is where shared harness code (the NAT lab) goes.
+//! Workspace-level test support: the network-namespace lab ([`lab`]) that the root-only tests
+//! of the NAT lab use, and scenarios that cross crates (the `[[test]]` targets beside this file).
+
+pub mod lab;

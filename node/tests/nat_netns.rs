@@ -9,11 +9,9 @@
 //!  hostB 192.168.2.2 ── routerB (full cone: masquerade + port forward) ┘
 //! ```
 
-mod common;
-
 use std::time::Duration;
 
-use common::{can_run, full_cone_router, home_router, symmetric_router, Lab};
+use shipworm_tests::lab::{can_run, full_cone_router, home_router, symmetric_router, Lab};
 
 /// The NAT in front of a site.
 #[derive(Clone, Copy)]
@@ -27,7 +25,7 @@ enum Router {
 /// naming the other by NodeId only. Returns the lab, A's and B's namespaces and interface names,
 /// and B's overlay address.
 fn two_sites(tag: &str, a: Router, b: Router) -> (Lab, [String; 4], String) {
-    let mut lab = Lab::new(tag);
+    let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), tag);
     let sites = lab.two_sites("172.30");
     let [aw, al, bw, bl] = sites.ifaces.clone();
     for (router, kind, wan_if, lan_if, host) in [

@@ -2,11 +2,9 @@
 //! symmetric NAT: plain hole punching cannot connect them. With A's port mapping, B reaches A's
 //! mapped port; without it (`--no-portmap`), birthday probing finds a way. Needs root.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{can_run, symmetric_router, Lab};
+use shipworm_tests::lab::{can_run, symmetric_router, Lab};
 
 /// A home router whose forwarding and NAT chains leave room for miniupnpd's own chains.
 fn upnp_router(wan: &str, lan: &str) -> String {
@@ -55,7 +53,7 @@ fn miniupnpd_conf(wan: &str, lan: &str) -> String {
 /// Builds the lab: A behind a home router running miniupnpd, B behind a symmetric NAT, a
 /// rendezvous; returns (lab, A's ns, B's ns, [A's key, B's key, A's id, B's id, B's overlay]).
 fn build(tag: &str) -> (Lab, String, String, [String; 5]) {
-    let mut lab = Lab::new(tag);
+    let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), tag);
     // miniupnpd refuses reserved and documentation ranges as its external address: the lab's
     // "internet" uses an ordinary public range, harmless inside isolated namespaces.
     let sites = lab.two_sites("5.5");

@@ -2,16 +2,14 @@
 //! each, and `ping -6` between overlay addresses through the encrypted tunnel. Needs root; skips
 //! with a message otherwise (CI runs as root).
 
-mod common;
-
-use common::{can_run, Lab};
+use shipworm_tests::lab::{can_run, Lab};
 
 #[test]
 fn ping6_crosses_the_tunnel_between_two_namespaces_and_strangers_are_kept_out() {
     if !can_run() {
         return;
     }
-    let mut lab = Lab::new("t");
+    let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), "t");
     let (a, b, c) = (lab.ns("a"), lab.ns("b"), lab.ns("c"));
     lab.link(1, &a, "10.77.1.1/24", &b, "10.77.1.2/24");
     lab.link(2, &c, "10.77.2.3/24", &b, "10.77.2.2/24");

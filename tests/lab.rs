@@ -1,5 +1,6 @@
-//! The network-namespace lab shared by the root-only tests.
-#![allow(dead_code)]
+//! The network-namespace lab: namespaces, veth links, nftables routers, and `shipworm` processes
+//! inside them, all removed when the [`Lab`] is dropped. Root only; [`can_run`] says whether this
+//! machine can (and, in CI, insists).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -56,6 +57,9 @@ pub fn can_run() -> bool {
 
 /// Namespaces, links and processes of one test; all removed on drop.
 pub struct Lab {
+    /// The `shipworm` binary the lab runs.
+    pub bin: PathBuf,
+    /// A short tag unique to this lab, part of every name it makes.
     pub tag: String,
     namespaces: Vec<String>,
     pub children: Vec<Child>,
@@ -63,12 +67,14 @@ pub struct Lab {
 }
 
 impl Lab {
-    pub fn new(tag: &str) -> Self {
+    /// A lab running the `shipworm` binary at `bin`.
+    pub fn new(bin: impl Into<PathBuf>, tag: &str) -> Self {
         let tag = format!("{tag}{}", std::process::id() % 100_000);
         let dir = std::env::temp_dir().join(format!("shipworm-tun-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Self {
+            bin: bin.into(),
             tag,
             namespaces: Vec::new(),
             children: Vec::new(),
@@ -99,7 +105,7 @@ impl Lab {
 
     pub fn identity(&self, name: &str) -> (PathBuf, String, String) {
         let path = self.dir.join(name);
-        let out = Command::new(env!("CARGO_BIN_EXE_shipworm"))
+        let out = Command::new(&self.bin)
             .arg("--identity")
             .arg(&path)
             .args(["--json", "id"])
@@ -157,17 +163,13 @@ impl Lab {
     ) -> usize {
         let log = std::fs::File::create(self.dir.join(format!("{tun}.log"))).unwrap();
         let mut cmd = Command::new("ip");
-        cmd.args([
-            "netns",
-            "exec",
-            ns,
-            env!("CARGO_BIN_EXE_shipworm"),
-            "--identity",
-        ])
-        .arg(identity)
-        .args(global)
-        .args(["up", "--tun", "--tun-name", tun, "--listen", listen])
-        .args(extra);
+        cmd.args(["netns", "exec", ns])
+            .arg(&self.bin)
+            .arg("--identity")
+            .arg(identity)
+            .args(global)
+            .args(["up", "--tun", "--tun-name", tun, "--listen", listen])
+            .args(extra);
         for p in peers {
             cmd.args(["--peer", p]);
         }
@@ -474,11 +476,12 @@ impl Lab {
     pub fn start_rendezvous(&mut self, sites: &Sites) {
         let alt = sites.rendezvous.replace(":3478", ":3479");
         let rdv = sites.rdv.clone();
+        let bin = self.bin.to_string_lossy().into_owned();
         self.spawn(
             &rdv,
             "rendezvous",
             &[
-                env!("CARGO_BIN_EXE_shipworm"),
+                &bin,
                 "rendezvous",
                 "--listen",
                 &sites.rendezvous,
