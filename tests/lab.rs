@@ -322,10 +322,15 @@ impl Lab {
 }
 
 /// A NAT router: `masquerade {options}` on the WAN, and nothing unsolicited comes in, neither
-/// to the router itself nor through it.
-fn nat_router(wan: &str, lan: &str, options: &str) -> String {
+/// to the router itself nor through it, except what `forward` accepts (rules, one per line) and
+/// `prerouting` translates.
+fn nat_router(wan: &str, lan: &str, options: &str, prerouting: &str, forward: &str) -> String {
     format!(
         r#"table ip nat {{
+    chain pre {{
+        type nat hook prerouting priority dstnat;
+        {prerouting}
+    }}
     chain post {{
         type nat hook postrouting priority srcnat;
         oifname "{wan}" masquerade {options}
@@ -341,6 +346,7 @@ table ip filter {{
         type filter hook forward priority 0; policy drop;
         iifname "{lan}" accept
         iifname "{wan}" ct state established,related accept
+        {forward}
     }}
 }}
 "#
@@ -349,30 +355,24 @@ table ip filter {{
 
 /// A home router: masquerade maps endpoint-independently (and keeps ports in practice).
 pub fn home_router(wan: &str, lan: &str) -> String {
-    nat_router(wan, lan, "")
+    nat_router(wan, lan, "", "", "")
 }
 
-/// A full-cone router for one host port: the home router plus a static forward of that port.
+/// A full-cone router for one host port: the home router plus a static forward of that port
+/// (inside the same filter chain: an accept in another table would not override its drop).
 pub fn full_cone_router(wan: &str, lan: &str, host: &str, port: u16) -> String {
-    format!(
-        r#"{}table ip cone {{
-    chain pre {{
-        type nat hook prerouting priority dstnat;
-        iifname "{wan}" udp dport {port} dnat to {host}:{port}
-    }}
-    chain forward {{
-        type filter hook forward priority -1;
-        iifname "{wan}" ip daddr {host} udp dport {port} accept
-    }}
-}}
-"#,
-        home_router(wan, lan)
+    nat_router(
+        wan,
+        lan,
+        "",
+        &format!("iifname \"{wan}\" udp dport {port} dnat to {host}:{port}"),
+        &format!("iifname \"{wan}\" ip daddr {host} udp dport {port} accept"),
     )
 }
 
 /// A NAT that maps per destination: masquerade with fully random ports.
 pub fn symmetric_router(wan: &str, lan: &str) -> String {
-    nat_router(wan, lan, "fully-random")
+    nat_router(wan, lan, "fully-random", "", "")
 }
 
 /// The namespaces and interface names of a two-site topology.
@@ -494,5 +494,356 @@ impl Lab {
             "{}",
             self.log("rendezvous")
         );
+    }
+}
+
+/// The kinds of router a lab site can have in front of its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouterKind {
+    /// No NAT: the host's address is routed from the internet (a router that only forwards).
+    Public,
+    /// Endpoint-independent mapping, and the node's port forwarded to it: anyone may send in.
+    FullCone,
+    /// A home router: endpoint-independent mapping, address-and-port filtering.
+    Home,
+    /// Per-destination mapping ("symmetric").
+    Symmetric,
+    /// A home router running a real UPnP IGD and NAT-PMP/PCP server (miniupnpd).
+    HomeUpnp,
+    /// Carrier-grade double NAT: a carrier NAT in front of a home NAT.
+    Cgnat,
+}
+
+impl RouterKind {
+    /// Every kind, in table order.
+    pub const ALL: [RouterKind; 6] = [
+        RouterKind::Public,
+        RouterKind::FullCone,
+        RouterKind::Home,
+        RouterKind::HomeUpnp,
+        RouterKind::Cgnat,
+        RouterKind::Symmetric,
+    ];
+
+    /// The name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            RouterKind::Public => "public",
+            RouterKind::FullCone => "full cone",
+            RouterKind::Home => "home",
+            RouterKind::Symmetric => "symmetric",
+            RouterKind::HomeUpnp => "home + UPnP",
+            RouterKind::Cgnat => "CGNAT",
+        }
+    }
+
+    /// Maps per destination and holds no port mapping.
+    pub fn hard(self) -> bool {
+        self == RouterKind::Symmetric
+    }
+}
+
+/// Whether theory allows a direct path between sites of these kinds: all but two hard NATs.
+pub fn direct_possible(a: RouterKind, b: RouterKind) -> bool {
+    !(a.hard() && b.hard())
+}
+
+/// The UDP port every matrix node binds (the full-cone router forwards it).
+pub const NODE_PORT: u16 = 51820;
+
+fn miniupnpd_conf(wan: &str, lan: &str, lan_net: &str) -> String {
+    format!(
+        "ext_ifname={wan}\nlistening_ip={lan}\nhttp_port=0\nenable_natpmp=yes\nenable_upnp=yes\n\
+         secure_mode=yes\nsystem_uptime=yes\nuuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b\n\
+         allow 1024-65535 {lan_net} 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n"
+    )
+}
+
+/// A home router whose forwarding and NAT chains leave room for miniupnpd's own chains.
+pub fn upnp_router(wan: &str, lan: &str) -> String {
+    format!(
+        r#"table inet filter {{
+    chain input {{
+        type filter hook input priority 0; policy accept;
+        iifname "{wan}" ct state established,related accept
+        iifname "{wan}" drop
+    }}
+    chain forward {{
+        type filter hook forward priority 0; policy drop;
+        iifname "{lan}" accept
+        iifname "{wan}" ct state established,related accept
+        jump miniupnpd
+    }}
+    chain miniupnpd {{
+    }}
+    chain prerouting {{
+        type nat hook prerouting priority -100; policy accept;
+        jump prerouting_miniupnpd
+    }}
+    chain postrouting {{
+        type nat hook postrouting priority 100; policy accept;
+        jump postrouting_miniupnpd
+        oifname "{wan}" masquerade
+    }}
+    chain prerouting_miniupnpd {{
+    }}
+    chain postrouting_miniupnpd {{
+    }}
+}}
+"#
+    )
+}
+
+/// A two-site lab of the given router kinds on an internet `{net}.0.0/16` (use an ordinary
+/// public range such as "5.5": miniupnpd refuses reserved ones; the namespaces are isolated).
+pub struct Matrix {
+    /// The rendezvous host and its address.
+    pub rdv: String,
+    /// `host:port` of the rendezvous.
+    pub rendezvous: String,
+    /// Host namespaces of site A and B.
+    pub hosts: [String; 2],
+    /// The outermost router of each site (where conntrack lives for a flush).
+    pub edge: [String; 2],
+}
+
+impl Lab {
+    /// Builds sites A and B behind routers of kinds `kinds`, and starts the rendezvous.
+    pub fn matrix(&mut self, net: &str, kinds: [RouterKind; 2]) -> Matrix {
+        let t = self.tag.clone();
+        let name = |s: &str| format!("{s}{t}");
+        let wan = self.ns("w");
+        let rdv = self.ns("r");
+        self.link_named(
+            &wan,
+            &name("w0"),
+            &format!("{net}.0.1/24"),
+            &rdv,
+            &name("r0"),
+            &format!("{net}.0.2/24"),
+        );
+        self.exec(&wan, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        self.exec(
+            &rdv,
+            &[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("{net}.0.1"),
+            ],
+        );
+        let mut hosts = Vec::new();
+        let mut edges = Vec::new();
+        for (i, kind) in kinds.into_iter().enumerate() {
+            let n = i + 1;
+            let router = self.ns(&format!("r{n}"));
+            let host = self.ns(&format!("h{n}"));
+            let (wan_if, lan_if) = (name(&format!("e{n}")), name(&format!("l{n}")));
+            let lan_net = format!("192.168.{n}.0/24");
+            // The router's WAN side: directly on the internet, or behind a carrier NAT.
+            let edge = if kind == RouterKind::Cgnat {
+                let carrier = self.ns(&format!("c{n}"));
+                let (c_wan, c_lan) = (name(&format!("x{n}")), name(&format!("y{n}")));
+                self.link_named(
+                    &wan,
+                    &name(&format!("w{n}")),
+                    &format!("{net}.{n}.1/24"),
+                    &carrier,
+                    &c_wan,
+                    &format!("{net}.{n}.2/24"),
+                );
+                self.link_named(
+                    &carrier,
+                    &c_lan,
+                    &format!("100.64.{n}.1/24"),
+                    &router,
+                    &wan_if,
+                    &format!("100.64.{n}.2/24"),
+                );
+                self.exec(&carrier, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+                self.exec(
+                    &carrier,
+                    &[
+                        "ip",
+                        "route",
+                        "add",
+                        "default",
+                        "via",
+                        &format!("{net}.{n}.1"),
+                    ],
+                );
+                self.exec(
+                    &router,
+                    &[
+                        "ip",
+                        "route",
+                        "add",
+                        "default",
+                        "via",
+                        &format!("100.64.{n}.1"),
+                    ],
+                );
+                self.nft(&carrier, &home_router(&c_wan, &c_lan));
+                carrier
+            } else {
+                self.link_named(
+                    &wan,
+                    &name(&format!("w{n}")),
+                    &format!("{net}.{n}.1/24"),
+                    &router,
+                    &wan_if,
+                    &format!("{net}.{n}.2/24"),
+                );
+                self.exec(
+                    &router,
+                    &[
+                        "ip",
+                        "route",
+                        "add",
+                        "default",
+                        "via",
+                        &format!("{net}.{n}.1"),
+                    ],
+                );
+                router.clone()
+            };
+            self.link_named(
+                &router,
+                &lan_if,
+                &format!("192.168.{n}.1/24"),
+                &host,
+                &name(&format!("h{n}")),
+                &format!("192.168.{n}.2/24"),
+            );
+            self.exec(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+            self.exec(
+                &host,
+                &[
+                    "ip",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &format!("192.168.{n}.1"),
+                ],
+            );
+            let host_ip = format!("192.168.{n}.2");
+            match kind {
+                RouterKind::Public => {
+                    // Routed, not translated: the internet reaches the host's address directly.
+                    self.exec(
+                        &wan,
+                        &[
+                            "ip",
+                            "route",
+                            "add",
+                            &lan_net,
+                            "via",
+                            &format!("{net}.{n}.2"),
+                        ],
+                    );
+                }
+                RouterKind::FullCone => self.nft(
+                    &router,
+                    &full_cone_router(&wan_if, &lan_if, &host_ip, NODE_PORT),
+                ),
+                RouterKind::Home | RouterKind::Cgnat => {
+                    self.nft(&router, &home_router(&wan_if, &lan_if))
+                }
+                RouterKind::Symmetric => self.nft(&router, &symmetric_router(&wan_if, &lan_if)),
+                RouterKind::HomeUpnp => {
+                    self.nft(&router, &upnp_router(&wan_if, &lan_if));
+                    let conf = self.dir.join(format!("miniupnpd{n}.conf"));
+                    std::fs::write(&conf, miniupnpd_conf(&wan_if, &lan_if, &lan_net)).unwrap();
+                    let conf = conf.to_string_lossy().into_owned();
+                    let log = format!("miniupnpd{n}");
+                    // Its own pid file: several may run at once.
+                    let pid = self.dir.join(format!("miniupnpd{n}.pid")).to_string_lossy().into_owned();
+                    self.spawn(&router, &log, &["miniupnpd", "-d", "-f", &conf, "-P", &pid]);
+                    assert!(
+                        self.wait_log(
+                            &log,
+                            "Listening for NAT-PMP/PCP traffic",
+                            Duration::from_secs(10)
+                        ),
+                        "{}",
+                        self.log(&log)
+                    );
+                }
+            }
+            hosts.push(host);
+            edges.push(edge);
+        }
+        let m = Matrix {
+            rendezvous: format!("{net}.0.2:3478"),
+            rdv,
+            hosts: [hosts[0].clone(), hosts[1].clone()],
+            edge: [edges[0].clone(), edges[1].clone()],
+        };
+        let bin = self.bin.to_string_lossy().into_owned();
+        let alt = format!("{net}.0.2:3479");
+        let rdv_ns = m.rdv.clone();
+        self.spawn(
+            &rdv_ns,
+            "rendezvous",
+            &[
+                &bin,
+                "rendezvous",
+                "--listen",
+                &m.rendezvous,
+                "--alt-listen",
+                &alt,
+            ],
+        );
+        assert!(
+            self.wait_log("rendezvous", "rendezvous on", Duration::from_secs(10)),
+            "{}",
+            self.log("rendezvous")
+        );
+        m
+    }
+
+    /// Starts `shipworm [global...] COMMAND...` in `ns` with stdin from `input` and stdout to
+    /// `output` (files in the lab directory), stderr to the log `name`.
+    pub fn run_cli(
+        &mut self,
+        ns: &str,
+        name: &str,
+        args: &[&str],
+        input: Option<&Path>,
+        output: Option<&Path>,
+    ) -> usize {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns])
+            .arg(&self.bin)
+            .args(args)
+            .stderr(log);
+        cmd.stdin(match input {
+            Some(p) => Stdio::from(std::fs::File::open(p).unwrap()),
+            None => Stdio::null(),
+        });
+        cmd.stdout(match output {
+            Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+            None => Stdio::null(),
+        });
+        self.children.push(cmd.spawn().unwrap());
+        self.children.len() - 1
+    }
+
+    /// Waits for child `i` to exit; `None` if it is still running after `within`.
+    pub fn wait_child(&mut self, i: usize, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.children[i].try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }

@@ -152,14 +152,16 @@ pub async fn connect(args: NodeArgs, ticket: Ticket) -> anyhow::Result<()> {
     .await?;
     let peer = ticket.node_id();
     let shown = progress(&node, peer);
+    let started = Instant::now();
     let conn = node
         .connect(Target::Ticket(ticket), PIPE_ALPN)
         .await
         .map_err(unreachable)?;
     shown.abort();
     eprintln!(
-        "connected: {} ({})",
+        "connected: {} in {:.1} ms ({})",
         peer.fmt_short(),
+        started.elapsed().as_secs_f64() * 1e3,
         shipworm::api::describe_path(&node, peer).await
     );
     let (send, recv) = conn.open_bi().await.map_err(|e| Exit {

@@ -322,6 +322,13 @@ pub struct Engine {
     next_stun: Instant,
 }
 
+/// Whether an IPv4 address can be a NAT's public side (not private, shared, loopback,
+/// link-local, unspecified or multicast).
+fn is_public_v4(ip: &std::net::Ipv4Addr) -> bool {
+    let shared = ip.octets()[0] == 100 && (ip.octets()[1] & 0xC0) == 64; // 100.64.0.0/10
+    !(ip.is_private() || ip.is_loopback() || ip.is_link_local() || ip.is_unspecified() || ip.is_multicast() || shared)
+}
+
 /// Most introductions held while no registration is complete.
 const MAX_WAITING_INTROS: usize = 64;
 
@@ -1093,23 +1100,30 @@ impl Engine {
         }
         let we_hard = self.maps_per_destination == Some(true) && !self.port_mapped;
         let we_easy = self.maps_per_destination == Some(false);
+        // The peer's public IPv4 addresses, however we learned them (a ticket's direct
+        // addresses are reflexive ones too): private, shared and loopback ranges are not where
+        // its NAT maps.
         let theirs: Vec<SocketAddr> = st
             .paths
             .pairs
             .iter()
-            .filter(|p| p.local == 0 && p.remote.is_ipv4())
-            .filter(|p| {
-                matches!(
-                    p.kind,
-                    CandidateKind::Reflexive | CandidateKind::PeerReflexive
-                )
+            .filter(|p| p.local == 0)
+            .filter_map(|p| match p.remote {
+                SocketAddr::V4(v4) if is_public_v4(v4.ip()) => Some(p.remote),
+                _ => None,
             })
-            .map(|p| p.remote)
             .collect();
         if st.birthday.is_none() {
             if st.birthday_tried || theirs.is_empty() {
                 return;
             }
+            tracing::trace!(
+                peer = %peer.fmt_short(),
+                we_hard,
+                we_easy,
+                peer_flags = st.peer_flags,
+                "birthday check"
+            );
             let role = if we_hard && Self::peer_is_easy(st.peer_flags) {
                 Birthday::Hard {
                     targets: theirs.clone(),
@@ -1125,6 +1139,7 @@ impl Engine {
             } else {
                 return;
             };
+            tracing::debug!(peer = %peer.fmt_short(), role = ?role, "birthday probing starts");
             let st = self.peers.get_mut(&peer).expect("present");
             st.birthday = Some(role);
             st.birthday_tried = true;

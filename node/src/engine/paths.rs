@@ -141,6 +141,11 @@ impl Paths {
             .iter()
             .position(|p| p.local == local && p.remote == remote)
         {
+            // An address first known only as "some address of the peer" (a ticket's) is
+            // labelled by what we learn of it later.
+            if self.pairs[i].kind == CandidateKind::Host {
+                self.pairs[i].kind = kind;
+            }
             return Some(i);
         }
         if self.pairs.len() >= MAX_PAIRS {

@@ -1,0 +1,194 @@
+//! The NAT lab matrix on the real kernel: every pair of router kinds (public, full cone, home,
+//! home + UPnP, carrier-grade double NAT, symmetric), the real `shipworm` binary (`listen` /
+//! `connect`) through the real rendezvous. Wherever theory allows a direct path, data crosses
+//! intact both ways; where it does not, `connect` says why within 10 s and exits 3.
+//!
+//! `SHIPWORM_LAB_WRITE=1 cargo test -p shipworm --test lab_matrix -- --nocapture` (as root)
+//! also rewrites the results table in `docs/lab.md`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use shipworm_tests::lab::{can_run, direct_possible, Lab, RouterKind, NODE_PORT};
+
+struct Row {
+    a: RouterKind,
+    b: RouterKind,
+    expected: bool,
+    outcome: String,
+    path: String,
+    connect_ms: String,
+    ok: bool,
+}
+
+fn make_file(path: &Path, len: usize, seed: u8) -> blake3::Hash {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new_derive_key("shipworm lab")
+        .update(&[seed])
+        .finalize_xof()
+        .fill(&mut out);
+    std::fs::write(path, &out).unwrap();
+    blake3::hash(&out)
+}
+
+fn run_pair(a: RouterKind, b: RouterKind, i: usize) -> Row {
+    let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), &format!("m{i}"));
+    let m = lab.matrix("5.5", [a, b]);
+    let (to_b, to_a) = (lab.dir.join("to_b.bin"), lab.dir.join("to_a.bin"));
+    let (hash_to_b, hash_to_a) = (make_file(&to_b, 1 << 20, 1), make_file(&to_a, 1 << 20, 2));
+    let (a_key, b_key) = (lab.dir.join("a.key"), lab.dir.join("b.key"));
+    let bind = format!("0.0.0.0:{NODE_PORT}");
+    let common = |key: &Path| -> Vec<String> {
+        vec![
+            "--identity".into(),
+            key.to_string_lossy().into_owned(),
+            "--rendezvous".into(),
+            m.rendezvous.clone(),
+            "--bind".into(),
+            bind.clone(),
+        ]
+    };
+    let mut listen_args = common(&b_key);
+    listen_args.push("listen".into());
+    let listen_args: Vec<&str> = listen_args.iter().map(String::as_str).collect();
+    let (out_b, out_a) = (lab.dir.join("b.out"), lab.dir.join("a.out"));
+    let listener = lab.run_cli(&m.hosts[1], "b", &listen_args, Some(&to_a), Some(&out_b));
+    let ticket = {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(t) = lab.log("b").lines().find(|l| l.starts_with("sw1")) {
+                break t.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} x {}: no ticket from listen:\n{}",
+                a.name(),
+                b.name(),
+                lab.log("b")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut connect_args = common(&a_key);
+    connect_args.extend(["connect".to_string(), ticket]);
+    let connect_args: Vec<&str> = connect_args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let connector = lab.run_cli(&m.hosts[0], "a", &connect_args, Some(&to_b), Some(&out_a));
+    let expected = direct_possible(a, b);
+    let status = lab.wait_child(connector, Duration::from_secs(40));
+    let took = started.elapsed();
+    let log = lab.log("a");
+    let connected_line = log
+        .lines()
+        .find(|l| l.starts_with("connected: "))
+        .unwrap_or("")
+        .to_string();
+    let (connect_ms, path) = match connected_line.split_once(" in ") {
+        Some((_, rest)) => {
+            let ms = rest.split(" ms").next().unwrap_or("?").to_string();
+            let path = rest
+                .split_once('(')
+                .map_or(String::new(), |(_, p)| p.trim_end_matches(')').to_string());
+            (ms, path)
+        }
+        None => ("-".into(), "-".into()),
+    };
+    let (outcome, ok) = match (expected, status) {
+        (true, Some(s)) if s.success() => {
+            let l = lab.wait_child(listener, Duration::from_secs(15));
+            let intact = blake3::hash(&std::fs::read(&out_b).unwrap()) == hash_to_b
+                && blake3::hash(&std::fs::read(&out_a).unwrap()) == hash_to_a;
+            let direct = connected_line.contains("(direct ");
+            let good = intact && direct && l.is_some_and(|s| s.success());
+            (
+                if good {
+                    "direct, data intact".to_string()
+                } else {
+                    format!("BROKEN (intact {intact}, listener {l:?})")
+                },
+                good,
+            )
+        }
+        (false, Some(s)) if s.code() == Some(3) && log.contains("no direct path possible") => (
+            format!("clear error in {:.1} s", took.as_secs_f64()),
+            took <= Duration::from_secs(11),
+        ),
+        (_, s) => (format!("UNEXPECTED: exit {s:?}"), false),
+    };
+    if !ok {
+        eprintln!(
+            "---- {} x {}: {outcome}\nA:\n{log}\nB:\n{}",
+            a.name(),
+            b.name(),
+            lab.log("b")
+        );
+    }
+    Row {
+        a,
+        b,
+        expected,
+        outcome,
+        path,
+        connect_ms,
+        ok,
+    }
+}
+
+#[test]
+fn every_pair_of_router_kinds_connects_directly_where_theory_allows_and_says_why_where_not() {
+    if !can_run() {
+        return;
+    }
+    let mut rows = Vec::new();
+    let kinds = RouterKind::ALL;
+    let mut i = 0;
+    for (x, &a) in kinds.iter().enumerate() {
+        for &b in &kinds[x..] {
+            i += 1;
+            rows.push(run_pair(a, b, i));
+        }
+    }
+    let mut table = String::from("| A | B | theory | outcome | path chosen by A | connect (ms) |\n|---|---|---|---|---|---:|\n");
+    for r in &rows {
+        table.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r.a.name(),
+            r.b.name(),
+            if r.expected { "direct" } else { "impossible" },
+            r.outcome,
+            r.path,
+            r.connect_ms
+        ));
+    }
+    println!("{table}");
+    if std::env::var_os("SHIPWORM_LAB_WRITE").is_some() {
+        let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/lab.md");
+        let text = std::fs::read_to_string(&doc).unwrap();
+        let (start, end) = ("<!-- lab-matrix:begin -->", "<!-- lab-matrix:end -->");
+        let (a, b) = (
+            text.find(start).unwrap() + start.len(),
+            text.find(end).unwrap(),
+        );
+        let stamp = format!("\nLast run: {} (`SHIPWORM_LAB_WRITE=1 cargo test -p shipworm --test lab_matrix -- --nocapture`, as root)\n\n", chrono_free_date());
+        std::fs::write(
+            &doc,
+            format!("{}{stamp}{table}\n{}", &text[..a], &text[b..]),
+        )
+        .unwrap();
+    }
+    let bad: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| format!("{} x {}: {}", r.a.name(), r.b.name(), r.outcome))
+        .collect();
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+/// Today's date from the system clock, without a date library.
+fn chrono_free_date() -> String {
+    let out = std::process::Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
