@@ -543,6 +543,17 @@ impl RouterKind {
     }
 }
 
+/// A site's IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum V6 {
+    /// None.
+    None,
+    /// A global address behind a stateful firewall: replies come in, nothing else.
+    Firewalled,
+    /// Outbound works, nothing comes back (the reported one-way failure).
+    InboundBlocked,
+}
+
 /// Whether theory allows a direct path between sites of these kinds: all but two hard NATs.
 pub fn direct_possible(a: RouterKind, b: RouterKind) -> bool {
     !(a.hard() && b.hard())
@@ -605,11 +616,21 @@ pub struct Matrix {
     pub hosts: [String; 2],
     /// The outermost router of each site (where conntrack lives for a flush).
     pub edge: [String; 2],
+    /// The internet namespace.
+    pub wan: String,
+    /// The lab child running the rendezvous.
+    pub rendezvous_child: usize,
 }
 
 impl Lab {
     /// Builds sites A and B behind routers of kinds `kinds`, and starts the rendezvous.
     pub fn matrix(&mut self, net: &str, kinds: [RouterKind; 2]) -> Matrix {
+        self.matrix_v6(net, kinds, [V6::None, V6::None])
+    }
+
+    /// As [`Lab::matrix`], with IPv6 at each site: a global /64 behind the site's router,
+    /// `2001:db8:N::2`, routed across the internet namespace.
+    pub fn matrix_v6(&mut self, net: &str, kinds: [RouterKind; 2], v6: [V6; 2]) -> Matrix {
         let t = self.tag.clone();
         let name = |s: &str| format!("{s}{t}");
         let wan = self.ns("w");
@@ -760,7 +781,11 @@ impl Lab {
                     let conf = conf.to_string_lossy().into_owned();
                     let log = format!("miniupnpd{n}");
                     // Its own pid file: several may run at once.
-                    let pid = self.dir.join(format!("miniupnpd{n}.pid")).to_string_lossy().into_owned();
+                    let pid = self
+                        .dir
+                        .join(format!("miniupnpd{n}.pid"))
+                        .to_string_lossy()
+                        .into_owned();
                     self.spawn(&router, &log, &["miniupnpd", "-d", "-f", &conf, "-P", &pid]);
                     assert!(
                         self.wait_log(
@@ -773,21 +798,133 @@ impl Lab {
                     );
                 }
             }
+            if v6[i] != V6::None && kind != RouterKind::Cgnat {
+                let (link, lan6) = (format!("2001:db8:{n}00::"), format!("2001:db8:{n}::"));
+                for ns in [&wan, &router] {
+                    self.exec(ns, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+                }
+                let wan_peer = name(&format!("w{n}"));
+                self.exec(
+                    &wan,
+                    &[
+                        "ip",
+                        "addr",
+                        "add",
+                        &format!("{link}1/64"),
+                        "dev",
+                        &wan_peer,
+                        "nodad",
+                    ],
+                );
+                self.exec(
+                    &router,
+                    &[
+                        "ip",
+                        "addr",
+                        "add",
+                        &format!("{link}2/64"),
+                        "dev",
+                        &wan_if,
+                        "nodad",
+                    ],
+                );
+                self.exec(
+                    &router,
+                    &[
+                        "ip",
+                        "addr",
+                        "add",
+                        &format!("{lan6}1/64"),
+                        "dev",
+                        &lan_if,
+                        "nodad",
+                    ],
+                );
+                self.exec(
+                    &host,
+                    &[
+                        "ip",
+                        "addr",
+                        "add",
+                        &format!("{lan6}2/64"),
+                        "dev",
+                        &name(&format!("h{n}")),
+                        "nodad",
+                    ],
+                );
+                self.exec(
+                    &wan,
+                    &[
+                        "ip",
+                        "-6",
+                        "route",
+                        "add",
+                        &format!("{lan6}/64"),
+                        "via",
+                        &format!("{link}2"),
+                    ],
+                );
+                self.exec(
+                    &router,
+                    &[
+                        "ip",
+                        "-6",
+                        "route",
+                        "add",
+                        "default",
+                        "via",
+                        &format!("{link}1"),
+                    ],
+                );
+                self.exec(
+                    &host,
+                    &[
+                        "ip",
+                        "-6",
+                        "route",
+                        "add",
+                        "default",
+                        "via",
+                        &format!("{lan6}1"),
+                    ],
+                );
+                // The site's IPv6 firewall: replies only, or nothing at all coming in.
+                let inbound = match v6[i] {
+                    V6::Firewalled => {
+                        format!("iifname \"{wan_if}\" ct state established,related accept")
+                    }
+                    _ => String::new(),
+                };
+                self.nft(
+                    &router,
+                    &format!(
+                        "table ip6 fw6 {{\n    chain forward {{\n        type filter hook forward priority 0; policy drop;\n        iifname \"{lan_if}\" accept\n        {inbound}\n    }}\n}}\n"
+                    ),
+                );
+            }
             hosts.push(host);
             edges.push(edge);
         }
-        let m = Matrix {
+        let mut m = Matrix {
             rendezvous: format!("{net}.0.2:3478"),
             rdv,
             hosts: [hosts[0].clone(), hosts[1].clone()],
             edge: [edges[0].clone(), edges[1].clone()],
+            wan,
+            rendezvous_child: 0,
         };
+        m.rendezvous_child = self.start_matrix_rendezvous(&m, "rendezvous");
+        m
+    }
+
+    /// (Re)starts the matrix's rendezvous, logging to `log`; returns its child index.
+    pub fn start_matrix_rendezvous(&mut self, m: &Matrix, log: &str) -> usize {
         let bin = self.bin.to_string_lossy().into_owned();
-        let alt = format!("{net}.0.2:3479");
+        let alt = m.rendezvous.replace(":3478", ":3479");
         let rdv_ns = m.rdv.clone();
-        self.spawn(
+        let i = self.spawn(
             &rdv_ns,
-            "rendezvous",
+            log,
             &[
                 &bin,
                 "rendezvous",
@@ -798,11 +935,33 @@ impl Lab {
             ],
         );
         assert!(
-            self.wait_log("rendezvous", "rendezvous on", Duration::from_secs(10)),
+            self.wait_log(log, "rendezvous on", Duration::from_secs(10)),
             "{}",
-            self.log("rendezvous")
+            self.log(log)
         );
-        m
+        i
+    }
+
+    /// Drops `percent` % of the datagrams the internet namespace of `m` forwards, both ways
+    /// (nftables `numgen`; `tc netem` does not exist on these machines).
+    pub fn internet_loss(&self, m: &Matrix, percent: u8) {
+        self.nft(
+            &m.wan,
+            &format!(
+                "table inet loss {{\n    chain forward {{\n        type filter hook forward priority -10; policy accept;\n        meta l4proto udp numgen random mod 100 < {percent} drop\n    }}\n}}\n"
+            ),
+        );
+    }
+
+    /// Forgets every NAT mapping of router `ns` (a reboot, a conntrack table flush).
+    pub fn flush_conntrack(&self, ns: &str) {
+        self.exec(ns, &["conntrack", "-F"]);
+    }
+
+    /// Stops child `i` (SIGKILL) and waits for it.
+    pub fn kill_child(&mut self, i: usize) {
+        let _ = self.children[i].kill();
+        let _ = self.children[i].wait();
     }
 
     /// Starts `shipworm [global...] COMMAND...` in `ns` with stdin from `input` and stdout to

@@ -469,6 +469,7 @@ pub async fn describe_path(node: &Node, peer: NodeId) -> String {
         CandidateKind::Reflexive => "NAT-mapped address seen by the rendezvous",
         CandidateKind::Mapped => "UPnP/PCP port mapping",
         CandidateKind::PeerReflexive => "peer-reflexive address",
+        CandidateKind::Advertised => "address the peer advertised",
     };
     let rtt = pair.rtt.map_or(String::new(), |r| {
         format!(", rtt {:.1} ms", r.as_secs_f64() * 1e3)

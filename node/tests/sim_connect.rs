@@ -74,11 +74,10 @@ fn diagnostics_show_candidates_and_pairs_with_counters() {
     // give or take what is still in flight.
     let sb = b.peers[0].pairs.iter().find(|p| p.selected).unwrap();
     assert!(sb.probes_received + 2 >= s.probes_sent && sb.probes_received <= s.probes_sent);
-    // Host candidates of a peer behind another NAT never work: failed, never selected.
-    assert!(pa
-        .pairs
-        .iter()
-        .any(|p| p.kind == CandidateKind::Host && p.state != PairState::Succeeded && !p.selected));
+    // Host addresses a peer advertised behind another NAT never work: failed, never selected.
+    assert!(pa.pairs.iter().any(|p| p.kind == CandidateKind::Advertised
+        && p.state != PairState::Succeeded
+        && !p.selected));
 }
 
 #[test]
@@ -147,7 +146,7 @@ fn an_introduction_from_a_node_not_allowed_is_refused_without_revealing_candidat
         paths.is_none_or(|p| p
             .pairs
             .iter()
-            .all(|x| x.kind != shipworm::engine::paths::CandidateKind::Host)),
+            .all(|x| x.kind != shipworm::engine::paths::CandidateKind::Advertised)),
         "A learned B's candidates: {paths:?}"
     );
 }

@@ -326,7 +326,12 @@ pub struct Engine {
 /// link-local, unspecified or multicast).
 fn is_public_v4(ip: &std::net::Ipv4Addr) -> bool {
     let shared = ip.octets()[0] == 100 && (ip.octets()[1] & 0xC0) == 64; // 100.64.0.0/10
-    !(ip.is_private() || ip.is_loopback() || ip.is_link_local() || ip.is_unspecified() || ip.is_multicast() || shared)
+    !(ip.is_private()
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || shared)
 }
 
 /// Most introductions held while no registration is complete.
@@ -590,7 +595,7 @@ impl Engine {
         let state = self.peers.entry(peer).or_insert_with(PeerState::new);
         state.connecting = Some(now);
         for d in direct {
-            state.paths.add(*d, CandidateKind::Host, now);
+            state.paths.add(*d, CandidateKind::Advertised, now);
         }
         let _ = registered;
         if self.tunnel.connect(now, unix_ms, peer, direct).is_err() {
@@ -807,7 +812,7 @@ impl Engine {
                     let first = !st.established_before;
                     st.established_before = true;
                     for c in advert.candidates {
-                        st.paths.add(c, CandidateKind::Host, now);
+                        st.paths.add(c, CandidateKind::Advertised, now);
                     }
                     if first {
                         self.push_event(NodeEvent::Established { peer });
@@ -866,7 +871,7 @@ impl Engine {
                     if let Some(st) = self.peers.get_mut(&peer) {
                         st.peer_flags = advert.flags;
                         for c in advert.candidates {
-                            st.paths.add(c, CandidateKind::Host, now);
+                            st.paths.add(c, CandidateKind::Advertised, now);
                         }
                     }
                     self.probe_due(now, peer);

@@ -22,6 +22,9 @@ pub enum CandidateKind {
     Mapped,
     /// The source of an authenticated packet (peer-reflexive).
     PeerReflexive,
+    /// A peer's address from its ticket or handshake, which do not say how it was learned
+    /// (host, reflexive or mapped): remote candidates only.
+    Advertised,
 }
 
 /// The state of a pair, as WebRTC's candidate-pair stats name them.
@@ -52,6 +55,9 @@ pub struct Pair {
     pub rtt: Option<Duration>,
     /// Last round-trip sample.
     pub last_rtt: Option<Duration>,
+    /// The last few samples, newest at `recent_at - 1`: their minimum ranks the pair.
+    recent: [Option<Duration>; RECENT_SAMPLES],
+    recent_at: usize,
     /// Probes sent.
     pub probes_sent: u64,
     /// Answers received.
@@ -64,7 +70,17 @@ pub struct Pair {
     pub last_answer: Option<Instant>,
 }
 
+/// How many recent round-trip samples rank a pair.
+const RECENT_SAMPLES: usize = 4;
+
 impl Pair {
+    /// The round-trip time that ranks this pair: the least of its last few samples. One slow
+    /// sample (a neighbour lookup on a fresh path, a queue behind a burst of our own data) then
+    /// does not hide a fast path the way a smoothed average would for many slow idle probes.
+    pub fn rank_rtt(&self) -> Option<Duration> {
+        self.recent.iter().flatten().min().copied()
+    }
+
     fn new(local: u16, remote: SocketAddr, kind: CandidateKind, now: Instant) -> Self {
         Self {
             local,
@@ -73,6 +89,8 @@ impl Pair {
             state: PairState::Waiting,
             rtt: None,
             last_rtt: None,
+            recent: [None; RECENT_SAMPLES],
+            recent_at: 0,
             probes_sent: 0,
             answers_received: 0,
             added: now,
@@ -143,7 +161,7 @@ impl Paths {
         {
             // An address first known only as "some address of the peer" (a ticket's) is
             // labelled by what we learn of it later.
-            if self.pairs[i].kind == CandidateKind::Host {
+            if self.pairs[i].kind == CandidateKind::Advertised {
                 self.pairs[i].kind = kind;
             }
             return Some(i);
@@ -255,6 +273,8 @@ impl Paths {
         p.answers_received += 1;
         p.last_answer = Some(now);
         p.last_rtt = Some(sample);
+        p.recent[p.recent_at] = Some(sample);
+        p.recent_at = (p.recent_at + 1) % RECENT_SAMPLES;
         // RFC 6298-style smoothing, 1/8 gain.
         p.rtt = Some(match p.rtt {
             Some(r) => (r * 7 + sample) / 8,
@@ -286,7 +306,7 @@ impl Paths {
     /// flapping. Returns the new selection if it changed.
     pub fn select(&mut self) -> Option<usize> {
         let score = |p: &Pair| {
-            let rtt = p.rtt.unwrap_or(Duration::MAX);
+            let rtt = p.rank_rtt().unwrap_or(Duration::MAX);
             // Equal within a millisecond counts as equal; then IPv6 first.
             (rtt.as_millis(), p.remote.is_ipv4())
         };
@@ -310,8 +330,8 @@ impl Paths {
             (Some(cur), Some(b)) if self.pairs[cur].state == PairState::Succeeded => {
                 let (c, n) = (&self.pairs[cur], &self.pairs[b]);
                 let (crtt, nrtt) = (
-                    c.rtt.unwrap_or(Duration::MAX),
-                    n.rtt.unwrap_or(Duration::MAX),
+                    c.rank_rtt().unwrap_or(Duration::MAX),
+                    n.rank_rtt().unwrap_or(Duration::MAX),
                 );
                 // Move only for a clearly better path: 10 % and at least 2 ms faster, or same
                 // speed on IPv6 where the current one is IPv4.
@@ -405,5 +425,30 @@ mod tests {
             "about a second without answers"
         );
         assert_eq!(p.select(), Some(1));
+    }
+
+    #[test]
+    fn one_slow_first_sample_does_not_hide_a_fast_ipv6_path() {
+        let t0 = Instant::now();
+        let mut p = Paths::default();
+        let v4: SocketAddr = "192.0.2.1:1".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::1]:1".parse().unwrap();
+        p.add(v4, CandidateKind::Reflexive, t0);
+        p.add(v6, CandidateKind::Host, t0);
+        p.answered(v4, t0, at(t0, 1));
+        assert_eq!(p.select(), Some(0));
+        // The first IPv6 answer waited 300 ms (neighbour discovery on a fresh path)...
+        p.answered(v6, t0, at(t0, 300));
+        assert_eq!(p.select(), None, "slower than IPv4 for now");
+        // ...the next one is as fast as IPv4: move at once, not after dozens of idle probes.
+        p.answered(v6, at(t0, 2000), at(t0, 2001));
+        assert_eq!(p.select(), Some(1));
+        // A pair that became slow for good stops ranking well once its fast samples age out.
+        for k in 0..RECENT_SAMPLES as u64 {
+            let sent = at(t0, 3000 + k * 1000);
+            p.answered(v6, sent, sent + Duration::from_millis(50));
+            p.answered(v4, sent, sent + Duration::from_millis(1));
+        }
+        assert_eq!(p.select(), Some(0));
     }
 }

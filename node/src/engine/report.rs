@@ -13,6 +13,7 @@ impl CandidateKind {
             CandidateKind::Reflexive => "reflexive",
             CandidateKind::Mapped => "mapped",
             CandidateKind::PeerReflexive => "peer-reflexive",
+            CandidateKind::Advertised => "advertised",
         }
     }
 }

@@ -1,0 +1,271 @@
+//! NAT lab scenarios on the real kernel (root only): a one-way IPv6 site connects over IPv4; a
+//! rendezvous restart does not break an established connection; a NAT mapping flush mid-transfer
+//! loses no data; a lossy internet still carries the data intact.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use shipworm_tests::lab::{can_run, Lab, Matrix, RouterKind, NODE_PORT, V6};
+
+fn make_file(path: &Path, len: usize, seed: u8) -> blake3::Hash {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new_derive_key("shipworm lab")
+        .update(&[seed])
+        .finalize_xof()
+        .fill(&mut out);
+    std::fs::write(path, &out).unwrap();
+    blake3::hash(&out)
+}
+
+fn args(lab: &Lab, m: &Matrix, key: &str, rest: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        "--identity".into(),
+        lab.dir.join(key).to_string_lossy().into_owned(),
+        "--rendezvous".into(),
+        m.rendezvous.clone(),
+        "--bind".into(),
+        format!("[::]:{NODE_PORT}"),
+    ];
+    v.extend(rest.iter().map(|s| s.to_string()));
+    v
+}
+
+fn wait_line(lab: &Lab, log: &str, prefix: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(l) = lab.log(log).lines().find(|l| l.starts_with(prefix)) {
+            return l.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `{prefix}` in {log}:\n{}",
+            lab.log(log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// B listens, A connects; `len` bytes each way (A → B) and 1 MiB back; `during` runs while the
+/// transfer is under way. Returns A's and B's logs after checking exit codes and checksums.
+fn transfer(
+    lab: &mut Lab,
+    m: &Matrix,
+    len: usize,
+    during: impl FnOnce(&mut Lab),
+) -> (String, String) {
+    let (to_b, to_a) = (lab.dir.join("to_b.bin"), lab.dir.join("to_a.bin"));
+    let (h_b, h_a) = (make_file(&to_b, len, 1), make_file(&to_a, 1 << 20, 2));
+    let (out_b, out_a) = (lab.dir.join("b.out"), lab.dir.join("a.out"));
+    let b_args = args(lab, m, "b.key", &["listen"]);
+    let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
+    let hb = m.hosts[1].clone();
+    let listener = lab.run_cli(&hb, "b", &b_args, Some(&to_a), Some(&out_b));
+    let ticket = wait_line(lab, "b", "sw1", Duration::from_secs(15));
+    let a_args = args(lab, m, "a.key", &["connect", &ticket]);
+    let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
+    let ha = m.hosts[0].clone();
+    let connector = lab.run_cli(&ha, "a", &a_args, Some(&to_b), Some(&out_a));
+    wait_line(lab, "a", "connected: ", Duration::from_secs(15));
+    during(lab);
+    let a = lab.wait_child(connector, Duration::from_secs(180));
+    let b = lab.wait_child(listener, Duration::from_secs(30));
+    let (la, lb) = (lab.log("a"), lab.log("b"));
+    assert!(
+        a.is_some_and(|s| s.success()) && b.is_some_and(|s| s.success()),
+        "exit {a:?} / {b:?}\nA:\n{la}\nB:\n{lb}"
+    );
+    assert_eq!(
+        blake3::hash(&std::fs::read(&out_b).unwrap()),
+        h_b,
+        "A -> B data differs\nA:\n{la}"
+    );
+    assert_eq!(
+        blake3::hash(&std::fs::read(&out_a).unwrap()),
+        h_a,
+        "B -> A data differs\nB:\n{lb}"
+    );
+    (la, lb)
+}
+
+#[test]
+fn a_site_whose_ipv6_only_works_outbound_connects_over_ipv4() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), "v6");
+    // A's IPv6 goes out but nothing comes back; B's IPv6 is a normal stateful firewall. Both
+    // have IPv6 candidates; IPv6 would even be preferred at equal RTT.
+    let m = lab.matrix_v6(
+        "5.5",
+        [RouterKind::Home, RouterKind::Home],
+        [V6::InboundBlocked, V6::Firewalled],
+    );
+    let (la, lb) = transfer(&mut lab, &m, 1 << 20, |_| {});
+    let a_line = la.lines().find(|l| l.starts_with("connected: ")).unwrap();
+    let b_line = lb.lines().find(|l| l.starts_with("connected: ")).unwrap();
+    assert!(a_line.contains("direct IPv4"), "A chose: {a_line}");
+    assert!(b_line.contains("direct IPv4"), "B chose: {b_line}");
+}
+
+/// The remote address of the selected pair in a `status --json` answer, if any.
+fn selected_remote(status: &str) -> Option<String> {
+    status.split("{\"remote\":\"").skip(1).find_map(|pair| {
+        pair.contains("\"selected\":true")
+            .then(|| pair.split('"').next().unwrap_or_default().to_string())
+    })
+}
+
+#[test]
+fn both_sites_with_working_ipv6_move_to_it() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), "v6ok");
+    // Both sites have working IPv6 behind stateful firewalls, and IPv4 behind home NATs. The
+    // first pair to answer carries the connection (usually IPv4, holes open at the same time);
+    // once the IPv6 pair has answered too, the node moves to it.
+    let m = lab.matrix_v6(
+        "5.5",
+        [RouterKind::Home, RouterKind::Home],
+        [V6::Firewalled, V6::Firewalled],
+    );
+    let b_key = lab.dir.join("b.key").to_string_lossy().into_owned();
+    let a_args = args(&lab, &m, "a.key", &[]);
+    let (ha, hb) = (m.hosts[0].clone(), m.hosts[1].clone());
+    let listen = format!("[::]:{NODE_PORT}");
+    lab.run_cli(
+        &hb,
+        "b",
+        &[
+            "--identity",
+            &b_key,
+            "--rendezvous",
+            &m.rendezvous,
+            "up",
+            "--listen",
+            &listen,
+            "--allow-any",
+        ],
+        None,
+        None,
+    );
+    let ticket = wait_line(&lab, "b", "ticket ", Duration::from_secs(15));
+    let ticket = ticket.split_whitespace().nth(1).unwrap().to_string();
+    let mut ping: Vec<&str> = a_args.iter().map(String::as_str).collect();
+    ping.extend(["ping", "-c", "100", &ticket]);
+    let ping_out = lab.dir.join("ping.log");
+    let pinger = lab.run_cli(&ha, "a", &ping, None, Some(&ping_out));
+    wait_line(&lab, "ping", "connected to ", Duration::from_secs(15));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &hb, lab.bin.to_str().unwrap()])
+            .args(["--identity", &b_key, "status", "--json"])
+            .output()
+            .unwrap();
+        let status = String::from_utf8_lossy(&out.stdout).into_owned();
+        if selected_remote(&status).is_some_and(|r| r.starts_with('[')) || Instant::now() > deadline
+        {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let chosen = selected_remote(&status);
+    assert!(
+        chosen.as_deref().is_some_and(|r| r.starts_with('[')),
+        "B never moved to IPv6 (selected {chosen:?}):\n{status}\nA:\n{}",
+        lab.log("a") + &lab.log("ping")
+    );
+    // The pings kept flowing across the move.
+    let a = lab.wait_child(pinger, Duration::from_secs(60));
+    assert!(
+        a.is_some_and(|s| s.success()),
+        "ping failed:\n{}",
+        lab.log("a") + &lab.log("ping")
+    );
+}
+
+#[test]
+fn a_nat_mapping_flush_in_the_middle_of_a_transfer_loses_no_data() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), "flush");
+    let m = lab.matrix("5.5", [RouterKind::Home, RouterKind::Home]);
+    let edge = m.edge[0].clone();
+    transfer(&mut lab, &m, 60 << 20, |lab| {
+        std::thread::sleep(Duration::from_millis(300));
+        lab.flush_conntrack(&edge);
+        std::thread::sleep(Duration::from_millis(300));
+        lab.flush_conntrack(&edge);
+    });
+}
+
+#[test]
+fn a_rendezvous_restart_keeps_established_connections_and_nodes_register_again() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), "rr");
+    let m = lab.matrix("5.5", [RouterKind::Home, RouterKind::Home]);
+    let (to_b, to_a) = (lab.dir.join("to_b.bin"), lab.dir.join("to_a.bin"));
+    let (h_b, _) = (make_file(&to_b, 20 << 20, 1), make_file(&to_a, 1 << 10, 2));
+    let out_b = lab.dir.join("b.out");
+    let b_args = args(&lab, &m, "b.key", &["listen"]);
+    let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
+    let hb = m.hosts[1].clone();
+    let listener = lab.run_cli(&hb, "b", &b_args, Some(&to_a), Some(&out_b));
+    let ticket = wait_line(&lab, "b", "sw1", Duration::from_secs(15));
+    let a_args = args(&lab, &m, "a.key", &["connect", &ticket]);
+    let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
+    let ha = m.hosts[0].clone();
+    let connector = lab.run_cli(&ha, "a", &a_args, Some(&to_b), None);
+    wait_line(&lab, "a", "connected: ", Duration::from_secs(15));
+    // The rendezvous dies and comes back empty, mid-transfer.
+    lab.kill_child(m.rendezvous_child);
+    std::thread::sleep(Duration::from_millis(500));
+    lab.start_matrix_rendezvous(&m, "rendezvous2");
+    let a = lab.wait_child(connector, Duration::from_secs(120));
+    let b = lab.wait_child(listener, Duration::from_secs(30));
+    assert!(
+        a.is_some_and(|s| s.success()) && b.is_some_and(|s| s.success()),
+        "A:\n{}\nB:\n{}",
+        lab.log("a"),
+        lab.log("b")
+    );
+    assert_eq!(blake3::hash(&std::fs::read(&out_b).unwrap()), h_b);
+
+    // Nodes register again by themselves: a new listener registers with the new process, and a
+    // node that knows only its ticket reaches it.
+    let (to_b2, _) = (lab.dir.join("to_b2.bin"), ());
+    let h2 = make_file(&to_b2, 1 << 20, 3);
+    let out_b2 = lab.dir.join("b2.out");
+    let b2_args = args(&lab, &m, "b.key", &["listen"]);
+    let b2_args: Vec<&str> = b2_args.iter().map(String::as_str).collect();
+    let l2 = lab.run_cli(&hb, "b2", &b2_args, Some(&to_a), Some(&out_b2));
+    let ticket = wait_line(&lab, "b2", "sw1", Duration::from_secs(15));
+    let a2_args = args(&lab, &m, "a.key", &["connect", &ticket]);
+    let a2_args: Vec<&str> = a2_args.iter().map(String::as_str).collect();
+    let c2 = lab.run_cli(&ha, "a2", &a2_args, Some(&to_b2), None);
+    assert!(
+        lab.wait_child(c2, Duration::from_secs(60))
+            .is_some_and(|s| s.success()),
+        "{}",
+        lab.log("a2")
+    );
+    assert!(lab
+        .wait_child(l2, Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
+    assert_eq!(blake3::hash(&std::fs::read(&out_b2).unwrap()), h2);
+}
+
+#[test]
+fn ten_percent_loss_on_the_internet_still_delivers_everything() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), "loss");
+    let m = lab.matrix("5.5", [RouterKind::Home, RouterKind::Cgnat]);
+    lab.internet_loss(&m, 10);
+    transfer(&mut lab, &m, 10 << 20, |_| {});
+}
