@@ -466,7 +466,7 @@ pub async fn describe_path(node: &Node, peer: NodeId) -> String {
     };
     let kind = match pair.kind {
         CandidateKind::Host => "host address",
-        CandidateKind::Reflexive => "NAT-mapped address seen by the rendezvous",
+        CandidateKind::Reflexive => "address the rendezvous saw",
         CandidateKind::Mapped => "UPnP/PCP port mapping",
         CandidateKind::PeerReflexive => "peer-reflexive address",
         CandidateKind::Advertised => "address the peer advertised",
