@@ -610,8 +610,10 @@ pub fn upnp_router(wan: &str, lan: &str) -> String {
 pub struct Matrix {
     /// The rendezvous host and its address.
     pub rdv: String,
-    /// `host:port` of the rendezvous.
+    /// `host:port` of the rendezvous (IPv4).
     pub rendezvous: String,
+    /// `[host]:port` of the same rendezvous over IPv6, when a site has IPv6.
+    pub rendezvous_v6: Option<String>,
     /// Host namespaces of site A and B.
     pub hosts: [String; 2],
     /// The outermost router of each site (where conntrack lives for a flush).
@@ -905,8 +907,28 @@ impl Lab {
             hosts.push(host);
             edges.push(edge);
         }
+        // The rendezvous host is on the IPv6 internet too when a site is.
+        let rendezvous_v6 = v6.iter().any(|v| *v != V6::None).then(|| {
+            self.exec(&wan, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+            let w0 = name("w0");
+            self.exec(
+                &wan,
+                &["ip", "addr", "add", "2001:db8::1/64", "dev", &w0, "nodad"],
+            );
+            let r0 = name("r0");
+            self.exec(
+                &rdv,
+                &["ip", "addr", "add", "2001:db8::2/64", "dev", &r0, "nodad"],
+            );
+            self.exec(
+                &rdv,
+                &["ip", "-6", "route", "add", "default", "via", "2001:db8::1"],
+            );
+            "[2001:db8::2]:3478".to_string()
+        });
         let mut m = Matrix {
             rendezvous: format!("{net}.0.2:3478"),
+            rendezvous_v6,
             rdv,
             hosts: [hosts[0].clone(), hosts[1].clone()],
             edge: [edges[0].clone(), edges[1].clone()],
@@ -920,8 +942,8 @@ impl Lab {
     /// (Re)starts the matrix's rendezvous, logging to `log`; returns its child index.
     pub fn start_matrix_rendezvous(&mut self, m: &Matrix, log: &str) -> usize {
         let bin = self.bin.to_string_lossy().into_owned();
-        let alt = m.rendezvous.replace(":3478", ":3479");
         let rdv_ns = m.rdv.clone();
+        // Dual-stack sockets, as the rendezvous's defaults: IPv4 and IPv6 on the same ports.
         let i = self.spawn(
             &rdv_ns,
             log,
@@ -929,9 +951,9 @@ impl Lab {
                 &bin,
                 "rendezvous",
                 "--listen",
-                &m.rendezvous,
+                "[::]:3478",
                 "--alt-listen",
-                &alt,
+                "[::]:3479",
             ],
         );
         assert!(

@@ -18,11 +18,15 @@ fn make_file(path: &Path, len: usize, seed: u8) -> blake3::Hash {
 }
 
 fn args(lab: &Lab, m: &Matrix, key: &str, rest: &[&str]) -> Vec<String> {
+    args_via(lab, &m.rendezvous, key, rest)
+}
+
+fn args_via(lab: &Lab, rendezvous: &str, key: &str, rest: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = vec![
         "--identity".into(),
         lab.dir.join(key).to_string_lossy().into_owned(),
         "--rendezvous".into(),
-        m.rendezvous.clone(),
+        rendezvous.into(),
         "--bind".into(),
         format!("[::]:{NODE_PORT}"),
     ];
@@ -53,15 +57,27 @@ fn transfer(
     len: usize,
     during: impl FnOnce(&mut Lab),
 ) -> (String, String) {
+    let rdv = m.rendezvous.clone();
+    transfer_via(lab, m, [&rdv, &rdv], len, during)
+}
+
+/// As [`transfer`], A and B registered at the rendezvous addresses `rdv`.
+fn transfer_via(
+    lab: &mut Lab,
+    m: &Matrix,
+    rdv: [&str; 2],
+    len: usize,
+    during: impl FnOnce(&mut Lab),
+) -> (String, String) {
     let (to_b, to_a) = (lab.dir.join("to_b.bin"), lab.dir.join("to_a.bin"));
     let (h_b, h_a) = (make_file(&to_b, len, 1), make_file(&to_a, 1 << 20, 2));
     let (out_b, out_a) = (lab.dir.join("b.out"), lab.dir.join("a.out"));
-    let b_args = args(lab, m, "b.key", &["listen"]);
+    let b_args = args_via(lab, rdv[1], "b.key", &["listen"]);
     let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
     let hb = m.hosts[1].clone();
     let listener = lab.run_cli(&hb, "b", &b_args, Some(&to_a), Some(&out_b));
     let ticket = wait_line(lab, "b", "sw1", Duration::from_secs(15));
-    let a_args = args(lab, m, "a.key", &["connect", &ticket]);
+    let a_args = args_via(lab, rdv[0], "a.key", &["connect", &ticket]);
     let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
     let ha = m.hosts[0].clone();
     let connector = lab.run_cli(&ha, "a", &a_args, Some(&to_b), Some(&out_a));
@@ -105,6 +121,38 @@ fn a_site_whose_ipv6_only_works_outbound_connects_over_ipv4() {
     let b_line = lb.lines().find(|l| l.starts_with("connected: ")).unwrap();
     assert!(a_line.contains("direct IPv4"), "A chose: {a_line}");
     assert!(b_line.contains("direct IPv4"), "B chose: {b_line}");
+}
+
+#[test]
+fn nodes_registered_over_ipv4_and_over_ipv6_meet_at_one_dual_stack_rendezvous() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), "v6rdv");
+    // B knows the rendezvous only by its IPv6 address, A only by its IPv4 one: the introduction
+    // crosses address families inside the server. B's firewall drops A's unsolicited first
+    // message, so only the introduction gets A's message 1 to B.
+    let m = lab.matrix_v6(
+        "5.5",
+        [RouterKind::Home, RouterKind::Home],
+        [V6::Firewalled, V6::Firewalled],
+    );
+    let v6 = m.rendezvous_v6.clone().unwrap();
+    let v4 = m.rendezvous.clone();
+    let (la, lb) = transfer_via(&mut lab, &m, [&v4, &v6], 1 << 20, |_| {});
+    let ticket = lb.lines().find(|l| l.starts_with("sw1")).unwrap();
+    let ticket: shipworm::Ticket = ticket.parse().unwrap();
+    assert_eq!(
+        ticket
+            .rendezvous()
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>(),
+        [v6.clone()],
+        "B is reachable only through the rendezvous's IPv6 address"
+    );
+    let a_line = la.lines().find(|l| l.starts_with("connected: ")).unwrap();
+    assert!(a_line.contains("direct"), "A: {a_line}");
 }
 
 /// The remote address of the selected pair in a `status --json` answer, if any.

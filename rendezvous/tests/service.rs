@@ -143,9 +143,11 @@ async fn one_dual_stack_socket_serves_ipv4_and_ipv6_nodes_and_forwards_an_introd
 
 #[tokio::test]
 async fn client_re_registers_after_the_rendezvous_restarts() {
-    // Its own loopback address, so no other test's ephemeral socket can take the port meanwhile.
+    // Its own loopback address and a port below the kernel's ephemeral range (32768 and up), so
+    // no other test's socket can take the port between the two processes: a wildcard bind to
+    // port 0 elsewhere could take an ephemeral one on every address, this one included.
     let config = Config {
-        listen: "127.0.0.77:0".parse().unwrap(),
+        listen: "127.0.0.77:23478".parse().unwrap(),
         alt_listen: None,
         ..Config::default()
     };
@@ -155,12 +157,24 @@ async fn client_re_registers_after_the_rendezvous_restarts() {
     let mut c = Client::new(sock, server, Identity::from_seed(&[5; 32]));
     c.register().await.unwrap();
     rdv.shutdown().await;
-    let rdv = Rendezvous::bind(Config {
-        listen: server,
-        ..config
-    })
-    .await
-    .unwrap();
+    // A child process another test is spawning right now may briefly hold a copy of the old
+    // socket (between fork and exec, before close-on-exec applies): retry for a moment.
+    let mut tries = 0;
+    let rdv = loop {
+        match Rendezvous::bind(Config {
+            listen: server,
+            ..config.clone()
+        })
+        .await
+        {
+            Ok(r) => break r,
+            Err(e) if tries < 40 && e.to_string().contains("in use") => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e:#}"),
+        }
+    };
     // The new process has new token secrets and an empty table: REFRESH is refused and the
     // client falls back to a signed REGISTER by itself.
     c.refresh().await.unwrap();
