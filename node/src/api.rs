@@ -314,18 +314,30 @@ impl Node {
 
     /// Waits until a rendezvous confirmed us (or `within` passes); returns whether one did.
     pub async fn registered(&self, within: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if let Ok(d) = self.status().await {
-                if d.registrations.iter().any(|(_, o)| o.is_some()) {
-                    return true;
+        // Subscribed before looking, so a confirmation in between is not missed; woken by the
+        // event itself, not a polling interval (which used to add up to 20 ms to `connect`).
+        let mut events = self.events.subscribe();
+        let confirmed = |d: Result<Diagnostics, NodeError>| {
+            d.is_ok_and(|d| d.registrations.iter().any(|(_, o)| o.is_some()))
+        };
+        if confirmed(self.status().await) {
+            return true;
+        }
+        let wait = async {
+            loop {
+                match events.recv().await {
+                    Ok(NodeEvent::Registered { .. }) => return true,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if confirmed(self.status().await) {
+                            return true;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return false,
                 }
             }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        };
+        tokio::time::timeout(within, wait).await.unwrap_or(false)
     }
 
     /// Connects to `target` and opens a QUIC connection speaking `alpn`, authenticated as exactly
