@@ -5,7 +5,8 @@
 //! cargo bench -p shipworm --bench quic_throughput
 //! ```
 //!
-//! Written up in `docs/performance.md`.
+//! Written up in `docs/performance.md`. `SHIPWORM_BENCH_ONLY=shipworm` (or `quinn`) runs one side
+//! alone, for a profiler.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -119,9 +120,11 @@ fn main() {
         let rdv = Rendezvous::bind(config).await.unwrap();
         println!("{} MiB over one QUIC stream on loopback, 3 rounds each, alternating", BYTES >> 20);
         let (mut plain, mut tunnel) = (Vec::new(), Vec::new());
+        // For profiling one side alone: SHIPWORM_BENCH_ONLY=shipworm (or =quinn).
+        let only = std::env::var("SHIPWORM_BENCH_ONLY").unwrap_or_default();
         for round in 0..3 {
-            let p = plain_quinn().await;
-            let s = through_tunnel(rdv.local_addr()).await;
+            let p = if only == "shipworm" { (f64::NAN, Duration::ZERO) } else { plain_quinn().await };
+            let s = if only == "quinn" { (f64::NAN, Duration::ZERO) } else { through_tunnel(rdv.local_addr()).await };
             println!(
                 "round {round}: plain quinn {:>6.0} Mbit/s (connect {:>5.1} ms) | shipworm {:>6.0} Mbit/s (connect by ticket {:>5.1} ms) = {:.0} %",
                 p.0,

@@ -9,11 +9,12 @@ use shipworm_tunnel::tunnel::SendError;
 use tokio::net::UdpSocket;
 use tun_rs::AsyncDevice;
 
+use crate::batch_udp::BatchSocket;
 use crate::engine::paths::CandidateKind;
 use crate::engine::{Engine, NodeEvent};
 
-/// Datagrams taken from the socket per wake-up.
-const RECV_BATCH: usize = 64;
+/// Receive calls (each a batch of datagrams) per wake-up, so timers and sends get their turn.
+const RECV_ROUNDS: usize = 4;
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> u64 {
@@ -147,7 +148,7 @@ pub async fn run(
         (std::sync::Arc<UdpSocket>, tokio::task::JoinHandle<()>),
     > = Default::default();
     let (extra_tx, mut extra_rx) = tokio::sync::mpsc::channel::<(u16, SocketAddr, Vec<u8>)>(1024);
-    let mut udp_buf = vec![0u8; 65536];
+    let mut udp = BatchSocket::new(socket)?;
     let mut tun_buf = vec![0u8; 65536];
     let mut quic_out: Vec<Vec<u8>> = Vec::new();
     let tun = match local {
@@ -166,23 +167,21 @@ pub async fn run(
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
             _ = &mut stop => break,
-            r = socket.recv_from(&mut udp_buf) => match r {
-                Ok((n, from)) => {
-                    let (now, wall) = (Instant::now(), unix_ms());
-                    engine.handle_packet(now, wall, from, &udp_buf[..n]);
-                    // Whatever else is already waiting, in one go: the transmits and events it
-                    // causes are drained once for the batch.
-                    for _ in 1..RECV_BATCH {
-                        match socket.try_recv_from(&mut udp_buf) {
-                            Ok((n, from)) => engine.handle_packet(now, wall, from, &udp_buf[..n]),
-                            Err(_) => break,
-                        }
+            r = socket.readable() => {
+                r?;
+                // Whatever is waiting, in a few batched calls: the transmits and events it causes
+                // are drained once for all of it.
+                let (now, wall) = (Instant::now(), unix_ms());
+                for _ in 0..RECV_ROUNDS {
+                    match udp.try_recv(|from, d| engine.handle_packet(now, wall, from, d)) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        // ICMP errors of earlier sends surface here on Linux; they are not fatal.
+                        Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset) => {}
+                        Err(e) => return Err(e),
                     }
                 }
-                // ICMP errors of earlier sends surface here on Linux; they are not fatal.
-                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset) => {}
-                Err(e) => return Err(e),
-            },
+            }
             r = async { match tun { Some(t) => t.recv(&mut tun_buf).await, None => std::future::pending().await } } => {
                 let n = r?;
                 match engine.send_ip(Instant::now(), unix_ms(), &tun_buf[..n]) {
@@ -240,16 +239,13 @@ pub async fn run(
                 stats.send_errors += 1;
                 continue;
             }
-            // Non-blocking first; wait only when the socket's buffer is full.
-            let sent = match socket.try_send_to(&t.contents, dest) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    socket.send_to(&t.contents, dest).await.map(|_| ())
-                }
-                other => other.map(|_| ()),
-            };
-            if sent.is_err() {
+            // Gathered into GSO trains; waits only when the socket's buffer is full.
+            if udp.send(dest, &t.contents).await.is_err() {
                 stats.send_errors += 1;
             }
+        }
+        if udp.flush().await.is_err() {
+            stats.send_errors += 1;
         }
         while let Some(e) = engine.poll_event() {
             match &e {

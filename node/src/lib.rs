@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod batch_udp;
 pub mod cli;
 pub mod demo;
 pub mod driver;

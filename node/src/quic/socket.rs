@@ -20,6 +20,9 @@ use quinn::{AsyncUdpSocket, UdpPoller};
 pub const QUIC_PORT: u16 = 7300;
 /// Datagrams queued each way.
 pub const PIPE_CAPACITY: usize = 1024;
+/// Datagrams quinn may hand over in one transmit (it builds them back to back, as for GSO, which
+/// saves it work per datagram); each becomes its own IPv6 packet here.
+const MAX_SEGMENTS: usize = 10;
 
 #[derive(Default)]
 struct Queues {
@@ -135,7 +138,7 @@ struct Poller {
 impl UdpPoller for Poller {
     fn poll_writable(self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
         let mut q = self.pipe.lock();
-        if q.out.len() < PIPE_CAPACITY {
+        if q.out.len() + MAX_SEGMENTS <= PIPE_CAPACITY {
             return Poll::Ready(Ok(()));
         }
         q.send_wakers.push(cx.waker().clone());
@@ -157,16 +160,28 @@ impl AsyncUdpSocket for OverlaySocket {
                 "overlay destinations are IPv6",
             ));
         };
-        let mut packet = Vec::with_capacity(transmit.contents.len() + 48);
-        etherparse::PacketBuilder::ipv6(self.pipe.local.octets(), dst.ip().octets(), 64)
-            .udp(QUIC_PORT, dst.port())
-            .write(&mut packet, transmit.contents)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let mut q = self.pipe.lock();
-        if q.out.len() >= PIPE_CAPACITY {
+        let segment = transmit
+            .segment_size
+            .unwrap_or(transmit.contents.len())
+            .max(1);
+        let count = transmit.contents.len().div_ceil(segment);
+        if self.pipe.lock().out.len() + count > PIPE_CAPACITY {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        q.out.push_back(packet);
+        let mut packets = Vec::with_capacity(count);
+        for datagram in transmit.contents.chunks(segment) {
+            let mut packet = Vec::with_capacity(datagram.len() + 48);
+            etherparse::PacketBuilder::ipv6(self.pipe.local.octets(), dst.ip().octets(), 64)
+                .udp(QUIC_PORT, dst.port())
+                .write(&mut packet, datagram)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+            packets.push(packet);
+        }
+        let mut q = self.pipe.lock();
+        if q.out.len() + count > PIPE_CAPACITY {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        q.out.extend(packets);
         if let Some(w) = q.driver_waker.take() {
             w.wake();
         }
@@ -215,8 +230,91 @@ impl AsyncUdpSocket for OverlaySocket {
         )))
     }
 
+    fn max_transmit_segments(&self) -> usize {
+        MAX_SEGMENTS
+    }
+
     fn may_fragment(&self) -> bool {
         // The tunnel never fragments: oversize packets get Packet Too Big; quinn discovers the MTU.
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transmit_of_several_segments_becomes_one_ipv6_packet_per_segment() {
+        let local: Ipv6Addr = "fd00::1".parse().unwrap();
+        let pipe = Pipe::new(local);
+        let socket = OverlaySocket::new(pipe.clone());
+        let dst: SocketAddr = "[fd00::2]:7300".parse().unwrap();
+        // Three segments of 100 bytes and a last one of 40, back to back as quinn builds them.
+        let contents: Vec<u8> = (0..340u32).map(|i| (i / 100) as u8).collect();
+        let transmit = Transmit {
+            destination: dst,
+            ecn: None,
+            contents: &contents,
+            segment_size: Some(100),
+            src_ip: None,
+        };
+        socket.try_send(&transmit).unwrap();
+        let mut out = Vec::new();
+        let waker = std::task::Waker::noop();
+        assert!(pipe
+            .poll_outbound(&mut Context::from_waker(waker), &mut out)
+            .is_ready());
+        let payloads: Vec<Vec<u8>> = out
+            .iter()
+            .map(|p| {
+                let s = etherparse::SlicedPacket::from_ip(p).unwrap();
+                let Some(etherparse::TransportSlice::Udp(u)) = s.transport else {
+                    panic!("not UDP")
+                };
+                assert_eq!(u.destination_port(), 7300);
+                u.payload().to_vec()
+            })
+            .collect();
+        assert_eq!(
+            payloads,
+            vec![
+                vec![0u8; 100],
+                vec![1u8; 100],
+                vec![2u8; 100],
+                vec![3u8; 40]
+            ]
+        );
+    }
+
+    #[test]
+    fn a_transmit_that_does_not_fit_whole_is_refused_whole() {
+        let pipe = Pipe::new("fd00::1".parse().unwrap());
+        let socket = OverlaySocket::new(pipe.clone());
+        let dst: SocketAddr = "[fd00::2]:7300".parse().unwrap();
+        let one = [0u8; 10];
+        let single = Transmit {
+            destination: dst,
+            ecn: None,
+            contents: &one,
+            segment_size: None,
+            src_ip: None,
+        };
+        for _ in 0..PIPE_CAPACITY - 2 {
+            socket.try_send(&single).unwrap();
+        }
+        let three = [0u8; 30];
+        let batch = Transmit {
+            contents: &three,
+            segment_size: Some(10),
+            ..single
+        };
+        let err = socket.try_send(&batch).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(
+            pipe.lock().out.len(),
+            PIPE_CAPACITY - 2,
+            "nothing half-sent"
+        );
     }
 }
