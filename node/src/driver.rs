@@ -13,6 +13,8 @@ use crate::batch_udp::BatchSocket;
 use crate::engine::paths::CandidateKind;
 use crate::engine::{Engine, NodeEvent};
 
+/// Spare buffers the engine is topped up to from the QUIC pipe's.
+const SPARE_TARGET: usize = 64;
 /// Receive calls (each a batch of datagrams) per wake-up, so timers and sends get their turn.
 const RECV_ROUNDS: usize = 4;
 
@@ -195,14 +197,19 @@ pub async fn run(
                 Some(p) => p.poll_outbound(cx, &mut quic_out),
                 None => std::task::Poll::Pending,
             }) => {
-                for packet in quic_out.drain(..) {
-                    match engine.send_ip(Instant::now(), unix_ms(), &packet) {
+                for packet in &quic_out {
+                    match engine.send_ip(Instant::now(), unix_ms(), packet) {
                         Ok(()) => {}
                         Err(SendError::NoPeer(_)) => stats.no_peer += 1,
                         Err(SendError::TooBig { .. }) => stats.too_big += 1,
                         Err(SendError::BadPacket(_)) => stats.not_overlay += 1,
                     }
                 }
+                // Their buffers go back for quinn's next packets.
+                if let Some(p) = pipe {
+                    p.recycle(quic_out.drain(..));
+                }
+                quic_out.clear();
             }
             Some((local, from, bytes)) = extra_rx.recv() => {
                 engine.handle_packet_on(Instant::now(), unix_ms(), local, from, &bytes);
@@ -228,6 +235,7 @@ pub async fn run(
                     }
                     _ => stats.send_errors += 1,
                 }
+                engine.recycle(t.contents);
                 continue;
             }
             let dest = if dual_stack {
@@ -243,6 +251,7 @@ pub async fn run(
             if udp.send(dest, &t.contents).await.is_err() {
                 stats.send_errors += 1;
             }
+            engine.recycle(t.contents);
         }
         if udp.flush().await.is_err() {
             stats.send_errors += 1;
@@ -283,12 +292,25 @@ pub async fn run(
                 }
                 _ => {}
             }
-            match (&e, tun, pipe) {
+            match (e, tun, pipe) {
                 (NodeEvent::Packet { packet, .. } | NodeEvent::Local(packet), Some(t), _) => {
-                    t.send(packet).await?;
+                    t.send(&packet).await?;
+                    engine.recycle(packet);
                 }
-                (NodeEvent::Packet { packet, .. }, None, Some(p)) => p.deliver(packet),
-                _ => on_event(&e),
+                (NodeEvent::Packet { packet, .. }, None, Some(p)) => {
+                    if let Some(unwanted) = p.deliver(packet) {
+                        engine.recycle(unwanted);
+                    }
+                }
+                (e, _, _) => on_event(&e),
+            }
+        }
+        // Packets quinn has read leave their buffers in the pipe: the tunnel opens the next
+        // ones into them (a receiver has few sends of its own to recycle).
+        if let Some(p) = pipe {
+            let want = SPARE_TARGET.saturating_sub(engine.spare_buffers());
+            if want > 0 {
+                p.take_spare(want, |b| engine.recycle(b));
             }
         }
     }

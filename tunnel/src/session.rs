@@ -90,13 +90,25 @@ impl Session {
 
     /// Seals `inner` into a TRANSPORT packet written to `out` (cleared first).
     pub fn seal(&mut self, inner: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(TRANSPORT_HEADER_LEN + inner.len() + TAG_LEN);
+        out.resize(TRANSPORT_HEADER_LEN, 0);
+        out.extend_from_slice(inner);
+        self.seal_in_place(out);
+    }
+
+    /// Seals a TRANSPORT packet in place: `out` holds room for the header (its first
+    /// [`TRANSPORT_HEADER_LEN`] bytes, overwritten) and then the inner frame; the tag is
+    /// appended. Saves copying a frame built straight into the datagram's buffer.
+    pub fn seal_in_place(&mut self, out: &mut Vec<u8>) {
+        assert!(
+            out.len() >= TRANSPORT_HEADER_LEN,
+            "no room for the transport header"
+        );
         let counter = self.send_counter;
         self.send_counter += 1;
         let header = transport_header(self.remote_index, counter);
-        out.clear();
-        out.reserve(TRANSPORT_HEADER_LEN + inner.len() + TAG_LEN);
-        out.extend_from_slice(&header);
-        out.extend_from_slice(inner);
+        out[..TRANSPORT_HEADER_LEN].copy_from_slice(&header);
         let tag = self
             .send
             .seal_in_place_separate_tag(

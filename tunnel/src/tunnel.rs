@@ -24,6 +24,10 @@ use crate::session::{OpenError, Session};
 
 /// Bound of the transmit and event queues.
 pub const MAX_QUEUED: usize = 1024;
+/// Most spare buffers kept.
+const MAX_POOLED: usize = 256;
+/// Buffers larger than this are not kept (a big one given back would sit there unused).
+const MAX_POOLED_CAPACITY: usize = 4096;
 /// Packets held per peer while its handshake runs.
 pub const MAX_PENDING_PACKETS: usize = 32;
 
@@ -358,7 +362,9 @@ pub struct Tunnel {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
-    scratch: Vec<u8>,
+    /// Spare datagram buffers (given back with [`Tunnel::recycle`]), so a bulk transfer does
+    /// not allocate per packet.
+    pool: Vec<Vec<u8>>,
 }
 
 /// How long a cookie secret (and so a cookie) lives.
@@ -391,7 +397,7 @@ impl Tunnel {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
-            scratch: Vec::with_capacity(2048),
+            pool: Vec::new(),
         }
     }
 
@@ -447,6 +453,20 @@ impl Tunnel {
             dest,
             contents,
         });
+    }
+
+    /// Gives back a buffer from a [`Transmit`] or an [`Event::Packet`] once done with it; the
+    /// next packets are built in it.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.pool.len() < MAX_POOLED && buf.capacity() <= MAX_POOLED_CAPACITY {
+            buf.clear();
+            self.pool.push(buf);
+        }
+    }
+
+    /// Spare buffers held for the next packets.
+    pub fn spare_buffers(&self) -> usize {
+        self.pool.len()
     }
 
     fn push_event(&mut self, e: Event) {
@@ -746,10 +766,12 @@ impl Tunnel {
         else {
             return false;
         };
-        self.scratch.clear();
-        inner.emit(&mut self.scratch);
-        let mut out = Vec::with_capacity(self.scratch.len() + 32);
-        s.seal(&self.scratch, &mut out);
+        // Framed straight into the datagram's buffer and sealed in place.
+        let mut out = self.pool.pop().unwrap_or_default();
+        out.clear();
+        out.resize(frame::TRANSPORT_HEADER_LEN, 0);
+        inner.emit(&mut out);
+        s.seal_in_place(&mut out);
         peer.last_sent = Some(now);
         if let Some(t) = traffic_of(&mut peer.traffic, to) {
             t.packets_out += 1;
@@ -1119,22 +1141,19 @@ impl Tunnel {
             self.stats.expired_session += 1;
             return;
         }
-        let mut buf = std::mem::take(&mut self.scratch);
-        let opened = session
-            .open(header, counter, sealed, &mut buf)
-            .map(|b| b.to_vec());
-        self.scratch = buf;
-        let plain = match opened {
-            Ok(p) => p,
-            Err(OpenError::Replayed) => {
-                self.stats.replayed += 1;
+        // Opened into a buffer of its own: a data packet leaves in it, without another copy.
+        let mut plain = self.pool.pop().unwrap_or_default();
+        match session.open(header, counter, sealed, &mut plain) {
+            Ok(_) => {}
+            Err(e) => {
+                match e {
+                    OpenError::Replayed => self.stats.replayed += 1,
+                    OpenError::Decrypt => self.stats.decrypt_failed += 1,
+                }
+                self.recycle(plain);
                 return;
             }
-            Err(OpenError::Decrypt) => {
-                self.stats.decrypt_failed += 1;
-                return;
-            }
-        };
+        }
         // Authenticated: follow the peer to where it is now (NAT rebinding, roaming), or tell
         // the path manager about the new source.
         let mut new_source = None;
@@ -1162,21 +1181,32 @@ impl Tunnel {
                 local,
             });
         }
-        match Inner::parse(&plain) {
-            Ok(Inner::Keepalive) => {}
-            Ok(Inner::Data(ip)) => match crate::ipv6::check_inbound(ip, peer_overlay, self.overlay)
-            {
+        // A data frame is the IPv6 packet itself: it leaves in the buffer it was opened into.
+        let data = match Inner::parse(&plain) {
+            Ok(Inner::Data(ip)) => Some(crate::ipv6::check_inbound(ip, peer_overlay, self.overlay)),
+            _ => None,
+        };
+        if let Some(verdict) = data {
+            match verdict {
                 crate::ipv6::InboundVerdict::Accept => {
                     self.stats.packets_in += 1;
                     self.push_event(Event::Packet {
                         peer: peer_id,
-                        packet: ip.to_vec(),
+                        packet: plain,
                     });
+                    return;
                 }
                 crate::ipv6::InboundVerdict::WrongSource => self.stats.spoofed_source += 1,
                 crate::ipv6::InboundVerdict::WrongDestination => self.stats.wrong_destination += 1,
                 crate::ipv6::InboundVerdict::Malformed(_) => self.stats.bad_inner += 1,
-            },
+            }
+            self.recycle(plain);
+            return;
+        }
+        match Inner::parse(&plain) {
+            Ok(Inner::Keepalive) => {}
+            // Handled above.
+            Ok(Inner::Data(_)) => {}
             Ok(Inner::Probe { tx }) => {
                 self.seal_to(
                     now,
@@ -1205,6 +1235,7 @@ impl Tunnel {
             }
             Err(_) => self.stats.bad_inner += 1,
         }
+        self.recycle(plain);
     }
 
     /// When [`Tunnel::handle_timeout`] wants to run next.

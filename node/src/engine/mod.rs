@@ -571,6 +571,17 @@ impl Engine {
         }
     }
 
+    /// Gives back the buffer of a sent [`Transmit`] or a delivered [`NodeEvent::Packet`]: the
+    /// next datagrams are built in it (bounded; extras are freed).
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.tunnel.recycle(buf);
+    }
+
+    /// Spare buffers held for the next datagrams.
+    pub fn spare_buffers(&self) -> usize {
+        self.tunnel.spare_buffers()
+    }
+
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()

@@ -24,12 +24,17 @@ pub const PIPE_CAPACITY: usize = 1024;
 /// saves it work per datagram); each becomes its own IPv6 packet here.
 const MAX_SEGMENTS: usize = 10;
 
+/// Spare packet buffers kept in the pipe.
+const MAX_SPARE: usize = 256;
+
 #[derive(Default)]
 struct Queues {
     /// IPv6 packets from QUIC, for the tunnel.
     out: VecDeque<Vec<u8>>,
-    /// (source, UDP payload) from the tunnel, for QUIC.
-    inbound: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// (source, IPv6 packet, offset of the UDP payload in it) from the tunnel, for QUIC.
+    inbound: VecDeque<(SocketAddr, Vec<u8>, usize)>,
+    /// Buffers of packets done with, for the next ones either way.
+    spare: Vec<Vec<u8>>,
     recv_waker: Option<Waker>,
     send_wakers: Vec<Waker>,
     /// The driver's waker for outbound packets.
@@ -78,33 +83,43 @@ impl Pipe {
         Poll::Ready(())
     }
 
-    /// Driver side: an IPv6 packet from the tunnel. Keeps it if it is UDP to our QUIC port.
-    pub fn deliver(&self, packet: &[u8]) {
-        let Ok(sliced) = etherparse::SlicedPacket::from_ip(packet) else {
-            return;
-        };
-        let (Some(etherparse::NetSlice::Ipv6(ip)), Some(etherparse::TransportSlice::Udp(udp))) =
-            (&sliced.net, &sliced.transport)
-        else {
-            return;
-        };
-        if udp.destination_port() != QUIC_PORT {
-            return;
+    /// Driver side: buffers of packets handed to the tunnel, to build the next ones in.
+    pub fn recycle(&self, bufs: impl IntoIterator<Item = Vec<u8>>) {
+        let mut q = self.lock();
+        for mut b in bufs {
+            if q.spare.len() >= MAX_SPARE {
+                break;
+            }
+            b.clear();
+            q.spare.push(b);
         }
-        let src = SocketAddr::V6(SocketAddrV6::new(
-            ip.header().source_addr(),
-            udp.source_port(),
-            0,
-            0,
-        ));
+    }
+
+    /// Driver side: takes up to `max` spare buffers (for the tunnel to open packets into).
+    pub fn take_spare(&self, max: usize, mut each: impl FnMut(Vec<u8>)) {
+        let mut q = self.lock();
+        let keep = q.spare.len().saturating_sub(max);
+        for b in q.spare.drain(keep..) {
+            each(b);
+        }
+    }
+
+    /// Driver side: an IPv6 packet from the tunnel. Keeps it if it is UDP to our QUIC port;
+    /// gives it back otherwise (or when the queue is full), for the caller to reuse.
+    pub fn deliver(&self, mut packet: Vec<u8>) -> Option<Vec<u8>> {
+        let Some((src, offset, end)) = quic_datagram(&packet) else {
+            return Some(packet);
+        };
         let mut q = self.lock();
         if q.inbound.len() >= PIPE_CAPACITY {
-            return;
+            return Some(packet);
         }
-        q.inbound.push_back((src, udp.payload().to_vec()));
+        packet.truncate(end);
+        q.inbound.push_back((src, packet, offset));
         if let Some(w) = q.recv_waker.take() {
             w.wake();
         }
+        None
     }
 
     /// Driver side: the node stops; pending receives end.
@@ -115,6 +130,28 @@ impl Pipe {
             w.wake();
         }
     }
+}
+
+/// Source, payload start and payload end of a UDP-in-IPv6 packet to our QUIC port.
+fn quic_datagram(packet: &[u8]) -> Option<(SocketAddr, usize, usize)> {
+    let sliced = etherparse::SlicedPacket::from_ip(packet).ok()?;
+    let (Some(etherparse::NetSlice::Ipv6(ip)), Some(etherparse::TransportSlice::Udp(udp))) =
+        (&sliced.net, &sliced.transport)
+    else {
+        return None;
+    };
+    if udp.destination_port() != QUIC_PORT {
+        return None;
+    }
+    let src = SocketAddr::V6(SocketAddrV6::new(
+        ip.header().source_addr(),
+        udp.source_port(),
+        0,
+        0,
+    ));
+    let payload = udp.payload();
+    let offset = payload.as_ptr() as usize - packet.as_ptr() as usize;
+    Some((src, offset, offset + payload.len()))
 }
 
 /// The socket quinn sees.
@@ -169,8 +206,15 @@ impl AsyncUdpSocket for OverlaySocket {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let mut packets = Vec::with_capacity(count);
+        let mut spare: Vec<Vec<u8>> = {
+            let mut q = self.pipe.lock();
+            let keep = q.spare.len().saturating_sub(count);
+            q.spare.drain(keep..).collect()
+        };
         for datagram in transmit.contents.chunks(segment) {
-            let mut packet = Vec::with_capacity(datagram.len() + 48);
+            let mut packet = spare.pop().unwrap_or_default();
+            packet.clear();
+            packet.reserve(datagram.len() + 48);
             etherparse::PacketBuilder::ipv6(self.pipe.local.octets(), dst.ip().octets(), 64)
                 .udp(QUIC_PORT, dst.port())
                 .write(&mut packet, datagram)
@@ -205,11 +249,16 @@ impl AsyncUdpSocket for OverlaySocket {
         }
         let mut n = 0;
         while n < bufs.len().min(meta.len()) {
-            let Some((src, payload)) = q.inbound.pop_front() else {
+            let Some((src, mut packet, offset)) = q.inbound.pop_front() else {
                 break;
             };
+            let payload = &packet[offset..];
             let len = payload.len().min(bufs[n].len());
             bufs[n][..len].copy_from_slice(&payload[..len]);
+            if q.spare.len() < MAX_SPARE {
+                packet.clear();
+                q.spare.push(packet);
+            }
             let mut m = RecvMeta::default();
             m.addr = src;
             m.len = len;
