@@ -19,6 +19,8 @@ use shipworm::{Identity, Node, RendezvousAddr};
 
 const ALPN: &[u8] = b"bench/1";
 const BYTES: u64 = 200 * 1024 * 1024;
+/// Rounds of each, alternating (the machines are shared: the median of several is the figure).
+const ROUNDS: usize = 5;
 
 /// Sends `BYTES` on one stream; returns Mbit/s measured at the receiver's end of stream.
 async fn transfer(
@@ -118,11 +120,11 @@ fn main() {
     rt.block_on(async {
         let config = Config { listen: "127.0.0.1:0".parse().unwrap(), alt_listen: None, ..Config::default() };
         let rdv = Rendezvous::bind(config).await.unwrap();
-        println!("{} MiB over one QUIC stream on loopback, 3 rounds each, alternating", BYTES >> 20);
+        println!("{} MiB over one QUIC stream on loopback, {ROUNDS} rounds each, alternating", BYTES >> 20);
         let (mut plain, mut tunnel) = (Vec::new(), Vec::new());
         // For profiling one side alone: SHIPWORM_BENCH_ONLY=shipworm (or =quinn).
         let only = std::env::var("SHIPWORM_BENCH_ONLY").unwrap_or_default();
-        for round in 0..3 {
+        for round in 0..ROUNDS {
             let p = if only == "shipworm" { (f64::NAN, Duration::ZERO) } else { plain_quinn().await };
             let s = if only == "quinn" { (f64::NAN, Duration::ZERO) } else { through_tunnel(rdv.local_addr()).await };
             println!(
@@ -137,7 +139,7 @@ fn main() {
             tunnel.push(s);
         }
         let med = |v: &mut Vec<f64>| {
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v.sort_by(|a, b| a.total_cmp(b));
             v[v.len() / 2]
         };
         let (mut pr, mut sr): (Vec<f64>, Vec<f64>) = (plain.iter().map(|x| x.0).collect(), tunnel.iter().map(|x| x.0).collect());

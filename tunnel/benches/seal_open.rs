@@ -1,5 +1,6 @@
-//! Sealed+opened frames per second for 1280-byte IPv6 packets on one core, next to raw
-//! ChaCha20-Poly1305 over the same buffers in the same run. Run on demand:
+//! Sealed+opened frames per second for 1280-byte IPv6 packets on one core, next to the raw AEAD
+//! over the same buffers in the same run, for each of the two session ciphers (ChaCha20-Poly1305
+//! and AES-256-GCM). Run on demand:
 //!
 //! ```sh
 //! cargo bench -p shipworm-tunnel --bench seal_open
@@ -10,9 +11,9 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
 use shipworm_tunnel::frame::Packet;
-use shipworm_tunnel::session::Session;
+use shipworm_tunnel::session::{Cipher, Session};
 use shipworm_tunnel::tunnel::{Event, Tunnel, TunnelConfig};
 use shipworm_tunnel::Identity;
 
@@ -42,8 +43,8 @@ fn rate(mut f: impl FnMut()) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Raw ChaCha20-Poly1305 (the same `ring` implementation the tunnel uses): seal then open one
-/// buffer in place.
+/// The raw AEAD (the same `ring` implementation the tunnel uses): seal then open one buffer in
+/// place.
 fn raw(buf: &mut Vec<u8>, a: &LessSafeKey, b: &LessSafeKey, counter: &mut u64) {
     let mut nonce = [0u8; 12];
     nonce[4..].copy_from_slice(&counter.to_le_bytes());
@@ -70,12 +71,31 @@ fn raw(buf: &mut Vec<u8>, a: &LessSafeKey, b: &LessSafeKey, counter: &mut u64) {
 }
 
 fn main() {
+    println!(
+        "tunnel seal+open, {PACKET}-byte IPv6 packets, one core, {ROUND:?} per round, 3 rounds per cipher"
+    );
+    let mut ciphers = vec![Cipher::ChaCha20Poly1305];
+    if Cipher::hardware_aes() {
+        ciphers.push(Cipher::Aes256Gcm);
+    } else {
+        println!("(no AES instructions on this CPU: AES-256-GCM is never agreed here)");
+    }
+    for cipher in ciphers {
+        bench(cipher);
+    }
+}
+
+fn bench(cipher: Cipher) {
     let a_id = Identity::from_seed(&[1; 32]);
     let b_id = Identity::from_seed(&[2; 32]);
     let inner = ipv6_packet(a_id.node_id().overlay_addr(), b_id.node_id().overlay_addr());
 
     // Raw AEAD (ring, as in the tunnel): seal then open one 1280-byte buffer in place.
-    let key = || LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &[7u8; 32]).unwrap());
+    let alg = match cipher {
+        Cipher::ChaCha20Poly1305 => &CHACHA20_POLY1305,
+        Cipher::Aes256Gcm => &AES_256_GCM,
+    };
+    let key = || LessSafeKey::new(UnboundKey::new(alg, &[7u8; 32]).unwrap());
     let (ka, kb) = (key(), key());
     let mut buf = inner.clone();
     buf.reserve(16);
@@ -83,14 +103,19 @@ fn main() {
 
     // Session layer: header, AEAD with the header as AD, parse, replay window.
     let now = Instant::now();
-    let mut sa = Session::new(1, 2, &[8; 32], &[9; 32], now, true);
-    let mut sb = Session::new(2, 1, &[9; 32], &[8; 32], now, false);
+    let mut sa = Session::new(1, 2, &[8; 32], &[9; 32], now, true, cipher);
+    let mut sb = Session::new(2, 1, &[9; 32], &[8; 32], now, false, cipher);
     let mut wire = Vec::with_capacity(2048);
     let mut plain = Vec::with_capacity(2048);
 
-    // The whole sans-IO tunnel: overlay checks, queues, events.
-    let mut ta = Tunnel::new(a_id.clone(), TunnelConfig::default(), now);
-    let mut tb = Tunnel::new(b_id.clone(), TunnelConfig::default(), now);
+    // The whole sans-IO tunnel: overlay checks, queues, events, buffers recycled as the node's
+    // driver does.
+    let config = TunnelConfig {
+        offer_aes_gcm: cipher == Cipher::Aes256Gcm,
+        ..TunnelConfig::default()
+    };
+    let mut ta = Tunnel::new(a_id.clone(), config.clone(), now);
+    let mut tb = Tunnel::new(b_id.clone(), config, now);
     let (a_addr, b_addr) = (
         "192.0.2.1:1".parse().unwrap(),
         "192.0.2.2:2".parse().unwrap(),
@@ -105,12 +130,11 @@ fn main() {
         }
     }
     assert!(ta.is_established(&b_id.node_id(), now));
+    assert_eq!(ta.cipher(&b_id.node_id()), Some(cipher));
     while ta.poll_event().is_some() {}
     while tb.poll_event().is_some() {}
 
-    println!(
-        "tunnel seal+open, {PACKET}-byte IPv6 packets, one core, {ROUND:?} per round, 3 rounds"
-    );
+    let name = cipher.name();
     let mut best = [0f64; 3];
     for round in 0..3 {
         let r = rate(|| raw(&mut buf, &ka, &kb, &mut raw_counter));
@@ -131,13 +155,14 @@ fn main() {
             ta.send_ip(now, 1, &inner).unwrap();
             let t = ta.poll_transmit().unwrap();
             tb.handle_packet(now, 1, a_addr, &t.contents);
+            ta.recycle(t.contents);
             let Some(Event::Packet { packet, .. }) = tb.poll_event() else {
                 unreachable!()
             };
-            black_box(packet);
+            tb.recycle(black_box(packet));
         });
         println!(
-            "round {round}: raw ChaCha20-Poly1305 {r:>9.0}/s ({:.2} Gbit/s) | session {s:>9.0}/s ({:.0} %) | whole tunnel {t:>9.0}/s ({:.0} %)",
+            "{name} round {round}: raw {r:>9.0}/s ({:.2} Gbit/s) | session {s:>9.0}/s ({:.0} %) | whole tunnel {t:>9.0}/s ({:.0} %)",
             r * PACKET as f64 * 8.0 / 1e9,
             100.0 * s / r,
             100.0 * t / r
@@ -145,7 +170,7 @@ fn main() {
         best = [best[0].max(r), best[1].max(s), best[2].max(t)];
     }
     println!(
-        "best: raw {:.0}/s, session {:.0}/s = {:.0} % of raw, whole tunnel {:.0}/s = {:.0} % of raw ({:.2} Gbit/s)",
+        "{name} best: raw {:.0}/s, session {:.0}/s = {:.0} % of raw, whole tunnel {:.0}/s = {:.0} % of raw ({:.2} Gbit/s)",
         best[0],
         best[1],
         100.0 * best[1] / best[0],

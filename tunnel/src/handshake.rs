@@ -32,6 +32,9 @@ pub const FLAG_HAS_PORT_MAPPING: u8 = 0x02;
 /// Flag: this node has measured its mapping behaviour (without it, `FLAG_MAPS_PER_DESTINATION`
 /// means nothing).
 pub const FLAG_MAPPING_KNOWN: u8 = 0x04;
+/// Flag: this node runs AES-GCM in hardware and offers AES-256-GCM for the session's transport
+/// packets (set by the tunnel itself; see [`crate::session::Cipher::agree`]).
+pub const FLAG_AES_GCM: u8 = 0x08;
 
 /// What a node says about itself in a handshake: flags and where it may be reached.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

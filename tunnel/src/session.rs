@@ -1,12 +1,83 @@
-//! Transport sessions: ChaCha20-Poly1305 with explicit counter nonces and a replay window.
+//! Transport sessions: an AEAD (ChaCha20-Poly1305, or AES-256-GCM where both ends have AES
+//! instructions) with explicit counter nonces and a replay window.
 //!
 //! Keys come from the Noise IK handshake's split (`docs/protocol.md` §"Tunnel"). The nonce is the
-//! Noise ChaChaPoly nonce (32 zero bits, then the 64-bit counter little-endian); the 16-byte
-//! transport header (type, version, receiver index, counter) is authenticated as associated data.
+//! Noise nonce (32 zero bits, then the 64-bit counter little-endian); the 16-byte transport
+//! header (type, version, receiver index, counter) is authenticated as associated data.
 
 use std::time::Instant;
 
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
+
+use crate::handshake::FLAG_AES_GCM;
+
+/// The AEAD of a session's transport packets, agreed in its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cipher {
+    /// ChaCha20-Poly1305 (RFC 8439): fast everywhere, constant time without special hardware.
+    ChaCha20Poly1305,
+    /// AES-256-GCM: several times faster where the CPU has AES and carry-less multiply
+    /// instructions; used only when both ends say they have them.
+    Aes256Gcm,
+}
+
+impl Cipher {
+    /// Whether this CPU runs AES-GCM in hardware (AES-NI and PCLMULQDQ, or the ARMv8 crypto
+    /// extensions); only then does a node offer it.
+    pub fn hardware_aes() -> bool {
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        {
+            std::arch::is_x86_feature_detected!("aes")
+                && std::arch::is_x86_feature_detected!("pclmulqdq")
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            std::arch::is_aarch64_feature_detected!("aes")
+                && std::arch::is_aarch64_feature_detected!("pmull")
+        }
+        #[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            false
+        }
+    }
+
+    /// The cipher for a session whose ends sent `ours` and `theirs` as handshake flags: AES-256-GCM
+    /// only when both offered it. Both ends compute the same answer from the same two
+    /// authenticated payloads, so it cannot be steered by anyone in between.
+    pub fn agree(ours: u8, theirs: u8) -> Self {
+        if ours & theirs & FLAG_AES_GCM != 0 {
+            Cipher::Aes256Gcm
+        } else {
+            Cipher::ChaCha20Poly1305
+        }
+    }
+
+    /// Most packets one key may seal. ChaCha20-Poly1305 with unique nonces has no practical
+    /// limit; for AES-GCM the bound keeps the confidentiality advantage near 2^-57 for
+    /// 1400-byte packets (2^36 blocks under one key).
+    pub fn message_limit(self) -> u64 {
+        match self {
+            Cipher::ChaCha20Poly1305 => u64::MAX,
+            Cipher::Aes256Gcm => 1 << 29,
+        }
+    }
+
+    /// The name used in diagnostics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cipher::ChaCha20Poly1305 => "ChaCha20-Poly1305",
+            Cipher::Aes256Gcm => "AES-256-GCM",
+        }
+    }
+
+    fn key(self, k: &[u8; 32]) -> LessSafeKey {
+        let alg = match self {
+            Cipher::ChaCha20Poly1305 => &CHACHA20_POLY1305,
+            Cipher::Aes256Gcm => &AES_256_GCM,
+        };
+        LessSafeKey::new(UnboundKey::new(alg, k).expect("both ciphers take 32-byte keys"))
+    }
+}
 
 use crate::frame::{transport_header, TAG_LEN, TRANSPORT_HEADER_LEN};
 use crate::replay::ReplayWindow;
@@ -32,6 +103,8 @@ pub struct Session {
     pub created: Instant,
     /// Whether we initiated the handshake.
     pub initiator: bool,
+    /// The AEAD agreed in the handshake.
+    pub cipher: Cipher,
     send: LessSafeKey,
     recv: LessSafeKey,
     send_counter: u64,
@@ -55,12 +128,6 @@ fn nonce(counter: u64) -> Nonce {
     Nonce::assume_unique_for_key(n)
 }
 
-fn key(k: &[u8; 32]) -> LessSafeKey {
-    LessSafeKey::new(
-        UnboundKey::new(&CHACHA20_POLY1305, k).expect("a 32-byte key fits ChaCha20-Poly1305"),
-    )
-}
-
 impl Session {
     /// A session from split keys.
     pub fn new(
@@ -70,14 +137,16 @@ impl Session {
         recv_key: &[u8; 32],
         created: Instant,
         initiator: bool,
+        cipher: Cipher,
     ) -> Self {
         Self {
             local_index,
             remote_index,
             created,
             initiator,
-            send: key(send_key),
-            recv: key(recv_key),
+            cipher,
+            send: cipher.key(send_key),
+            recv: cipher.key(recv_key),
             send_counter: 0,
             replay: ReplayWindow::default(),
         }
@@ -116,7 +185,7 @@ impl Session {
                 Aad::from(header),
                 &mut out[TRANSPORT_HEADER_LEN..],
             )
-            .expect("ChaCha20-Poly1305 seals any length below 256 GiB");
+            .expect("both ciphers seal any datagram-sized input");
         out.extend_from_slice(tag.as_ref());
     }
 
@@ -159,8 +228,24 @@ mod tests {
     fn pair() -> (Session, Session) {
         let now = Instant::now();
         (
-            Session::new(1, 2, &[7; 32], &[8; 32], now, true),
-            Session::new(2, 1, &[8; 32], &[7; 32], now, false),
+            Session::new(
+                1,
+                2,
+                &[7; 32],
+                &[8; 32],
+                now,
+                true,
+                Cipher::ChaCha20Poly1305,
+            ),
+            Session::new(
+                2,
+                1,
+                &[8; 32],
+                &[7; 32],
+                now,
+                false,
+                Cipher::ChaCha20Poly1305,
+            ),
         )
     }
 
@@ -229,6 +314,65 @@ mod tests {
             )
             .unwrap();
         assert_eq!(plain, b"interop");
+    }
+
+    #[test]
+    fn aes_sessions_are_standard_aes_256_gcm_with_the_same_nonce_and_header() {
+        // An independent implementation (RustCrypto) opens what we seal with AES-256-GCM.
+        use aes_gcm::aead::{Aead, KeyInit, Payload};
+        let now = Instant::now();
+        let mut a = Session::new(1, 2, &[7; 32], &[8; 32], now, true, Cipher::Aes256Gcm);
+        let mut b = Session::new(2, 1, &[8; 32], &[7; 32], now, false, Cipher::Aes256Gcm);
+        let mut p = Vec::new();
+        a.seal(b"interop", &mut p);
+        a.seal(b"interop", &mut p);
+        let Packet::Transport {
+            counter,
+            header,
+            sealed,
+            ..
+        } = Packet::parse(&p).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(counter, 1);
+        let mut n = [0u8; 12];
+        n[4..].copy_from_slice(&counter.to_le_bytes());
+        let plain = aes_gcm::Aes256Gcm::new(&[7u8; 32].into())
+            .decrypt(
+                &n.into(),
+                Payload {
+                    msg: sealed,
+                    aad: header,
+                },
+            )
+            .unwrap();
+        assert_eq!(plain, b"interop");
+        // And the two ciphers never open each other's packets.
+        assert_eq!(open(&mut b, &p).unwrap(), b"interop");
+        let mut c = Session::new(
+            2,
+            1,
+            &[8; 32],
+            &[7; 32],
+            now,
+            false,
+            Cipher::ChaCha20Poly1305,
+        );
+        assert_eq!(open(&mut c, &p), Err(OpenError::Decrypt));
+    }
+
+    #[test]
+    fn the_cipher_is_aes_only_when_both_flags_offer_it() {
+        use crate::handshake::{FLAG_AES_GCM, FLAG_MAPPING_KNOWN};
+        let aes = FLAG_AES_GCM | FLAG_MAPPING_KNOWN;
+        assert_eq!(Cipher::agree(aes, FLAG_AES_GCM), Cipher::Aes256Gcm);
+        assert_eq!(
+            Cipher::agree(aes, FLAG_MAPPING_KNOWN),
+            Cipher::ChaCha20Poly1305
+        );
+        assert_eq!(Cipher::agree(0, aes), Cipher::ChaCha20Poly1305);
+        assert!(Cipher::Aes256Gcm.message_limit() < Cipher::ChaCha20Poly1305.message_limit());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::frame::{self, Inner, Packet};
 use crate::handshake::{self, Advert, InitPayload, Initiator, Responder, COOKIE_LEN};
 use crate::identity::{Identity, NodeId};
-use crate::session::{OpenError, Session};
+use crate::session::{Cipher, OpenError, Session};
 
 /// Bound of the transmit and event queues.
 pub const MAX_QUEUED: usize = 1024;
@@ -63,6 +63,9 @@ pub struct TunnelConfig {
     /// Also send message 2 to every candidate in message 1, not just to where it came from: the
     /// responder's half of a simultaneous open.
     pub spray_responses: bool,
+    /// Offer AES-256-GCM for transport packets when this CPU has AES instructions (it is used
+    /// when the peer offers it too; ChaCha20-Poly1305 otherwise).
+    pub offer_aes_gcm: bool,
 }
 
 impl Default for TunnelConfig {
@@ -81,6 +84,7 @@ impl Default for TunnelConfig {
             handshake_timeout: Duration::from_secs(10),
             follow_source: true,
             spray_responses: true,
+            offer_aes_gcm: true,
         }
     }
 }
@@ -382,7 +386,7 @@ impl Tunnel {
         let me = identity.node_id();
         let mut cookie_secret = [0u8; 32];
         getrandom::fill(&mut cookie_secret).expect("the OS random source is unavailable");
-        Self {
+        let mut tunnel = Self {
             overlay: me.overlay_addr(),
             me,
             identity,
@@ -398,7 +402,9 @@ impl Tunnel {
             events: VecDeque::new(),
             stats: Stats::default(),
             pool: Vec::new(),
-        }
+        };
+        tunnel.set_flags(0);
+        tunnel
     }
 
     /// Our NodeId.
@@ -416,9 +422,23 @@ impl Tunnel {
         self.advert.candidates = candidates;
     }
 
-    /// Our flags (`handshake::FLAG_*`), sent in every handshake from now on.
+    /// Our flags (`handshake::FLAG_*`), sent in every handshake from now on. The tunnel sets
+    /// [`handshake::FLAG_AES_GCM`] itself.
     pub fn set_flags(&mut self, flags: u8) {
-        self.advert.flags = flags;
+        self.advert.flags = (flags & !handshake::FLAG_AES_GCM) | self.cipher_flag();
+    }
+
+    fn cipher_flag(&self) -> u8 {
+        if self.config.offer_aes_gcm && Cipher::hardware_aes() {
+            handshake::FLAG_AES_GCM
+        } else {
+            0
+        }
+    }
+
+    /// The cipher of the current session with `peer`.
+    pub fn cipher(&self, peer: &NodeId) -> Option<Cipher> {
+        self.peers.get(peer)?.current.as_ref().map(|s| s.cipher)
     }
 
     /// Whether a usable session with `peer` exists.
@@ -436,7 +456,11 @@ impl Tunnel {
 
     fn usable(&self, s: &Session, now: Instant) -> bool {
         now.saturating_duration_since(s.created) < self.config.reject_after_time
-            && s.sent() < self.config.reject_after_messages
+            && s.sent()
+                < self
+                    .config
+                    .reject_after_messages
+                    .min(s.cipher.message_limit())
     }
 
     fn push_transmit(&mut self, dest: SocketAddr, contents: Vec<u8>) {
@@ -759,11 +783,10 @@ impl Tunnel {
         let Some(peer) = self.peers.get_mut(&id) else {
             return false;
         };
-        let Some(s) = peer
-            .current
-            .as_mut()
-            .filter(|s| now.saturating_duration_since(s.created) < reject.0 && s.sent() < reject.1)
-        else {
+        let Some(s) = peer.current.as_mut().filter(|s| {
+            now.saturating_duration_since(s.created) < reject.0
+                && s.sent() < reject.1.min(s.cipher.message_limit())
+        }) else {
             return false;
         };
         // Framed straight into the datagram's buffer and sealed in place.
@@ -831,7 +854,11 @@ impl Tunnel {
         };
         let old =
             now.saturating_duration_since(s.created) >= self.config.rekey_after_time && s.initiator;
-        let used = s.sent() >= self.config.rekey_after_messages;
+        let used = s.sent()
+            >= self
+                .config
+                .rekey_after_messages
+                .min(s.cipher.message_limit() / 2);
         if (old || used) && peer.pending.is_none() {
             let endpoints = peer.endpoint.into_iter().collect();
             self.initiate(now, unix_ms, id, endpoints);
@@ -969,7 +996,8 @@ impl Tunnel {
             self.stats.bad_handshake += 1;
             return;
         };
-        let session = Session::new(index, sender, &send, &recv, now, false);
+        let cipher = Cipher::agree(ours.flags, theirs.flags);
+        let session = Session::new(index, sender, &send, &recv, now, false, cipher);
         self.install(now, id, session, from, theirs, ours.flags);
         if let Some(p) = self.peers.get_mut(&id) {
             p.last_init_timestamp = ts;
@@ -1027,7 +1055,8 @@ impl Tunnel {
         let sent_flags = pending.sent_flags;
         match pending.initiator.finish(noise) {
             Ok((send, recv, advert)) => {
-                let session = Session::new(receiver, sender, &send, &recv, now, true);
+                let cipher = Cipher::agree(sent_flags, advert.flags);
+                let session = Session::new(receiver, sender, &send, &recv, now, true, cipher);
                 self.install(now, id, session, from, advert, sent_flags);
                 // Confirm at once so the responder may use the session (WireGuard does the same).
                 if !self.flush_queued(now, unix_ms, id) {
@@ -1067,7 +1096,8 @@ impl Tunnel {
             peer: id,
             advert,
             from,
-            our_flags,
+            // As the engine set them: the cipher offer is the tunnel's own.
+            our_flags: our_flags & !handshake::FLAG_AES_GCM,
         });
     }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use shipworm_tunnel::frame::Packet;
 use shipworm_tunnel::handshake::{InitPayload, Initiator};
-use shipworm_tunnel::session::Session;
+use shipworm_tunnel::session::{Cipher, Session};
 use shipworm_tunnel::tunnel::{Accept, Event, SendError, Tunnel, TunnelConfig};
 use shipworm_tunnel::{Identity, NodeId};
 
@@ -312,7 +312,19 @@ fn malicious_peer_session(net: &mut Net) -> (Session, Identity) {
         panic!("no response")
     };
     let (send, recv, _) = init.finish(noise).unwrap();
-    (Session::new(99, sender, &send, &recv, now, true), evil)
+    // The evil node offered no AES (its advert flags are 0): ChaCha20-Poly1305.
+    (
+        Session::new(
+            99,
+            sender,
+            &send,
+            &recv,
+            now,
+            true,
+            Cipher::ChaCha20Poly1305,
+        ),
+        evil,
+    )
 }
 
 #[test]
@@ -549,4 +561,35 @@ fn a_full_peer_table_makes_room_by_forgetting_idle_peers_only() {
     net.send_from_a(b"hello B").unwrap();
     net.run(Duration::from_millis(100));
     assert_eq!(net.delivered_to_b().len(), 1);
+}
+
+#[test]
+fn aes_gcm_is_used_only_when_both_ends_offer_it_and_data_flows_either_way() {
+    let offer = |on: bool| TunnelConfig {
+        offer_aes_gcm: on,
+        ..TunnelConfig::default()
+    };
+    let hw = Cipher::hardware_aes();
+    for (a_on, b_on) in [(true, true), (true, false), (false, true), (false, false)] {
+        let mut net = Net::new(13, clean(), offer(a_on), offer(b_on));
+        net.connect();
+        net.run(Duration::from_millis(200));
+        assert!(net.established(), "{a_on}/{b_on}: no session");
+        let (a, b) = net.ids();
+        let want = if a_on && b_on && hw {
+            Cipher::Aes256Gcm
+        } else {
+            Cipher::ChaCha20Poly1305
+        };
+        assert_eq!(net.a.cipher(&b), Some(want), "{a_on}/{b_on}: initiator");
+        assert_eq!(net.b.cipher(&a), Some(want), "{a_on}/{b_on}: responder");
+        for i in 0..20u8 {
+            net.send_from_a(&[i; 100]).unwrap();
+        }
+        net.run(Duration::from_millis(50));
+        assert_eq!(net.delivered_to_b().len(), 20, "{a_on}/{b_on}: data lost");
+    }
+    // This machine has AES instructions, so the first case above really ran AES-256-GCM.
+    #[cfg(target_arch = "x86_64")]
+    assert!(hw, "AES-NI expected on the lab machines");
 }
