@@ -209,7 +209,6 @@ pub async fn run(
                 if let Some(p) = pipe {
                     p.recycle(quic_out.drain(..));
                 }
-                quic_out.clear();
             }
             Some((local, from, bytes)) = extra_rx.recv() => {
                 engine.handle_packet_on(Instant::now(), unix_ms(), local, from, &bytes);

@@ -371,6 +371,13 @@ pub struct Tunnel {
     pool: Vec<Vec<u8>>,
 }
 
+/// Whether session `s` may still seal packets: young enough, and short of its message limit
+/// (the configured one, or the cipher's if lower).
+fn usable(config: &TunnelConfig, s: &Session, now: Instant) -> bool {
+    now.saturating_duration_since(s.created) < config.reject_after_time
+        && s.sent() < config.reject_after_messages.min(s.cipher.message_limit())
+}
+
 /// How long a cookie secret (and so a cookie) lives.
 const COOKIE_LIFETIME: Duration = Duration::from_secs(120);
 
@@ -446,21 +453,12 @@ impl Tunnel {
         self.peers
             .get(peer)
             .and_then(|p| p.current.as_ref())
-            .is_some_and(|s| self.usable(s, now))
+            .is_some_and(|s| usable(&self.config, s, now))
     }
 
     /// The address packets to `peer` go to.
     pub fn endpoint(&self, peer: &NodeId) -> Option<SocketAddr> {
         self.peers.get(peer).and_then(|p| p.endpoint)
-    }
-
-    fn usable(&self, s: &Session, now: Instant) -> bool {
-        now.saturating_duration_since(s.created) < self.config.reject_after_time
-            && s.sent()
-                < self
-                    .config
-                    .reject_after_messages
-                    .min(s.cipher.message_limit())
     }
 
     fn push_transmit(&mut self, dest: SocketAddr, contents: Vec<u8>) {
@@ -776,17 +774,11 @@ impl Tunnel {
         to: SocketAddr,
         inner: &Inner<'_>,
     ) -> bool {
-        let reject = (
-            self.config.reject_after_time,
-            self.config.reject_after_messages,
-        );
+        let config = &self.config;
         let Some(peer) = self.peers.get_mut(&id) else {
             return false;
         };
-        let Some(s) = peer.current.as_mut().filter(|s| {
-            now.saturating_duration_since(s.created) < reject.0
-                && s.sent() < reject.1.min(s.cipher.message_limit())
-        }) else {
+        let Some(s) = peer.current.as_mut().filter(|s| usable(config, s, now)) else {
             return false;
         };
         // Framed straight into the datagram's buffer and sealed in place.
