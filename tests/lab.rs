@@ -562,6 +562,32 @@ pub fn direct_possible(a: RouterKind, b: RouterKind) -> bool {
 /// The UDP port every matrix node binds (the full-cone router forwards it).
 pub const NODE_PORT: u16 = 51820;
 
+impl Lab {
+    /// Starts miniupnpd (UPnP IGD, NAT-PMP, PCP) in router namespace `ns` between `wan` and
+    /// `lan`, granting mappings to hosts of `lan_net`; logs to `log` (also its file names, so
+    /// several may run at once). Waits until it listens.
+    pub fn start_miniupnpd(&mut self, ns: &str, log: &str, wan: &str, lan: &str, lan_net: &str) {
+        let conf = self.dir.join(format!("{log}.conf"));
+        std::fs::write(&conf, miniupnpd_conf(wan, lan, lan_net)).unwrap();
+        let conf = conf.to_string_lossy().into_owned();
+        let pid = self
+            .dir
+            .join(format!("{log}.pid"))
+            .to_string_lossy()
+            .into_owned();
+        self.spawn(ns, log, &["miniupnpd", "-d", "-f", &conf, "-P", &pid]);
+        assert!(
+            self.wait_log(
+                log,
+                "Listening for NAT-PMP/PCP traffic",
+                Duration::from_secs(10)
+            ),
+            "{}",
+            self.log(log)
+        );
+    }
+}
+
 fn miniupnpd_conf(wan: &str, lan: &str, lan_net: &str) -> String {
     format!(
         "ext_ifname={wan}\nlistening_ip={lan}\nhttp_port=0\nenable_natpmp=yes\nenable_upnp=yes\n\
@@ -778,25 +804,12 @@ impl Lab {
                 RouterKind::Symmetric => self.nft(&router, &symmetric_router(&wan_if, &lan_if)),
                 RouterKind::HomeUpnp => {
                     self.nft(&router, &upnp_router(&wan_if, &lan_if));
-                    let conf = self.dir.join(format!("miniupnpd{n}.conf"));
-                    std::fs::write(&conf, miniupnpd_conf(&wan_if, &lan_if, &lan_net)).unwrap();
-                    let conf = conf.to_string_lossy().into_owned();
-                    let log = format!("miniupnpd{n}");
-                    // Its own pid file: several may run at once.
-                    let pid = self
-                        .dir
-                        .join(format!("miniupnpd{n}.pid"))
-                        .to_string_lossy()
-                        .into_owned();
-                    self.spawn(&router, &log, &["miniupnpd", "-d", "-f", &conf, "-P", &pid]);
-                    assert!(
-                        self.wait_log(
-                            &log,
-                            "Listening for NAT-PMP/PCP traffic",
-                            Duration::from_secs(10)
-                        ),
-                        "{}",
-                        self.log(&log)
+                    self.start_miniupnpd(
+                        &router,
+                        &format!("miniupnpd{n}"),
+                        &wan_if,
+                        &lan_if,
+                        &lan_net,
                     );
                 }
             }

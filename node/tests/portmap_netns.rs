@@ -4,51 +4,7 @@
 
 use std::time::Duration;
 
-use shipworm_tests::lab::{can_run, symmetric_router, Lab};
-
-/// A home router whose forwarding and NAT chains leave room for miniupnpd's own chains.
-fn upnp_router(wan: &str, lan: &str) -> String {
-    format!(
-        r#"table inet filter {{
-    chain input {{
-        type filter hook input priority 0; policy accept;
-        iifname "{wan}" ct state established,related accept
-        iifname "{wan}" udp dport 5351 drop
-        iifname "{wan}" drop
-    }}
-    chain forward {{
-        type filter hook forward priority 0; policy drop;
-        iifname "{lan}" accept
-        iifname "{wan}" ct state established,related accept
-        jump miniupnpd
-    }}
-    chain miniupnpd {{
-    }}
-    chain prerouting {{
-        type nat hook prerouting priority -100; policy accept;
-        jump prerouting_miniupnpd
-    }}
-    chain postrouting {{
-        type nat hook postrouting priority 100; policy accept;
-        jump postrouting_miniupnpd
-        oifname "{wan}" masquerade
-    }}
-    chain prerouting_miniupnpd {{
-    }}
-    chain postrouting_miniupnpd {{
-    }}
-}}
-"#
-    )
-}
-
-fn miniupnpd_conf(wan: &str, lan: &str) -> String {
-    format!(
-        "ext_ifname={wan}\nlistening_ip={lan}\nhttp_port=0\nenable_natpmp=yes\nenable_upnp=yes\n\
-         secure_mode=yes\nsystem_uptime=yes\nuuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b\n\
-         allow 1024-65535 192.168.1.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n"
-    )
-}
+use shipworm_tests::lab::{can_run, symmetric_router, upnp_router, Lab};
 
 /// Builds the lab: A behind a home router running miniupnpd, B behind a symmetric NAT, a
 /// rendezvous; returns (lab, A's ns, B's ns, [A's key, B's key, A's id, B's id, B's overlay]).
@@ -60,20 +16,8 @@ fn build(tag: &str) -> (Lab, String, String, [String; 5]) {
     let [aw, al, bw, bl] = sites.ifaces.clone();
     lab.nft(&sites.ra, &upnp_router(&aw, &al));
     lab.nft(&sites.rb, &symmetric_router(&bw, &bl));
-    let conf = lab.dir.join("miniupnpd.conf");
-    std::fs::write(&conf, miniupnpd_conf(&aw, &al)).unwrap();
-    let conf = conf.to_string_lossy().into_owned();
     let ra = sites.ra.clone();
-    lab.spawn(&ra, "miniupnpd", &["miniupnpd", "-d", "-f", &conf]);
-    assert!(
-        lab.wait_log(
-            "miniupnpd",
-            "Listening for NAT-PMP/PCP traffic",
-            Duration::from_secs(10)
-        ),
-        "{}",
-        lab.log("miniupnpd")
-    );
+    lab.start_miniupnpd(&ra, "miniupnpd", &aw, &al, "192.168.1.0/24");
     lab.start_rendezvous(&sites);
     let (a_key, a_id, _) = lab.identity("a");
     let (b_key, b_id, b_ov) = lab.identity("b");
