@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use shipworm::engine::NodeEvent;
-use shipworm::sim::{Filtering, Mapping, NatModel, Sim, SiteConfig};
+use shipworm_tests::sim::{Filtering, Mapping, NatModel, Sim, SiteConfig};
 
 fn kinds() -> Vec<(&'static str, Option<NatModel>)> {
     vec![

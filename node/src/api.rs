@@ -22,9 +22,9 @@ use shipworm_tunnel::tunnel::{Accept, TunnelConfig};
 use shipworm_tunnel::{Identity, NodeId, RendezvousAddr, Ticket};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::driver::{self, DriverCommand, LocalSide};
 use crate::engine::paths::CandidateKind;
 use crate::engine::{ConnectError, Diagnostics, Engine, EngineConfig, NodeEvent};
+use crate::io::driver::{self, DriverCommand, LocalSide};
 use crate::quic::socket::{OverlaySocket, Pipe, QUIC_PORT};
 use crate::quic::{tls, transport_config};
 
@@ -162,7 +162,7 @@ impl Builder {
             ..config.tunnel
         };
         let inner_mtu = config.tunnel.mtu;
-        let socket = shipworm_tunnel::device::bind_dual_stack(self.bind)
+        let socket = crate::io::bind_dual_stack(self.bind)
             .map_err(|e| setup(&format!("cannot bind UDP {}: {e}", self.bind)))?;
         let local_addr = socket.local_addr().map_err(|e| setup(&e))?;
         let mut engine = Engine::new(identity.clone(), config, Instant::now(), None);
@@ -190,7 +190,7 @@ impl Builder {
         let (portmap_stop, portmap_stopped) = oneshot::channel();
         let portmap = self.portmap.then(|| {
             let report = |line: String| tracing::info!("{line}");
-            tokio::spawn(crate::portmap::keep(
+            tokio::spawn(crate::io::portmap::keep(
                 local_addr.port(),
                 commands_tx.clone(),
                 portmap_stopped,

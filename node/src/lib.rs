@@ -52,16 +52,10 @@
 #![warn(missing_docs)]
 
 pub mod api;
-pub mod batch_udp;
-pub mod cli;
-pub mod demo;
-pub mod driver;
+pub mod apps;
 pub mod engine;
-pub mod paths;
-pub mod portmap;
+pub mod io;
 pub mod quic;
-pub mod sim;
-pub mod up;
 
 pub use api::{Node, NodeError, Target};
 pub use shipworm_rendezvous as rendezvous;

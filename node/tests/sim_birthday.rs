@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use shipworm::engine::NodeEvent;
-use shipworm::sim::{NatModel, Sim, SiteConfig};
+use shipworm_tests::sim::{NatModel, Sim, SiteConfig};
 
 fn run(seed: u64, hard_first: bool) -> (bool, Option<Duration>, usize) {
     let (hard, easy) = (

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use shipworm::engine::NodeEvent;
-use shipworm::sim::{NatModel, Sim, SiteConfig};
+use shipworm_tests::sim::{NatModel, Sim, SiteConfig};
 
 #[test]
 fn two_home_routers_connect_directly_through_an_introduction() {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use shipworm::engine::{ConnectError, NodeEvent};
-use shipworm::sim::{Filtering, Mapping, NatModel, Sim, SiteConfig};
+use shipworm_tests::sim::{Filtering, Mapping, NatModel, Sim, SiteConfig};
 
 fn kinds() -> Vec<(&'static str, Option<NatModel>)> {
     vec![
@@ -108,7 +108,7 @@ fn every_pair_of_nat_kinds_connects_directly_where_theory_allows() {
 /// firewall): wherever both sites have IPv6, a direct IPv6 path exists whatever the IPv4 NATs do.
 #[test]
 fn the_matrix_with_ipv6_connects_over_ipv6_where_ipv4_cannot() {
-    use shipworm::sim::Ipv6Access;
+    use shipworm_tests::sim::Ipv6Access;
     let mut wrong = Vec::new();
     for (an, a) in kinds() {
         for (bn, b) in kinds() {

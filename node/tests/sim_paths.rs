@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use shipworm::engine::paths::PairState;
-use shipworm::sim::{Ipv6Access, NatModel, Sim, SiteConfig};
+use shipworm_tests::sim::{Ipv6Access, NatModel, Sim, SiteConfig};
 
 fn home(ipv6: Ipv6Access) -> SiteConfig {
     SiteConfig {

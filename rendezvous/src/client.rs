@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shipworm_tunnel::{addr, Identity, NodeId};
+use shipworm_tunnel::{wire::addr, Identity, NodeId};
 use tokio::net::UdpSocket;
 
 use crate::proto::{self, ErrorCode, IntroAck, Message, Register, Registered, TOKEN_LEN};

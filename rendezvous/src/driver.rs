@@ -19,7 +19,7 @@ const PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a summary line is logged.
 const LOG_INTERVAL: Duration = Duration::from_secs(300);
 
-pub use shipworm_tunnel::udp::{bind_udp, BoundSocket};
+use crate::udp::{bind_udp, BoundSocket};
 
 /// A tokio UDP socket with the address form it needs for destinations.
 struct Udp {
@@ -42,7 +42,9 @@ impl Udp {
     fn dest(&self, dest: SocketAddr) -> Option<SocketAddr> {
         match (dest, self.is_v4, self.dual_stack) {
             (SocketAddr::V4(_), true, _) | (SocketAddr::V6(_), false, _) => Some(dest),
-            (SocketAddr::V4(_), false, true) => Some(shipworm_tunnel::addr::to_dual_stack(dest)),
+            (SocketAddr::V4(_), false, true) => {
+                Some(shipworm_tunnel::wire::addr::to_dual_stack(dest))
+            }
             _ => None,
         }
     }
@@ -92,7 +94,7 @@ impl Rendezvous {
             .transpose()?
             .map(Udp::new)
             .transpose()?;
-        let local = shipworm_tunnel::addr::normalize(primary.socket.local_addr()?);
+        let local = shipworm_tunnel::wire::addr::normalize(primary.socket.local_addr()?);
         let alt_local = alt.as_ref().map(|a| a.socket.local_addr()).transpose()?;
         let core = config.core(alt_local.map_or(0, |a| a.port()));
         core.validate()

@@ -26,3 +26,4 @@ pub mod server;
 pub mod stun;
 pub mod table;
 pub mod token;
+pub mod udp;

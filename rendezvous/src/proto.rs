@@ -13,8 +13,8 @@
 
 use std::net::SocketAddr;
 
-use shipworm_tunnel::addr::{self, AddrError};
 use shipworm_tunnel::identity::{Identity, NodeId, NODE_ID_LEN, SIGNATURE_LEN};
+use shipworm_tunnel::wire::addr::{self, AddrError};
 
 /// The protocol version this crate speaks.
 pub const VERSION: u8 = 1;

@@ -327,7 +327,7 @@ impl Server {
         self.out.len = 0;
         self.out.next = 0;
         self.stats.received_bytes += packet.len() as u64;
-        let from = shipworm_tunnel::addr::normalize(from);
+        let from = shipworm_tunnel::wire::addr::normalize(from);
 
         if stun::is_stun(packet) {
             let kind = if socket == Socket::Alt {

@@ -15,7 +15,7 @@ use stun_types::message::{
 };
 use stun_types::prelude::*;
 
-use shipworm_tunnel::addr;
+use shipworm_tunnel::wire::addr;
 
 /// RFC 8489 magic cookie.
 pub const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];

@@ -12,7 +12,7 @@
 use std::collections::hash_map::{Entry as MapEntry, HashMap};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
-use shipworm_tunnel::addr;
+use shipworm_tunnel::wire::addr;
 
 use crate::proto::RawNodeId;
 

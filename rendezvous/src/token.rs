@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use shipworm_tunnel::addr;
+use shipworm_tunnel::wire::addr;
 
 use crate::proto::{RawNodeId, TOKEN_LEN};
 

@@ -23,7 +23,7 @@
 
 use std::net::SocketAddr;
 
-use crate::addr;
+use crate::wire::addr;
 
 /// Protocol version of tunnel packets.
 pub const VERSION: u8 = 1;

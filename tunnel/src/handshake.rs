@@ -17,9 +17,9 @@ use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use snow::HandshakeState;
 
-use crate::addr;
 use crate::frame::{self, COOKIE_NONCE_LEN, COOKIE_REPLY, HANDSHAKE_INIT, HANDSHAKE_RESP, MAC_LEN};
 use crate::identity::{Identity, NodeId, NODE_ID_LEN};
+use crate::wire::addr;
 
 /// The Noise protocol name.
 pub const NOISE_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";

@@ -17,19 +17,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod addr;
-#[cfg(target_os = "linux")]
-pub mod device;
 pub mod frame;
 pub mod handshake;
 pub mod identity;
 pub mod ipv6;
 pub mod overlay;
 pub mod replay;
+pub mod rng;
 pub mod session;
 pub mod ticket;
 pub mod tunnel;
-pub mod udp;
+pub mod wire;
 
 pub use identity::{Identity, IdentityError, NodeId, NodeIdError};
 pub use ticket::{RendezvousAddr, Ticket, TicketError};

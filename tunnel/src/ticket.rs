@@ -13,8 +13,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
-use crate::addr;
 use crate::identity::{base32, NodeId, NODE_ID_LEN};
+use crate::wire::addr;
 
 /// Text prefix of a version-1 ticket.
 pub const PREFIX: &str = "sw1";

@@ -560,7 +560,7 @@ impl Tunnel {
             .ok_or(SendError::NoPeer(peer.overlay_addr()))?;
         p.pinned = true;
         if let Some(e) = endpoint {
-            p.endpoint = Some(crate::addr::normalize(e));
+            p.endpoint = Some(crate::wire::addr::normalize(e));
         }
         Ok(())
     }
@@ -583,7 +583,7 @@ impl Tunnel {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        p.endpoint = Some(crate::addr::normalize(addr));
+        p.endpoint = Some(crate::wire::addr::normalize(addr));
         p.endpoint_local = local;
         p.reported_source = None;
         self.flush_queued(now, unix_ms, peer);
@@ -596,7 +596,7 @@ impl Tunnel {
             return;
         };
         let mut fresh = Vec::new();
-        for a in addrs.iter().map(|a| crate::addr::normalize(*a)) {
+        for a in addrs.iter().map(|a| crate::wire::addr::normalize(*a)) {
             if !pd.endpoints.contains(&a) && pd.endpoints.len() < 2 * handshake::MAX_CANDIDATES {
                 pd.endpoints.push(a);
                 fresh.push(a);
@@ -867,7 +867,7 @@ impl Tunnel {
     }
 
     fn cookie_for(&self, from: SocketAddr) -> [u8; COOKIE_LEN] {
-        let (a, n) = crate::addr::encode(&from);
+        let (a, n) = crate::wire::addr::encode(&from);
         let mut c = [0u8; COOKIE_LEN];
         c.copy_from_slice(
             &blake3::keyed_hash(&self.cookie_secret, &a[..n]).as_bytes()[..COOKIE_LEN],
@@ -897,7 +897,7 @@ impl Tunnel {
         from: SocketAddr,
         bytes: &[u8],
     ) {
-        let from = crate::addr::normalize(from);
+        let from = crate::wire::addr::normalize(from);
         let Ok(packet) = Packet::parse(bytes) else {
             self.stats.malformed += 1;
             return;

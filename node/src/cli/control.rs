@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::engine::Diagnostics;
+use shipworm::engine::Diagnostics;
 
 /// Gets the current table.
 pub type StatusFn =

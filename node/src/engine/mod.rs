@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use shipworm_rendezvous::proto::{self, IntroStatus, Message};
 use shipworm_tunnel::tunnel::{Accept, Event as TunnelEvent, SendError, Tunnel, TunnelConfig};
-use shipworm_tunnel::{addr, frame, handshake, Identity, NodeId};
+use shipworm_tunnel::{frame, handshake, wire::addr, Identity, NodeId};
 
 use birthday::{Birthday, BirthdayConfig};
 use paths::{CandidateKind, PairState, PathTiming, Paths};

@@ -150,7 +150,7 @@ impl Paths {
         kind: CandidateKind,
         now: Instant,
     ) -> Option<usize> {
-        let remote = shipworm_tunnel::addr::normalize(remote);
+        let remote = shipworm_tunnel::wire::addr::normalize(remote);
         if remote.port() == 0 || remote.ip().is_unspecified() || remote.ip().is_multicast() {
             return None;
         }

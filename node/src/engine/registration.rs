@@ -62,7 +62,7 @@ impl Registration {
     /// A registration to start at `now`.
     pub fn new(server: SocketAddr, now: Instant, refresh_interval: Duration) -> Self {
         Self {
-            server: shipworm_tunnel::addr::normalize(server),
+            server: shipworm_tunnel::wire::addr::normalize(server),
             token: None,
             observed: None,
             alt_stun_port: 0,

@@ -1,17 +1,16 @@
-//! TUN mode (Linux first): the interface that carries our overlay address, and the node's UDP
-//! socket. The node's driver pumps packets between them through the protocol state machines.
+//! TUN mode (Linux first): the interface that carries our overlay address. The node's driver
+//! pumps packets between it and the UDP socket through the protocol state machines.
 //!
 //! The interface gets our overlay address with the overlay's /48 prefix, so the kernel routes the
 //! whole overlay into it; its MTU is the tunnel's inner MTU. Which peers may send into it is the
-//! tunnel's [`crate::tunnel::Accept`] policy.
+//! tunnel's [`shipworm_tunnel::tunnel::Accept`] policy.
 
 use std::io;
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::Ipv6Addr;
 
-use tokio::net::UdpSocket;
 use tun_rs::{AsyncDevice, DeviceBuilder};
 
-use crate::overlay;
+use shipworm_tunnel::overlay;
 
 /// Creates and brings up a TUN interface named `name` with `addr`/48 and `mtu`. Needs
 /// CAP_NET_ADMIN and `/dev/net/tun`.
@@ -22,10 +21,4 @@ pub fn open_tun(name: &str, addr: Ipv6Addr, mtu: u16) -> io::Result<AsyncDevice>
         .mtu(mtu)
         .build_async()
         .map_err(|e| io::Error::new(e.kind(), format!("cannot create TUN interface {name}: {e} (needs root or CAP_NET_ADMIN, and /dev/net/tun)")))
-}
-
-/// The tokio form of [`crate::udp::bind_udp`]: `[::]:port` is one dual-stack socket where the OS
-/// allows it, else IPv4 `0.0.0.0:port`.
-pub fn bind_dual_stack(addr: SocketAddr) -> io::Result<UdpSocket> {
-    UdpSocket::from_std(crate::udp::bind_udp(addr)?.socket)
 }

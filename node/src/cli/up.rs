@@ -9,8 +9,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::str::FromStr;
 
-use shipworm_tunnel::tunnel::Accept;
-use shipworm_tunnel::NodeId;
+use shipworm::tunnel::tunnel::Accept;
+use shipworm::NodeId;
 
 /// A configured peer: a NodeId and, if known, where to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +80,7 @@ pub fn accept_policy(peers: &[PeerSpec], allowed: HashSet<NodeId>, any: bool) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shipworm_tunnel::Identity;
+    use shipworm::Identity;
 
     #[test]
     fn peer_specs_and_allow_lists() {

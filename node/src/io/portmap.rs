@@ -261,12 +261,12 @@ impl PortMap {
 /// `stop` fires.
 pub async fn keep(
     port: u16,
-    commands: tokio::sync::mpsc::Sender<crate::driver::DriverCommand>,
+    commands: tokio::sync::mpsc::Sender<crate::io::driver::DriverCommand>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
     report: impl Fn(String),
 ) {
-    use crate::driver::DriverCommand;
     use crate::engine::paths::CandidateKind;
+    use crate::io::driver::DriverCommand;
     let mut mapping = tokio::select! {
         r = map(port) => match r {
             Ok(m) => m,

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use shipworm_rendezvous::config::Config;
-use shipworm_rendezvous::driver::Rendezvous;
-use shipworm_tunnel::{RendezvousAddr, Ticket};
+use shipworm::rendezvous::config::Config;
+use shipworm::rendezvous::driver::Rendezvous;
+use shipworm::{RendezvousAddr, Ticket};
 
-use crate::api::Node;
+use shipworm::Node;
 
 const ALPN: &[u8] = b"shipworm/demo/1";
 
@@ -111,7 +111,7 @@ pub async fn run(out: &mut (dyn Write + Send), bytes: u64) -> anyhow::Result<Rep
     let t = Instant::now();
     let conn = a.connect(b_ticket.clone(), ALPN).await?;
     let connect_time = t.elapsed();
-    let path = crate::api::describe_path(&a, b.node_id()).await;
+    let path = shipworm::api::describe_path(&a, b.node_id()).await;
     writeln!(
         out,
         "connect     A -> B by ticket: introduced, punched, Noise IK, QUIC with B's raw key: {:.1} ms\npath        {path}",

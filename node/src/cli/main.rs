@@ -4,6 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod commands;
+mod control;
+mod demo;
+mod files;
+mod up;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -107,7 +111,7 @@ struct UpArgs {
     listen: std::net::SocketAddr,
     /// A peer: NODEID or NODEID@HOST:PORT (repeatable). Listed peers may always send to us.
     #[arg(long = "peer")]
-    peers: Vec<shipworm::up::PeerSpec>,
+    peers: Vec<crate::up::PeerSpec>,
     /// More NodeIds allowed to send into the interface, one per line.
     #[arg(long)]
     allow_file: Option<PathBuf>,
@@ -141,11 +145,9 @@ fn main() -> ExitCode {
 }
 
 fn load_identity(path: Option<PathBuf>) -> anyhow::Result<Identity> {
-    let path = path
-        .or_else(shipworm::paths::default_identity_file)
-        .context(
-            "no identity file given and no home directory to keep one in: pass --identity FILE",
-        )?;
+    let path = path.or_else(crate::files::default_identity_file).context(
+        "no identity file given and no home directory to keep one in: pass --identity FILE",
+    )?;
     Ok(Identity::load_or_create(&path)?)
 }
 
@@ -225,12 +227,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         Command::Up(args) => {
             let ports = match (args.forward_any, args.forward_ports.is_empty()) {
-                (true, _) => shipworm::cli::forward::Ports::Any,
-                (false, true) => shipworm::cli::forward::Ports::None,
-                (false, false) => shipworm::cli::forward::Ports::Only(args.forward_ports.clone()),
+                (true, _) => shipworm::apps::forward::Ports::Any,
+                (false, true) => shipworm::apps::forward::Ports::None,
+                (false, false) => shipworm::apps::forward::Ports::Only(args.forward_ports.clone()),
             };
             let allowed = match &args.allow_file {
-                Some(p) => shipworm::up::read_allow_file(p).map_err(anyhow::Error::msg)?,
+                Some(p) => crate::up::read_allow_file(p).map_err(anyhow::Error::msg)?,
                 None => Default::default(),
             };
             let allow = (!args.allow_any).then(|| {
@@ -321,7 +323,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(async {
                 let mut out = std::io::stdout();
-                shipworm::demo::run(&mut out, 100 * 1024 * 1024)
+                crate::demo::run(&mut out, 100 * 1024 * 1024)
                     .await
                     .map(|_| ())
             })
@@ -374,10 +376,10 @@ fn up(
         "--mtu must be at least 1280, the IPv6 minimum"
     );
     let allowed = match &args.allow_file {
-        Some(p) => shipworm::up::read_allow_file(p).map_err(anyhow::Error::msg)?,
+        Some(p) => crate::up::read_allow_file(p).map_err(anyhow::Error::msg)?,
         None => Default::default(),
     };
-    let accept = shipworm::up::accept_policy(&args.peers, allowed, args.allow_any);
+    let accept = crate::up::accept_policy(&args.peers, allowed, args.allow_any);
     let node = identity.node_id();
     let (rendezvous, stun) = resolve(rendezvous)?;
     let config = EngineConfig {
@@ -394,12 +396,12 @@ fn up(
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let socket = shipworm::tunnel::device::bind_dual_stack(args.listen)
+        let socket = shipworm::io::bind_dual_stack(args.listen)
             .with_context(|| format!("cannot bind UDP {}", args.listen))?;
-        let tun = shipworm::tunnel::device::open_tun(&args.tun_name, node.overlay_addr(), args.mtu)?;
+        let tun = shipworm::io::tun::open_tun(&args.tun_name, node.overlay_addr(), args.mtu)?;
         let now = std::time::Instant::now();
         let mut engine = Engine::new(identity, config, now, None);
-        shipworm::driver::gather_host_candidates(&mut engine, &socket)?;
+        shipworm::io::driver::gather_host_candidates(&mut engine, &socket)?;
         eprintln!(
             "up: node {node}\n    overlay {} on {} (mtu {}), UDP {}, {} peer(s)",
             node.overlay_addr(),
@@ -410,33 +412,33 @@ fn up(
         );
         for p in &args.peers {
             let direct: Vec<_> = p.endpoint.into_iter().collect();
-            engine.connect(now, shipworm::driver::unix_ms(), p.id, &direct);
+            engine.connect(now, shipworm::io::driver::unix_ms(), p.id, &direct);
         }
         let (commands_tx, mut commands) = tokio::sync::mpsc::channel(16);
         let retry_tx = commands_tx.clone();
-        let status: shipworm::cli::control::StatusFn = {
+        let status: crate::control::StatusFn = {
             let tx = commands_tx.clone();
             std::sync::Arc::new(move || {
                 let tx = tx.clone();
                 Box::pin(async move {
                     let (reply, answer) = tokio::sync::oneshot::channel();
-                    tx.send(shipworm::driver::DriverCommand::Diagnostics(reply)).await.ok()?;
+                    tx.send(shipworm::io::driver::DriverCommand::Diagnostics(reply)).await.ok()?;
                     answer.await.ok()
                 })
             })
         };
-        let control_task = tokio::spawn(shipworm::cli::control::serve(control, status));
+        let control_task = tokio::spawn(crate::control::serve(control, status));
         let mut failures: std::collections::HashMap<shipworm::NodeId, u32> = Default::default();
         let (portmap_stop, portmap_stopped) = tokio::sync::oneshot::channel::<()>();
         let portmap = (!no_portmap).then(|| {
-            tokio::spawn(shipworm::portmap::keep(
+            tokio::spawn(shipworm::io::portmap::keep(
                 socket.local_addr().map_or(0, |a| a.port()),
                 commands_tx,
                 portmap_stopped,
                 |line| eprintln!("{line}"),
             ))
         });
-        let stats = shipworm::driver::run(&mut engine, &socket, shipworm::driver::LocalSide::Tun(&tun), &mut commands, shutdown_signal(), |e| match e {
+        let stats = shipworm::io::driver::run(&mut engine, &socket, shipworm::io::driver::LocalSide::Tun(&tun), &mut commands, shutdown_signal(), |e| match e {
             NodeEvent::Registered { server, observed } => eprintln!("registered at {server}: seen as {observed}"),
             NodeEvent::RegistrationRefused { reason, .. } => eprintln!("rendezvous: {reason}"),
             NodeEvent::Connected { peer, path, rtt } => {
@@ -455,7 +457,7 @@ fn up(
                 let peer = *peer;
                 tokio::spawn(async move {
                     tokio::time::sleep(wait).await;
-                    let _ = tx.send(shipworm::driver::DriverCommand::Connect(peer, direct)).await;
+                    let _ = tx.send(shipworm::io::driver::DriverCommand::Connect(peer, direct)).await;
                 });
             }
             NodeEvent::Disconnected { peer } => eprintln!("session with {} ended", peer.fmt_short()),

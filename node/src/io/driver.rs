@@ -9,9 +9,9 @@ use shipworm_tunnel::tunnel::SendError;
 use tokio::net::UdpSocket;
 use tun_rs::AsyncDevice;
 
-use crate::batch_udp::BatchSocket;
 use crate::engine::paths::CandidateKind;
 use crate::engine::{Engine, NodeEvent};
+use crate::io::batch_udp::BatchSocket;
 
 /// Spare buffers the engine is topped up to from the QUIC pipe's.
 const SPARE_TARGET: usize = 64;
@@ -81,7 +81,7 @@ pub fn host_candidates(port: u16, v6: bool) -> Vec<SocketAddr> {
 
 /// Adds the host candidates of `socket` to `engine`.
 pub fn gather_host_candidates(engine: &mut Engine, socket: &UdpSocket) -> io::Result<()> {
-    let local = shipworm_tunnel::addr::normalize(socket.local_addr()?);
+    let local = shipworm_tunnel::wire::addr::normalize(socket.local_addr()?);
     if !local.ip().is_unspecified() {
         // Bound to one address: that is the only host candidate (loopback included, on purpose).
         engine.add_local_candidate(local, CandidateKind::Host);
@@ -238,7 +238,7 @@ pub async fn run(
                 continue;
             }
             let dest = if dual_stack {
-                shipworm_tunnel::addr::to_dual_stack(t.dest)
+                shipworm_tunnel::wire::addr::to_dual_stack(t.dest)
             } else {
                 t.dest
             };

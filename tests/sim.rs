@@ -15,10 +15,10 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use shipworm_rendezvous::server::{Server, ServerConfig, Socket};
-use shipworm_tunnel::{Identity, NodeId};
+use shipworm::rendezvous::server::{Server, ServerConfig, Socket};
+use shipworm::{Identity, NodeId};
 
-use crate::engine::{Engine, EngineConfig, NodeEvent};
+use shipworm::engine::{Engine, EngineConfig, NodeEvent};
 
 /// The rendezvous' IPv4 address.
 pub const RENDEZVOUS_V4: SocketAddr =
@@ -349,9 +349,9 @@ impl Sim {
                     start,
                     Some(rng.next()),
                 );
-                engine.add_local_candidate(v4, crate::engine::paths::CandidateKind::Host);
+                engine.add_local_candidate(v4, shipworm::engine::paths::CandidateKind::Host);
                 if let Some(v6) = v6 {
-                    engine.add_local_candidate(v6, crate::engine::paths::CandidateKind::Host);
+                    engine.add_local_candidate(v6, shipworm::engine::paths::CandidateKind::Host);
                 }
                 SimNode {
                     engine,

@@ -7,7 +7,6 @@
 //!   refused), then raw bytes both ways.
 //! - `shipworm/ping/1`: per ping, one stream: 8 bytes out, the same 8 bytes back.
 
-pub mod control;
 pub mod forward;
 pub mod pipe;
 

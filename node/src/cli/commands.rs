@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use shipworm::cli::{self, forward, pipe, FORWARD_ALPN, PING_ALPN, PIPE_ALPN};
+use shipworm::apps::{self as cli, forward, pipe, FORWARD_ALPN, PING_ALPN, PIPE_ALPN};
 use shipworm::engine::NodeEvent;
 use shipworm::{Identity, Node, NodeError, NodeId, RendezvousAddr, Target, Ticket};
 
@@ -290,14 +290,14 @@ pub async fn up_quic(
         })
         .await?,
     );
-    let status: cli::control::StatusFn = {
+    let status: crate::control::StatusFn = {
         let node = node.clone();
         Arc::new(move || {
             let node = node.clone();
             Box::pin(async move { node.status().await.ok() })
         })
     };
-    let control_task = tokio::spawn(cli::control::serve(control, status));
+    let control_task = tokio::spawn(crate::control::serve(control, status));
     eprintln!(
         "up: node {}\n    overlay {} (QUIC only), UDP {}",
         node.node_id(),
@@ -377,16 +377,16 @@ pub fn control_path(
     identity: Option<&std::path::Path>,
 ) -> std::path::PathBuf {
     control.unwrap_or_else(|| match identity {
-        Some(i) => cli::control::default_path(i),
-        None => shipworm::paths::default_identity_file()
-            .map(|i| cli::control::default_path(&i))
+        Some(i) => crate::control::default_path(i),
+        None => crate::files::default_identity_file()
+            .map(|i| crate::control::default_path(&i))
             .unwrap_or_else(|| "shipworm.sock".into()),
     })
 }
 
 /// `status`: asks the running node.
 pub async fn status(path: std::path::PathBuf, json: bool) -> anyhow::Result<()> {
-    let out = cli::control::query(&path, json)
+    let out = crate::control::query(&path, json)
         .await
         .map_err(anyhow::Error::msg)?;
     print!("{out}");
@@ -410,7 +410,7 @@ pub async fn netcheck(args: NodeArgs, json: bool) -> anyhow::Result<()> {
         status = node.status().await?;
     }
     let portmap = if try_portmap {
-        match shipworm::portmap::map(node.local_addr().port()).await {
+        match shipworm::io::portmap::map(node.local_addr().port()).await {
             Ok(m) => {
                 let found = format!("{} via {}", m.external, m.protocol);
                 let _ = m.remove().await;
