@@ -168,7 +168,7 @@ impl Lab {
             .arg("--identity")
             .arg(identity)
             .args(global)
-            .args(["up", "--tun", "--tun-name", tun, "--listen", listen])
+            .args(["up", "--tun", "--tun-name", tun, "--bind", listen])
             .args(extra);
         for p in peers {
             cmd.args(["--peer", p]);

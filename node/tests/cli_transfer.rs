@@ -191,7 +191,7 @@ fn a_hundred_megabytes_through_forward_in_concurrent_connections() {
                 &rdv,
                 "--no-portmap",
                 "up",
-                "--listen",
+                "--bind",
                 "127.0.0.1:0",
                 "--allow-any",
                 "--forward-port",
@@ -280,7 +280,7 @@ fn ping_status_netcheck_and_an_absent_peer_exits_3() {
                 &rdv,
                 "--no-portmap",
                 "up",
-                "--listen",
+                "--bind",
                 "127.0.0.1:0",
                 "--allow-any",
             ])

@@ -190,7 +190,7 @@ fn both_sites_with_working_ipv6_move_to_it() {
             "--rendezvous",
             &m.rendezvous,
             "up",
-            "--listen",
+            "--bind",
             &listen,
             "--allow-any",
         ],

@@ -1,16 +1,188 @@
-//! `shipworm up --tun`: a long-running node with the overlay on a TUN interface.
-//!
-//! Today peers are static (`--peer NODEID@HOST:PORT`); finding them through a rendezvous and hole
-//! punching come with the node engine. Who may send into the interface: the listed peers, the
-//! NodeIds of `--allow-file`, or anyone with `--allow-any`.
+//! `shipworm up`: a long-running node. With `--tun` the overlay goes on a TUN interface for any
+//! program; without, the node answers ping and forwards to allowed local ports over QUIC. Peers
+//! named with `--peer` are connected at once and retried while unreachable. Who may send to us:
+//! the listed peers, the NodeIds of `--allow-file`, or anyone with `--allow-any`.
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use shipworm::tunnel::tunnel::Accept;
-use shipworm::NodeId;
+use shipworm::api::TunOptions;
+use shipworm::apps::{forward, ping, FORWARD_ALPN, PING_ALPN};
+use shipworm::engine::NodeEvent;
+use shipworm::{Node, NodeId};
+
+use crate::common::{shutdown, Common, UP_PORT};
+
+/// Arguments of `up`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Put the overlay on a TUN interface.
+    #[arg(long)]
+    tun: bool,
+    /// Interface name.
+    #[arg(long, default_value = "shipworm0")]
+    tun_name: String,
+    /// Inner MTU of the interface.
+    #[arg(long, default_value_t = 1280)]
+    mtu: u16,
+    /// Without --tun: a local port peers may forward to (repeatable).
+    #[arg(long = "forward-port")]
+    forward_ports: Vec<u16>,
+    /// Without --tun: peers may forward to any local port.
+    #[arg(long)]
+    forward_any: bool,
+    /// A peer: NODEID or NODEID@HOST:PORT (repeatable). Listed peers may always send to us.
+    #[arg(long = "peer")]
+    peers: Vec<PeerSpec>,
+    /// More NodeIds allowed to send to us, one per line.
+    #[arg(long)]
+    allow_file: Option<PathBuf>,
+    /// Let any node that proves its key send to us.
+    #[arg(long)]
+    allow_any: bool,
+}
+
+/// Runs the node until interrupted.
+pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.mtu >= 1280,
+        "--mtu must be at least 1280, the IPv6 minimum"
+    );
+    let mut builder = common.builder(UP_PORT)?;
+    if !args.allow_any {
+        let allowed = match &args.allow_file {
+            Some(p) => read_allow_file(p).map_err(anyhow::Error::msg)?,
+            None => HashSet::new(),
+        };
+        builder = builder.allow(allowed);
+    }
+    for p in &args.peers {
+        builder = builder.peer(p.id, p.endpoint.into_iter().collect());
+    }
+    builder = match args.tun {
+        true => builder.tun(TunOptions {
+            name: args.tun_name.clone(),
+            mtu: args.mtu,
+        }),
+        false => builder.alpn(PING_ALPN).alpn(FORWARD_ALPN),
+    };
+    let node = Arc::new(builder.spawn().await?);
+    let mut events = node.events();
+    let status: crate::control::StatusFn = {
+        let node = node.clone();
+        Arc::new(move || {
+            let node = node.clone();
+            Box::pin(async move { node.status().await.ok() })
+        })
+    };
+    let control_task = tokio::spawn(crate::control::serve(common.control_path(), status));
+    let carrier = match args.tun {
+        true => format!("on {} (mtu {})", args.tun_name, args.mtu),
+        false => "(QUIC only)".into(),
+    };
+    eprintln!(
+        "up: node {}\n    overlay {} {carrier}, UDP {}, {} peer(s)",
+        node.node_id(),
+        node.overlay_addr(),
+        node.local_addr(),
+        args.peers.len()
+    );
+    let configured: HashSet<NodeId> = args.peers.iter().map(|p| p.id).collect();
+    let narrate = async {
+        while let Ok(e) = events.recv().await {
+            narrate(&node, &configured, &e).await;
+        }
+    };
+    let ticket = async {
+        if node.registered(Duration::from_secs(5)).await {
+            if let Ok(t) = node.ticket().await {
+                eprintln!("ticket {t}");
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    let ports = Arc::new(match (args.forward_any, args.forward_ports.is_empty()) {
+        (true, _) => forward::Ports::Any,
+        (false, true) => forward::Ports::None,
+        (false, false) => forward::Ports::Only(args.forward_ports.clone()),
+    });
+    tokio::select! {
+        _ = serve(&node, ports), if !args.tun => {}
+        _ = narrate => {}
+        _ = ticket => {}
+        _ = shutdown() => {}
+    }
+    control_task.abort();
+    if let Some((local, tunnel)) = node.close().await {
+        eprintln!(
+            "down: {} packets in, {} out, {} handshakes; dropped locally: {} not from the overlay, {} to unknown peers, {} the interface refused",
+            tunnel.packets_in,
+            tunnel.packets_out,
+            tunnel.handshakes_completed,
+            local.not_overlay,
+            local.no_peer,
+            local.tun_write_errors
+        );
+    }
+    Ok(())
+}
+
+/// Says on stderr what the node does.
+async fn narrate(node: &Node, configured: &HashSet<NodeId>, e: &NodeEvent) {
+    match e {
+        NodeEvent::Registered { server, observed } => {
+            eprintln!("registered at {server}: seen as {observed}")
+        }
+        NodeEvent::RegistrationRefused { reason, .. } => eprintln!("rendezvous: {reason}"),
+        NodeEvent::Connected { peer, .. } => eprintln!(
+            "connected to {} ({})",
+            peer.fmt_short(),
+            shipworm::api::describe_path(node, *peer).await
+        ),
+        NodeEvent::PathChanged { peer, path } => {
+            eprintln!("path to {} is now {path}", peer.fmt_short())
+        }
+        NodeEvent::ConnectFailed { peer, error } => {
+            let again = match configured.contains(peer) {
+                true => "; trying again later (it is a --peer)",
+                false => "",
+            };
+            eprintln!("cannot connect to {}: {error}{again}", peer.fmt_short())
+        }
+        NodeEvent::Disconnected { peer } => eprintln!("session with {} ended", peer.fmt_short()),
+        NodeEvent::Established { peer } => {
+            eprintln!(
+                "session with {} established; checking paths",
+                peer.fmt_short()
+            )
+        }
+        _ => {}
+    }
+}
+
+/// Answers ping and forwards to allowed ports, for every peer that connects over QUIC.
+async fn serve(node: &Node, ports: Arc<forward::Ports>) {
+    while let Some((peer, conn)) = node.accept().await {
+        let alpn = conn
+            .handshake_data()
+            .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|h| h.protocol);
+        eprintln!("{} connected", peer.fmt_short());
+        match alpn.as_deref() {
+            Some(a) if a == PING_ALPN => {
+                tokio::spawn(ping::serve(conn));
+            }
+            Some(a) if a == FORWARD_ALPN => {
+                tokio::spawn(forward::serve(conn, ports.clone()));
+            }
+            _ => conn.close(3u32.into(), b"unknown application"),
+        }
+    }
+}
 
 /// A configured peer: a NodeId and, if known, where to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,16 +239,6 @@ pub fn parse_allow_list(text: &str) -> Result<HashSet<NodeId>, String> {
     Ok(out)
 }
 
-/// The accept policy: `any`, or the listed peers plus the allow file's NodeIds.
-pub fn accept_policy(peers: &[PeerSpec], allowed: HashSet<NodeId>, any: bool) -> Accept {
-    if any {
-        return Accept::Any;
-    }
-    let mut set = allowed;
-    set.extend(peers.iter().map(|p| p.id));
-    Accept::Only(set)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,14 +264,5 @@ mod tests {
         assert_eq!(list, [id, other].into_iter().collect());
         let err = parse_allow_list("abc\n").unwrap_err();
         assert!(err.starts_with("line 1: `abc`"), "{err}");
-
-        match accept_policy(&[p], [other].into_iter().collect(), false) {
-            Accept::Only(s) => assert_eq!(s, [id, other].into_iter().collect()),
-            Accept::Any => panic!("not any"),
-        }
-        assert!(matches!(
-            accept_policy(&[], HashSet::new(), true),
-            Accept::Any
-        ));
     }
 }

@@ -4,12 +4,15 @@
 //! - [`driver`]: the tokio task that pumps the engine between the UDP socket, the local side
 //!   (TUN interface or QUIC pipe) and the clock.
 //! - [`batch_udp`]: the node's UDP socket with GSO/GRO and `recvmmsg` batches (quinn-udp).
+//! - [`host`]: host candidates from the interfaces; [`resolve`]: rendezvous names to addresses.
 //! - [`tun`]: the TUN interface of `up --tun` (Linux).
 //! - [`portmap`]: gateway port mappings (PCP, NAT-PMP, UPnP IGD).
 
 pub mod batch_udp;
 pub mod driver;
+pub mod host;
 pub mod portmap;
+pub mod resolve;
 #[cfg(target_os = "linux")]
 pub mod tun;
 

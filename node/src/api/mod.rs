@@ -16,17 +16,21 @@
 
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use shipworm_tunnel::tunnel::{Accept, TunnelConfig};
 use shipworm_tunnel::{Identity, NodeId, RendezvousAddr, Ticket};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::engine::paths::CandidateKind;
-use crate::engine::{ConnectError, Diagnostics, Engine, EngineConfig, NodeEvent};
-use crate::io::driver::{self, DriverCommand, LocalSide};
-use crate::quic::socket::{OverlaySocket, Pipe, QUIC_PORT};
+use crate::engine::{ConnectError, Diagnostics, NodeEvent};
+use crate::io::driver::{DriverCommand, DriverStats};
+use crate::io::resolve::resolve;
+use crate::quic::socket::{Pipe, QUIC_PORT};
 use crate::quic::{tls, transport_config};
+
+mod builder;
+
+pub use builder::{retry_delay, Builder, TunOptions, PEER_RETRY_FIRST, PEER_RETRY_MAX};
 
 /// How long `connect` waits for a path.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -51,6 +55,9 @@ pub enum NodeError {
     /// Setting up the node failed.
     #[error("{0}")]
     Setup(String),
+    /// The node carries the overlay on a TUN interface, so QUIC runs over the kernel's sockets.
+    #[error("this node carries the overlay on a TUN interface: use the kernel's sockets to reach overlay addresses")]
+    TunMode,
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
@@ -77,184 +84,28 @@ impl From<Ticket> for Target {
     }
 }
 
-/// Builds a [`Node`].
-#[derive(Debug)]
-pub struct Builder {
-    identity: Option<Identity>,
-    rendezvous: Vec<RendezvousAddr>,
-    bind: SocketAddr,
-    portmap: bool,
-    accept: Accept,
-    alpns: Vec<Vec<u8>>,
-    engine: EngineConfig,
-}
+/// What a node counted over its life, handed back by [`Node::close`].
+pub type Counters = (DriverStats, shipworm_tunnel::tunnel::Stats);
 
-impl Default for Builder {
-    fn default() -> Self {
-        Self {
-            identity: None,
-            rendezvous: Vec::new(),
-            bind: SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0)),
-            portmap: true,
-            accept: Accept::Any,
-            alpns: Vec::new(),
-            engine: EngineConfig::default(),
-        }
-    }
-}
-
-impl Builder {
-    /// The node's identity (default: a fresh one).
-    pub fn identity(mut self, identity: Identity) -> Self {
-        self.identity = Some(identity);
-        self
-    }
-
-    /// A rendezvous server (repeatable).
-    pub fn rendezvous(mut self, server: RendezvousAddr) -> Self {
-        self.rendezvous.push(server);
-        self
-    }
-
-    /// The UDP address to bind (default `[::]:0`, dual-stack).
-    pub fn bind(mut self, addr: SocketAddr) -> Self {
-        self.bind = addr;
-        self
-    }
-
-    /// Ask the gateway for a port mapping (default on).
-    pub fn portmap(mut self, on: bool) -> Self {
-        self.portmap = on;
-        self
-    }
-
-    /// Accept sessions only from these nodes (default: anyone who proves a key).
-    pub fn allow(mut self, nodes: impl IntoIterator<Item = NodeId>) -> Self {
-        self.accept = Accept::Only(nodes.into_iter().collect());
-        self
-    }
-
-    /// An application protocol incoming connections may use (repeatable).
-    pub fn alpn(mut self, alpn: &[u8]) -> Self {
-        self.alpns.push(alpn.to_vec());
-        self
-    }
-
-    /// Engine settings (timers, birthday budget); the rendezvous list is set from the builder.
-    pub fn engine_config(mut self, config: EngineConfig) -> Self {
-        self.engine = config;
-        self
-    }
-
-    /// Binds the socket, starts the node's driver, and returns the node.
-    pub async fn spawn(self) -> Result<Node, NodeError> {
-        let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
-        let identity = self.identity.unwrap_or_else(Identity::generate);
-        let me = identity.node_id();
-        let mut register = Vec::new();
-        for r in &self.rendezvous {
-            register.push(resolve(r).await.map_err(|e| setup(&e))?);
-        }
-        let mut config = self.engine;
-        config.rendezvous = register;
-        config.tunnel = TunnelConfig {
-            accept: self.accept,
-            ..config.tunnel
-        };
-        let inner_mtu = config.tunnel.mtu;
-        let socket = crate::io::bind_dual_stack(self.bind)
-            .map_err(|e| setup(&format!("cannot bind UDP {}: {e}", self.bind)))?;
-        let local_addr = socket.local_addr().map_err(|e| setup(&e))?;
-        let mut engine = Engine::new(identity.clone(), config, Instant::now(), None);
-        driver::gather_host_candidates(&mut engine, &socket).map_err(|e| setup(&e))?;
-
-        let pipe = Pipe::new(me.overlay_addr());
-        let server = tls::server_config(&identity, &self.alpns).map_err(|e| setup(&e))?;
-        let server =
-            quinn::crypto::rustls::QuicServerConfig::try_from(server).map_err(|e| setup(&e))?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
-        server.transport_config(transport_config(inner_mtu));
-        let endpoint = quinn::Endpoint::new_with_abstract_socket(
-            quinn::EndpointConfig::default(),
-            Some(server),
-            OverlaySocket::new(pipe.clone()),
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(|e| setup(&e))?;
-
-        let (commands_tx, mut commands) = mpsc::channel(64);
-        let (events, _) = broadcast::channel(256);
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let events_tx = events.clone();
-        let pipe_for_driver = pipe.clone();
-        let (portmap_stop, portmap_stopped) = oneshot::channel();
-        let portmap = self.portmap.then(|| {
-            let report = |line: String| tracing::info!("{line}");
-            tokio::spawn(crate::io::portmap::keep(
-                local_addr.port(),
-                commands_tx.clone(),
-                portmap_stopped,
-                report,
-            ))
-        });
-        let task = tokio::spawn(async move {
-            let stop = async {
-                let _ = stop_rx.await;
-            };
-            let r = driver::run(
-                &mut engine,
-                &socket,
-                LocalSide::Quic(&pipe_for_driver),
-                &mut commands,
-                stop,
-                |e| {
-                    let _ = events_tx.send(e.clone());
-                },
-            )
-            .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "node driver stopped");
-            }
-        });
-        Ok(Node {
-            identity,
-            endpoint,
-            commands: commands_tx,
-            events,
-            rendezvous: self.rendezvous,
-            local_addr,
-            inner_mtu,
-            stop: std::sync::Mutex::new(Some(stop_tx)),
-            task: std::sync::Mutex::new(Some(task)),
-            portmap: std::sync::Mutex::new(portmap.map(|t| (portmap_stop, t))),
-            pipe,
-        })
-    }
-}
-
-async fn resolve(r: &RendezvousAddr) -> std::io::Result<SocketAddr> {
-    match r {
-        RendezvousAddr::Ip(a) => Ok(*a),
-        RendezvousAddr::Host(h, p) => tokio::net::lookup_host((h.as_str(), *p))
-            .await?
-            .min_by_key(|a| a.is_ipv6())
-            .ok_or_else(|| std::io::Error::other(format!("{h}:{p} resolves to no address"))),
-    }
+/// The tasks of a running node, taken by [`Node::close`].
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Option<Counters>>,
+    portmap: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
 }
 
 /// A running node.
 pub struct Node {
     identity: Identity,
-    endpoint: quinn::Endpoint,
+    /// quinn over the overlay; `None` with a TUN interface.
+    endpoint: Option<quinn::Endpoint>,
     commands: mpsc::Sender<DriverCommand>,
     events: broadcast::Sender<NodeEvent>,
     rendezvous: Vec<RendezvousAddr>,
     local_addr: SocketAddr,
     inner_mtu: usize,
-    stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    portmap: std::sync::Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
-    pipe: Arc<Pipe>,
+    running: std::sync::Mutex<Option<Running>>,
+    pipe: Option<Arc<Pipe>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -351,13 +202,15 @@ impl Node {
             Target::Node(n) => (n, Vec::new()),
             Target::Ticket(t) => {
                 for r in t.rendezvous() {
-                    if let Ok(addr) = resolve(r).await {
-                        self.command(DriverCommand::AddRendezvous(addr)).await?;
+                    if let Ok(server) = resolve(r).await {
+                        self.command(DriverCommand::AddRendezvous(server.register))
+                            .await?;
                     }
                 }
                 (t.node_id(), t.direct().to_vec())
             }
         };
+        let endpoint = self.endpoint.as_ref().ok_or(NodeError::TunMode)?;
         self.ensure_path(peer, direct).await?;
         let config = tls::client_config(&self.identity, peer, alpn)
             .map_err(|e| NodeError::Setup(e.to_string()))?;
@@ -370,7 +223,7 @@ impl Node {
             peer,
             reason: e.to_string(),
         };
-        self.endpoint
+        endpoint
             .connect_with(config, to, "shipworm")
             .map_err(|e| quic(&e))?
             .await
@@ -416,9 +269,11 @@ impl Node {
 
     /// The next incoming QUIC connection and the node it authenticated as; `None` once the node
     /// has stopped.
+    /// A node on a TUN interface has no QUIC endpoint and returns `None` at once.
     pub async fn accept(&self) -> Option<(NodeId, quinn::Connection)> {
+        let endpoint = self.endpoint.as_ref()?;
         loop {
-            let incoming = self.endpoint.accept().await?;
+            let incoming = endpoint.accept().await?;
             let Ok(conn) = incoming.await else { continue };
             let Some(peer) = peer_of(&conn) else {
                 conn.close(1u32.into(), b"no valid raw public key");
@@ -433,28 +288,29 @@ impl Node {
         }
     }
 
-    /// Stops the node: closes connections, the driver, and removes the port mapping.
-    pub async fn close(&self) {
-        self.endpoint.close(0u32.into(), b"node closing");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
-        if let Some(stop) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = stop.send(());
+    /// Stops the node: closes connections, the driver, and removes the port mapping. Returns
+    /// what the node counted (`None` if it was already closed, or its driver failed).
+    pub async fn close(&self) -> Option<Counters> {
+        if let Some(endpoint) = &self.endpoint {
+            endpoint.close(0u32.into(), b"node closing");
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
         }
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
-        let portmap = self
-            .portmap
+        let running = self
+            .running
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some((stop, task)) = portmap {
+            .take()?;
+        let _ = running.stop.send(());
+        let counters = running.task.await.ok().flatten();
+        if let Some((stop, task)) = running.portmap {
             // The mapping is removed from the gateway before the task ends.
             let _ = stop.send(());
             let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
         }
-        self.pipe.close();
+        if let Some(pipe) = &self.pipe {
+            pipe.close();
+        }
+        counters
     }
 }
 

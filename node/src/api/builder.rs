@@ -1,0 +1,361 @@
+//! [`Builder`]: every way of starting a node (the library's QUIC node, and the CLI's `up`, with
+//! or without a TUN interface) goes through it.
+
+use std::collections::HashSet;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shipworm_tunnel::tunnel::{Accept, TunnelConfig};
+use shipworm_tunnel::{Identity, NodeId, RendezvousAddr};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::{Node, NodeError, Running};
+use crate::engine::{Engine, EngineConfig, NodeEvent};
+use crate::io::driver::{self, DriverCommand, LocalSide};
+use crate::io::resolve::resolve_all;
+use crate::quic::socket::{OverlaySocket, Pipe};
+use crate::quic::{tls, transport_config};
+
+/// The first wait before connecting again to a configured peer that could not be reached; it
+/// doubles up to [`PEER_RETRY_MAX`].
+pub const PEER_RETRY_FIRST: Duration = Duration::from_secs(5);
+/// The longest wait between attempts to reach a configured peer.
+pub const PEER_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// A TUN interface for the overlay (`shipworm up --tun`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunOptions {
+    /// Interface name.
+    pub name: String,
+    /// Inner MTU (at least 1280, the IPv6 minimum).
+    pub mtu: u16,
+}
+
+/// Builds a [`Node`].
+#[derive(Debug)]
+pub struct Builder {
+    identity: Option<Identity>,
+    rendezvous: Vec<RendezvousAddr>,
+    bind: SocketAddr,
+    portmap: bool,
+    allow: Option<HashSet<NodeId>>,
+    peers: Vec<(NodeId, Vec<SocketAddr>)>,
+    alpns: Vec<Vec<u8>>,
+    tun: Option<TunOptions>,
+    engine: EngineConfig,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            identity: None,
+            rendezvous: Vec::new(),
+            bind: SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0)),
+            portmap: true,
+            allow: None,
+            peers: Vec::new(),
+            alpns: Vec::new(),
+            tun: None,
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+impl Builder {
+    /// The node's identity (default: a fresh one).
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// A rendezvous server (repeatable).
+    pub fn rendezvous(mut self, server: RendezvousAddr) -> Self {
+        self.rendezvous.push(server);
+        self
+    }
+
+    /// The UDP address to bind (default `[::]:0`, dual-stack).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// Ask the gateway for a port mapping (default on).
+    pub fn portmap(mut self, on: bool) -> Self {
+        self.portmap = on;
+        self
+    }
+
+    /// Accept sessions only from these nodes and the configured [`peer`](Self::peer)s
+    /// (repeatable; default: anyone who proves a key). `allow([])` admits the peers alone.
+    pub fn allow(mut self, nodes: impl IntoIterator<Item = NodeId>) -> Self {
+        self.allow.get_or_insert_with(HashSet::new).extend(nodes);
+        self
+    }
+
+    /// A peer the node connects to as soon as it runs and keeps trying to reach (after
+    /// [`PEER_RETRY_FIRST`], doubling up to [`PEER_RETRY_MAX`]), at `direct` addresses if known
+    /// and otherwise through the rendezvous. With an allowlist, peers are on it.
+    pub fn peer(mut self, peer: NodeId, direct: Vec<SocketAddr>) -> Self {
+        self.peers.push((peer, direct));
+        self
+    }
+
+    /// An application protocol incoming QUIC connections may use (repeatable).
+    pub fn alpn(mut self, alpn: &[u8]) -> Self {
+        self.alpns.push(alpn.to_vec());
+        self
+    }
+
+    /// Carry the overlay on a TUN interface instead of the built-in QUIC endpoint: any program
+    /// on the host then uses the overlay addresses (Linux; needs CAP_NET_ADMIN).
+    pub fn tun(mut self, options: TunOptions) -> Self {
+        self.tun = Some(options);
+        self
+    }
+
+    /// Engine settings (timers, birthday budget); the rendezvous and STUN lists, the accept policy
+    /// and, with a TUN interface, the MTU come from the builder.
+    pub fn engine_config(mut self, config: EngineConfig) -> Self {
+        self.engine = config;
+        self
+    }
+
+    /// The accept policy: anyone, or the allowlist plus the configured peers.
+    fn accept(&self) -> Accept {
+        match &self.allow {
+            None => Accept::Any,
+            Some(allowed) => {
+                let mut set = allowed.clone();
+                set.extend(self.peers.iter().map(|(p, _)| *p));
+                Accept::Only(set)
+            }
+        }
+    }
+
+    /// Binds the socket (and the TUN interface), starts the node's driver, and returns the node.
+    pub async fn spawn(self) -> Result<Node, NodeError> {
+        let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
+        let identity = self.identity.clone().unwrap_or_else(Identity::generate);
+        let me = identity.node_id();
+        let servers = resolve_all(&self.rendezvous).await.map_err(|e| setup(&e))?;
+        let mut config = self.engine.clone();
+        config.rendezvous = servers.iter().map(|s| s.register).collect();
+        config.stun = servers.iter().filter_map(|s| s.stun).collect();
+        config.tunnel = TunnelConfig {
+            accept: self.accept(),
+            mtu: self
+                .tun
+                .as_ref()
+                .map_or(config.tunnel.mtu, |t| t.mtu as usize),
+            ..config.tunnel
+        };
+        let inner_mtu = config.tunnel.mtu;
+        if inner_mtu < 1280 {
+            return Err(setup(&format!(
+                "inner MTU {inner_mtu} is below 1280, the IPv6 minimum"
+            )));
+        }
+        let socket = crate::io::bind_dual_stack(self.bind)
+            .map_err(|e| setup(&format!("cannot bind UDP {}: {e}", self.bind)))?;
+        let local_addr = socket.local_addr().map_err(|e| setup(&e))?;
+        let now = Instant::now();
+        let mut engine = Engine::new(identity.clone(), config, now, None);
+        crate::io::host::gather_host_candidates(&mut engine, &socket).map_err(|e| setup(&e))?;
+
+        let local = match &self.tun {
+            Some(t) => Local::Tun(open_tun(me, t)?),
+            None => {
+                let pipe = Pipe::new(me.overlay_addr());
+                Local::Quic(
+                    quic_endpoint(&identity, &self.alpns, inner_mtu, &pipe)?,
+                    pipe,
+                )
+            }
+        };
+
+        let (commands_tx, mut commands) = mpsc::channel(64);
+        let (events, _) = broadcast::channel(256);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        for (peer, direct) in &self.peers {
+            engine.connect(now, driver::unix_ms(), *peer, direct);
+        }
+        let events_tx = events.clone();
+        let (portmap_stop, portmap_stopped) = oneshot::channel();
+        let portmap = self.portmap.then(|| {
+            let report = |line: String| tracing::info!("{line}");
+            tokio::spawn(crate::io::portmap::keep(
+                local_addr.port(),
+                commands_tx.clone(),
+                portmap_stopped,
+                report,
+            ))
+        });
+        let retry = PeerRetry::new(self.peers.clone(), commands_tx.clone());
+        let (endpoint, pipe, tun) = match local {
+            Local::Quic(e, p) => (Some(e), Some(p), None),
+            Local::Tun(t) => (None, None, Some(t)),
+        };
+        let driver_pipe = pipe.clone();
+        let task = tokio::spawn(async move {
+            let stop = async {
+                let _ = stop_rx.await;
+            };
+            let local = match (&tun, &driver_pipe) {
+                (Some(t), _) => LocalSide::Tun(t),
+                (None, Some(p)) => LocalSide::Quic(p),
+                (None, None) => LocalSide::None,
+            };
+            let mut retry = retry;
+            let r = driver::run(&mut engine, &socket, local, &mut commands, stop, |e| {
+                retry.on_event(e);
+                let _ = events_tx.send(e.clone());
+            })
+            .await;
+            match r {
+                Ok(stats) => Some((stats, engine.tunnel_stats().clone())),
+                Err(e) => {
+                    tracing::error!(error = %e, "node driver stopped");
+                    None
+                }
+            }
+        });
+        Ok(Node {
+            identity,
+            endpoint,
+            commands: commands_tx,
+            events,
+            rendezvous: self.rendezvous,
+            local_addr,
+            inner_mtu,
+            running: Mutex::new(Some(Running {
+                stop: stop_tx,
+                task,
+                portmap: portmap.map(|t| (portmap_stop, t)),
+            })),
+            pipe,
+        })
+    }
+}
+
+enum Local {
+    Quic(quinn::Endpoint, Arc<Pipe>),
+    #[cfg(target_os = "linux")]
+    Tun(tun_rs::AsyncDevice),
+    #[cfg(not(target_os = "linux"))]
+    Tun(std::convert::Infallible),
+}
+
+#[cfg(target_os = "linux")]
+fn open_tun(me: NodeId, t: &TunOptions) -> Result<tun_rs::AsyncDevice, NodeError> {
+    crate::io::tun::open_tun(&t.name, me.overlay_addr(), t.mtu)
+        .map_err(|e| NodeError::Setup(e.to_string()))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_tun(_: NodeId, _: &TunOptions) -> Result<std::convert::Infallible, NodeError> {
+    Err(NodeError::Setup(
+        "TUN mode is available on Linux only so far".into(),
+    ))
+}
+
+/// quinn over the overlay pipe, serving `alpns` with our raw public key.
+fn quic_endpoint(
+    identity: &Identity,
+    alpns: &[Vec<u8>],
+    inner_mtu: usize,
+    pipe: &Arc<Pipe>,
+) -> Result<quinn::Endpoint, NodeError> {
+    let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
+    let server = tls::server_config(identity, alpns).map_err(|e| setup(&e))?;
+    let server =
+        quinn::crypto::rustls::QuicServerConfig::try_from(server).map_err(|e| setup(&e))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
+    server.transport_config(transport_config(inner_mtu));
+    quinn::Endpoint::new_with_abstract_socket(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        OverlaySocket::new(pipe.clone()),
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|e| setup(&e))
+}
+
+/// Keeps trying configured peers that could not be reached: the peer may come online, or its
+/// network change.
+struct PeerRetry {
+    peers: Vec<(NodeId, Vec<SocketAddr>)>,
+    failures: std::collections::BTreeMap<NodeId, u32>,
+    commands: mpsc::Sender<DriverCommand>,
+}
+
+impl PeerRetry {
+    fn new(peers: Vec<(NodeId, Vec<SocketAddr>)>, commands: mpsc::Sender<DriverCommand>) -> Self {
+        Self {
+            peers,
+            failures: Default::default(),
+            commands,
+        }
+    }
+
+    fn on_event(&mut self, e: &NodeEvent) {
+        match e {
+            NodeEvent::Connected { peer, .. } => {
+                self.failures.remove(peer);
+            }
+            NodeEvent::ConnectFailed { peer, .. } => {
+                let Some((_, direct)) = self.peers.iter().find(|(p, _)| p == peer) else {
+                    return;
+                };
+                let n = self.failures.entry(*peer).or_insert(0);
+                *n += 1;
+                let wait = retry_delay(*n);
+                let (tx, peer, direct) = (self.commands.clone(), *peer, direct.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let _ = tx.send(DriverCommand::Connect(peer, direct)).await;
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The wait before attempt `failures + 1` to reach a configured peer.
+pub fn retry_delay(failures: u32) -> Duration {
+    let doubled = PEER_RETRY_FIRST.saturating_mul(1 << failures.saturating_sub(1).min(8));
+    doubled.min(PEER_RETRY_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_to_a_minute() {
+        let waits: Vec<u64> = (1..=6).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 60, 60]);
+        assert_eq!(retry_delay(u32::MAX), PEER_RETRY_MAX);
+    }
+
+    #[test]
+    fn the_allowlist_holds_the_peers_and_is_off_by_default() {
+        let (a, b) = (
+            Identity::generate().node_id(),
+            Identity::generate().node_id(),
+        );
+        assert!(matches!(
+            Builder::default().peer(a, vec![]).accept(),
+            Accept::Any
+        ));
+        match Builder::default().allow([b]).peer(a, vec![]).accept() {
+            Accept::Only(s) => assert_eq!(s, [a, b].into_iter().collect()),
+            Accept::Any => panic!("an allowlist was given"),
+        }
+        match Builder::default().allow([]).peer(a, vec![]).accept() {
+            Accept::Only(s) => assert_eq!(s, [a].into_iter().collect()),
+            Accept::Any => panic!("an empty allowlist admits the peers alone"),
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! What the commands share: the global flags, the identity, the node they start, exit codes,
+//! progress lines and signals.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use shipworm::api::Builder;
+use shipworm::engine::{ConnectError, NodeEvent};
+use shipworm::{Identity, Node, NodeError, NodeId, RendezvousAddr};
+
+/// Flags every command takes.
+#[derive(clap::Args, Debug)]
+pub struct Common {
+    /// Identity key file (created on first use, mode 0600).
+    /// Default: $SHIPWORM_HOME/identity or ~/.config/shipworm/identity.
+    #[arg(long, global = true, env = "SHIPWORM_IDENTITY")]
+    pub identity: Option<PathBuf>,
+    /// Rendezvous server HOST:PORT (repeatable).
+    #[arg(long = "rendezvous", global = true)]
+    pub rendezvous: Vec<RendezvousAddr>,
+    /// Machine-readable output (JSON).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// UDP address of the node's socket (default `[::]:51820` for `up`, `[::]:0` otherwise).
+    #[arg(long, global = true)]
+    pub bind: Option<SocketAddr>,
+    /// Do not ask the gateway for a port mapping (PCP, NAT-PMP, UPnP IGD).
+    #[arg(long, global = true)]
+    pub no_portmap: bool,
+    /// Control socket of `up` (default: shipworm.sock beside the identity file).
+    #[arg(long, global = true)]
+    pub control: Option<PathBuf>,
+}
+
+/// The default UDP port of a long-lived node (`up`).
+pub const UP_PORT: u16 = 51820;
+
+impl Common {
+    /// The identity file's key, created on first use.
+    pub fn identity(&self) -> anyhow::Result<Identity> {
+        let path = self
+            .identity
+            .clone()
+            .or_else(crate::files::default_identity_file)
+            .context(
+                "no identity file given and no home directory to keep one in: pass --identity FILE",
+            )?;
+        Ok(Identity::load_or_create(&path)?)
+    }
+
+    /// A node builder with the global flags applied; `port` is the default UDP port.
+    pub fn builder(&self, port: u16) -> anyhow::Result<Builder> {
+        let bind = self
+            .bind
+            .unwrap_or_else(|| SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)));
+        let mut b = Node::builder()
+            .identity(self.identity()?)
+            .bind(bind)
+            .portmap(!self.no_portmap);
+        for r in &self.rendezvous {
+            b = b.rendezvous(r.clone());
+        }
+        Ok(b)
+    }
+
+    /// The control socket path: `--control`, else beside the identity file.
+    pub fn control_path(&self) -> PathBuf {
+        self.control.clone().unwrap_or_else(|| {
+            match self
+                .identity
+                .clone()
+                .or_else(crate::files::default_identity_file)
+            {
+                Some(i) => crate::control::default_path(&i),
+                None => "shipworm.sock".into(),
+            }
+        })
+    }
+}
+
+/// An error with its own exit code (`docs/operations.md` §"Exit codes").
+#[derive(Debug)]
+pub struct Exit {
+    /// The process exit code.
+    pub code: u8,
+    /// What to print.
+    pub message: String,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// Exit code: the peer could not be reached (no path, refused, timed out).
+pub const EXIT_UNREACHABLE: u8 = 3;
+/// Exit code: the connection broke during the transfer.
+pub const EXIT_LOST: u8 = 4;
+
+/// The connection broke: exit code 4.
+pub fn lost(message: impl std::fmt::Display) -> anyhow::Error {
+    Exit {
+        code: EXIT_LOST,
+        message: message.to_string(),
+    }
+    .into()
+}
+
+/// The peer could not be reached: exit code 3, with a hint at the likely cause.
+pub fn unreachable(e: NodeError) -> anyhow::Error {
+    let hint = match &e {
+        NodeError::Connect(ConnectError::UnknownPeer(server)) => {
+            format!(" (is the peer running and registered at {server}?)")
+        }
+        NodeError::Connect(ConnectError::NoDirectPathPossible) => String::new(),
+        NodeError::Timeout(_) | NodeError::Connect(_) => {
+            " (is the peer running, and does it allow us?)".into()
+        }
+        _ => String::new(),
+    };
+    Exit {
+        code: EXIT_UNREACHABLE,
+        message: format!("{e}{hint}"),
+    }
+    .into()
+}
+
+/// Prints connection progress on stderr once connecting takes more than a moment.
+pub fn progress(node: &Node, peer: NodeId) -> tokio::task::JoinHandle<()> {
+    let mut events = node.events();
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let mut shown = false;
+        let patience = tokio::time::sleep(Duration::from_millis(500));
+        tokio::pin!(patience);
+        loop {
+            tokio::select! {
+                _ = &mut patience, if !shown => {
+                    shown = true;
+                    eprintln!("connecting to {}: introducing through the rendezvous…", peer.fmt_short());
+                }
+                e = events.recv() => match e {
+                    Ok(NodeEvent::Established { peer: p }) if p == peer && shown => {
+                        eprintln!("handshake done after {:.1} s; punching…", start.elapsed().as_secs_f64());
+                    }
+                    Ok(NodeEvent::Connected { peer: p, .. } | NodeEvent::ConnectFailed { peer: p, .. }) if p == peer => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    _ => {}
+                },
+            }
+        }
+    })
+}
+
+/// Runs `f` on a two-thread runtime.
+pub fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+/// SIGINT or SIGTERM.
+pub async fn shutdown() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return tokio::signal::ctrl_c().await.unwrap_or(()),
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,69 @@
+//! `shipworm ping TICKET`: round trips through QUIC and the tunnel, and the path they take.
+
+use std::time::{Duration, Instant};
+
+use shipworm::apps::{ping, PING_ALPN};
+use shipworm::{Target, Ticket};
+
+use crate::common::{lost, progress, unreachable, Common};
+
+/// Arguments of `ping`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The peer's ticket.
+    ticket: Ticket,
+    /// How many pings.
+    #[arg(short = 'c', long, default_value_t = 4)]
+    count: u32,
+}
+
+/// Pings `count` times, 200 ms apart.
+pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
+    let node = common.builder(0)?.spawn().await?;
+    let peer = args.ticket.node_id();
+    let shown = progress(&node, peer);
+    let started = Instant::now();
+    let conn = node
+        .connect(Target::Ticket(args.ticket), PING_ALPN)
+        .await
+        .map_err(unreachable)?;
+    let connect_ms = started.elapsed().as_secs_f64() * 1e3;
+    shown.abort();
+    let path = shipworm::api::describe_path(&node, peer).await;
+    if !common.json {
+        println!(
+            "connected to {} in {connect_ms:.1} ms: {path}",
+            peer.fmt_short()
+        );
+    }
+    let count = args.count.max(1);
+    let mut rtts = Vec::new();
+    for seq in 0..u64::from(count) {
+        let rtt = ping::once(&conn, seq)
+            .await
+            .map_err(|e| lost(format!("ping {seq}: {e}")))?;
+        if !common.json {
+            println!(
+                "reply from {}: seq={seq} time={:.2} ms",
+                peer.fmt_short(),
+                rtt.as_secs_f64() * 1e3
+            );
+        }
+        rtts.push(rtt.as_secs_f64() * 1e3);
+        if seq + 1 < u64::from(count) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    if common.json {
+        let out = serde_json::json!({
+            "peer": peer.to_string(),
+            "connect_ms": connect_ms,
+            "path": path,
+            "rtt_ms": rtts,
+        });
+        println!("{out}");
+    }
+    conn.close(0u32.into(), b"done");
+    node.close().await;
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! `shipworm rendezvous`: an embedded rendezvous server with default settings (the
+//! `shipworm-rendezvous` binary serves a configured deployment).
+
+use std::net::SocketAddr;
+
+use shipworm::rendezvous::{config::Config, driver::Rendezvous};
+
+/// Arguments of `rendezvous`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Main UDP address.
+    #[arg(long, default_value = "[::]:3478")]
+    listen: SocketAddr,
+    /// Second STUN port address.
+    #[arg(long, default_value = "[::]:3479")]
+    alt_listen: Option<SocketAddr>,
+}
+
+/// Serves until interrupted.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config {
+        listen: args.listen,
+        alt_listen: args.alt_listen,
+        ..Config::default()
+    };
+    let rdv = Rendezvous::bind(config).await?;
+    eprintln!(
+        "rendezvous on {} (second STUN port {:?})",
+        rdv.local_addr(),
+        rdv.alt_addr().map(|a| a.port())
+    );
+    crate::common::shutdown().await;
+    rdv.shutdown().await;
+    Ok(())
+}
