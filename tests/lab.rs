@@ -19,40 +19,45 @@ pub fn sh(args: &[&str]) {
     );
 }
 
+/// Whether the root-only lab tests can run here. When they cannot, the test skips with the reason
+/// on a developer's machine, and fails with it in CI (`CI` set), where everything must run.
 pub fn can_run() -> bool {
     let root = Command::new("id")
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
     if !root {
-        eprintln!("SKIPPED: TUN and network namespace tests need root (CI runs them as root)");
-        return false;
+        return cannot_run("TUN and network namespace tests need root (CI runs them as root)");
     }
     for tool in ["ip", "ping", "nft"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{tool} must be installed in CI (.ci/run installs it)"
-            );
-            eprintln!(
-                "SKIPPED: {tool} is not installed (.ci/run installs iproute2 and iputils-ping)"
-            );
-            return false;
+        if !has_tool(tool) {
+            return cannot_run(&format!(
+                "{tool} is not installed (.ci/run installs iproute2, iputils-ping and nftables)"
+            ));
         }
     }
     if !Path::new("/dev/net/tun").exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "/dev/net/tun is missing in CI"
-        );
-        eprintln!("SKIPPED: /dev/net/tun is missing");
-        return false;
+        return cannot_run("/dev/net/tun is missing");
     }
     true
+}
+
+/// Whether `tool` is on the PATH.
+pub fn has_tool(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A test that cannot run here: skipped with `why`, or, in CI, failed with it.
+pub fn cannot_run(why: &str) -> bool {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "this test cannot run in CI: {why}"
+    );
+    eprintln!("SKIPPED: {why}");
+    false
 }
 
 /// Namespaces, links and processes of one test; all removed on drop.

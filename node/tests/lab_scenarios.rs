@@ -148,7 +148,7 @@ fn nodes_registered_over_ipv4_and_over_ipv6_meet_at_one_dual_stack_rendezvous() 
             .iter()
             .map(|r| r.to_string())
             .collect::<Vec<_>>(),
-        [v6.clone()],
+        std::slice::from_ref(&v6),
         "B is reachable only through the rendezvous's IPv6 address"
     );
     let a_line = la.lines().find(|l| l.starts_with("connected: ")).unwrap();

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use shipworm_tests::lab::{can_run, symmetric_router, upnp_router, Lab};
+use shipworm_tests::lab::{can_run, cannot_run, has_tool, symmetric_router, upnp_router, Lab};
 
 /// Builds the lab: A behind a home router running miniupnpd, B behind a symmetric NAT, a
 /// rendezvous; returns (lab, A's ns, B's ns, [A's key, B's key, A's id, B's id, B's overlay]).
@@ -36,16 +36,8 @@ fn a_home_router_and_a_symmetric_nat_connect_by_port_mapping_and_by_birthday_pro
     if !can_run() {
         return;
     }
-    let found = std::process::Command::new("sh")
-        .args(["-c", "command -v miniupnpd"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "miniupnpd must be installed in CI (.ci/run installs miniupnpd-nftables)"
-        );
-        eprintln!("SKIPPED: miniupnpd is not installed (Debian package miniupnpd-nftables)");
+    if !has_tool("miniupnpd") {
+        cannot_run("miniupnpd is not installed (Debian package miniupnpd-nftables)");
         return;
     }
     let rdv = ["--rendezvous", "5.5.0.2:3478"];
@@ -58,7 +50,7 @@ fn a_home_router_and_a_symmetric_nat_connect_by_port_mapping_and_by_birthday_pro
         a_key.as_ref(),
         &ta,
         "0.0.0.0:51820",
-        &[b_id.clone()],
+        std::slice::from_ref(&b_id),
         &rdv,
     );
     assert!(
@@ -72,7 +64,7 @@ fn a_home_router_and_a_symmetric_nat_connect_by_port_mapping_and_by_birthday_pro
         b_key.as_ref(),
         &tb,
         "0.0.0.0:51820",
-        &[a_id.clone()],
+        std::slice::from_ref(&a_id),
         &rdv,
     );
     let ok = lab.wait_log(&tb, "connected to", Duration::from_secs(15));

@@ -259,12 +259,13 @@ impl AsyncUdpSocket for OverlaySocket {
                 packet.clear();
                 q.spare.push(packet);
             }
-            let mut m = RecvMeta::default();
-            m.addr = src;
-            m.len = len;
-            m.stride = len;
-            m.dst_ip = Some(self.pipe.local.into());
-            meta[n] = m;
+            meta[n] = RecvMeta {
+                addr: src,
+                len,
+                stride: len,
+                ecn: None,
+                dst_ip: Some(self.pipe.local.into()),
+            };
             n += 1;
         }
         Poll::Ready(Ok(n))
