@@ -184,7 +184,7 @@ impl Builder {
         let events_tx = events.clone();
         let (portmap_stop, portmap_stopped) = oneshot::channel();
         let portmap = self.portmap.then(|| {
-            let report = |line: String| tracing::info!("{line}");
+            let report = |line: String| tracing::info!(target: "shipworm::io::portmap", "{line}");
             tokio::spawn(crate::io::portmap::keep(
                 local_addr.port(),
                 commands_tx.clone(),

@@ -60,7 +60,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,stun_types=error".into()),
+                // Port mappings are news a user wants to see (they decide what connects).
+                .unwrap_or_else(|_| "warn,stun_types=error,shipworm::io::portmap=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
