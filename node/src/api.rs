@@ -165,7 +165,12 @@ impl Builder {
         let socket = crate::io::bind_dual_stack(self.bind)
             .map_err(|e| setup(&format!("cannot bind UDP {}: {e}", self.bind)))?;
         let local_addr = socket.local_addr().map_err(|e| setup(&e))?;
-        let mut engine = Engine::new(identity.clone(), config, Instant::now(), None);
+        let mut engine = Engine::new(
+            identity.clone(),
+            config,
+            Instant::now(),
+            shipworm_tunnel::rng::from_os(),
+        );
         driver::gather_host_candidates(&mut engine, &socket).map_err(|e| setup(&e))?;
 
         let pipe = Pipe::new(me.overlay_addr());

@@ -400,7 +400,7 @@ fn up(
             .with_context(|| format!("cannot bind UDP {}", args.listen))?;
         let tun = shipworm::io::tun::open_tun(&args.tun_name, node.overlay_addr(), args.mtu)?;
         let now = std::time::Instant::now();
-        let mut engine = Engine::new(identity, config, now, None);
+        let mut engine = Engine::new(identity, config, now, shipworm_tunnel::rng::from_os());
         shipworm::io::driver::gather_host_candidates(&mut engine, &socket)?;
         eprintln!(
             "up: node {node}\n    overlay {} on {} (mtu {}), UDP {}, {} peer(s)",
