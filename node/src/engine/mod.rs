@@ -418,3 +418,6 @@ impl Engine {
             .min()
     }
 }
+
+#[cfg(test)]
+mod tests;
