@@ -7,7 +7,7 @@
 //! mapped address. A probe that lands on one of the hard side's mapped ports is answered, and
 //! that pair is proven both ways like any other. With `s` hard-side mappings among 64 512 ports
 //! and `p` easy-side probes, the chance of no hit is `(1 - s/64512)^p`: for 256 × 2048, about
-//! 3 · 10⁻⁴ (`docs/protocol.md` §"Hard NATs").
+//! 3 · 10⁻⁴ (`docs/protocol.md` §"Hard NATs, port mappings and extra sockets").
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! Diagnostics: the candidate and pair table of [`Engine::diagnostics`], for `status`, the API
 //! and scripts. The text form is [`fmt::Display`]; the JSON form is the `serde` serialization of
-//! these types (one schema, documented in `docs/operations.md` §"status").
+//! these types (one schema, documented in `docs/operations.md` §"Running a node").
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use super::{Candidate, Engine};
 
 /// The state of the node's connectivity (see [`Engine::diagnostics`]).
 ///
-/// Its `serde` form is the JSON of `status --json` (`docs/operations.md` §"status").
+/// Its `serde` form is the JSON of `status --json` (`docs/operations.md` §"Running a node").
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Diagnostics {
     /// This node.

@@ -1,7 +1,7 @@
 //! What the engine drops, counted by reason instead of logged per packet (the way the tunnel's
 //! `Stats` and the rendezvous server's `DropReason` count theirs).
 //!
-//! The reasons are declared once, in [`drop_reasons!`]: the enum, its labels, [`DropReason::ALL`]
+//! The reasons are declared once, in `drop_reasons!`: the enum, its labels, [`DropReason::ALL`]
 //! and [`DropReason::COUNT`] (which sizes the counter array) all come from that one list, so a new
 //! reason cannot be left out of the counters.
 

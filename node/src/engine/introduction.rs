@@ -1,4 +1,4 @@
-//! Introduction through the rendezvous (`docs/protocol.md` §"Connecting"): `connect`, the
+//! Introduction through the rendezvous (`docs/protocol.md` §"Connecting (the node engine)"): `connect`, the
 //! INTRODUCE that carries our handshake to a peer we cannot reach yet, its INTRO_ACK (the
 //! peer's observed address), and the INTRO_FWD that brings a peer's handshake to us.
 

@@ -1,5 +1,5 @@
 //! The node's connectivity engine, sans-IO: registration, introduction, hole punching and path
-//! selection around a [`Tunnel`] (`docs/protocol.md` §"Connecting").
+//! selection around a [`Tunnel`] (`docs/protocol.md` §"Connecting (the node engine)").
 //!
 //! One UDP socket carries everything: rendezvous messages, STUN, handshakes and tunnel frames,
 //! so the mapping a rendezvous observes is the one peers reach. Feed datagrams to
@@ -16,6 +16,17 @@
 //! the rendezvous as well, so the handshake completes whatever the NATs do. Then both sides probe
 //! every candidate pair at once (a simultaneous open); a pair is used only once a probe and its
 //! answer have both crossed it.
+//!
+//! **Randomness:** every draw (transaction ids, birthday ports) comes from the [`Rng`] given to
+//! [`Engine::new`], and peers are walked in NodeId order, so one seed gives one packet trace.
+//! **Drops** are counted by [`DropReason`] ([`Engine::drops`]), never logged per packet.
+//!
+//! Rooms: this file holds the engine's state, its queues and the driving calls;
+//! `registration` keeps us registered at each rendezvous; `introduction` connects through one
+//! (INTRODUCE, INTRO_ACK, INTRO_FWD); `nat_check` measures our NAT with STUN and sets our
+//! handshake flags; `session` follows the tunnel's sessions per peer; `paths` is one peer's
+//! pair table and `probing` the probes and choice over it; `birthday` punches a hard NAT;
+//! `diagnostics` is the `status` view; `drops` the counters; `events` what the node hears.
 
 pub mod birthday;
 mod diagnostics;
@@ -126,6 +137,8 @@ pub struct Engine {
     local: Vec<Candidate>,
     /// Peers in NodeId order: every walk over them (probes, trickle, timeouts) is reproducible.
     peers: BTreeMap<NodeId, PeerState>,
+    // The three tables below are only looked up and pruned, never walked to emit anything, so
+    // their hash order cannot change a trace.
     /// Probe transaction id → (peer, our socket, remote, sent at).
     probes: HashMap<u64, (NodeId, u16, SocketAddr, Instant)>,
     /// Introduction transaction id → (peer, server, sent at).

@@ -1,4 +1,4 @@
-//! The NAT check (RFC 5780 style, `docs/protocol.md` §"Hard NATs"): STUN Binding requests to a
+//! The NAT check (RFC 5780 style, `docs/protocol.md` §"Hard NATs, port mappings and extra sockets"): STUN Binding requests to a
 //! rendezvous' second port tell whether our NAT maps per destination, and to other STUN servers
 //! (the rendezvous' other family, say) give more reflexive candidates. The result goes to peers
 //! as handshake flags, which decide birthday probing.
