@@ -172,12 +172,12 @@ impl NatState {
                 let mut p = if self.model.port_preservation {
                     internal.port()
                 } else {
-                    1024 + (rng.next() % 64000) as u16
+                    1024 + (rng.next_u64() % 64000) as u16
                 };
                 while self.ports.get(&p).is_some_and(|(i, _, last)| {
                     *i != internal || now.saturating_duration_since(*last) < self.model.timeout
                 }) {
-                    p = 1024 + (rng.next() % 64000) as u16;
+                    p = 1024 + (rng.next_u64() % 64000) as u16;
                 }
                 self.ports.insert(p, (internal, HashSet::new(), now));
                 self.mappings.insert(key, p);
@@ -210,7 +210,36 @@ impl NatState {
     }
 }
 
-/// xorshift64*.
+/// What became of a datagram (see [`Sim::record_datagrams`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fate {
+    /// Handed to a node's engine or to the rendezvous server.
+    Delivered,
+    /// Lost to the site's loss rate.
+    Lost,
+    /// Refused by a NAT's or a firewall's filter.
+    Filtered,
+    /// No route: an unknown destination, a closed socket, no address of the family.
+    Unroutable,
+}
+
+/// One datagram the simulator delivered or dropped: when, between which addresses as seen on
+/// the wire at that point, its bytes, and its fate.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TracedDatagram {
+    /// Virtual time since the start.
+    pub at: Duration,
+    /// Source address.
+    pub from: SocketAddr,
+    /// Destination address.
+    pub to: SocketAddr,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// Delivered or why not.
+    pub fate: Fate,
+}
+
+/// xorshift64* (the simulator's own draws: NAT ports, loss; never the engine's).
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
 
@@ -220,14 +249,14 @@ impl Rng {
         Self(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1)
     }
     /// Next value.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545F4914F6CDD1D)
     }
     fn percent(&mut self, p: u64) -> bool {
-        p > 0 && self.next() % 100 < p
+        p > 0 && self.next_u64() % 100 < p
     }
 }
 
@@ -285,6 +314,8 @@ pub struct Sim {
     pub delivered: u64,
     /// Print every delivery to stderr (debugging).
     pub trace: bool,
+    /// Every datagram delivered or dropped, once [`Sim::record_datagrams`] turned it on.
+    pub datagrams: Option<Vec<TracedDatagram>>,
 }
 
 type InFlight = (
@@ -341,13 +372,13 @@ impl Sim {
                     Vec::new()
                 };
                 let mut seed_bytes = [0u8; 32];
-                seed_bytes[..8].copy_from_slice(&rng.next().to_le_bytes());
+                seed_bytes[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
                 seed_bytes[8] = i;
                 let mut engine = Engine::new(
                     Identity::from_seed(&seed_bytes),
                     config,
                     start,
-                    Some(rng.next()),
+                    shipworm::tunnel::rng::from_seed(rng.next_u64()),
                 );
                 engine.add_local_candidate(v4, shipworm::engine::paths::CandidateKind::Host);
                 if let Some(v6) = v6 {
@@ -376,6 +407,26 @@ impl Sim {
             seq: 0,
             delivered: 0,
             trace: std::env::var_os("SHIPWORM_SIM_TRACE").is_some(),
+            datagrams: None,
+        }
+    }
+
+    /// Records every datagram delivered or dropped from now on, in [`Sim::datagrams`]: the
+    /// packet trace that one seed must reproduce.
+    pub fn record_datagrams(&mut self) {
+        self.datagrams.get_or_insert_with(Vec::new);
+    }
+
+    fn note(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8], fate: Fate) {
+        let at = self.elapsed();
+        if let Some(d) = self.datagrams.as_mut() {
+            d.push(TracedDatagram {
+                at,
+                from,
+                to,
+                bytes: bytes.to_vec(),
+                fate,
+            });
         }
     }
 
@@ -419,10 +470,15 @@ impl Sim {
     fn send_from_node(&mut self, i: usize, local: u16, dst: SocketAddr, bytes: Vec<u8>) {
         let now = self.now;
         let node = &mut self.nodes[i];
+        let host = node.socket_addr(local);
         if self.rng.percent(node.site.loss) {
+            let from = host.unwrap_or(node.v4);
+            self.note(from, dst, &bytes, Fate::Lost);
             return;
         }
-        let Some(host) = node.socket_addr(local) else {
+        let Some(host) = host else {
+            let from = node.v4;
+            self.note(from, dst, &bytes, Fate::Unroutable);
             return;
         };
         let src = match dst {
@@ -430,13 +486,19 @@ impl Sim {
                 Some(nat) => nat.outbound(host, dst, now, &mut self.rng),
                 None => host,
             },
-            SocketAddr::V6(_) if local != 0 => return,
+            SocketAddr::V6(_) if local != 0 => {
+                self.note(host, dst, &bytes, Fate::Unroutable);
+                return;
+            }
             SocketAddr::V6(_) => match node.v6 {
                 Some(v6) => {
                     node.v6_allowed.insert(dst);
                     v6
                 }
-                None => return,
+                None => {
+                    self.note(host, dst, &bytes, Fate::Unroutable);
+                    return;
+                }
             },
         };
         let at = now + node.site.latency + self.core;
@@ -458,6 +520,7 @@ impl Sim {
             } else {
                 Socket::Primary
             };
+            self.note(src, dst, &bytes, Fate::Delivered);
             self.server.handle_packet(now, unix, socket, src, &bytes);
             let mut out = Vec::new();
             while let Some(t) = self.server.poll_transmit() {
@@ -481,6 +544,7 @@ impl Sim {
     /// Delivers to a site's host after its NAT or firewall and its access link.
     fn enqueue_to_site(&mut self, at: Instant, src: SocketAddr, dst: SocketAddr, bytes: Vec<u8>) {
         let Some(i) = self.site_of_public(dst.ip()) else {
+            self.note(src, dst, &bytes, Fate::Unroutable);
             return;
         };
         let node = &self.nodes[i];
@@ -498,8 +562,12 @@ impl Sim {
                 (ok && Some(dst) == node.v6).then_some(dst)
             }
         };
-        let Some(host) = host else { return };
+        let Some(host) = host else {
+            self.note(src, dst, &bytes, Fate::Filtered);
+            return;
+        };
         if self.rng.percent(node.site.loss) {
+            self.note(src, dst, &bytes, Fate::Lost);
             return;
         }
         let deliver = at + node.site.latency;
@@ -584,8 +652,10 @@ impl Sim {
                         let (now, unix) = (self.now, self.unix());
                         // A socket closed meanwhile receives nothing.
                         let Some(local) = self.nodes[i].socket_of(host) else {
+                            self.note(src, dst, &bytes, Fate::Unroutable);
                             continue;
                         };
+                        self.note(src, dst, &bytes, Fate::Delivered);
                         self.delivered += 1;
                         if self.trace {
                             eprintln!(

@@ -78,6 +78,15 @@ fn diagnostics_show_candidates_and_pairs_with_counters() {
     assert!(pa.pairs.iter().any(|p| p.kind == CandidateKind::Advertised
         && p.state != PairState::Succeeded
         && !p.selected));
+    // The JSON form (`status --json`, `docs/operations.md`) names the selected pair's state
+    // `selected`, gives RTTs in milliseconds, and starts each pair with its remote address
+    // (the lab's `selected_remote` reads it so).
+    let json = a.to_json();
+    let expected = format!("{{\"remote\":\"{}\",", s.remote);
+    assert!(json.contains(&expected), "{json}");
+    assert!(json.contains("\"state\":\"selected\",\"selected\":true,\"rtt_ms\":"));
+    assert!(json.contains("\"maps_per_destination\":false") && json.contains("\"kind\":\"host\""));
+    assert!(json.contains(&format!("\"node\":\"{}\"", sim.id(0))));
 }
 
 #[test]

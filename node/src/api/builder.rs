@@ -161,7 +161,12 @@ impl Builder {
             .map_err(|e| setup(&format!("cannot bind UDP {}: {e}", self.bind)))?;
         let local_addr = socket.local_addr().map_err(|e| setup(&e))?;
         let now = Instant::now();
-        let mut engine = Engine::new(identity.clone(), config, now, None);
+        let mut engine = Engine::new(
+            identity.clone(),
+            config,
+            now,
+            shipworm_tunnel::rng::from_os(),
+        );
         crate::io::host::gather_host_candidates(&mut engine, &socket).map_err(|e| setup(&e))?;
 
         let local = match &self.tun {

@@ -7,10 +7,16 @@
 //! mapped address. A probe that lands on one of the hard side's mapped ports is answered, and
 //! that pair is proven both ways like any other. With `s` hard-side mappings among 64 512 ports
 //! and `p` easy-side probes, the chance of no hit is `(1 - s/64512)^p`: for 256 × 2048, about
-//! 3 · 10⁻⁴ (`docs/protocol.md` §"Hard NATs").
+//! 3 · 10⁻⁴ (`docs/protocol.md` §"Hard NATs, port mappings and extra sockets").
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
+
+use shipworm_tunnel::rng::RngCore;
+use shipworm_tunnel::NodeId;
+
+use super::nat_check::{is_public_v4, peer_is_easy, peer_is_hard};
+use super::{Engine, NodeEvent};
 
 /// The probe budget and pace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +93,149 @@ impl Birthday {
 pub fn miss_probability(sockets: u16, probes: u32) -> f64 {
     let ports = (u16::MAX - FIRST_PORT + 1) as f64;
     (1.0 - sockets as f64 / ports).powi(probes as i32)
+}
+
+impl Engine {
+    /// The driver opened the extra sockets asked for by [`NodeEvent::OpenSockets`].
+    pub fn sockets_opened(&mut self, first: u16, count: u16) {
+        self.sockets_requested = false;
+        self.spare_sockets.extend(
+            (0..count)
+                .map(|i| first.wrapping_add(i))
+                .filter(|id| *id != 0),
+        );
+    }
+
+    /// Closes spare sockets except `keep` (the one a selected path uses, or 0).
+    pub(super) fn release_sockets(&mut self, keep: u16) {
+        if self.peers.values().any(|p| p.birthday.is_some()) {
+            return;
+        }
+        let ids: Vec<u16> = self
+            .spare_sockets
+            .drain(..)
+            .filter(|id| *id != keep)
+            .collect();
+        if !ids.is_empty() {
+            // Pairs on closed sockets must never be selected again.
+            for st in self.peers.values_mut() {
+                st.paths.drop_sockets(&ids);
+            }
+            self.push_event(NodeEvent::CloseSockets { ids });
+        }
+    }
+
+    /// Starts or continues birthday punching with `peer` where one side is hard and one easy.
+    pub(super) fn birthday(&mut self, now: Instant, peer: NodeId) {
+        let Some(st) = self.peers.get(&peer) else {
+            return;
+        };
+        if st.paths.selected.is_some() {
+            return;
+        }
+        let we_hard = self.we_are_hard();
+        let we_easy = self.maps_per_destination == Some(false);
+        // The peer's public IPv4 addresses, however we learned them (a ticket's direct
+        // addresses are reflexive ones too): private, shared and loopback ranges are not where
+        // its NAT maps.
+        let theirs: Vec<SocketAddr> = st
+            .paths
+            .pairs
+            .iter()
+            .filter(|p| p.local == 0)
+            .filter_map(|p| match p.remote {
+                SocketAddr::V4(v4) if is_public_v4(v4.ip()) => Some(p.remote),
+                _ => None,
+            })
+            .collect();
+        if st.birthday.is_none() {
+            if st.birthday_tried || theirs.is_empty() {
+                return;
+            }
+            tracing::trace!(
+                peer = %peer.fmt_short(),
+                we_hard,
+                we_easy,
+                peer_flags = st.peer_flags,
+                "birthday check"
+            );
+            let role = if we_hard && peer_is_easy(st.peer_flags) {
+                Birthday::Hard {
+                    targets: theirs.clone(),
+                    rounds_left: self.config.birthday.hard_rounds,
+                    next: now,
+                }
+            } else if we_easy && peer_is_hard(st.peer_flags) {
+                Birthday::Easy {
+                    ip: theirs[0].ip(),
+                    sent: 0,
+                    started: now,
+                }
+            } else {
+                return;
+            };
+            tracing::debug!(peer = %peer.fmt_short(), role = ?role, "birthday probing starts");
+            if let Some(st) = self.peers.get_mut(&peer) {
+                st.birthday = Some(role);
+                st.birthday_tried = true;
+            }
+        }
+        let config = self.config.birthday.clone();
+        let Some(role) = self.peers.get(&peer).and_then(|p| p.birthday.clone()) else {
+            return;
+        };
+        match role {
+            Birthday::Hard {
+                targets,
+                rounds_left,
+                next,
+            } => {
+                if self.spare_sockets.is_empty() {
+                    if !self.sockets_requested {
+                        self.sockets_requested = true;
+                        let first = self.next_socket_id.max(1);
+                        self.next_socket_id = first.wrapping_add(config.sockets);
+                        self.push_event(NodeEvent::OpenSockets {
+                            first,
+                            count: config.sockets,
+                        });
+                    }
+                    return;
+                }
+                if now < next {
+                    return;
+                }
+                let sockets = self.spare_sockets.clone();
+                for id in sockets {
+                    for t in &targets {
+                        self.send_probe(now, peer, id, *t);
+                    }
+                }
+                let left = rounds_left.saturating_sub(1);
+                if let Some(st) = self.peers.get_mut(&peer) {
+                    st.birthday = (left > 0).then(|| Birthday::Hard {
+                        targets,
+                        rounds_left: left,
+                        next: now + config.round_interval,
+                    });
+                }
+            }
+            Birthday::Easy { ip, sent, started } => {
+                let due = Birthday::easy_due(&config, sent, started, now);
+                for _ in 0..due {
+                    let span = (u16::MAX - FIRST_PORT) as u64 + 1;
+                    let port = FIRST_PORT + (self.rng.next_u64() % span) as u16;
+                    self.send_probe(now, peer, 0, SocketAddr::new(ip, port));
+                }
+                let sent = sent + due;
+                if let Some(st) = self.peers.get_mut(&peer) {
+                    st.birthday =
+                        (sent < config.probes).then_some(Birthday::Easy { ip, sent, started });
+                }
+            }
+        }
+        self.take_tunnel_transmits();
+    }
 }
 
 #[cfg(test)]

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 /// Most pairs kept per peer.
 pub const MAX_PAIRS: usize = 32;
 
-/// Where a remote candidate came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Where a remote candidate came from (serialized as its [`CandidateKind::label`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum CandidateKind {
     /// An interface address of the host.
     Host,
@@ -27,8 +28,10 @@ pub enum CandidateKind {
     Advertised,
 }
 
-/// The state of a pair, as WebRTC's candidate-pair stats name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The state of a pair, as WebRTC's candidate-pair stats name them (serialized as its
+/// [`PairState::label`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum PairState {
     /// Not probed yet.
     Waiting,

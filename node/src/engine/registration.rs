@@ -1,4 +1,5 @@
-//! Keeping a registration at one rendezvous server, sans-IO.
+//! Keeping a registration at each rendezvous server, sans-IO: [`Registration`] is one server's
+//! state; the engine polls every server and routes REGISTERED and ERROR to it.
 //!
 //! REGISTER (signed) once, then REFRESH with the token every `refresh_interval` (below common NAT
 //! UDP timeouts, so the mapping the server observes stays open). A refused REFRESH (the server
@@ -8,8 +9,13 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use shipworm_rendezvous::proto::{ErrorCode, Message, Refresh, Register, Registered, TOKEN_LEN};
-use shipworm_tunnel::Identity;
+use shipworm_rendezvous::proto::{
+    self, ErrorCode, Message, Refresh, Register, Registered, TOKEN_LEN,
+};
+use shipworm_tunnel::{wire::addr, Identity};
+
+use super::paths::CandidateKind;
+use super::{DropReason, Engine, NodeEvent, MAX_RENDEZVOUS};
 
 /// First retransmission of a request; doubles up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(250);
@@ -62,7 +68,7 @@ impl Registration {
     /// A registration to start at `now`.
     pub fn new(server: SocketAddr, now: Instant, refresh_interval: Duration) -> Self {
         Self {
-            server: shipworm_tunnel::wire::addr::normalize(server),
+            server: addr::normalize(server),
             token: None,
             observed: None,
             alt_stun_port: 0,
@@ -196,6 +202,78 @@ impl Registration {
                     self.server
                 )))
             }
+        }
+    }
+}
+
+impl Engine {
+    /// Registers with one more rendezvous (a ticket's home server, say); no-op if known.
+    pub fn add_rendezvous(&mut self, now: Instant, server: SocketAddr) {
+        let server = addr::normalize(server);
+        if self.servers.iter().any(|r| r.server == server) {
+            return;
+        }
+        if self.servers.len() >= MAX_RENDEZVOUS {
+            self.count_drop(DropReason::RendezvousServersFull);
+            return;
+        }
+        self.servers
+            .push(Registration::new(server, now, self.config.refresh_interval));
+    }
+
+    /// Our reflexive address at each server that confirmed us.
+    pub fn registrations(&self) -> Vec<(SocketAddr, Option<SocketAddr>)> {
+        self.servers
+            .iter()
+            .map(|r| (r.server, r.observed()))
+            .collect()
+    }
+
+    /// Sends the REGISTER or REFRESH due at each server.
+    pub(super) fn registration_timeout(&mut self, now: Instant, unix_ms: u64) {
+        for i in 0..self.servers.len() {
+            let tx = self.next_id();
+            if let Some(req) = self.servers[i].poll(now, unix_ms, &self.identity, tx) {
+                let server = self.servers[i].server;
+                self.push_transmit(server, req);
+            }
+        }
+    }
+
+    /// REGISTERED from server `si`, for the transaction it waits for.
+    pub(super) fn on_registered(&mut self, now: Instant, si: usize, r: &proto::Registered) {
+        let from = self.servers[si].server;
+        if let RegEvent::Registered { observed, changed } = self.servers[si].on_registered(now, r) {
+            self.add_local_candidate(observed, CandidateKind::Reflexive);
+            if changed || self.maps_per_destination.is_none() {
+                self.check_mapping(from, r.alt_stun_port, observed);
+            }
+            if changed {
+                self.push_event(NodeEvent::Registered {
+                    server: from,
+                    observed,
+                });
+            }
+        }
+        // Introductions asked for before we were registered go out now.
+        while let Some((peer, payload)) = self.waiting_intros.pop_front() {
+            self.introduce(now, peer, &payload);
+        }
+    }
+
+    /// ERROR from server `si` for its registration transaction.
+    pub(super) fn on_registration_error(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        si: usize,
+        e: &proto::ErrorMsg,
+    ) {
+        if let Some(RegEvent::Refused(reason)) =
+            self.servers[si].on_error(now, e.code, e.server_time_ms, unix_ms)
+        {
+            let server = self.servers[si].server;
+            self.push_event(NodeEvent::RegistrationRefused { server, reason });
         }
     }
 }

@@ -1,0 +1,173 @@
+//! Introduction through the rendezvous (`docs/protocol.md` §"Connecting (the node engine)"): `connect`, the
+//! INTRODUCE that carries our handshake to a peer we cannot reach yet, its INTRO_ACK (the
+//! peer's observed address), and the INTRO_FWD that brings a peer's handshake to us.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use shipworm_rendezvous::proto::{self, IntroStatus, Message};
+use shipworm_tunnel::{frame, NodeId};
+
+use super::paths::CandidateKind;
+use super::session::PeerState;
+use super::{ConnectError, DropReason, Engine, NodeEvent, MAX_INTROS, MAX_WAITING_INTROS};
+
+impl Engine {
+    /// Starts connecting to `peer`, known at `direct` addresses (may be empty: the rendezvous
+    /// then introduces us).
+    pub fn connect(&mut self, now: Instant, unix_ms: u64, peer: NodeId, direct: &[SocketAddr]) {
+        if direct.is_empty() && self.servers.is_empty() {
+            self.push_event(NodeEvent::ConnectFailed {
+                peer,
+                error: ConnectError::NoWayToReach,
+            });
+            return;
+        }
+        let state = self.peers.entry(peer).or_insert_with(PeerState::new);
+        state.connecting = Some(now);
+        for d in direct {
+            state.paths.add(*d, CandidateKind::Advertised, now);
+        }
+        if self.tunnel.connect(now, unix_ms, peer, direct).is_err() {
+            self.push_event(NodeEvent::ConnectFailed {
+                peer,
+                error: ConnectError::NoWayToReach,
+            });
+            return;
+        }
+        self.drain_tunnel(now, unix_ms);
+    }
+
+    /// A datagram in the rendezvous format: only our servers are heard.
+    pub(super) fn on_rendezvous(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) {
+        let Some(si) = self.servers.iter().position(|r| r.server == from) else {
+            self.count_drop(DropReason::RendezvousFromStranger);
+            return;
+        };
+        let Ok(msg) = Message::parse(bytes) else {
+            self.count_drop(DropReason::MalformedRendezvous);
+            return;
+        };
+        match msg {
+            Message::Registered(r) if self.servers[si].owns(r.tx) => {
+                self.on_registered(now, si, &r);
+            }
+            Message::Error(e) if self.servers[si].owns(e.tx) => {
+                self.on_registration_error(now, unix_ms, si, &e);
+            }
+            Message::Error(e) => {
+                // An INTRODUCE refused for a lost registration: register again.
+                if self.intros.remove(&e.tx).is_some() {
+                    self.servers[si].on_error(now, e.code, e.server_time_ms, unix_ms);
+                } else {
+                    self.count_drop(DropReason::UnknownRendezvousTransaction);
+                }
+            }
+            Message::Registered(_) => {
+                self.count_drop(DropReason::UnknownRendezvousTransaction);
+            }
+            Message::IntroAck(ack) => self.on_intro_ack(now, from, ack),
+            Message::IntroFwd(f) => self.on_intro_fwd(now, unix_ms, f),
+            _ => self.count_drop(DropReason::UnexpectedRendezvous),
+        }
+    }
+
+    fn on_intro_ack(&mut self, now: Instant, from: SocketAddr, ack: proto::IntroAck) {
+        let Some((peer, _, _)) = self.intros.remove(&ack.tx) else {
+            self.count_drop(DropReason::UnknownRendezvousTransaction);
+            return;
+        };
+        match ack.status {
+            IntroStatus::Forwarded => {
+                if let Some(a) = ack.target_addr {
+                    if let Some(st) = self.peers.get_mut(&peer) {
+                        st.paths.add(a, CandidateKind::Reflexive, now);
+                    }
+                    self.tunnel.add_handshake_endpoints(peer, &[a]);
+                }
+            }
+            IntroStatus::UnknownPeer => {
+                if self
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|p| p.connecting.is_some() && !p.established)
+                {
+                    self.fail(peer, ConnectError::UnknownPeer(from));
+                }
+            }
+            // Retried with the handshake's next retransmission.
+            IntroStatus::SenderRateLimited | IntroStatus::TargetRateLimited => {}
+        }
+    }
+
+    fn on_intro_fwd(&mut self, now: Instant, unix_ms: u64, f: proto::IntroFwd<'_>) {
+        let Ok(peer) = NodeId::from_bytes(&f.from) else {
+            self.count_drop(DropReason::BadIntroduction);
+            return;
+        };
+        match f.payload.first() {
+            Some(&frame::HANDSHAKE_INIT) => {
+                self.peers
+                    .entry(peer)
+                    .or_insert_with(PeerState::new)
+                    .relay_response = true;
+                self.tunnel
+                    .handle_packet(now, unix_ms, f.from_addr, f.payload);
+            }
+            Some(&frame::HANDSHAKE_RESP) => {
+                if let Some(st) = self.peers.get_mut(&peer) {
+                    st.paths.add(f.from_addr, CandidateKind::Reflexive, now);
+                }
+                self.tunnel
+                    .handle_packet(now, unix_ms, f.from_addr, f.payload);
+            }
+            _ => self.count_drop(DropReason::BadIntroduction),
+        }
+    }
+
+    /// Sends `payload` (a handshake packet) to `peer` through every server we are registered at.
+    pub(super) fn introduce(&mut self, now: Instant, peer: NodeId, payload: &[u8]) {
+        if payload.len() > proto::MAX_INTRO_PAYLOAD {
+            self.count_drop(DropReason::IntroductionTooLarge);
+            return;
+        }
+        let targets: Vec<(SocketAddr, [u8; proto::TOKEN_LEN])> = self
+            .servers
+            .iter()
+            .filter_map(|r| r.token().map(|t| (r.server, t)))
+            .collect();
+        if targets.is_empty() && !self.servers.is_empty() {
+            // Not registered yet: hold the newest message for this peer until we are.
+            self.waiting_intros.retain(|(p, _)| *p != peer);
+            if self.waiting_intros.len() >= MAX_WAITING_INTROS {
+                self.waiting_intros.pop_front();
+                self.count_drop(DropReason::WaitingIntroductionEvicted);
+            }
+            self.waiting_intros.push_back((peer, payload.to_vec()));
+            return;
+        }
+        for (server, token) in targets {
+            let tx = self.next_id();
+            if self.intros.len() >= MAX_INTROS {
+                self.intros.retain(|_, (_, _, t)| {
+                    now.saturating_duration_since(*t) < Duration::from_secs(10)
+                });
+            }
+            self.intros.insert(tx, (peer, server, now));
+            let msg = Message::Introduce(proto::Introduce {
+                tx,
+                node: *self.me.as_bytes(),
+                token,
+                target: *peer.as_bytes(),
+                payload,
+            });
+            self.push_transmit(server, msg.to_vec());
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The NAT check (RFC 5780 style, `docs/protocol.md` §"Hard NATs, port mappings and extra sockets"): STUN Binding requests to a
+//! rendezvous' second port tell whether our NAT maps per destination, and to other STUN servers
+//! (the rendezvous' other family, say) give more reflexive candidates. The result goes to peers
+//! as handshake flags, which decide birthday probing.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use shipworm_tunnel::rng::RngCore;
+use shipworm_tunnel::{handshake, NodeId};
+use stun_types::message::{
+    Message, MessageClass, MessageType, MessageWriteVec, TransactionId, BINDING,
+};
+use stun_types::prelude::*;
+
+use super::paths::CandidateKind;
+use super::{DropReason, Engine, MAX_STUN_CHECKS};
+
+/// Whether an IPv4 address can be a NAT's public side (not private, shared, loopback,
+/// link-local, unspecified or multicast).
+pub(super) fn is_public_v4(ip: &std::net::Ipv4Addr) -> bool {
+    let shared = ip.octets()[0] == 100 && (ip.octets()[1] & 0xC0) == 64; // 100.64.0.0/10
+    !(ip.is_private()
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || shared)
+}
+
+/// Whether the peer's flags say it maps per destination and holds no port mapping.
+pub(super) fn peer_is_hard(flags: u8) -> bool {
+    flags & handshake::FLAG_MAPPING_KNOWN != 0
+        && flags & handshake::FLAG_MAPS_PER_DESTINATION != 0
+        && flags & handshake::FLAG_HAS_PORT_MAPPING == 0
+}
+
+/// Whether the peer's flags say it maps independently of destination and holds no port
+/// mapping (with a mapping, its mapped address is reachable without birthday probing).
+pub(super) fn peer_is_easy(flags: u8) -> bool {
+    flags & handshake::FLAG_MAPPING_KNOWN != 0
+        && flags & handshake::FLAG_MAPS_PER_DESTINATION == 0
+        && flags & handshake::FLAG_HAS_PORT_MAPPING == 0
+}
+
+/// A STUN Binding request (RFC 8489 §7.1, with FINGERPRINT) with transaction id `id`.
+fn binding_request(id: [u8; 12]) -> Option<Vec<u8>> {
+    let mut wide = [0u8; 16];
+    wide[4..].copy_from_slice(&id);
+    let mut w = Message::builder(
+        MessageType::from_class_method(MessageClass::Request, BINDING),
+        TransactionId::from(u128::from_be_bytes(wide)),
+        MessageWriteVec::new(),
+    );
+    w.add_fingerprint().ok()?;
+    Some(w.finish())
+}
+
+impl Engine {
+    /// Tells the engine whether a gateway port mapping exists (its address comes as a
+    /// [`CandidateKind::Mapped`] candidate); peers hear of it at once.
+    pub fn set_port_mapped(&mut self, mapped: bool) {
+        self.port_mapped = mapped;
+        self.update_flags();
+    }
+
+    /// Whether our NAT maps per destination (`None`: not known yet).
+    pub fn maps_per_destination(&self) -> Option<bool> {
+        self.maps_per_destination
+    }
+
+    pub(super) fn update_flags(&mut self) {
+        let flags = self.current_flags();
+        self.tunnel.set_flags(flags);
+        self.trickle_due = true;
+    }
+
+    /// Our handshake flags as of now.
+    pub(super) fn current_flags(&self) -> u8 {
+        let mut flags = 0;
+        if let Some(per_destination) = self.maps_per_destination {
+            flags |= handshake::FLAG_MAPPING_KNOWN;
+            if per_destination {
+                flags |= handshake::FLAG_MAPS_PER_DESTINATION;
+            }
+        }
+        if self.port_mapped {
+            flags |= handshake::FLAG_HAS_PORT_MAPPING;
+        }
+        flags
+    }
+
+    /// We map per destination and hold no port mapping.
+    pub(super) fn we_are_hard(&self) -> bool {
+        self.maps_per_destination == Some(true) && !self.port_mapped
+    }
+
+    /// Compares the address a server reflected on its main port with what its second port
+    /// sees: a different mapping per destination makes a "hard" NAT.
+    pub(super) fn check_mapping(
+        &mut self,
+        server: SocketAddr,
+        alt_port: u16,
+        observed: SocketAddr,
+    ) {
+        if alt_port != 0 {
+            self.stun_request(SocketAddr::new(server.ip(), alt_port), Some(observed));
+        }
+    }
+
+    /// Asks the configured STUN servers again when due.
+    pub(super) fn stun_timeout(&mut self, now: Instant) {
+        if now >= self.next_stun && !self.config.stun.is_empty() {
+            self.next_stun = now + self.config.refresh_interval;
+            for server in self.config.stun.clone() {
+                self.stun_request(server, None);
+            }
+        }
+    }
+
+    fn stun_request(&mut self, server: SocketAddr, check: Option<SocketAddr>) {
+        if self.stun_checks.len() >= MAX_STUN_CHECKS {
+            // Unanswered requests of earlier rounds make room.
+            self.stun_checks.retain(|_, (_, c)| c.is_some());
+            if self.stun_checks.len() >= MAX_STUN_CHECKS {
+                self.count_drop(DropReason::StunTableFull);
+                return;
+            }
+        }
+        let mut id = [0u8; 12];
+        self.rng.fill_bytes(&mut id);
+        let Some(req) = binding_request(id) else {
+            return;
+        };
+        // The key is the id as written on the wire, which answers echo.
+        let mut key = [0u8; 12];
+        key.copy_from_slice(&req[8..20]);
+        self.stun_checks.insert(key, (server, check));
+        self.push_transmit(server, req);
+    }
+
+    pub(super) fn on_stun(&mut self, now: Instant, unix_ms: u64, from: SocketAddr, bytes: &[u8]) {
+        let Some(key) = bytes.get(8..20).and_then(|k| <[u8; 12]>::try_from(k).ok()) else {
+            self.count_drop(DropReason::MalformedStun);
+            return;
+        };
+        let Some(&(server, check)) = self.stun_checks.get(&key) else {
+            self.count_drop(DropReason::UnknownStunTransaction);
+            return;
+        };
+        if from != server {
+            self.count_drop(DropReason::StunFromWrongServer);
+            return;
+        }
+        let Ok(msg) = Message::from_bytes(bytes) else {
+            self.count_drop(DropReason::MalformedStun);
+            return;
+        };
+        let Ok(mapped) =
+            shipworm_rendezvous::stun::parse_binding_response(bytes, msg.transaction_id())
+        else {
+            self.count_drop(DropReason::MalformedStun);
+            return;
+        };
+        self.stun_checks.remove(&key);
+        let Some(observed) = check else {
+            // Reflexive discovery: the address this server sees (IPv6 through NAT66/NPT, say).
+            self.add_local_candidate(mapped, CandidateKind::Reflexive);
+            return;
+        };
+        let per_destination = mapped != observed;
+        let first = self.maps_per_destination.is_none();
+        self.maps_per_destination = Some(per_destination);
+        self.update_flags();
+        if first {
+            // Peers we could not reach yet got our handshake before we knew: tell them now, with
+            // a fresh handshake, so both sides can tell a hopeless pair of NATs from bad luck.
+            let waiting: Vec<(NodeId, Vec<SocketAddr>)> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.established && p.paths.selected.is_none())
+                .map(|(id, p)| (*id, p.paths.pairs.iter().map(|x| x.remote).collect()))
+                .collect();
+            for (peer, remotes) in waiting {
+                let _ = self.tunnel.connect(now, unix_ms, peer, &remotes);
+            }
+        }
+    }
+}
