@@ -17,10 +17,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod frame;
 pub mod handshake;
 pub mod identity;
-pub mod ipv6;
 pub mod overlay;
 pub mod replay;
 pub mod rng;

@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 
 use shipworm_rendezvous::proto::{self, IntroStatus, Message};
 use shipworm_tunnel::tunnel::{Accept, Event as TunnelEvent, SendError, Tunnel, TunnelConfig};
-use shipworm_tunnel::{frame, handshake, wire::addr, Identity, NodeId};
+use shipworm_tunnel::wire::{addr, packet, payload};
+use shipworm_tunnel::{Identity, NodeId};
 
 use birthday::{Birthday, BirthdayConfig};
 use paths::{CandidateKind, PairState, PathTiming, Paths};
@@ -359,7 +360,12 @@ impl Engine {
             .collect();
         Self {
             me: identity.node_id(),
-            tunnel: Tunnel::new(identity.clone(), config.tunnel.clone(), now),
+            tunnel: Tunnel::new(
+                identity.clone(),
+                config.tunnel.clone(),
+                now,
+                shipworm_tunnel::rng::from_os(),
+            ),
             identity,
             config,
             servers,
@@ -402,13 +408,13 @@ impl Engine {
     fn current_flags(&self) -> u8 {
         let mut flags = 0;
         if let Some(per_destination) = self.maps_per_destination {
-            flags |= handshake::FLAG_MAPPING_KNOWN;
+            flags |= payload::FLAG_MAPPING_KNOWN;
             if per_destination {
-                flags |= handshake::FLAG_MAPS_PER_DESTINATION;
+                flags |= payload::FLAG_MAPS_PER_DESTINATION;
             }
         }
         if self.port_mapped {
-            flags |= handshake::FLAG_HAS_PORT_MAPPING;
+            flags |= payload::FLAG_HAS_PORT_MAPPING;
         }
         flags
     }
@@ -641,7 +647,7 @@ impl Engine {
         bytes: &[u8],
     ) {
         let from = addr::normalize(from);
-        if frame::is_tunnel_packet(bytes) {
+        if packet::is_tunnel_packet(bytes) {
             self.tunnel
                 .handle_packet_on(now, unix_ms, local, from, bytes);
         } else if local != 0 {
@@ -729,7 +735,7 @@ impl Engine {
                     return;
                 };
                 match f.payload.first() {
-                    Some(&frame::HANDSHAKE_INIT) => {
+                    Some(&packet::HANDSHAKE_INIT) => {
                         self.peers
                             .entry(peer)
                             .or_insert_with(PeerState::new)
@@ -737,7 +743,7 @@ impl Engine {
                         self.tunnel
                             .handle_packet(now, unix_ms, f.from_addr, f.payload);
                     }
-                    Some(&frame::HANDSHAKE_RESP) => {
+                    Some(&packet::HANDSHAKE_RESP) => {
                         if let Some(st) = self.peers.get_mut(&peer) {
                             st.paths.add(f.from_addr, CandidateKind::Reflexive, now);
                         }
@@ -1093,17 +1099,17 @@ impl Engine {
 
     /// Whether the peer's flags say it maps per destination and holds no port mapping.
     fn peer_is_hard(flags: u8) -> bool {
-        flags & handshake::FLAG_MAPPING_KNOWN != 0
-            && flags & handshake::FLAG_MAPS_PER_DESTINATION != 0
-            && flags & handshake::FLAG_HAS_PORT_MAPPING == 0
+        flags & payload::FLAG_MAPPING_KNOWN != 0
+            && flags & payload::FLAG_MAPS_PER_DESTINATION != 0
+            && flags & payload::FLAG_HAS_PORT_MAPPING == 0
     }
 
     /// Whether the peer's flags say it maps independently of destination and holds no port
     /// mapping (with a mapping, its mapped address is reachable without birthday probing).
     fn peer_is_easy(flags: u8) -> bool {
-        flags & handshake::FLAG_MAPPING_KNOWN != 0
-            && flags & handshake::FLAG_MAPS_PER_DESTINATION == 0
-            && flags & handshake::FLAG_HAS_PORT_MAPPING == 0
+        flags & payload::FLAG_MAPPING_KNOWN != 0
+            && flags & payload::FLAG_MAPS_PER_DESTINATION == 0
+            && flags & payload::FLAG_HAS_PORT_MAPPING == 0
     }
 
     /// Starts or continues birthday punching with `peer` where one side is hard and one easy.
@@ -1256,9 +1262,9 @@ impl Engine {
             if let Some(started) = st.connecting {
                 let both_hard = self.maps_per_destination == Some(true)
                     && !self.port_mapped
-                    && st.peer_flags & handshake::FLAG_MAPPING_KNOWN != 0
-                    && st.peer_flags & handshake::FLAG_MAPS_PER_DESTINATION != 0
-                    && st.peer_flags & handshake::FLAG_HAS_PORT_MAPPING == 0;
+                    && st.peer_flags & payload::FLAG_MAPPING_KNOWN != 0
+                    && st.peer_flags & payload::FLAG_MAPS_PER_DESTINATION != 0
+                    && st.peer_flags & payload::FLAG_HAS_PORT_MAPPING == 0;
                 let waited = now.saturating_duration_since(started);
                 if st.established
                     && !st.connected

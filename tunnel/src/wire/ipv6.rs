@@ -1,4 +1,5 @@
-//! The overlay rules of the encrypted IPv6 tunnel.
+//! The IPv6 packets the tunnel carries, and the overlay rules they obey (`docs/protocol.md`
+//! §"Transport").
 //!
 //! Each tunnel frame carries exactly one IPv6 packet whose addresses lie in the overlay
 //! `fd5b:7a1e:9c03::/48` ([`crate::overlay`]). This module holds the checks made on those inner
