@@ -32,8 +32,8 @@ pub struct TunnelConfig {
     /// Give up a handshake after this long.
     pub handshake_timeout: Duration,
     /// Send each peer's traffic to the source of its last authentic packet (WireGuard roaming).
-    /// Off when a path manager chooses endpoints with [`Tunnel::set_endpoint`]; then a packet from
-    /// a new source is reported as [`Event::Source`] instead.
+    /// Off when a path manager chooses endpoints with [`Tunnel::set_endpoint`](super::Tunnel::set_endpoint); then a packet from
+    /// a new source is reported as [`Event::Source`](super::Event::Source) instead.
     pub follow_source: bool,
     /// Also send message 2 to every candidate in message 1, not just to where it came from: the
     /// responder's half of a simultaneous open.

@@ -12,6 +12,16 @@
 //! Datagrams go to a peer's *endpoint*: the last address an authenticated packet of that peer came
 //! from (so NAT rebinding is followed), or the addresses given to [`Tunnel::connect`]. Choosing
 //! among candidate paths is the node's job; this layer only carries.
+//!
+//! Every random draw (session indices, cookie secrets and nonces, Noise ephemeral keys) comes
+//! from the [`Rng`] given to [`Tunnel::new`], and peers are walked in NodeId order, so the same
+//! seed and the same inputs give the same datagrams.
+//!
+//! The rooms: `config` (tunables, accept policy), `events` (what the caller takes out, and the
+//! counters), `peers` (the peer table), `handshakes` (starting, answering and installing
+//! handshakes), `receive` (transport packets in), `send` (packets out), `timers` (retries,
+//! rekeys, keepalives, expiry). This file holds the struct, its queues and the dispatch of
+//! incoming datagrams.
 
 mod config;
 mod events;
