@@ -126,6 +126,8 @@ impl Tunnel {
         self.push_event(Event::Initiation { peer: id, packet });
     }
 
+    /// A HANDSHAKE_INIT: mac1, then a cookie under load, then Noise and the accept policy;
+    /// answered with message 2 (sprayed to the initiator's candidates if configured).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_init(
         &mut self,
@@ -214,6 +216,7 @@ impl Tunnel {
         self.flush_queued(now, unix_ms, id);
     }
 
+    /// A HANDSHAKE_RESP to our running handshake: completes it and confirms at once.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_resp(
         &mut self,
@@ -260,6 +263,7 @@ impl Tunnel {
         }
     }
 
+    /// A COOKIE_REPLY to our running handshake: resend message 1 with mac2 at once.
     pub(super) fn on_cookie(
         &mut self,
         now: Instant,
@@ -294,6 +298,8 @@ impl Tunnel {
         }
     }
 
+    /// Makes `session` the peer's current one (the old current one stays for packets in
+    /// flight) and reports [`Event::Established`].
     pub(super) fn install(
         &mut self,
         now: Instant,
@@ -325,6 +331,7 @@ impl Tunnel {
         });
     }
 
+    /// The cookie for a sender at `from` under the current secret.
     pub(super) fn cookie_for(&self, from: SocketAddr) -> [u8; COOKIE_LEN] {
         let (a, n) = addr::encode(&from);
         let mut c = [0u8; COOKIE_LEN];
@@ -334,6 +341,7 @@ impl Tunnel {
         c
     }
 
+    /// Counts one message 1 and says whether this second's count is over the threshold.
     pub(super) fn under_load(&mut self, now: Instant) -> bool {
         if now.saturating_duration_since(self.load_window.0) >= Duration::from_secs(1) {
             self.load_window = (now, 0);

@@ -85,7 +85,7 @@ pub struct Tunnel {
 
 /// Whether session `s` may still seal packets: young enough, and short of its message limit
 /// (the configured one, or the cipher's if lower).
-pub(super) fn usable(config: &TunnelConfig, s: &Session, now: Instant) -> bool {
+fn usable(config: &TunnelConfig, s: &Session, now: Instant) -> bool {
     now.saturating_duration_since(s.created) < config.reject_after_time
         && s.sent() < config.reject_after_messages.min(s.cipher.message_limit())
 }

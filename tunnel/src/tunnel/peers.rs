@@ -35,6 +35,7 @@ pub struct Traffic {
 /// Most remote addresses with traffic counters per peer.
 const MAX_TRAFFIC_ENTRIES: usize = 32;
 
+/// The counters for `addr` in `list`, added if there is room.
 pub(super) fn traffic_of(
     list: &mut Vec<(SocketAddr, Traffic)>,
     addr: SocketAddr,
@@ -49,6 +50,7 @@ pub(super) fn traffic_of(
     list.last_mut().map(|(_, t)| t)
 }
 
+/// Our running handshake with a peer: message 1 as sent, where to, and its retry schedule.
 pub(super) struct Pending {
     pub(super) initiator: Initiator,
     /// The flags our message 1 carried.
@@ -60,6 +62,7 @@ pub(super) struct Pending {
     pub(super) retry: Duration,
 }
 
+/// Everything the tunnel holds about one peer.
 pub(super) struct Peer {
     pub(super) id: NodeId,
     pub(super) overlay: Ipv6Addr,
@@ -79,7 +82,7 @@ pub(super) struct Peer {
     pub(super) pinned: bool,
     /// Which of our sockets sends to `endpoint`.
     pub(super) endpoint_local: u16,
-    /// The last address reported in [`Event::Source`], so one new path is reported once.
+    /// The last address reported in [`Event::Source`](super::Event::Source), so one new path is reported once.
     pub(super) reported_source: Option<(u16, SocketAddr)>,
     /// Counters per remote address.
     pub(super) traffic: Vec<(SocketAddr, Traffic)>,

@@ -11,6 +11,8 @@ use crate::wire::frame::Frame;
 use crate::wire::{ipv6, packet};
 
 impl Tunnel {
+    /// A TRANSPORT packet: open it with the session its index names, follow or report its
+    /// source, and act on the inner frame.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_transport(
         &mut self,
