@@ -221,10 +221,12 @@ impl<'a> Packet<'a> {
                 if r.remaining() < TAG_LEN {
                     r.take(TAG_LEN, "AEAD tag")?;
                 }
+                // The fields just read, as the AEAD's associated data.
+                let header = Reader::new(b).take(TRANSPORT_HEADER_LEN, "transport header")?;
                 Packet::Transport {
                     receiver,
                     counter,
-                    header: &b[..TRANSPORT_HEADER_LEN],
+                    header,
                     sealed: r.rest(),
                 }
             }

@@ -29,8 +29,6 @@ pub const FLAG_AES_GCM: u8 = 0x08;
 
 /// Most candidates in one advert.
 pub const MAX_CANDIDATES: usize = 16;
-/// Length of message 1's payload before its advert: NodeId and timestamp.
-pub const INIT_FIXED_LEN: usize = NODE_ID_LEN + 8;
 
 /// Why a handshake payload or advert is malformed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
