@@ -12,10 +12,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
-use shipworm_tunnel::frame::Packet;
 use shipworm_tunnel::session::{Cipher, Session};
 use shipworm_tunnel::tunnel::{Event, Tunnel, TunnelConfig};
-use shipworm_tunnel::Identity;
+use shipworm_tunnel::wire::packet::Packet;
+use shipworm_tunnel::{rng, Identity};
 
 const PACKET: usize = 1280;
 const ROUND: Duration = Duration::from_millis(1500);
@@ -114,8 +114,8 @@ fn bench(cipher: Cipher) {
         offer_aes_gcm: cipher == Cipher::Aes256Gcm,
         ..TunnelConfig::default()
     };
-    let mut ta = Tunnel::new(a_id.clone(), config.clone(), now);
-    let mut tb = Tunnel::new(b_id.clone(), config, now);
+    let mut ta = Tunnel::new(a_id.clone(), config.clone(), now, rng::from_seed(1));
+    let mut tb = Tunnel::new(b_id.clone(), config, now, rng::from_seed(2));
     let (a_addr, b_addr) = (
         "192.0.2.1:1".parse().unwrap(),
         "192.0.2.2:2".parse().unwrap(),

@@ -1,58 +1,45 @@
-//! The Noise IK handshake (`Noise_IK_25519_ChaChaPoly_BLAKE2s`, via `snow`), its payloads, and
-//! the MACs and cookies that guard the responder (`docs/protocol.md` §"Tunnel handshake").
+//! The Noise IK handshake (`Noise_IK_25519_ChaChaPoly_BLAKE2s`, via `snow`) and the MACs and
+//! cookies that guard the responder (`docs/protocol.md` §"Handshake").
 //!
-//! - Message 1 (initiator → responder, relayable by the rendezvous, opaque to it): payload is the
-//!   initiator's NodeId, a timestamp (ms since the Unix epoch), its [flags](FLAG_MAPS_PER_DESTINATION)
-//!   and its candidates.
-//! - Message 2 (responder → initiator): payload is the responder's flags and candidates.
+//! The packets' layout is [`crate::wire::packet`]'s, the payloads' [`crate::wire::payload`]'s;
+//! this module holds the cryptography:
+//!
+//! - Message 1 (initiator → responder, relayable by the rendezvous, opaque to it) carries an
+//!   [`InitPayload`]; message 2 (responder → initiator) the responder's [`Advert`].
 //! - `mac1` = BLAKE3-keyed(derive_key(MAC1, responder's X25519 key), packet before mac1)[..16]:
 //!   checked before any Diffie-Hellman, it proves the sender knows whom it addresses.
 //! - `mac2` = BLAKE3-keyed(derive_key(MAC2, cookie), packet before mac2)[..16], where the cookie is
 //!   a keyed hash of the sender's address that the responder hands out under load, sealed in a
 //!   COOKIE_REPLY (XChaCha20-Poly1305, key derived from the responder's key, mac1 as AD).
+//!
+//! Every random draw (Noise ephemeral keys, cookie nonces) comes from the caller's
+//! [`crate::rng::Rng`], so a seeded tunnel sends the same bytes every run.
 
-use std::net::SocketAddr;
+use std::cell::Cell;
 
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
+use snow::params::{CipherChoice, DHChoice, HashChoice};
+use snow::resolvers::{CryptoResolver, DefaultResolver};
+use snow::types::{Cipher, Dh, Hash, Random};
 use snow::HandshakeState;
 
-use crate::frame::{self, COOKIE_NONCE_LEN, COOKIE_REPLY, HANDSHAKE_INIT, HANDSHAKE_RESP, MAC_LEN};
-use crate::identity::{Identity, NodeId, NODE_ID_LEN};
-use crate::wire::addr;
+use crate::identity::{Identity, NodeId};
+use crate::rng::{self, Rng, RngCore};
+use crate::wire::packet::{self, COOKIE_LEN, COOKIE_NONCE_LEN, MAC_LEN, SEALED_COOKIE_LEN};
+use crate::wire::payload::{Advert, InitPayload, PayloadError, MAX_CANDIDATES};
 
 /// The Noise protocol name.
 pub const NOISE_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
 /// Prologue bound into the handshake hash.
 pub const PROLOGUE: &[u8] = b"shipworm tunnel v1";
-/// Flag: this node's NAT maps per destination (a "hard" NAT), as its STUN checks found.
-pub const FLAG_MAPS_PER_DESTINATION: u8 = 0x01;
-/// Flag: this node holds a port mapping on its gateway (UPnP IGD, NAT-PMP or PCP).
-pub const FLAG_HAS_PORT_MAPPING: u8 = 0x02;
-/// Flag: this node has measured its mapping behaviour (without it, `FLAG_MAPS_PER_DESTINATION`
-/// means nothing).
-pub const FLAG_MAPPING_KNOWN: u8 = 0x04;
-/// Flag: this node runs AES-GCM in hardware and offers AES-256-GCM for the session's transport
-/// packets (set by the tunnel itself; see [`crate::session::Cipher::agree`]).
-pub const FLAG_AES_GCM: u8 = 0x08;
-
-/// What a node says about itself in a handshake: flags and where it may be reached.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Advert {
-    /// `FLAG_*` bits.
-    pub flags: u8,
-    /// Candidate addresses (at most [`MAX_CANDIDATES`]).
-    pub candidates: Vec<SocketAddr>,
-}
-
-/// Most candidates in one handshake payload.
-pub const MAX_CANDIDATES: usize = 16;
-/// Cookie length.
-pub const COOKIE_LEN: usize = 16;
 const MAC1_CONTEXT: &str = "shipworm 2026 tunnel mac1 v1";
 const MAC2_CONTEXT: &str = "shipworm 2026 tunnel mac2 v1";
 const COOKIE_KEY_CONTEXT: &str = "shipworm 2026 tunnel cookie v1";
 const MAX_NOISE_MSG: usize = 1024;
+
+/// A 32-byte transport key from the Noise split.
+pub type Key = [u8; 32];
 
 /// Why a handshake message was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,7 +49,7 @@ pub enum HandshakeError {
     Noise(String),
     /// The payload is malformed.
     #[error("bad handshake payload: {0}")]
-    Payload(&'static str),
+    Payload(#[from] PayloadError),
     /// The claimed NodeId does not match the authenticated static key.
     #[error("initiator's NodeId does not match its static key")]
     IdentityMismatch,
@@ -75,80 +62,52 @@ fn noise_err(e: snow::Error) -> HandshakeError {
     HandshakeError::Noise(e.to_string())
 }
 
-/// Message 1's payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InitPayload {
-    /// The initiator (checked against the Noise static key).
-    pub initiator: NodeId,
-    /// Initiator's clock, ms since the Unix epoch; must increase per initiator.
-    pub timestamp_ms: u64,
-    /// Flags and candidates.
-    pub advert: Advert,
-}
+/// snow's source of randomness, drawn from ours.
+struct NoiseRng(Rng);
 
-pub(crate) fn emit_advert(a: &Advert, out: &mut Vec<u8>) {
-    let c = &a.candidates[..a.candidates.len().min(MAX_CANDIDATES)];
-    out.push(a.flags);
-    out.push(c.len() as u8);
-    for a in c {
-        addr::emit(a, out);
+impl Random for NoiseRng {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        self.0.fill_bytes(dest);
+        Ok(())
     }
 }
 
-pub(crate) fn parse_advert(b: &[u8]) -> Result<Advert, HandshakeError> {
-    let (&flags, mut b) = b
-        .split_first()
-        .ok_or(HandshakeError::Payload("missing flags"))?;
-    let (&n, rest) = b
-        .split_first()
-        .ok_or(HandshakeError::Payload("missing candidate count"))?;
-    if n as usize > MAX_CANDIDATES {
-        return Err(HandshakeError::Payload("too many candidates"));
-    }
-    b = rest;
-    let mut out = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        let (a, used) =
-            addr::parse(b).map_err(|_| HandshakeError::Payload("malformed candidate"))?;
-        out.push(a);
-        b = &b[used..];
-    }
-    if !b.is_empty() {
-        return Err(HandshakeError::Payload("trailing bytes"));
-    }
-    Ok(Advert {
-        flags,
-        candidates: out,
-    })
+/// snow's default primitives, with randomness (the ephemeral key) from a generator forked from
+/// the tunnel's instead of the OS.
+struct SeededResolver {
+    rng: Cell<Option<Rng>>,
 }
 
-impl InitPayload {
-    fn emit(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(64);
-        v.extend_from_slice(self.initiator.as_bytes());
-        v.extend_from_slice(&self.timestamp_ms.to_be_bytes());
-        emit_advert(&self.advert, &mut v);
-        v
+impl CryptoResolver for SeededResolver {
+    fn resolve_rng(&self) -> Option<Box<dyn Random>> {
+        // snow asks once per handshake state; a second call gets nothing, and building fails
+        // rather than falling back to another source.
+        let rng = self.rng.take()?;
+        Some(Box::new(NoiseRng(rng)))
     }
 
-    fn parse(b: &[u8]) -> Result<Self, HandshakeError> {
-        if b.len() < NODE_ID_LEN + 8 + 2 {
-            return Err(HandshakeError::Payload("message 1 payload too short"));
-        }
-        let initiator =
-            NodeId::from_slice(b).map_err(|_| HandshakeError::Payload("bad node id"))?;
-        let mut ts = [0u8; 8];
-        ts.copy_from_slice(&b[32..40]);
-        Ok(Self {
-            initiator,
-            timestamp_ms: u64::from_be_bytes(ts),
-            advert: parse_advert(&b[40..])?,
-        })
+    fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
+        DefaultResolver.resolve_dh(choice)
+    }
+
+    fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn Hash>> {
+        DefaultResolver.resolve_hash(choice)
+    }
+
+    fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
+        DefaultResolver.resolve_cipher(choice)
     }
 }
 
-fn builder() -> snow::Builder<'static> {
-    snow::Builder::new(NOISE_PARAMS.parse().expect("static Noise parameters parse"))
+/// A Noise builder whose randomness is forked from `rng`.
+fn builder(rng: &mut Rng) -> snow::Builder<'static> {
+    let resolver = SeededResolver {
+        rng: Cell::new(Some(rng::fork(rng))),
+    };
+    snow::Builder::with_resolver(
+        NOISE_PARAMS.parse().expect("static Noise parameters parse"),
+        Box::new(resolver),
+    )
 }
 
 fn mac(context: &str, key_material: &[u8], data: &[u8]) -> [u8; MAC_LEN] {
@@ -180,7 +139,7 @@ pub fn check_mac1(packet: &[u8], us: &NodeId) -> bool {
     if packet.len() < 2 * MAC_LEN {
         return false;
     }
-    let at = frame::mac1_offset(packet.len());
+    let at = packet::mac1_offset(packet.len());
     let mut got = [0u8; MAC_LEN];
     got.copy_from_slice(&packet[at..at + MAC_LEN]);
     ct_eq(&mac(MAC1_CONTEXT, &us.x25519_public(), &packet[..at]), &got)
@@ -191,7 +150,7 @@ pub fn check_mac2(packet: &[u8], cookie: &[u8; COOKIE_LEN]) -> bool {
     if packet.len() < 2 * MAC_LEN {
         return false;
     }
-    let at = frame::mac2_offset(packet.len());
+    let at = packet::mac2_offset(packet.len());
     let mut got = [0u8; MAC_LEN];
     got.copy_from_slice(&packet[at..]);
     ct_eq(&mac(MAC2_CONTEXT, cookie, &packet[..at]), &got)
@@ -220,8 +179,10 @@ impl std::fmt::Debug for Initiator {
 }
 
 impl Initiator {
-    /// Builds message 1 to `peer`; returns the state and the HANDSHAKE_INIT packet.
+    /// Builds message 1 to `peer` with an ephemeral key drawn from `rng`; returns the state and
+    /// the HANDSHAKE_INIT packet.
     pub fn start(
+        rng: &mut Rng,
         identity: &Identity,
         peer: &NodeId,
         local_index: u32,
@@ -230,20 +191,18 @@ impl Initiator {
     ) -> Result<(Self, Vec<u8>), HandshakeError> {
         let secret = identity.x25519_secret();
         let remote = peer.x25519_public();
-        let mut state = builder()
+        let mut state = builder(rng)
             .local_private_key(&secret[..])
             .and_then(|b| b.remote_public_key(&remote))
             .and_then(|b| b.prologue(PROLOGUE))
             .and_then(|b| b.build_initiator())
             .map_err(noise_err)?;
         let mut noise = [0u8; MAX_NOISE_MSG];
-        let n = state
-            .write_message(&payload.emit(), &mut noise)
-            .map_err(noise_err)?;
-        let mut unmaced = Vec::with_capacity(8 + n + 2 * MAC_LEN);
-        frame::emit_header(HANDSHAKE_INIT, &mut unmaced);
-        unmaced.extend_from_slice(&local_index.to_be_bytes());
-        unmaced.extend_from_slice(&noise[..n]);
+        let mut body = Vec::with_capacity(64);
+        payload.emit(&mut body);
+        let n = state.write_message(&body, &mut noise).map_err(noise_err)?;
+        let mut unmaced = Vec::new();
+        packet::emit_init(local_index, &noise[..n], &mut unmaced);
         let mut packet = unmaced.clone();
         let last_mac1 = seal_macs(&mut packet, peer, cookie);
         Ok((
@@ -266,13 +225,13 @@ impl Initiator {
     }
 
     /// Reads message 2; returns `(send key, receive key, responder's advert)`.
-    pub fn finish(mut self, noise: &[u8]) -> Result<([u8; 32], [u8; 32], Advert), HandshakeError> {
+    pub fn finish(mut self, noise: &[u8]) -> Result<(Key, Key, Advert), HandshakeError> {
         let mut payload = [0u8; MAX_NOISE_MSG];
         let n = self
             .state
             .read_message(noise, &mut payload)
             .map_err(noise_err)?;
-        let advert = parse_advert(&payload[..n])?;
+        let advert = Advert::parse(&payload[..n])?;
         let (i2r, r2i) = self.state.dangerously_get_raw_split();
         Ok((i2r, r2i, advert))
     }
@@ -294,10 +253,11 @@ impl std::fmt::Debug for Responder {
 }
 
 impl Responder {
-    /// Reads the Noise part of message 1 (after mac checks). Costs the DH operations.
-    pub fn read(identity: &Identity, noise: &[u8]) -> Result<Self, HandshakeError> {
+    /// Reads the Noise part of message 1 (after mac checks). Costs the DH operations. The
+    /// ephemeral key of the answer will be drawn from `rng`.
+    pub fn read(rng: &mut Rng, identity: &Identity, noise: &[u8]) -> Result<Self, HandshakeError> {
         let secret = identity.x25519_secret();
-        let mut state = builder()
+        let mut state = builder(rng)
             .local_private_key(&secret[..])
             .and_then(|b| b.prologue(PROLOGUE))
             .and_then(|b| b.build_responder())
@@ -320,27 +280,26 @@ impl Responder {
         local_index: u32,
         remote_index: u32,
         advert: &Advert,
-    ) -> Result<(Vec<u8>, [u8; 32], [u8; 32]), HandshakeError> {
-        let mut body = Vec::with_capacity(2 + MAX_CANDIDATES * addr::MAX_LEN);
-        emit_advert(advert, &mut body);
+    ) -> Result<(Vec<u8>, Key, Key), HandshakeError> {
+        let mut body = Vec::with_capacity(2 + MAX_CANDIDATES * crate::wire::addr::MAX_LEN);
+        advert.emit(&mut body);
         let mut noise = [0u8; MAX_NOISE_MSG];
         let n = self
             .state
             .write_message(&body, &mut noise)
             .map_err(noise_err)?;
-        let mut packet = Vec::with_capacity(12 + n + 2 * MAC_LEN);
-        frame::emit_header(HANDSHAKE_RESP, &mut packet);
-        packet.extend_from_slice(&local_index.to_be_bytes());
-        packet.extend_from_slice(&remote_index.to_be_bytes());
-        packet.extend_from_slice(&noise[..n]);
-        seal_macs(&mut packet, &self.payload.initiator, None);
+        let mut out = Vec::new();
+        packet::emit_resp(local_index, remote_index, &noise[..n], &mut out);
+        seal_macs(&mut out, &self.payload.initiator, None);
         let (i2r, r2i) = self.state.dangerously_get_raw_split();
-        Ok((packet, r2i, i2r))
+        Ok((out, r2i, i2r))
     }
 }
 
-/// Seals `cookie` for the sender of a handshake whose mac1 was `mac1`; we are `us`.
+/// Seals `cookie` for the sender of a handshake whose mac1 was `mac1`, under a nonce drawn
+/// from `rng`; we are `us`. Returns the COOKIE_REPLY packet.
 pub fn cookie_reply(
+    rng: &mut Rng,
     us: &NodeId,
     receiver_index: u32,
     mac1: &[u8; MAC_LEN],
@@ -348,7 +307,7 @@ pub fn cookie_reply(
 ) -> Vec<u8> {
     let key = blake3::derive_key(COOKIE_KEY_CONTEXT, &us.x25519_public());
     let mut nonce = [0u8; COOKIE_NONCE_LEN];
-    getrandom::fill(&mut nonce).expect("the OS random source is unavailable");
+    rng.fill_bytes(&mut nonce);
     let sealed = XChaCha20Poly1305::new(&key.into())
         .encrypt(
             XNonce::from_slice(&nonce),
@@ -358,12 +317,10 @@ pub fn cookie_reply(
             },
         )
         .expect("sealing 16 bytes cannot fail");
-    let mut out = Vec::with_capacity(frame::COOKIE_REPLY_LEN);
-    frame::emit_header(COOKIE_REPLY, &mut out);
-    out.extend_from_slice(&receiver_index.to_be_bytes());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&sealed);
-    out
+    let sealed: [u8; SEALED_COOKIE_LEN] = sealed
+        .try_into()
+        .expect("a sealed cookie is the cookie and its tag");
+    packet::cookie_reply(receiver_index, &nonce, &sealed)
 }
 
 /// Opens a cookie sent by `responder` in answer to our handshake whose mac1 was `mac1`.
@@ -389,7 +346,9 @@ pub fn open_cookie(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::Packet;
+    use crate::wire::packet::Packet;
+    use crate::wire::payload::{FLAG_HAS_PORT_MAPPING, FLAG_MAPS_PER_DESTINATION};
+    use std::net::SocketAddr;
 
     #[test]
     fn ik_handshake_yields_matching_keys_and_carries_candidates() {
@@ -406,7 +365,8 @@ mod tests {
                 candidates: cands.clone(),
             },
         };
-        let (init, m1) = Initiator::start(&a, &b.node_id(), 7, &payload, None).unwrap();
+        let (init, m1) =
+            Initiator::start(&mut rng::from_seed(1), &a, &b.node_id(), 7, &payload, None).unwrap();
         assert!(check_mac1(&m1, &b.node_id()));
         assert!(
             !check_mac1(&m1, &a.node_id()),
@@ -416,7 +376,7 @@ mod tests {
             panic!()
         };
         assert_eq!(sender, 7);
-        let resp = Responder::read(&b, noise).unwrap();
+        let resp = Responder::read(&mut rng::from_seed(2), &b, noise).unwrap();
         assert_eq!(resp.payload, payload);
         let theirs = Advert {
             flags: FLAG_HAS_PORT_MAPPING,
@@ -452,11 +412,12 @@ mod tests {
             timestamp_ms: 1,
             advert: Advert::default(),
         };
-        let (_, m1) = Initiator::start(&a, &b.node_id(), 1, &payload, None).unwrap();
+        let (_, m1) =
+            Initiator::start(&mut rng::from_seed(1), &a, &b.node_id(), 1, &payload, None).unwrap();
         let Packet::Init { noise, .. } = Packet::parse(&m1).unwrap() else {
             panic!()
         };
-        assert!(Responder::read(&c, noise).is_err());
+        assert!(Responder::read(&mut rng::from_seed(2), &c, noise).is_err());
         // The initiator's NodeId never appears in clear.
         assert!(!m1.windows(32).any(|w| w == a.node_id().as_bytes()));
     }
@@ -473,14 +434,38 @@ mod tests {
             timestamp_ms: 1,
             advert: Advert::default(),
         };
-        let (_, m1) = Initiator::start(&a, &b.node_id(), 1, &lie, None).unwrap();
+        let (_, m1) =
+            Initiator::start(&mut rng::from_seed(1), &a, &b.node_id(), 1, &lie, None).unwrap();
         let Packet::Init { noise, .. } = Packet::parse(&m1).unwrap() else {
             panic!()
         };
         assert_eq!(
-            Responder::read(&b, noise).unwrap_err(),
+            Responder::read(&mut rng::from_seed(2), &b, noise).unwrap_err(),
             HandshakeError::IdentityMismatch
         );
+    }
+
+    #[test]
+    fn one_seed_one_message_1() {
+        let (a, b) = (Identity::from_seed(&[1; 32]), Identity::from_seed(&[2; 32]));
+        let payload = InitPayload {
+            initiator: a.node_id(),
+            timestamp_ms: 1,
+            advert: Advert::default(),
+        };
+        let m1 = |seed| {
+            let start = Initiator::start(
+                &mut rng::from_seed(seed),
+                &a,
+                &b.node_id(),
+                1,
+                &payload,
+                None,
+            );
+            start.unwrap().1
+        };
+        assert_eq!(m1(5), m1(5), "the ephemeral key comes from the seed");
+        assert_ne!(m1(5), m1(6));
     }
 
     #[test]
@@ -491,10 +476,17 @@ mod tests {
             timestamp_ms: 1,
             advert: Advert::default(),
         };
-        let (mut init, m1) = Initiator::start(&a, &b.node_id(), 5, &payload, None).unwrap();
+        let (mut init, m1) =
+            Initiator::start(&mut rng::from_seed(1), &a, &b.node_id(), 5, &payload, None).unwrap();
         let cookie = [9u8; COOKIE_LEN];
         assert!(!check_mac2(&m1, &cookie));
-        let reply = cookie_reply(&b.node_id(), 5, &init.last_mac1, &cookie);
+        let reply = cookie_reply(
+            &mut rng::from_seed(3),
+            &b.node_id(),
+            5,
+            &init.last_mac1,
+            &cookie,
+        );
         assert!(reply.len() < m1.len(), "a cookie reply never amplifies");
         let Packet::Cookie {
             receiver,

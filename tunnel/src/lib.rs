@@ -1,4 +1,13 @@
-//! The shipworm data plane's foundation: node identity, overlay addresses and tickets.
+//! shipworm's sans-IO protocol core: node identity, overlay addresses and tickets, the wire
+//! formats, the Noise handshake, transport sessions, and the tunnel state machine. No sockets,
+//! no clock, no OS randomness in the protocol code: datagrams, time and an [`rng::Rng`] are fed
+//! in (see [`tunnel`]).
+//!
+//! - [`identity`], [`overlay`], [`ticket`]: who a node is, its overlay address, how to find it;
+//! - [`wire`]: one module per wire format, on one checked reader;
+//! - [`handshake`]: Noise IK, MACs and cookies; [`session`] and [`replay`]: the transport AEAD
+//!   and its replay window;
+//! - [`tunnel`]: the endpoint state machine; [`rng`]: its one source of randomness.
 //!
 //! ```
 //! use shipworm_tunnel::{Identity, Ticket, RendezvousAddr};
@@ -17,10 +26,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod frame;
 pub mod handshake;
 pub mod identity;
-pub mod ipv6;
 pub mod overlay;
 pub mod replay;
 pub mod rng;

@@ -1,7 +1,7 @@
 //! Transport sessions: an AEAD (ChaCha20-Poly1305, or AES-256-GCM where both ends have AES
 //! instructions) with explicit counter nonces and a replay window.
 //!
-//! Keys come from the Noise IK handshake's split (`docs/protocol.md` §"Tunnel"). The nonce is the
+//! Keys come from the Noise IK handshake's split (`docs/protocol.md` §"Transport"). The nonce is the
 //! Noise nonce (32 zero bits, then the 64-bit counter little-endian); the 16-byte transport
 //! header (type, version, receiver index, counter) is authenticated as associated data.
 
@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
 
-use crate::handshake::FLAG_AES_GCM;
+use crate::replay::ReplayWindow;
+use crate::wire::packet::{transport_header, TAG_LEN, TRANSPORT_HEADER_LEN};
+use crate::wire::payload::FLAG_AES_GCM;
 
 /// The AEAD of a session's transport packets, agreed in its handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,9 +80,6 @@ impl Cipher {
         LessSafeKey::new(UnboundKey::new(alg, k).expect("both ciphers take 32-byte keys"))
     }
 }
-
-use crate::frame::{transport_header, TAG_LEN, TRANSPORT_HEADER_LEN};
-use crate::replay::ReplayWindow;
 
 /// Why a packet could not be opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -223,7 +222,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::Packet;
+    use crate::wire::packet::Packet;
 
     fn pair() -> (Session, Session) {
         let now = Instant::now();
@@ -364,7 +363,7 @@ mod tests {
 
     #[test]
     fn the_cipher_is_aes_only_when_both_flags_offer_it() {
-        use crate::handshake::{FLAG_AES_GCM, FLAG_MAPPING_KNOWN};
+        use crate::wire::payload::{FLAG_AES_GCM, FLAG_MAPPING_KNOWN};
         let aes = FLAG_AES_GCM | FLAG_MAPPING_KNOWN;
         assert_eq!(Cipher::agree(aes, FLAG_AES_GCM), Cipher::Aes256Gcm);
         assert_eq!(

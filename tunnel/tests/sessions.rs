@@ -5,10 +5,12 @@ use std::collections::HashSet;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use shipworm_tunnel::frame::Packet;
-use shipworm_tunnel::handshake::{InitPayload, Initiator};
+use shipworm_tunnel::handshake::Initiator;
+use shipworm_tunnel::rng;
 use shipworm_tunnel::session::{Cipher, Session};
 use shipworm_tunnel::tunnel::{Accept, Event, SendError, Tunnel, TunnelConfig};
+use shipworm_tunnel::wire::packet::Packet;
+use shipworm_tunnel::wire::payload::InitPayload;
 use shipworm_tunnel::{Identity, NodeId};
 
 const UNIX0: u64 = 1_800_000_000_000;
@@ -62,8 +64,18 @@ impl Net {
     fn new(seed: u64, link: Link, a_cfg: TunnelConfig, b_cfg: TunnelConfig) -> Self {
         let start = Instant::now();
         Self {
-            a: Tunnel::new(Identity::from_seed(&[0xA; 32]), a_cfg, start),
-            b: Tunnel::new(Identity::from_seed(&[0xB; 32]), b_cfg, start),
+            a: Tunnel::new(
+                Identity::from_seed(&[0xA; 32]),
+                a_cfg,
+                start,
+                rng::from_seed(seed ^ 0xA),
+            ),
+            b: Tunnel::new(
+                Identity::from_seed(&[0xB; 32]),
+                b_cfg,
+                start,
+                rng::from_seed(seed ^ 0xB),
+            ),
             a_addr: "198.51.100.10:41000".parse().unwrap(),
             b_addr: "[2001:db8::b]:42000".parse().unwrap(),
             start,
@@ -303,7 +315,8 @@ fn malicious_peer_session(net: &mut Net) -> (Session, Identity) {
         timestamp_ms: net.unix(),
         advert: Default::default(),
     };
-    let (init, m1) = Initiator::start(&evil, &b, 99, &payload, None).unwrap();
+    let (init, m1) =
+        Initiator::start(&mut rng::from_seed(0xE), &evil, &b, 99, &payload, None).unwrap();
     let evil_addr: SocketAddr = "203.0.113.66:6666".parse().unwrap();
     let (now, unix) = (net.now, net.unix());
     net.b.handle_packet(now, unix, evil_addr, &m1);
@@ -392,7 +405,15 @@ fn a_handshake_flood_is_answered_with_cookies_and_a_real_initiator_gets_through(
             timestamp_ms: net.unix(),
             advert: Default::default(),
         };
-        let (_, m1) = Initiator::start(&x, &b, i as u32, &payload, None).unwrap();
+        let (_, m1) = Initiator::start(
+            &mut rng::from_seed(u64::from(i)),
+            &x,
+            &b,
+            i as u32,
+            &payload,
+            None,
+        )
+        .unwrap();
         let (now, unix) = (net.now, net.unix());
         net.b
             .handle_packet(now, unix, SocketAddr::from(([203, 0, 113, i], 1000)), &m1);
@@ -484,8 +505,8 @@ fn a_session_expires_when_no_rekey_succeeds() {
     net.run(Duration::from_secs(9));
     let (a, b) = net.ids();
     assert!(!net.a.is_established(&b, net.now));
-    assert!(net.a_events.iter().any(|e| *e == Event::Closed { peer: b }));
-    assert!(net.b_events.iter().any(|e| *e == Event::Closed { peer: a }));
+    assert!(net.a_events.contains(&Event::Closed { peer: b }));
+    assert!(net.b_events.contains(&Event::Closed { peer: a }));
 }
 
 #[test]

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use shipworm_rendezvous::proto::{self, IntroStatus, Message};
-use shipworm_tunnel::{frame, NodeId};
+use shipworm_tunnel::wire::packet;
+use shipworm_tunnel::NodeId;
 
 use super::paths::CandidateKind;
 use super::session::PeerState;
@@ -112,7 +113,7 @@ impl Engine {
             return;
         };
         match f.payload.first() {
-            Some(&frame::HANDSHAKE_INIT) => {
+            Some(&packet::HANDSHAKE_INIT) => {
                 self.peers
                     .entry(peer)
                     .or_insert_with(PeerState::new)
@@ -120,7 +121,7 @@ impl Engine {
                 self.tunnel
                     .handle_packet(now, unix_ms, f.from_addr, f.payload);
             }
-            Some(&frame::HANDSHAKE_RESP) => {
+            Some(&packet::HANDSHAKE_RESP) => {
                 if let Some(st) = self.peers.get_mut(&peer) {
                     st.paths.add(f.from_addr, CandidateKind::Reflexive, now);
                 }

@@ -45,7 +45,8 @@ use std::time::{Duration, Instant};
 
 use shipworm_tunnel::rng::{Rng, RngCore};
 use shipworm_tunnel::tunnel::{Accept, SendError, Tunnel, TunnelConfig, MAX_QUEUED};
-use shipworm_tunnel::{frame, wire::addr, Identity, NodeId};
+use shipworm_tunnel::wire::{addr, packet};
+use shipworm_tunnel::{Identity, NodeId};
 
 use birthday::BirthdayConfig;
 use paths::{CandidateKind, PathTiming, Paths};
@@ -179,7 +180,7 @@ pub struct Engine {
 impl Engine {
     /// An engine for `identity`, drawing every random number from `rng`: pass
     /// [`shipworm_tunnel::rng::from_os`] in production, a seeded generator in simulation.
-    pub fn new(identity: Identity, mut config: EngineConfig, now: Instant, rng: Rng) -> Self {
+    pub fn new(identity: Identity, mut config: EngineConfig, now: Instant, mut rng: Rng) -> Self {
         config.tunnel.follow_source = false;
         config.tunnel.spray_responses = true;
         let servers = config
@@ -188,8 +189,8 @@ impl Engine {
             .take(MAX_RENDEZVOUS)
             .map(|s| Registration::new(*s, now, config.refresh_interval))
             .collect();
-        // When `Tunnel::new` takes an `Rng`, it gets `shipworm_tunnel::rng::fork(&mut rng)`.
-        let tunnel = Tunnel::new(identity.clone(), config.tunnel.clone(), now);
+        let tunnel_rng = shipworm_tunnel::rng::fork(&mut rng);
+        let tunnel = Tunnel::new(identity.clone(), config.tunnel.clone(), now, tunnel_rng);
         Self {
             me: identity.node_id(),
             tunnel,
@@ -357,7 +358,7 @@ impl Engine {
         bytes: &[u8],
     ) {
         let from = addr::normalize(from);
-        if frame::is_tunnel_packet(bytes) {
+        if packet::is_tunnel_packet(bytes) {
             self.tunnel
                 .handle_packet_on(now, unix_ms, local, from, bytes);
         } else if local != 0 {

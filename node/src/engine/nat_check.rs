@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use shipworm_tunnel::rng::RngCore;
-use shipworm_tunnel::{handshake, NodeId};
+use shipworm_tunnel::wire::payload;
+use shipworm_tunnel::NodeId;
 use stun_types::message::{
     Message, MessageClass, MessageType, MessageWriteVec, TransactionId, BINDING,
 };
@@ -30,17 +31,17 @@ pub(super) fn is_public_v4(ip: &std::net::Ipv4Addr) -> bool {
 
 /// Whether the peer's flags say it maps per destination and holds no port mapping.
 pub(super) fn peer_is_hard(flags: u8) -> bool {
-    flags & handshake::FLAG_MAPPING_KNOWN != 0
-        && flags & handshake::FLAG_MAPS_PER_DESTINATION != 0
-        && flags & handshake::FLAG_HAS_PORT_MAPPING == 0
+    flags & payload::FLAG_MAPPING_KNOWN != 0
+        && flags & payload::FLAG_MAPS_PER_DESTINATION != 0
+        && flags & payload::FLAG_HAS_PORT_MAPPING == 0
 }
 
 /// Whether the peer's flags say it maps independently of destination and holds no port
 /// mapping (with a mapping, its mapped address is reachable without birthday probing).
 pub(super) fn peer_is_easy(flags: u8) -> bool {
-    flags & handshake::FLAG_MAPPING_KNOWN != 0
-        && flags & handshake::FLAG_MAPS_PER_DESTINATION == 0
-        && flags & handshake::FLAG_HAS_PORT_MAPPING == 0
+    flags & payload::FLAG_MAPPING_KNOWN != 0
+        && flags & payload::FLAG_MAPS_PER_DESTINATION == 0
+        && flags & payload::FLAG_HAS_PORT_MAPPING == 0
 }
 
 /// A STUN Binding request (RFC 8489 §7.1, with FINGERPRINT) with transaction id `id`.
@@ -79,13 +80,13 @@ impl Engine {
     pub(super) fn current_flags(&self) -> u8 {
         let mut flags = 0;
         if let Some(per_destination) = self.maps_per_destination {
-            flags |= handshake::FLAG_MAPPING_KNOWN;
+            flags |= payload::FLAG_MAPPING_KNOWN;
             if per_destination {
-                flags |= handshake::FLAG_MAPS_PER_DESTINATION;
+                flags |= payload::FLAG_MAPS_PER_DESTINATION;
             }
         }
         if self.port_mapped {
-            flags |= handshake::FLAG_HAS_PORT_MAPPING;
+            flags |= payload::FLAG_HAS_PORT_MAPPING;
         }
         flags
     }

@@ -1,11 +1,22 @@
-//! Wire formats: one module per format, each with its own `parse` and `emit`
-//! (`docs/protocol.md` names every layout).
+//! Wire formats: one module per format, each with its own `parse` and `emit`, its offsets and
+//! its byte layout in its docs (`docs/protocol.md` names every layout).
+//!
+//! - [`addr`]: the one encoding of a socket address, shared by every format;
+//! - [`packet`]: the outer tunnel packet (handshake messages, cookie reply, transport header);
+//! - [`frame`]: the inner frames a transport packet seals (data, probe, probe answer, close,
+//!   advert);
+//! - [`payload`]: the handshake payloads inside Noise (flags and candidates);
+//! - [`ipv6`]: the IPv6 packets the tunnel carries (header checks, ICMPv6 Packet Too Big).
 //!
 //! Every parser reads untrusted bytes through one checked [`Reader`]: a read that would run past
 //! the end returns [`Truncated`] naming the field, and [`Reader::finish`] rejects trailing bytes.
 //! After a length check succeeds no accessor can panic, so a parser built on it cannot either.
 
 pub mod addr;
+pub mod frame;
+pub mod ipv6;
+pub mod packet;
+pub mod payload;
 
 use std::net::SocketAddr;
 

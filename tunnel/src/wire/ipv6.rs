@@ -1,4 +1,5 @@
-//! The overlay rules of the encrypted IPv6 tunnel.
+//! The IPv6 packets the tunnel carries, and the overlay rules they obey (`docs/protocol.md`
+//! §"Transport").
 //!
 //! Each tunnel frame carries exactly one IPv6 packet whose addresses lie in the overlay
 //! `fd5b:7a1e:9c03::/48` ([`crate::overlay`]). This module holds the checks made on those inner
@@ -18,6 +19,8 @@ use std::net::Ipv6Addr;
 
 use etherparse::{Icmpv6Type, PacketBuilder};
 use thiserror::Error;
+
+use crate::wire::Reader;
 
 /// The tunnel's inner MTU: 1280 bytes, the IPv6 minimum link MTU (RFC 8200 §5).
 pub const DEFAULT_MTU: usize = 1280;
@@ -109,16 +112,16 @@ pub fn parse_header(packet: &[u8]) -> Result<Ipv6Header, Ipv6Error> {
 /// The fixed header of `packet` without the length check: for a packet that may be cut short or
 /// padded (such as the one a Packet Too Big answers).
 fn parse_fixed(packet: &[u8]) -> Result<Ipv6Header, Ipv6Error> {
-    let Some(h) = packet.first_chunk::<HEADER_LEN>() else {
-        return Err(Ipv6Error::Truncated);
-    };
+    let h: [u8; HEADER_LEN] = Reader::new(packet)
+        .array("IPv6 header")
+        .map_err(|_| Ipv6Error::Truncated)?;
     let version = h[VERSION] >> 4;
     if version != 6 {
         return Err(Ipv6Error::NotIpv6 { version });
     }
     Ok(Ipv6Header {
-        src: addr_at(h, SRC),
-        dst: addr_at(h, DST),
+        src: addr_at(&h, SRC),
+        dst: addr_at(&h, DST),
         next_header: h[NEXT_HEADER],
         payload_len: u16::from_be_bytes([h[PAYLOAD_LEN], h[PAYLOAD_LEN + 1]]),
     })

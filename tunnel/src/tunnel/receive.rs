@@ -1,0 +1,142 @@
+//! Transport receive: opening a TRANSPORT packet, following the peer's source, and acting on
+//! the inner frame (`docs/protocol.md` §"Transport").
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::peers::traffic_of;
+use super::{Event, Tunnel};
+use crate::session::OpenError;
+use crate::wire::frame::Frame;
+use crate::wire::{ipv6, packet};
+
+impl Tunnel {
+    /// A TRANSPORT packet: open it with the session its index names, follow or report its
+    /// source, and act on the inner frame.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_transport(
+        &mut self,
+        now: Instant,
+        local: u16,
+        from: SocketAddr,
+        receiver: u32,
+        counter: u64,
+        header: &[u8],
+        sealed: &[u8],
+    ) {
+        let Some(id) = self.peer_of_index(receiver) else {
+            return;
+        };
+        let reject = self.config.reject_after_time;
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let session = [peer.current.as_mut(), peer.previous.as_mut()]
+            .into_iter()
+            .flatten()
+            .find(|s| s.local_index == receiver);
+        let Some(session) = session else {
+            self.stats.unknown_index += 1;
+            return;
+        };
+        if now.saturating_duration_since(session.created) >= reject {
+            self.stats.expired_session += 1;
+            return;
+        }
+        // Opened into a buffer of its own: a data packet leaves in it, without another copy.
+        let mut plain = self.pool.pop().unwrap_or_default();
+        match session.open(header, counter, sealed, &mut plain) {
+            Ok(_) => {}
+            Err(e) => {
+                match e {
+                    OpenError::Replayed => self.stats.replayed += 1,
+                    OpenError::Decrypt => self.stats.decrypt_failed += 1,
+                }
+                self.recycle(plain);
+                return;
+            }
+        }
+        // Authenticated: follow the peer to where it is now (NAT rebinding, roaming), or tell
+        // the path manager about the new source.
+        let mut new_source = None;
+        let on_endpoint = peer.endpoint == Some(from) && peer.endpoint_local == local;
+        if self.config.follow_source {
+            peer.endpoint = Some(from);
+            peer.endpoint_local = local;
+        } else if !on_endpoint && peer.reported_source != Some((local, from)) {
+            peer.reported_source = Some((local, from));
+            new_source = Some(from);
+        }
+        let is_probe = matches!(Frame::parse(&plain), Ok(Frame::Probe { .. }));
+        if let Some(t) = traffic_of(&mut peer.traffic, from) {
+            t.packets_in += 1;
+            t.bytes_in += (packet::TRANSPORT_HEADER_LEN + sealed.len()) as u64;
+            if is_probe {
+                t.probes_in += 1;
+            }
+        }
+        let (peer_overlay, peer_id) = (peer.overlay, peer.id);
+        if let Some(from) = new_source {
+            self.push_event(Event::Source {
+                peer: peer_id,
+                from,
+                local,
+            });
+        }
+        // A data frame is the IPv6 packet itself: it leaves in the buffer it was opened into.
+        let data = match Frame::parse(&plain) {
+            Ok(Frame::Data(ip)) => Some(ipv6::check_inbound(ip, peer_overlay, self.overlay)),
+            _ => None,
+        };
+        if let Some(verdict) = data {
+            match verdict {
+                ipv6::InboundVerdict::Accept => {
+                    self.stats.packets_in += 1;
+                    self.push_event(Event::Packet {
+                        peer: peer_id,
+                        packet: plain,
+                    });
+                    return;
+                }
+                ipv6::InboundVerdict::WrongSource => self.stats.spoofed_source += 1,
+                ipv6::InboundVerdict::WrongDestination => self.stats.wrong_destination += 1,
+                ipv6::InboundVerdict::Malformed(_) => self.stats.bad_inner += 1,
+            }
+            self.recycle(plain);
+            return;
+        }
+        match Frame::parse(&plain) {
+            Ok(Frame::Keepalive) => {}
+            // Handled above.
+            Ok(Frame::Data(_)) => {}
+            Ok(Frame::Probe { tx }) => {
+                self.seal_to(
+                    now,
+                    id,
+                    local,
+                    from,
+                    &Frame::ProbeAnswer { tx, observed: from },
+                );
+            }
+            Ok(Frame::ProbeAnswer { tx, observed }) => self.push_event(Event::ProbeAnswer {
+                peer: id,
+                tx,
+                observed,
+                from,
+                local,
+            }),
+            Ok(Frame::Advert(advert)) => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.candidates = advert.candidates.clone();
+                }
+                self.push_event(Event::Advert { peer: id, advert });
+            }
+            Ok(Frame::Close) => {
+                self.forget_sessions(id);
+                self.push_event(Event::Closed { peer: id });
+            }
+            Err(_) => self.stats.bad_inner += 1,
+        }
+        self.recycle(plain);
+    }
+}
