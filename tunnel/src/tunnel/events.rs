@@ -121,6 +121,14 @@ macro_rules! counters {
         $(#[$m])*
         #[derive(Debug, Clone, Default, PartialEq, Eq)]
         pub struct $name { $($(#[$fm])* pub $f: u64),+ }
+
+        impl $name {
+            /// Every counter with its field name, in declaration order (for metrics and
+            /// reports: a new counter shows up there without being listed again).
+            pub fn fields(&self) -> [(&'static str, u64); [$(stringify!($f)),+].len()] {
+                [$((stringify!($f), self.$f)),+]
+            }
+        }
     };
 }
 
@@ -165,3 +173,21 @@ counters!(
         handshakes_completed,
     }
 );
+
+#[cfg(test)]
+mod tests {
+    use super::Stats;
+
+    #[test]
+    fn every_counter_is_listed_by_name() {
+        let stats = Stats {
+            malformed: 1,
+            handshakes_completed: 7,
+            ..Stats::default()
+        };
+        let fields = stats.fields();
+        assert_eq!(fields[0], ("malformed", 1));
+        assert_eq!(fields.last(), Some(&("handshakes_completed", 7)));
+        assert_eq!(fields.iter().map(|(_, v)| v).sum::<u64>(), 8);
+    }
+}
