@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
 use shipworm_rendezvous::server::{Server, ServerConfig, Socket};
-use shipworm_rendezvous::stun;
+use shipworm_rendezvous::wire::stun;
 
 fuzz_target!(|data: &[u8]| {
     let now = Instant::now();

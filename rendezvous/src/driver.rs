@@ -1,8 +1,11 @@
-//! The tokio driver: owns the sockets and the clock, and pumps [`Server`].
+//! The tokio driver: [`Rendezvous`] owns the sockets, the clock and the metrics endpoint, and
+//! pumps the sans-IO [`Server`].
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use std::sync::Arc;
 
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -102,20 +105,25 @@ impl Rendezvous {
         let server = Server::new(core, Instant::now());
 
         let (snap_tx, snapshot) = watch::channel(Snapshot::of(&server));
+        let (stop, stop_rx) = watch::channel(false);
         let (metrics, metrics_task) = match config.metrics_listen {
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot bind metrics listener {addr}: {e}"))?;
                 let bound = listener.local_addr()?;
+                let registry = Arc::new(metrics::registry(snapshot.clone()));
+                let mut stopped = stop.subscribe();
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
                 (
                     Some(bound),
-                    Some(tokio::spawn(metrics::serve(listener, snapshot.clone()))),
+                    Some(tokio::spawn(metrics::serve(listener, registry, shutdown))),
                 )
             }
             None => (None, None),
         };
-        let (stop, stop_rx) = watch::channel(false);
         tracing::info!(
             listen = %local,
             dual_stack = primary.dual_stack,
@@ -160,7 +168,7 @@ impl Rendezvous {
     pub async fn shutdown(self) -> Snapshot {
         let _ = self.stop.send(true);
         if let Some(t) = self.metrics_task {
-            t.abort();
+            let _ = t.await;
         }
         match self.task.await {
             Ok(Ok(s)) => s,

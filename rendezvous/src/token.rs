@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use shipworm_tunnel::wire::addr;
 
-use crate::proto::{RawNodeId, TOKEN_LEN};
+use crate::wire::{RawNodeId, TOKEN_LEN};
 
 /// The server's token secrets.
 pub struct TokenKeys {

@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use shipworm_rendezvous::proto::{self, IntroStatus, Message};
+use shipworm_rendezvous::wire::{self, IntroStatus, Message};
 use shipworm_tunnel::tunnel::{Accept, Event as TunnelEvent, SendError, Tunnel, TunnelConfig};
 use shipworm_tunnel::{frame, handshake, wire::addr, Identity, NodeId};
 
@@ -434,7 +434,7 @@ impl Engine {
                 return;
             }
         }
-        let (req, _) = shipworm_rendezvous::stun::binding_request();
+        let (req, _) = shipworm_rendezvous::wire::stun::binding_request();
         let mut key = [0u8; 12];
         key.copy_from_slice(&req[8..20]);
         self.stun_checks.insert(key, (server, check));
@@ -455,7 +455,7 @@ impl Engine {
             return;
         };
         let Ok(mapped) =
-            shipworm_rendezvous::stun::parse_binding_response(bytes, msg.transaction_id())
+            shipworm_rendezvous::wire::stun::parse_binding_response(bytes, msg.transaction_id())
         else {
             return;
         };
@@ -646,9 +646,9 @@ impl Engine {
                 .handle_packet_on(now, unix_ms, local, from, bytes);
         } else if local != 0 {
             // Extra sockets carry tunnel frames only.
-        } else if shipworm_rendezvous::stun::is_stun(bytes) {
+        } else if shipworm_rendezvous::wire::stun::is_stun(bytes) {
             self.on_stun(now, unix_ms, from, bytes);
-        } else if proto::is_rendezvous_message(bytes) {
+        } else if wire::is_rendezvous_message(bytes) {
             self.on_rendezvous(now, unix_ms, from, bytes);
         }
         self.drain_tunnel(now, unix_ms);
@@ -760,10 +760,10 @@ impl Engine {
 
     /// Sends `payload` (a handshake packet) to `peer` through every server we are registered at.
     fn introduce(&mut self, now: Instant, peer: NodeId, payload: &[u8]) {
-        if payload.len() > proto::MAX_INTRO_PAYLOAD {
+        if payload.len() > wire::MAX_INTRO_PAYLOAD {
             return;
         }
-        let targets: Vec<(SocketAddr, [u8; proto::TOKEN_LEN])> = self
+        let targets: Vec<(SocketAddr, [u8; wire::TOKEN_LEN])> = self
             .servers
             .iter()
             .filter_map(|r| r.token().map(|t| (r.server, t)))
@@ -785,7 +785,7 @@ impl Engine {
                 });
             }
             self.intros.insert(tx, (peer, server, now));
-            let msg = Message::Introduce(proto::Introduce {
+            let msg = Message::Introduce(wire::Introduce {
                 tx,
                 node: *self.me.as_bytes(),
                 token,

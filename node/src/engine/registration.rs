@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use shipworm_rendezvous::proto::{ErrorCode, Message, Refresh, Register, Registered, TOKEN_LEN};
+use shipworm_rendezvous::wire::{ErrorCode, Message, Refresh, Register, Registered, TOKEN_LEN};
 use shipworm_tunnel::Identity;
 
 /// First retransmission of a request; doubles up to [`MAX_RETRY`].
