@@ -236,3 +236,84 @@ pub async fn serve(
         _ = shutdown => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn serves_any_registry_until_shutdown() {
+        // What the node does for `up --metrics-listen`: its own registry, this endpoint.
+        let mut registry = Registry::with_prefix("shipworm");
+        let peers = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register("handshakes", "Handshakes completed", peers.clone());
+        peers.get_or_create(&[("kind", "direct")]).inc_by(3);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, Arc::new(registry), async {
+            let _ = stopped.await;
+        }));
+
+        let text = get(addr, "/metrics").await;
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+        assert!(
+            text.contains("# TYPE shipworm_handshakes_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shipworm_handshakes_total{kind=\"direct\"} 3\n"),
+            "{text}"
+        );
+        assert!(get(addr, "/").await.starts_with("HTTP/1.1 404"));
+
+        stop.send(()).unwrap();
+        task.await.unwrap();
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    #[test]
+    fn the_server_collector_names_every_reason_with_its_count() {
+        let mut stats = Stats::default();
+        stats.dropped[DropReason::WrongPort.index()] = 4;
+        stats.received[PacketKind::Refresh.index()] = 2;
+        let (_tx, rx) = watch::channel(Snapshot {
+            stats,
+            registered: 7,
+            max_nodes: 9,
+        });
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &registry(rx)).unwrap();
+        assert!(
+            text.contains("shipworm_rendezvous_registered_nodes 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("shipworm_rendezvous_max_nodes 9\n"), "{text}");
+        assert!(
+            text.contains("shipworm_rendezvous_drops_total{reason=\"wrong_port\"} 4\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shipworm_rendezvous_packets_total{type=\"refresh\"} 2\n"),
+            "{text}"
+        );
+        for r in DropReason::ALL {
+            assert!(
+                text.contains(&format!("{{reason=\"{}\"}}", r.label())),
+                "{text}"
+            );
+        }
+    }
+}

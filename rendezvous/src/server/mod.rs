@@ -1,7 +1,9 @@
 //! The rendezvous server as a sans-IO state machine.
 //!
 //! Feed it datagrams with [`Server::handle_packet`] and time with [`Server::handle_timeout`]; take
-//! what to send from [`Server::poll_transmit`]. It owns no socket and reads no clock.
+//! what to send from [`Server::poll_transmit`]. It owns no socket and reads no clock. Its
+//! tunables are a [`ServerConfig`]; what it counts is in [`Stats`]; its node table and refresh
+//! tokens are [`crate::table`] and [`crate::token`].
 //!
 //! **Invariant:** after every `handle_packet`, call `poll_transmit` until it returns `None` before
 //! handling the next packet. One packet yields at most two datagrams (an introduction's forward

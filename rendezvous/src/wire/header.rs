@@ -66,8 +66,8 @@ pub struct Header {
 }
 
 impl Header {
-    /// Reads the header. In this order: too short, unknown type, other version; a message of
-    /// another version has its type checked first so that any 0xCx byte is not "ours".
+    /// Reads the header. Checked in this order: length, type, version (so a type this version
+    /// does not define is reported as unknown whatever version the packet claims).
     pub fn parse(r: &mut Reader<'_>) -> Result<Self, ParseError> {
         if r.remaining() < HEADER_LEN {
             return Err(ParseError::Short);
