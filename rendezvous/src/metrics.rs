@@ -25,6 +25,10 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::server::{DropReason, PacketKind, Server, Stats};
 
+/// The client library [`serve`] takes a registry of, re-exported so that a caller builds its
+/// registry with the same version.
+pub use prometheus_client;
+
 /// The prefix of every metric name the server exports.
 pub const PREFIX: &str = "shipworm_rendezvous";
 /// Scrapes served at once; more wait for the listener's backlog.

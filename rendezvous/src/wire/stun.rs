@@ -16,7 +16,8 @@ use std::net::SocketAddr;
 
 use stun_types::attribute::{Fingerprint, XorMappedAddress};
 use stun_types::message::{
-    Message, MessageClass, MessageWriteMutSlice, MessageWriteVec, TransactionId, BINDING,
+    Message, MessageClass, MessageType, MessageWriteMutSlice, MessageWriteVec, TransactionId,
+    BINDING,
 };
 use stun_types::prelude::*;
 
@@ -91,16 +92,20 @@ pub fn binding_response(
     Ok(w.finish())
 }
 
-/// A Binding request (with FINGERPRINT) and its transaction id, for clients.
+/// A Binding request (with FINGERPRINT) and its transaction id, drawn from the OS, for clients.
 pub fn binding_request() -> (Vec<u8>, TransactionId) {
-    let mut w = Message::builder_request(BINDING, MessageWriteVec::new());
+    binding_request_with_id(TransactionId::generate())
+}
+
+/// A Binding request (with FINGERPRINT) with the transaction id `tx`, for clients that draw
+/// their random numbers from their own generator (a seeded simulation replays exactly). The id
+/// must be unpredictable to others (RFC 8489 §5): 96 bits of a CSPRNG.
+pub fn binding_request_with_id(tx: TransactionId) -> (Vec<u8>, TransactionId) {
+    let request = MessageType::from_class_method(MessageClass::Request, BINDING);
+    let mut w = Message::builder(request, tx, MessageWriteVec::new());
     w.add_fingerprint()
         .expect("an empty request has room for FINGERPRINT");
-    let bytes = w.finish();
-    let tx = Message::from_bytes(&bytes)
-        .expect("we just wrote it")
-        .transaction_id();
-    (bytes, tx)
+    (w.finish(), tx)
 }
 
 /// Reads the mapped address from a Binding success response to transaction `tx`.
@@ -167,6 +172,21 @@ mod tests {
                 Ok(want.parse().unwrap())
             );
         }
+    }
+
+    #[test]
+    fn a_chosen_transaction_id_is_the_one_on_the_wire() {
+        let tx = TransactionId::from(0x0102_0304_0506_0708_090a_0b0c_u128);
+        let (req, got) = binding_request_with_id(tx);
+        assert_eq!(got, tx);
+        assert_eq!(
+            &req[TRANSACTION_ID_OFFSET..HEADER_LEN],
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+        );
+        let mut out = [0u8; MAX_RESPONSE_LEN];
+        let from: SocketAddr = "192.0.2.7:7".parse().unwrap();
+        let n = binding_response(&req, from, &mut out).unwrap();
+        assert_eq!(parse_binding_response(&out[..n], tx), Ok(from));
     }
 
     #[test]
