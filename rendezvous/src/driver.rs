@@ -3,9 +3,8 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -14,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::metrics::{self, Snapshot};
 use crate::server::{Server, Socket};
+use crate::udp::{bind_udp, BoundSocket};
 
 /// Datagrams handled per wake-up before yielding to other events.
 const RECV_BATCH: usize = 64;
@@ -21,8 +21,6 @@ const RECV_BATCH: usize = 64;
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a summary line is logged.
 const LOG_INTERVAL: Duration = Duration::from_secs(300);
-
-use crate::udp::{bind_udp, BoundSocket};
 
 /// A tokio UDP socket with the address form it needs for destinations.
 struct Udp {
