@@ -396,12 +396,13 @@ impl Sim {
                 }
             })
             .collect();
+        let server_rng = shipworm::tunnel::rng::from_seed(rng.next_u64());
         Self {
             start,
             now: start,
             rng,
             nodes,
-            server: Server::new(Self::server_config(), start),
+            server: Server::new(Self::server_config(), start, server_rng),
             core: Duration::from_millis(5),
             queue: BinaryHeap::new(),
             seq: 0,
@@ -719,7 +720,8 @@ impl Sim {
 
     /// Replaces the rendezvous with a fresh one (a restart: empty table, new secrets).
     pub fn restart_rendezvous(&mut self) {
-        self.server = Server::new(Self::server_config(), self.now);
+        let rng = shipworm::tunnel::rng::from_seed(self.rng.next_u64());
+        self.server = Server::new(Self::server_config(), self.now, rng);
     }
 
     /// Changes a site's IPv6 access (e.g. to make it one-way mid-session).

@@ -1,16 +1,13 @@
 //! A node holding only another node's ticket reaches it through the rendezvous the ticket names.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use shipworm::rendezvous::client::{Client, Incoming};
+use shipworm::engine::ConnectError;
 use shipworm::rendezvous::config::Config;
 use shipworm::rendezvous::driver::Rendezvous;
-use shipworm::rendezvous::proto::IntroStatus;
-use shipworm::{Identity, RendezvousAddr, Ticket};
-use tokio::net::UdpSocket;
+use shipworm::{Identity, Node, NodeError, RendezvousAddr, Ticket};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pasted_ticket_is_enough_to_introduce_yourself() {
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -18,55 +15,70 @@ async fn a_pasted_ticket_is_enough_to_introduce_yourself() {
         ..Config::default()
     };
     let rdv = Rendezvous::bind(config).await.unwrap();
+    let loopback = "127.0.0.1:0".parse().unwrap();
 
-    // B registers and hands out its ticket as text.
-    let b_id = Identity::generate();
-    let mut b = Client::new(
-        Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()),
-        rdv.local_addr(),
-        b_id.clone(),
-    );
-    b.register().await.unwrap();
+    // B registers and hands out its ticket as text: the rendezvous only, no direct address.
+    let b = Node::builder()
+        .rendezvous(RendezvousAddr::Ip(rdv.local_addr()))
+        .bind(loopback)
+        .portmap(false)
+        .alpn(b"hi/1")
+        .spawn()
+        .await
+        .unwrap();
+    assert!(b.registered(Duration::from_secs(5)).await);
     let text = Ticket::new(
-        b_id.node_id(),
+        b.node_id(),
         vec![RendezvousAddr::Ip(rdv.local_addr())],
         vec![],
     )
     .unwrap()
     .to_string();
 
-    // A knows nothing but that text.
+    // A knows nothing but that text, not even a rendezvous of its own.
     let ticket: Ticket = text.parse().unwrap();
-    let RendezvousAddr::Ip(server) = ticket.rendezvous()[0].clone() else {
-        panic!("ip ticket")
-    };
-    let a_id = Identity::generate();
-    let mut a = Client::new(
-        Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()),
-        server,
-        a_id.clone(),
-    );
-    a.register().await.unwrap();
-    let ack = a.introduce(&ticket.node_id(), b"hi").await.unwrap();
-    assert_eq!(ack.status, IntroStatus::Forwarded);
-
-    match tokio::time::timeout(Duration::from_secs(5), b.next_incoming())
+    let a = Node::builder()
+        .bind(loopback)
+        .portmap(false)
+        .spawn()
+        .await
+        .unwrap();
+    let a_id = a.node_id();
+    let accept = tokio::spawn(async move {
+        let (peer, conn) = b.accept().await.expect("a peer");
+        let mut recv = conn.accept_uni().await.expect("a stream");
+        let payload = recv.read_to_end(64).await.expect("data");
+        (peer, payload, b)
+    });
+    let conn = a.connect(ticket.clone(), b"hi/1").await.unwrap();
+    let mut send = conn.open_uni().await.unwrap();
+    send.write_all(b"hi").await.unwrap();
+    send.finish().unwrap();
+    let (from, payload, b) = tokio::time::timeout(Duration::from_secs(5), accept)
         .await
         .unwrap()
-        .unwrap()
-    {
-        Incoming::Introduction { from, payload, .. } => {
-            assert_eq!(from, a_id.node_id());
-            assert_eq!(payload, b"hi");
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+        .unwrap();
+    assert_eq!(from, a_id);
+    assert_eq!(payload, b"hi");
+    // The rendezvous forwarded the introduction (its counters refresh twice a second).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(rdv.snapshot().stats.introductions_forwarded >= 1);
 
     // An unknown node id gets a plain "unknown peer", not silence.
-    let stranger = Identity::generate().node_id();
-    assert_eq!(
-        a.introduce(&stranger, b"hi").await.unwrap().status,
-        IntroStatus::UnknownPeer
-    );
+    let stranger = Ticket::new(
+        Identity::generate().node_id(),
+        vec![RendezvousAddr::Ip(rdv.local_addr())],
+        vec![],
+    )
+    .unwrap();
+    match a.connect(stranger, b"hi/1").await {
+        Err(NodeError::Connect(ConnectError::UnknownPeer(server))) => {
+            assert_eq!(server, rdv.local_addr())
+        }
+        other => panic!("expected UnknownPeer, got {other:?}"),
+    }
+    conn.close(0u32.into(), b"done");
+    a.close().await;
+    b.close().await;
     rdv.shutdown().await;
 }

@@ -4,11 +4,11 @@ use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
 use shipworm_rendezvous::server::{Server, ServerConfig, Socket};
-use shipworm_rendezvous::stun;
+use shipworm_rendezvous::wire::stun;
 
 fuzz_target!(|data: &[u8]| {
     let now = Instant::now();
-    let mut server = Server::new(ServerConfig::default(), now);
+    let mut server = Server::new(ServerConfig::default(), now, shipworm_tunnel::rng::from_seed(0));
     let from = "203.0.113.1:5".parse().unwrap();
     for packet in data.split(|b| *b == 0xFF) {
         server.handle_packet(now, 1_800_000_000_000, Socket::Primary, from, packet);

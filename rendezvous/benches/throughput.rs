@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use shipworm_rendezvous::config::Config;
 use shipworm_rendezvous::driver::Rendezvous;
-use shipworm_rendezvous::proto::{self, Introduce, Message, Refresh, Register};
 use shipworm_rendezvous::table::{NodeTable, RateLimit};
+use shipworm_rendezvous::wire::{self, Introduce, Message, Refresh, Register};
 use shipworm_tunnel::Identity;
 
 /// Counts live heap bytes, to measure the node table.
@@ -251,7 +251,7 @@ fn main() {
         "(pre-signed {n_register} REGISTER in {:?})",
         sign_start.elapsed()
     );
-    let registered = |b: &[u8]| b.first() == Some(&proto::kind::REGISTERED);
+    let registered = |b: &[u8]| b.first() == Some(&wire::kind::REGISTERED);
     let (reg_rate, _) = load(
         rdv,
         &socks,
@@ -332,7 +332,7 @@ fn main() {
         &socks,
         phase,
         |i| intros[i].clone(),
-        |b| b.first() == Some(&proto::kind::INTRO_ACK),
+        |b| b.first() == Some(&wire::kind::INTRO_ACK),
     );
     println!(
         "introductions (ack + forward each): {intro_rate:>10.0} /s   ({:.0} % of echo; {fwd_rate:.0} forwards/s seen)",

@@ -1,4 +1,7 @@
-//! Server configuration: a TOML file, with command-line flags on top (`docs/operations.md`).
+//! [`Config`]: everything the service can be told (`docs/operations.md` §"Configuration").
+//!
+//! An embedding program fills it in code; the binary reads it from a TOML file (with the `bin`
+//! feature, [`Config::from_file`]) and puts its command-line flags on top:
 //!
 //! ```toml
 //! listen = "[::]:3478"            # dual-stack by default
@@ -14,10 +17,7 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
-
-use serde::{Deserialize, Deserializer};
 
 use crate::server::ServerConfig;
 use crate::table::RateLimit;
@@ -28,17 +28,18 @@ pub const DEFAULT_PORT: u16 = 3478;
 pub const DEFAULT_ALT_PORT: u16 = 3479;
 
 /// Everything the server binary can be told.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "bin", derive(serde::Deserialize))]
+#[cfg_attr(feature = "bin", serde(deny_unknown_fields, default))]
 pub struct Config {
     /// Main UDP socket. `[::]:port` is one dual-stack socket (IPv4 peers appear as IPv4).
-    #[serde(deserialize_with = "required_addr")]
+    #[cfg_attr(feature = "bin", serde(deserialize_with = "file::required_addr"))]
     pub listen: SocketAddr,
     /// Second UDP socket answering STUN only, to let nodes detect per-destination mapping.
-    #[serde(deserialize_with = "optional_addr")]
+    #[cfg_attr(feature = "bin", serde(deserialize_with = "file::optional_addr"))]
     pub alt_listen: Option<SocketAddr>,
     /// Where to serve Prometheus metrics over HTTP.
-    #[serde(deserialize_with = "optional_addr")]
+    #[cfg_attr(feature = "bin", serde(deserialize_with = "file::optional_addr"))]
     pub metrics_listen: Option<SocketAddr>,
     /// Bound on registered nodes.
     pub max_nodes: usize,
@@ -54,18 +55,6 @@ pub struct Config {
     pub sender_intro_rate: RateLimit,
     /// Introductions one node may receive.
     pub target_intro_rate: RateLimit,
-}
-
-fn optional_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_optional_addr(&s).map_err(serde::de::Error::custom)
-}
-
-fn required_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_optional_addr(&s)
-        .map_err(serde::de::Error::custom)?
-        .ok_or_else(|| serde::de::Error::custom("listen cannot be off"))
 }
 
 /// `"off"` or `""` is `None`; anything else must be a socket address.
@@ -99,20 +88,6 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Reads a TOML file; the error names the file and the offending key.
-    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
-        Self::from_toml(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
-    }
-
-    /// Parses TOML text.
-    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        let config: Config = toml::from_str(text)?;
-        config.core(0).validate().map_err(anyhow::Error::msg)?;
-        Ok(config)
-    }
-
     /// The protocol core's configuration, announcing `alt_stun_port`.
     pub fn core(&self, alt_stun_port: u16) -> ServerConfig {
         ServerConfig {
@@ -128,7 +103,49 @@ impl Config {
     }
 }
 
-#[cfg(test)]
+/// The file form, for the binary.
+#[cfg(feature = "bin")]
+mod file {
+    use std::net::SocketAddr;
+    use std::path::Path;
+
+    use serde::{Deserialize, Deserializer};
+
+    use super::{parse_optional_addr, Config};
+
+    pub(super) fn optional_addr<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SocketAddr>, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_optional_addr(&s).map_err(serde::de::Error::custom)
+    }
+
+    pub(super) fn required_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_optional_addr(&s)
+            .map_err(serde::de::Error::custom)?
+            .ok_or_else(|| serde::de::Error::custom("listen cannot be off"))
+    }
+
+    impl Config {
+        /// Reads a TOML file; the error names the file and the offending key.
+        pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+            Self::from_toml(&text)
+                .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+        }
+
+        /// Parses TOML text.
+        pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+            let config: Config = toml::from_str(text)?;
+            config.core(0).validate().map_err(anyhow::Error::msg)?;
+            Ok(config)
+        }
+    }
+}
+
+#[cfg(all(test, feature = "bin"))]
 mod tests {
     use super::*;
 

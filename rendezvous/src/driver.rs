@@ -1,7 +1,9 @@
-//! The tokio driver: owns the sockets and the clock, and pumps [`Server`].
+//! The tokio driver: [`Rendezvous`] owns the sockets, the clock and the metrics endpoint, and
+//! pumps the sans-IO [`Server`].
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::UdpSocket;
@@ -11,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::metrics::{self, Snapshot};
 use crate::server::{Server, Socket};
+use crate::udp::{bind_udp, BoundSocket};
 
 /// Datagrams handled per wake-up before yielding to other events.
 const RECV_BATCH: usize = 64;
@@ -18,8 +21,6 @@ const RECV_BATCH: usize = 64;
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a summary line is logged.
 const LOG_INTERVAL: Duration = Duration::from_secs(300);
-
-use crate::udp::{bind_udp, BoundSocket};
 
 /// A tokio UDP socket with the address form it needs for destinations.
 struct Udp {
@@ -99,23 +100,28 @@ impl Rendezvous {
         let core = config.core(alt_local.map_or(0, |a| a.port()));
         core.validate()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-        let server = Server::new(core, Instant::now());
+        let server = Server::new(core, Instant::now(), shipworm_tunnel::rng::from_os());
 
         let (snap_tx, snapshot) = watch::channel(Snapshot::of(&server));
+        let (stop, stop_rx) = watch::channel(false);
         let (metrics, metrics_task) = match config.metrics_listen {
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot bind metrics listener {addr}: {e}"))?;
                 let bound = listener.local_addr()?;
+                let registry = Arc::new(metrics::registry(snapshot.clone()));
+                let mut stopped = stop.subscribe();
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
                 (
                     Some(bound),
-                    Some(tokio::spawn(metrics::serve(listener, snapshot.clone()))),
+                    Some(tokio::spawn(metrics::serve(listener, registry, shutdown))),
                 )
             }
             None => (None, None),
         };
-        let (stop, stop_rx) = watch::channel(false);
         tracing::info!(
             listen = %local,
             dual_stack = primary.dual_stack,
@@ -160,7 +166,7 @@ impl Rendezvous {
     pub async fn shutdown(self) -> Snapshot {
         let _ = self.stop.send(true);
         if let Some(t) = self.metrics_task {
-            t.abort();
+            let _ = t.await;
         }
         match self.task.await {
             Ok(Ok(s)) => s,

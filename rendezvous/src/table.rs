@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use shipworm_tunnel::wire::addr;
 
-use crate::proto::RawNodeId;
+use crate::wire::RawNodeId;
 
 /// Default bound on registered nodes.
 pub const DEFAULT_MAX_NODES: usize = 1_000_000;
@@ -22,8 +22,9 @@ pub const DEFAULT_MAX_NODES: usize = 1_000_000;
 pub const MAX_LIFETIME_S: u32 = 3600;
 
 /// A rate: `per_second` on average, with bursts of up to `burst` at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "bin", derive(serde::Deserialize))]
+#[cfg_attr(feature = "bin", serde(deny_unknown_fields))]
 pub struct RateLimit {
     /// Sustained events per second (1 to 1000).
     pub per_second: u32,

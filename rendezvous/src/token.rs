@@ -8,12 +8,14 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use shipworm_tunnel::rng::{Rng, RngCore};
 use shipworm_tunnel::wire::addr;
 
-use crate::proto::{RawNodeId, TOKEN_LEN};
+use crate::wire::{RawNodeId, TOKEN_LEN};
 
-/// The server's token secrets.
+/// The server's token secrets, drawn from the server's injected generator.
 pub struct TokenKeys {
+    rng: Rng,
     current: [u8; 32],
     previous: [u8; 32],
     next_rotation: Instant,
@@ -28,9 +30,9 @@ impl std::fmt::Debug for TokenKeys {
     }
 }
 
-fn random_key() -> [u8; 32] {
+fn random_key(rng: &mut Rng) -> [u8; 32] {
     let mut k = [0u8; 32];
-    getrandom::fill(&mut k).expect("the OS random source is unavailable");
+    rng.fill_bytes(&mut k);
     k
 }
 
@@ -49,11 +51,12 @@ fn ct_eq(a: &[u8; TOKEN_LEN], b: &[u8; TOKEN_LEN]) -> bool {
 }
 
 impl TokenKeys {
-    /// Fresh random secrets, rotated every `period`.
-    pub fn new(now: Instant, period: Duration) -> Self {
+    /// Fresh random secrets from `rng`, rotated every `period`.
+    pub fn new(mut rng: Rng, now: Instant, period: Duration) -> Self {
         Self {
-            current: random_key(),
-            previous: random_key(),
+            current: random_key(&mut rng),
+            previous: random_key(&mut rng),
+            rng,
             next_rotation: now + period,
             period,
         }
@@ -79,7 +82,7 @@ impl TokenKeys {
     pub fn handle_timeout(&mut self, now: Instant) {
         if now >= self.next_rotation {
             self.previous = self.current;
-            self.current = random_key();
+            self.current = random_key(&mut self.rng);
             self.next_rotation = now + self.period;
         }
     }
@@ -92,7 +95,11 @@ mod tests {
     #[test]
     fn bound_to_node_and_address_and_survives_one_rotation() {
         let t0 = Instant::now();
-        let mut keys = TokenKeys::new(t0, Duration::from_secs(60));
+        let mut keys = TokenKeys::new(
+            shipworm_tunnel::rng::from_seed(1),
+            t0,
+            Duration::from_secs(60),
+        );
         let a: SocketAddr = "192.0.2.1:5".parse().unwrap();
         let tok = keys.issue(&[1; 32], a);
         assert!(keys.check(&[1; 32], a, &tok));

@@ -4,10 +4,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use shipworm_rendezvous::proto::*;
 use shipworm_rendezvous::server::{DropReason, PacketKind, Server, ServerConfig, Socket};
-use shipworm_rendezvous::stun;
 use shipworm_rendezvous::table::RateLimit;
+use shipworm_rendezvous::wire::stun;
+use shipworm_rendezvous::wire::*;
 use shipworm_tunnel::Identity;
 
 const T0_UNIX_MS: u64 = 1_800_000_000_000;
@@ -25,7 +25,7 @@ impl Harness {
     fn new(config: ServerConfig) -> Self {
         let start = Instant::now();
         Self {
-            server: Server::new(config, start),
+            server: Server::new(config, start, shipworm_tunnel::rng::from_seed(7)),
             start,
             elapsed: Duration::ZERO,
             tx: 0,

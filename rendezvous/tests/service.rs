@@ -1,28 +1,34 @@
-//! The rendezvous service on real loopback sockets: the embedded driver, the binary, and a real
-//! STUN client.
+//! The rendezvous service on real loopback sockets: the embedded driver and its metrics endpoint,
+//! the binary, and a real STUN client. (Nodes registering and introducing themselves through the
+//! service are tested with the node's own engine, in the workspace's `tests/rendezvous_service.rs`.)
 
 use std::net::{SocketAddr, UdpSocket as StdUdp};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shipworm_rendezvous::client::{self, Client, Incoming};
 use shipworm_rendezvous::config::Config;
-use shipworm_rendezvous::driver::Rendezvous;
-use shipworm_rendezvous::proto::IntroStatus;
+use shipworm_rendezvous::driver::{unix_ms, Rendezvous};
+use shipworm_rendezvous::server::DropReason;
+use shipworm_rendezvous::wire::{stun, Message, Register};
 use shipworm_tunnel::Identity;
 use tokio::net::UdpSocket;
 
-fn ipv6_loopback_works() -> bool {
-    StdUdp::bind("[::1]:0").is_ok()
+/// Asks `server` for our address over STUN from `sock`: one request, one second to answer.
+async fn stun_binding(sock: &UdpSocket, server: SocketAddr) -> Option<SocketAddr> {
+    let (request, tx) = stun::binding_request();
+    sock.send_to(&request, server).await.ok()?;
+    let mut buf = [0u8; 512];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(1), sock.recv_from(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    stun::parse_binding_response(&buf[..n], tx).ok()
 }
 
-async fn scrape(addr: SocketAddr) -> String {
+async fn http(addr: SocketAddr, request: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out
@@ -34,159 +40,103 @@ fn metric(text: &str, line_start: &str) -> Option<u64> {
 }
 
 #[tokio::test]
-async fn one_dual_stack_socket_serves_ipv4_and_ipv6_nodes_and_forwards_an_introduction() {
-    let v6 = ipv6_loopback_works();
+async fn both_stun_ports_reflect_the_sender_and_the_metrics_endpoint_counts_it() {
     let config = Config {
-        listen: if v6 { "[::]:0" } else { "0.0.0.0:0" }.parse().unwrap(),
-        alt_listen: Some(if v6 { "[::]:0" } else { "0.0.0.0:0" }.parse().unwrap()),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        alt_listen: Some("127.0.0.1:0".parse().unwrap()),
         metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..Config::default()
     };
     let rdv = Rendezvous::bind(config).await.unwrap();
-    let port = rdv.local_addr().port();
-
-    let a_sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-    let a_local = a_sock.local_addr().unwrap();
-    let mut a = Client::new(
-        a_sock.clone(),
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        Identity::from_seed(&[1; 32]),
-    );
-    let reg = a.register().await.unwrap();
-    assert_eq!(
-        reg.observed, a_local,
-        "an IPv4 peer is reported as IPv4, not IPv4-mapped"
-    );
-    assert_eq!(Some(reg.alt_stun_port), rdv.alt_addr().map(|a| a.port()));
-
-    let (b_sock, b_server) = if v6 {
-        (
-            UdpSocket::bind("[::1]:0").await.unwrap(),
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
-        )
-    } else {
-        eprintln!("note: no IPv6 loopback here; the second node uses IPv4");
-        (
-            UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-            SocketAddr::from(([127, 0, 0, 1], port)),
-        )
-    };
-    let b_local = b_sock.local_addr().unwrap();
-    let b_id = Identity::from_seed(&[2; 32]);
-    let mut b = Client::new(Arc::new(b_sock), b_server, b_id.clone());
-    assert_eq!(b.register().await.unwrap().observed, b_local);
-
-    // Refresh (token path) answers with the same observed address.
-    assert_eq!(a.refresh().await.unwrap().observed, a_local);
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = sock.local_addr().unwrap();
 
     // Both STUN ports reflect the same address for this (un-NATed) socket.
+    assert_eq!(stun_binding(&sock, rdv.local_addr()).await, Some(local));
     assert_eq!(
-        client::stun_binding(&a_sock, SocketAddr::from(([127, 0, 0, 1], port)))
-            .await
-            .unwrap(),
-        a_local
+        stun_binding(&sock, rdv.alt_addr().unwrap()).await,
+        Some(local)
     );
-    let alt = SocketAddr::from(([127, 0, 0, 1], rdv.alt_addr().unwrap().port()));
-    assert_eq!(client::stun_binding(&a_sock, alt).await.unwrap(), a_local);
 
-    let ack = a
-        .introduce(&b_id.node_id(), b"opaque noise message 1")
-        .await
-        .unwrap();
-    assert_eq!(ack.status, IntroStatus::Forwarded);
-    assert_eq!(ack.target_addr, Some(b_local));
-    let got = tokio::time::timeout(Duration::from_secs(5), b.next_incoming())
+    // A signed REGISTER gets REGISTERED with our address; garbage is dropped and counted.
+    let id = Identity::from_seed(&[9; 32]);
+    let register = Message::Register(Register::signed(&id, 7, unix_ms())).to_vec();
+    sock.send_to(&register, rdv.local_addr()).await.unwrap();
+    let mut buf = [0u8; 512];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(
-        got,
-        Incoming::Introduction {
-            from: Identity::from_seed(&[1; 32]).node_id(),
-            from_addr: a_local,
-            payload: b"opaque noise message 1".to_vec()
+    match Message::parse(&buf[..n]).unwrap() {
+        Message::Registered(r) => {
+            assert_eq!((r.tx, r.observed), (7, local));
+            assert_eq!(Some(r.alt_stun_port), rdv.alt_addr().map(|a| a.port()));
         }
-    );
+        other => panic!("expected REGISTERED, got {other:?}"),
+    }
+    sock.send_to(&[0xC1, 1, 0], rdv.local_addr()).await.unwrap();
 
-    // Metrics reflect it (the snapshot refreshes twice a second).
+    // The snapshot the endpoint reads refreshes twice a second.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let text = scrape(rdv.metrics_addr().unwrap()).await;
+    let text = http(
+        rdv.metrics_addr().unwrap(),
+        "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
-    assert_eq!(
-        metric(&text, "shipworm_rendezvous_registered_nodes "),
-        Some(2),
+    assert!(
+        text.contains("content-type: text/plain; version=0.0.4"),
         "{text}"
     );
-    assert_eq!(
-        metric(&text, "shipworm_rendezvous_introductions_forwarded_total "),
-        Some(1)
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "shipworm_rendezvous_packets_total{type=\"register\"} "
+    for (line, want) in [
+        ("shipworm_rendezvous_registered_nodes ", 1),
+        ("shipworm_rendezvous_max_nodes ", 1_000_000),
+        ("shipworm_rendezvous_packets_total{type=\"stun\"} ", 1),
+        ("shipworm_rendezvous_packets_total{type=\"stun_alt\"} ", 1),
+        ("shipworm_rendezvous_packets_total{type=\"register\"} ", 1),
+        ("shipworm_rendezvous_packets_total{type=\"other\"} ", 1),
+        ("shipworm_rendezvous_drops_total{reason=\"malformed\"} ", 1),
+        (
+            "shipworm_rendezvous_drops_total{reason=\"bad_signature\"} ",
+            0,
         ),
-        Some(2)
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "shipworm_rendezvous_packets_total{type=\"stun_alt\"} "
+        ("shipworm_rendezvous_registrations_total{kind=\"new\"} ", 1),
+        (
+            "shipworm_rendezvous_registrations_total{kind=\"renewed\"} ",
+            0,
         ),
-        Some(1)
+        ("shipworm_rendezvous_sent_packets_total ", 3),
+        ("shipworm_rendezvous_introductions_forwarded_total ", 0),
+        ("shipworm_rendezvous_send_errors_total ", 0),
+    ] {
+        assert_eq!(metric(&text, line), Some(want), "{line}in\n{text}");
+    }
+    assert_eq!(rdv.snapshot().stats.dropped(DropReason::Malformed), 1);
+    assert!(
+        text.contains("# TYPE shipworm_rendezvous_drops_total counter"),
+        "{text}"
     );
 
+    let text = http(
+        rdv.metrics_addr().unwrap(),
+        "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+    let text = http(
+        rdv.metrics_addr().unwrap(),
+        "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 405"), "{text}");
+
+    let metrics = rdv.metrics_addr().unwrap();
     let last = rdv.shutdown().await;
-    assert_eq!(last.registered, 2);
-    assert_eq!(last.stats.introductions_forwarded, 1);
-}
-
-#[tokio::test]
-async fn client_re_registers_after_the_rendezvous_restarts() {
-    // Its own loopback address and a port below the kernel's ephemeral range (32768 and up), so
-    // no other test's socket can take the port between the two processes: a wildcard bind to
-    // port 0 elsewhere could take an ephemeral one on every address, this one included.
-    let config = Config {
-        listen: "127.0.0.77:23478".parse().unwrap(),
-        alt_listen: None,
-        ..Config::default()
-    };
-    let rdv = Rendezvous::bind(config.clone()).await.unwrap();
-    let server = rdv.local_addr();
-    let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-    let mut c = Client::new(sock, server, Identity::from_seed(&[5; 32]));
-    c.register().await.unwrap();
-    rdv.shutdown().await;
-    // A child process another test is spawning right now may briefly hold a copy of the old
-    // socket (between fork and exec, before close-on-exec applies): retry for a moment.
-    let mut tries = 0;
-    let rdv = loop {
-        match Rendezvous::bind(Config {
-            listen: server,
-            ..config.clone()
-        })
-        .await
-        {
-            Ok(r) => break r,
-            Err(e) if tries < 40 && e.to_string().contains("in use") => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("{e:#}"),
-        }
-    };
-    // The new process has new token secrets and an empty table: REFRESH is refused and the
-    // client falls back to a signed REGISTER by itself.
-    c.refresh().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(rdv.snapshot().registered, 1);
-    assert_eq!(
-        rdv.snapshot()
-            .stats
-            .dropped(shipworm_rendezvous::server::DropReason::NotRegistered),
-        1
+    assert_eq!(last.registered, 1);
+    assert!(
+        tokio::net::TcpStream::connect(metrics).await.is_err(),
+        "the metrics endpoint stops with the server"
     );
-    rdv.shutdown().await;
 }
 
 fn free_udp_port() -> u16 {
@@ -222,7 +172,7 @@ async fn wait_until_serving(addr: SocketAddr) {
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if client::stun_binding(&sock, addr).await.is_ok() {
+        if stun_binding(&sock, addr).await.is_some() {
             return;
         }
     }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use shipworm_rendezvous::proto::{self, IntroStatus, Message};
+use shipworm_rendezvous::wire::{self, IntroStatus, Message};
 use shipworm_tunnel::wire::packet;
 use shipworm_tunnel::NodeId;
 
@@ -79,7 +79,7 @@ impl Engine {
         }
     }
 
-    fn on_intro_ack(&mut self, now: Instant, from: SocketAddr, ack: proto::IntroAck) {
+    fn on_intro_ack(&mut self, now: Instant, from: SocketAddr, ack: wire::IntroAck) {
         let Some((peer, _, _)) = self.intros.remove(&ack.tx) else {
             self.count_drop(DropReason::UnknownRendezvousTransaction);
             return;
@@ -107,7 +107,7 @@ impl Engine {
         }
     }
 
-    fn on_intro_fwd(&mut self, now: Instant, unix_ms: u64, f: proto::IntroFwd<'_>) {
+    fn on_intro_fwd(&mut self, now: Instant, unix_ms: u64, f: wire::IntroFwd<'_>) {
         let Ok(peer) = NodeId::from_bytes(&f.from) else {
             self.count_drop(DropReason::BadIntroduction);
             return;
@@ -134,11 +134,11 @@ impl Engine {
 
     /// Sends `payload` (a handshake packet) to `peer` through every server we are registered at.
     pub(super) fn introduce(&mut self, now: Instant, peer: NodeId, payload: &[u8]) {
-        if payload.len() > proto::MAX_INTRO_PAYLOAD {
+        if payload.len() > wire::MAX_INTRO_PAYLOAD {
             self.count_drop(DropReason::IntroductionTooLarge);
             return;
         }
-        let targets: Vec<(SocketAddr, [u8; proto::TOKEN_LEN])> = self
+        let targets: Vec<(SocketAddr, [u8; wire::TOKEN_LEN])> = self
             .servers
             .iter()
             .filter_map(|r| r.token().map(|t| (r.server, t)))
@@ -161,7 +161,7 @@ impl Engine {
                 });
             }
             self.intros.insert(tx, (peer, server, now));
-            let msg = Message::Introduce(proto::Introduce {
+            let msg = Message::Introduce(wire::Introduce {
                 tx,
                 node: *self.me.as_bytes(),
                 token,

@@ -363,9 +363,9 @@ impl Engine {
                 .handle_packet_on(now, unix_ms, local, from, bytes);
         } else if local != 0 {
             self.count_drop(DropReason::NotTunnelOnExtraSocket);
-        } else if shipworm_rendezvous::stun::is_stun(bytes) {
+        } else if shipworm_rendezvous::wire::stun::is_stun(bytes) {
             self.on_stun(now, unix_ms, from, bytes);
-        } else if shipworm_rendezvous::proto::is_rendezvous_message(bytes) {
+        } else if shipworm_rendezvous::wire::is_rendezvous_message(bytes) {
             self.on_rendezvous(now, unix_ms, from, bytes);
         } else {
             self.count_drop(DropReason::Unrecognized);

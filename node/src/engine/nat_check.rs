@@ -158,7 +158,7 @@ impl Engine {
             return;
         };
         let Ok(mapped) =
-            shipworm_rendezvous::stun::parse_binding_response(bytes, msg.transaction_id())
+            shipworm_rendezvous::wire::stun::parse_binding_response(bytes, msg.transaction_id())
         else {
             self.count_drop(DropReason::MalformedStun);
             return;

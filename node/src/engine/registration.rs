@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use shipworm_rendezvous::proto::{
+use shipworm_rendezvous::wire::{
     self, ErrorCode, Message, Refresh, Register, Registered, TOKEN_LEN,
 };
 use shipworm_tunnel::{wire::addr, Identity};
@@ -241,7 +241,7 @@ impl Engine {
     }
 
     /// REGISTERED from server `si`, for the transaction it waits for.
-    pub(super) fn on_registered(&mut self, now: Instant, si: usize, r: &proto::Registered) {
+    pub(super) fn on_registered(&mut self, now: Instant, si: usize, r: &wire::Registered) {
         let from = self.servers[si].server;
         if let RegEvent::Registered { observed, changed } = self.servers[si].on_registered(now, r) {
             self.add_local_candidate(observed, CandidateKind::Reflexive);
@@ -267,7 +267,7 @@ impl Engine {
         now: Instant,
         unix_ms: u64,
         si: usize,
-        e: &proto::ErrorMsg,
+        e: &wire::ErrorMsg,
     ) {
         if let Some(RegEvent::Refused(reason)) =
             self.servers[si].on_error(now, e.code, e.server_time_ms, unix_ms)

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use shipworm_rendezvous::proto::{Message, Registered, TOKEN_LEN};
+use shipworm_rendezvous::wire::{Message, Registered, TOKEN_LEN};
 use shipworm_tunnel::rng::from_seed;
 use shipworm_tunnel::Identity;
 
@@ -118,8 +118,8 @@ fn stun_answers_are_checked_against_our_request() {
         .find(|t| t.dest == stun_server())
         .expect("STUN request");
     let observed: SocketAddr = "[2001:db8:1::2]:41641".parse().unwrap();
-    let mut out = [0u8; shipworm_rendezvous::stun::MAX_RESPONSE_LEN];
-    let n = shipworm_rendezvous::stun::binding_response(&req.contents, observed, &mut out)
+    let mut out = [0u8; shipworm_rendezvous::wire::stun::MAX_RESPONSE_LEN];
+    let n = shipworm_rendezvous::wire::stun::binding_response(&req.contents, observed, &mut out)
         .expect("a valid request");
     let answer = &out[..n];
 

@@ -1,4 +1,10 @@
-//! STUN Binding (RFC 8489) on the rendezvous ports, through the `stun-types` codec.
+//! STUN Binding (RFC 8489) on the rendezvous ports, through the `stun-types` codec
+//! (`docs/protocol.md` §"STUN").
+//!
+//! ```text
+//! 0                   2                  4                      8                        20
+//! | 00 + type (u16)   | length (u16)     | magic cookie 2112A442 | transaction id (96 bits) | attributes
+//! ```
 //!
 //! The server answers Binding requests with XOR-MAPPED-ADDRESS, plus FINGERPRINT when the request
 //! carried one. Classic RFC 3489 requests (no magic cookie) and every other method are ignored.
@@ -10,21 +16,34 @@ use std::net::SocketAddr;
 
 use stun_types::attribute::{Fingerprint, XorMappedAddress};
 use stun_types::message::{
-    Message, MessageClass, MessageHeader, MessageWriteMutSlice, MessageWriteVec, TransactionId,
+    Message, MessageClass, MessageType, MessageWriteMutSlice, MessageWriteVec, TransactionId,
     BINDING,
 };
 use stun_types::prelude::*;
 
-use shipworm_tunnel::wire::addr;
+use shipworm_tunnel::wire::{addr, Reader};
 
 /// RFC 8489 magic cookie.
 pub const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+/// Offset of the message length (attributes only, a multiple of 4), RFC 8489 §5.
+pub const LENGTH_OFFSET: usize = 2;
+/// Offset of the magic cookie.
+pub const COOKIE_OFFSET: usize = 4;
+/// Offset of the 96-bit transaction id.
+pub const TRANSACTION_ID_OFFSET: usize = 8;
+/// Length of the header; attributes follow.
+pub const HEADER_LEN: usize = TRANSACTION_ID_OFFSET + 12;
+/// The first two bits of every STUN message are zero (RFC 8489 §5); they tell STUN apart from the
+/// rendezvous messages and tunnel frames on the same port.
+const TYPE_TOP_BITS: u8 = 0xC0;
 /// Largest Binding response we write (IPv6 XOR-MAPPED-ADDRESS and FINGERPRINT).
-pub const MAX_RESPONSE_LEN: usize = 20 + 24 + 8;
+pub const MAX_RESPONSE_LEN: usize = HEADER_LEN + 24 + 8;
 
 /// Whether `bytes` look like an RFC 8489 STUN message (first two bits zero, magic cookie).
 pub fn is_stun(bytes: &[u8]) -> bool {
-    bytes.len() >= MessageHeader::LENGTH && bytes[0] & 0xC0 == 0 && bytes[4..8] == MAGIC_COOKIE
+    bytes.len() >= HEADER_LEN
+        && bytes[0] & TYPE_TOP_BITS == 0
+        && bytes[COOKIE_OFFSET..TRANSACTION_ID_OFFSET] == MAGIC_COOKIE
 }
 
 /// Why a STUN message was not answered.
@@ -49,8 +68,10 @@ pub fn binding_response(
     if !is_stun(request) {
         return Err(StunError::Malformed("not an RFC 8489 STUN header".into()));
     }
-    let declared = u16::from_be_bytes([request[2], request[3]]) as usize;
-    if declared % 4 != 0 || request.len() != MessageHeader::LENGTH + declared {
+    let declared = Reader::new(&request[LENGTH_OFFSET..])
+        .u16("STUN length")
+        .map_err(|e| StunError::Malformed(e.to_string()))? as usize;
+    if declared % 4 != 0 || request.len() != HEADER_LEN + declared {
         return Err(StunError::Malformed(
             "length field does not match the datagram".into(),
         ));
@@ -71,16 +92,20 @@ pub fn binding_response(
     Ok(w.finish())
 }
 
-/// A Binding request (with FINGERPRINT) and its transaction id, for clients.
+/// A Binding request (with FINGERPRINT) and its transaction id, drawn from the OS, for clients.
 pub fn binding_request() -> (Vec<u8>, TransactionId) {
-    let mut w = Message::builder_request(BINDING, MessageWriteVec::new());
+    binding_request_with_id(TransactionId::generate())
+}
+
+/// A Binding request (with FINGERPRINT) with the transaction id `tx`, for clients that draw
+/// their random numbers from their own generator (a seeded simulation replays exactly). The id
+/// must be unpredictable to others (RFC 8489 §5): 96 bits of a CSPRNG.
+pub fn binding_request_with_id(tx: TransactionId) -> (Vec<u8>, TransactionId) {
+    let request = MessageType::from_class_method(MessageClass::Request, BINDING);
+    let mut w = Message::builder(request, tx, MessageWriteVec::new());
     w.add_fingerprint()
         .expect("an empty request has room for FINGERPRINT");
-    let bytes = w.finish();
-    let tx = Message::from_bytes(&bytes)
-        .expect("we just wrote it")
-        .transaction_id();
-    (bytes, tx)
+    (w.finish(), tx)
 }
 
 /// Reads the mapped address from a Binding success response to transaction `tx`.
@@ -109,6 +134,11 @@ mod tests {
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn header_offsets_agree_with_the_codec() {
+        assert_eq!(HEADER_LEN, stun_types::message::MessageHeader::LENGTH);
     }
 
     #[test]
@@ -142,6 +172,21 @@ mod tests {
                 Ok(want.parse().unwrap())
             );
         }
+    }
+
+    #[test]
+    fn a_chosen_transaction_id_is_the_one_on_the_wire() {
+        let tx = TransactionId::from(0x0102_0304_0506_0708_090a_0b0c_u128);
+        let (req, got) = binding_request_with_id(tx);
+        assert_eq!(got, tx);
+        assert_eq!(
+            &req[TRANSACTION_ID_OFFSET..HEADER_LEN],
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+        );
+        let mut out = [0u8; MAX_RESPONSE_LEN];
+        let from: SocketAddr = "192.0.2.7:7".parse().unwrap();
+        let n = binding_response(&req, from, &mut out).unwrap();
+        assert_eq!(parse_binding_response(&out[..n], tx), Ok(from));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The rendezvous server as a sans-IO state machine.
 //!
 //! Feed it datagrams with [`Server::handle_packet`] and time with [`Server::handle_timeout`]; take
-//! what to send from [`Server::poll_transmit`]. It owns no socket and reads no clock.
+//! what to send from [`Server::poll_transmit`]. It owns no socket and reads no clock. Its
+//! tunables are a [`ServerConfig`]; what it counts is in [`Stats`]; its node table and refresh
+//! tokens are [`crate::table`] and [`crate::token`].
 //!
 //! **Invariant:** after every `handle_packet`, call `poll_transmit` until it returns `None` before
 //! handling the next packet. One packet yields at most two datagrams (an introduction's forward
@@ -9,7 +11,7 @@
 //!
 //! Rules that hold for every packet (`docs/protocol.md` §"Server rules"):
 //! - No per-sender state exists before a valid REGISTER signature.
-//! - No reply is larger than the packet it answers (STUN Binding excepted, see [`crate::stun`]).
+//! - No reply is larger than the packet it answers (STUN Binding excepted, see [`crate::wire::stun`]).
 //! - Introductions come only from registered senders at their registered address, and are
 //!   rate-limited per sender and per target.
 //! - The node table is bounded; when full, new nodes are refused with `TableFull`.
@@ -18,95 +20,23 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::proto::{
-    self, ErrorCode, ErrorMsg, IntroAck, IntroFwd, IntroStatus, Message, ParseError, Registered,
-};
-use crate::stun;
-use crate::table::{NodeTable, RateLimit, RegisterError};
+mod config;
+mod stats;
+
+pub use config::ServerConfig;
+pub use stats::{DropReason, PacketKind, Stats};
+
+use crate::table::{NodeTable, RegisterError};
 use crate::token::TokenKeys;
+use crate::wire::{
+    self, stun, ErrorCode, ErrorMsg, IntroAck, IntroFwd, IntroStatus, Message, ParseError,
+    Registered,
+};
 
 /// How often expired registrations are swept out.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Largest datagram the server emits.
 pub const MAX_DATAGRAM: usize = 1280;
-
-/// Tunables of the protocol core; see `docs/operations.md` for the file form.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerConfig {
-    /// Bound on registered nodes.
-    pub max_nodes: usize,
-    /// How long a registration lives without refresh. Must exceed twice `max_clock_skew`, which
-    /// is what makes an old REGISTER worthless once its registration has expired.
-    pub registration_lifetime: Duration,
-    /// How far a REGISTER timestamp may be from the server's clock.
-    pub max_clock_skew: Duration,
-    /// Introductions a node may send.
-    pub sender_intro_rate: RateLimit,
-    /// Introductions a node may receive.
-    pub target_intro_rate: RateLimit,
-    /// Port of the second STUN socket, announced in REGISTERED (0: none).
-    pub alt_stun_port: u16,
-    /// Never answer STUN with more bytes than the request (breaks bare RFC 8489 clients).
-    pub stun_strict_size: bool,
-    /// How often token secrets rotate.
-    pub token_rotation: Duration,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            max_nodes: crate::table::DEFAULT_MAX_NODES,
-            registration_lifetime: Duration::from_secs(120),
-            max_clock_skew: Duration::from_secs(30),
-            sender_intro_rate: RateLimit {
-                per_second: 10,
-                burst: 20,
-            },
-            target_intro_rate: RateLimit {
-                per_second: 20,
-                burst: 40,
-            },
-            alt_stun_port: 0,
-            stun_strict_size: false,
-            token_rotation: Duration::from_secs(3600),
-        }
-    }
-}
-
-impl ServerConfig {
-    /// Checks the values against each other; the error says which and why.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.max_nodes == 0 {
-            return Err("max_nodes must be at least 1".into());
-        }
-        let lifetime = self.registration_lifetime.as_secs();
-        let max = crate::table::MAX_LIFETIME_S as u64;
-        if !(1..=max).contains(&lifetime) {
-            return Err(format!("registration_lifetime must be 1 to {max} seconds"));
-        }
-        if self.registration_lifetime <= self.max_clock_skew * 2 {
-            return Err(format!(
-                "registration_lifetime ({lifetime} s) must exceed twice max_clock_skew ({} s), \
-                 or an old REGISTER could be replayed after its registration expired",
-                self.max_clock_skew.as_secs()
-            ));
-        }
-        for (name, r) in [
-            ("sender", &self.sender_intro_rate),
-            ("target", &self.target_intro_rate),
-        ] {
-            if !(1..=1000).contains(&r.per_second) || r.burst == 0 {
-                return Err(format!(
-                    "{name} introduction rate: per_second must be 1 to 1000 and burst at least 1"
-                ));
-            }
-        }
-        if self.token_rotation < Duration::from_secs(60) {
-            return Err("token_rotation must be at least 60 seconds".into());
-        }
-        Ok(())
-    }
-}
 
 /// Which of the server's sockets a datagram arrived on or leaves from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,113 +56,6 @@ pub struct Transmit<'a> {
     pub dest: SocketAddr,
     /// The bytes.
     pub contents: &'a [u8],
-}
-
-macro_rules! labelled_enum {
-    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $label:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($(#[$vm])* $v),+ }
-        impl $name {
-            /// Every value, in order.
-            pub const ALL: &'static [$name] = &[$($name::$v),+];
-            /// The metrics label.
-            pub fn label(self) -> &'static str {
-                match self { $($name::$v => $label),+ }
-            }
-        }
-    };
-}
-
-labelled_enum!(
-    /// What a received datagram was.
-    PacketKind {
-        /// REGISTER.
-        Register => "register",
-        /// REFRESH.
-        Refresh => "refresh",
-        /// INTRODUCE.
-        Introduce => "introduce",
-        /// STUN on the primary port.
-        Stun => "stun",
-        /// STUN on the alternate port.
-        StunAlt => "stun_alt",
-        /// Anything else.
-        Other => "other",
-    }
-);
-
-labelled_enum!(
-    /// Why a request was not served (some get a small error reply, some are silently dropped).
-    DropReason {
-        /// Failed to parse.
-        Malformed => "malformed",
-        /// Not a message the server accepts (unknown type, or a server-to-node type).
-        UnexpectedType => "unexpected_type",
-        /// Another protocol version.
-        UnsupportedVersion => "unsupported_version",
-        /// REGISTER signature did not verify.
-        BadSignature => "bad_signature",
-        /// REGISTER timestamp outside the skew window.
-        ClockSkew => "clock_skew",
-        /// REGISTER replayed or older than the last.
-        StaleTimestamp => "stale_timestamp",
-        /// The node table is full.
-        TableFull => "table_full",
-        /// REFRESH/INTRODUCE from an unregistered node, wrong address or bad token.
-        NotRegistered => "not_registered",
-        /// Sender over its introduction rate.
-        SenderRateLimited => "sender_rate_limited",
-        /// Target over its introduction rate.
-        TargetRateLimited => "target_rate_limited",
-        /// Introduction to a node not registered here.
-        UnknownPeer => "unknown_peer",
-        /// Malformed STUN.
-        StunMalformed => "stun_malformed",
-        /// STUN other than a Binding request.
-        StunNotBinding => "stun_not_binding",
-        /// A reply would have been larger than its request.
-        ReplyTooLarge => "reply_too_large",
-        /// A rendezvous message on the STUN-only port.
-        WrongPort => "wrong_port",
-    }
-);
-
-/// Counters since start.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Datagrams received, by [`PacketKind`] (indexed by its position in `ALL`).
-    pub received: [u64; 6],
-    /// Requests not served, by [`DropReason`].
-    pub dropped: [u64; 15],
-    /// Bytes received.
-    pub received_bytes: u64,
-    /// Datagrams emitted.
-    pub sent: u64,
-    /// Bytes emitted.
-    pub sent_bytes: u64,
-    /// Datagrams the driver failed to send.
-    pub send_errors: u64,
-    /// Registrations of nodes that were not registered.
-    pub registrations_new: u64,
-    /// Registrations extended or moved (REGISTER or REFRESH of a registered node).
-    pub registrations_renewed: u64,
-    /// Registrations removed by expiry.
-    pub registrations_expired: u64,
-    /// Introductions forwarded.
-    pub introductions_forwarded: u64,
-}
-
-impl Stats {
-    /// Received count of one kind.
-    pub fn received(&self, kind: PacketKind) -> u64 {
-        self.received[kind as usize]
-    }
-
-    /// Drop count of one reason.
-    pub fn dropped(&self, reason: DropReason) -> u64 {
-        self.dropped[reason as usize]
-    }
 }
 
 /// Up to two datagrams produced by one packet, in reused buffers.
@@ -259,7 +82,7 @@ pub struct Server {
 impl Server {
     /// A server started at `now`. Panics if `config` is invalid; call [`ServerConfig::validate`]
     /// first on anything a user wrote.
-    pub fn new(config: ServerConfig, now: Instant) -> Self {
+    pub fn new(config: ServerConfig, now: Instant, rng: shipworm_tunnel::rng::Rng) -> Self {
         if let Err(e) = config.validate() {
             panic!("invalid rendezvous configuration: {e}");
         }
@@ -272,7 +95,7 @@ impl Server {
         };
         Self {
             table: NodeTable::new(config.max_nodes),
-            tokens: TokenKeys::new(now, config.token_rotation),
+            tokens: TokenKeys::new(rng, now, config.token_rotation),
             epoch: now,
             next_sweep: now + SWEEP_INTERVAL,
             last_forced_sweep: None,
@@ -401,11 +224,11 @@ impl Server {
     }
 
     fn count(&mut self, kind: PacketKind) {
-        self.stats.received[kind as usize] += 1;
+        self.stats.count_received(kind);
     }
 
     fn drop(&mut self, reason: DropReason) {
-        self.stats.dropped[reason as usize] += 1;
+        self.stats.count_dropped(reason);
     }
 
     /// Queues `msg` to `dest`, unless it is longer than `limit` (the request it answers).
@@ -445,7 +268,7 @@ impl Server {
         match e {
             ParseError::Version(_) => {
                 self.drop(DropReason::UnsupportedVersion);
-                if let Some(tx) = proto::peek_tx(packet) {
+                if let Some(tx) = wire::peek_tx(packet) {
                     // The reply's header carries our version: that is the answer.
                     self.reply_error(from, packet.len(), tx, ErrorCode::UnsupportedVersion, 0);
                 }
@@ -479,7 +302,7 @@ impl Server {
     fn registered_reply(
         &self,
         tx: u64,
-        node: &proto::RawNodeId,
+        node: &wire::RawNodeId,
         observed: SocketAddr,
     ) -> Message<'static> {
         Message::Registered(Registered {
@@ -496,7 +319,7 @@ impl Server {
         now: Instant,
         unix_ms: u64,
         from: SocketAddr,
-        r: proto::Register,
+        r: wire::Register,
         len: usize,
     ) {
         // Cheap checks before the signature; none of them stores anything.
@@ -562,7 +385,7 @@ impl Server {
         now: Instant,
         unix_ms: u64,
         from: SocketAddr,
-        r: proto::Refresh,
+        r: wire::Refresh,
         len: usize,
     ) {
         let (now_s, now_ms) = self.clock(now);
@@ -587,7 +410,7 @@ impl Server {
         now: Instant,
         unix_ms: u64,
         from: SocketAddr,
-        i: proto::Introduce<'_>,
+        i: wire::Introduce<'_>,
         len: usize,
     ) {
         let (now_s, now_ms) = self.clock(now);

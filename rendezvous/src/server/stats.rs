@@ -1,0 +1,141 @@
+//! What the server counts: datagrams by [`PacketKind`], requests not served by [`DropReason`],
+//! bytes and registrations ([`Stats`]). Counter arrays are sized from the enums, so a new kind or
+//! reason gets its counter and its metrics label (an exhaustive match) or fails to compile.
+
+macro_rules! labelled_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $label:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vm])* $v),+ }
+        impl $name {
+            /// Every value, in order.
+            pub const ALL: [$name; [$($label),+].len()] = [$($name::$v),+];
+            /// How many values there are: counter arrays are sized by it.
+            pub const COUNT: usize = Self::ALL.len();
+            /// The position of this value in [`Self::ALL`], an index into counter arrays.
+            pub fn index(self) -> usize {
+                self as usize
+            }
+            /// The metrics label.
+            pub fn label(self) -> &'static str {
+                match self { $($name::$v => $label),+ }
+            }
+        }
+    };
+}
+
+labelled_enum!(
+    /// What a received datagram was.
+    PacketKind {
+        /// REGISTER.
+        Register => "register",
+        /// REFRESH.
+        Refresh => "refresh",
+        /// INTRODUCE.
+        Introduce => "introduce",
+        /// STUN on the primary port.
+        Stun => "stun",
+        /// STUN on the alternate port.
+        StunAlt => "stun_alt",
+        /// Anything else.
+        Other => "other",
+    }
+);
+
+labelled_enum!(
+    /// Why a request was not served (some get a small error reply, some are silently dropped).
+    DropReason {
+        /// Failed to parse.
+        Malformed => "malformed",
+        /// Not a message the server accepts (unknown type, or a server-to-node type).
+        UnexpectedType => "unexpected_type",
+        /// Another protocol version.
+        UnsupportedVersion => "unsupported_version",
+        /// REGISTER signature did not verify.
+        BadSignature => "bad_signature",
+        /// REGISTER timestamp outside the skew window.
+        ClockSkew => "clock_skew",
+        /// REGISTER replayed or older than the last.
+        StaleTimestamp => "stale_timestamp",
+        /// The node table is full.
+        TableFull => "table_full",
+        /// REFRESH/INTRODUCE from an unregistered node, wrong address or bad token.
+        NotRegistered => "not_registered",
+        /// Sender over its introduction rate.
+        SenderRateLimited => "sender_rate_limited",
+        /// Target over its introduction rate.
+        TargetRateLimited => "target_rate_limited",
+        /// Introduction to a node not registered here.
+        UnknownPeer => "unknown_peer",
+        /// Malformed STUN.
+        StunMalformed => "stun_malformed",
+        /// STUN other than a Binding request.
+        StunNotBinding => "stun_not_binding",
+        /// A reply would have been larger than its request.
+        ReplyTooLarge => "reply_too_large",
+        /// A rendezvous message on the STUN-only port.
+        WrongPort => "wrong_port",
+    }
+);
+
+/// Counters since start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams received, by [`PacketKind`] (indexed by its position in `ALL`).
+    pub received: [u64; PacketKind::COUNT],
+    /// Requests not served, by [`DropReason`].
+    pub dropped: [u64; DropReason::COUNT],
+    /// Bytes received.
+    pub received_bytes: u64,
+    /// Datagrams emitted.
+    pub sent: u64,
+    /// Bytes emitted.
+    pub sent_bytes: u64,
+    /// Datagrams the driver failed to send.
+    pub send_errors: u64,
+    /// Registrations of nodes that were not registered.
+    pub registrations_new: u64,
+    /// Registrations extended or moved (REGISTER or REFRESH of a registered node).
+    pub registrations_renewed: u64,
+    /// Registrations removed by expiry.
+    pub registrations_expired: u64,
+    /// Introductions forwarded.
+    pub introductions_forwarded: u64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            received: [0; PacketKind::COUNT],
+            dropped: [0; DropReason::COUNT],
+            received_bytes: 0,
+            sent: 0,
+            sent_bytes: 0,
+            send_errors: 0,
+            registrations_new: 0,
+            registrations_renewed: 0,
+            registrations_expired: 0,
+            introductions_forwarded: 0,
+        }
+    }
+}
+
+impl Stats {
+    /// Received count of one kind.
+    pub fn received(&self, kind: PacketKind) -> u64 {
+        self.received[kind.index()]
+    }
+
+    /// Drop count of one reason.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason.index()]
+    }
+
+    pub(crate) fn count_received(&mut self, kind: PacketKind) {
+        self.received[kind.index()] += 1;
+    }
+
+    pub(crate) fn count_dropped(&mut self, reason: DropReason) {
+        self.dropped[reason.index()] += 1;
+    }
+}

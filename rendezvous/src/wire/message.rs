@@ -1,0 +1,242 @@
+//! [`Message`]: one rendezvous message of any type, parsed from or emitted to a datagram
+//! (`docs/protocol.md` §"Rendezvous messages (version 1)"). The [`header`](super::header) says
+//! which type; each type's module reads and writes its own body.
+
+use shipworm_tunnel::wire::Reader;
+
+use super::error::ErrorMsg;
+use super::header::{kind, Header};
+use super::introduce::{IntroAck, IntroFwd, Introduce};
+use super::register::{Refresh, Register, Registered};
+use super::ParseError;
+
+/// A parsed message; payloads borrow from the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// See [`Register`].
+    Register(Register),
+    /// See [`Refresh`].
+    Refresh(Refresh),
+    /// See [`Registered`].
+    Registered(Registered),
+    /// See [`Introduce`].
+    Introduce(Introduce<'a>),
+    /// See [`IntroAck`].
+    IntroAck(IntroAck),
+    /// See [`IntroFwd`].
+    IntroFwd(IntroFwd<'a>),
+    /// See [`ErrorMsg`].
+    Error(ErrorMsg),
+}
+
+impl<'a> Message<'a> {
+    /// Parses one message: the whole datagram, nothing after it. Never panics.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
+        let mut r = Reader::new(bytes);
+        let Header { kind, tx } = Header::parse(&mut r)?;
+        Ok(match kind {
+            kind::REGISTER => Message::Register(Register::parse(tx, r)?),
+            kind::REFRESH => Message::Refresh(Refresh::parse(tx, r)?),
+            kind::REGISTERED => Message::Registered(Registered::parse(tx, r)?),
+            kind::INTRODUCE => Message::Introduce(Introduce::parse(tx, r)?),
+            kind::INTRO_ACK => Message::IntroAck(IntroAck::parse(tx, r)?),
+            kind::INTRO_FWD => Message::IntroFwd(IntroFwd::parse(tx, r)?),
+            kind::ERROR => Message::Error(ErrorMsg::parse(tx, r)?),
+            other => return Err(ParseError::UnknownType(other)),
+        })
+    }
+
+    /// The message's type byte.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Message::Register(_) => kind::REGISTER,
+            Message::Refresh(_) => kind::REFRESH,
+            Message::Registered(_) => kind::REGISTERED,
+            Message::Introduce(_) => kind::INTRODUCE,
+            Message::IntroAck(_) => kind::INTRO_ACK,
+            Message::IntroFwd(_) => kind::INTRO_FWD,
+            Message::Error(_) => kind::ERROR,
+        }
+    }
+
+    /// The transaction id.
+    pub fn tx(&self) -> u64 {
+        match self {
+            Message::Register(m) => m.tx,
+            Message::Refresh(m) => m.tx,
+            Message::Registered(m) => m.tx,
+            Message::Introduce(m) => m.tx,
+            Message::IntroAck(m) => m.tx,
+            Message::IntroFwd(m) => m.tx,
+            Message::Error(m) => m.tx,
+        }
+    }
+
+    /// Appends the encoding to `out`.
+    pub fn emit(&self, out: &mut Vec<u8>) {
+        Header {
+            kind: self.kind(),
+            tx: self.tx(),
+        }
+        .emit(out);
+        match self {
+            Message::Register(m) => m.emit(out),
+            Message::Refresh(m) => m.emit(out),
+            Message::Registered(m) => m.emit(out),
+            Message::Introduce(m) => m.emit(out),
+            Message::IntroAck(m) => m.emit(out),
+            Message::IntroFwd(m) => m.emit(out),
+            Message::Error(m) => m.emit(out),
+        }
+    }
+
+    /// The encoding as a new vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(128);
+        self.emit(&mut v);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::*;
+    use proptest::prelude::*;
+    use shipworm_tunnel::wire::{addr, Trailing};
+    use shipworm_tunnel::Identity;
+    use std::net::SocketAddr;
+
+    fn id() -> Identity {
+        Identity::from_seed(&[3; 32])
+    }
+
+    #[test]
+    fn register_layout_and_signature() {
+        let r = Register::signed(&id(), 0x0102030405060708, 1_700_000_000_000);
+        let bytes = Message::Register(r.clone()).to_vec();
+        assert_eq!(bytes.len(), Register::LEN);
+        assert_eq!(&bytes[..10], &[0xC1, 1, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(&bytes[10..42], id().node_id().as_bytes());
+        assert_eq!(&bytes[42..50], &1_700_000_000_000u64.to_be_bytes());
+        assert_eq!(r.verify(), Some(id().node_id()));
+        // Any change to a signed byte breaks the signature.
+        let mut tampered = r.clone();
+        tampered.timestamp_ms += 1;
+        assert_eq!(tampered.verify(), None);
+        let mut tampered = r;
+        tampered.tx ^= 1;
+        assert_eq!(tampered.verify(), None);
+    }
+
+    #[test]
+    fn fixed_vectors() {
+        let m = Message::Registered(Registered {
+            tx: 7,
+            lifetime_s: 120,
+            alt_stun_port: 3479,
+            token: [0xAA; 16],
+            observed: "192.0.2.1:4000".parse().unwrap(),
+        });
+        let mut want = vec![0xC3, 1, 0, 0, 0, 0, 0, 0, 0, 7, 0, 120, 0x0d, 0x97];
+        want.extend_from_slice(&[0xAA; 16]);
+        want.extend_from_slice(&[4, 0x0f, 0xa0, 192, 0, 2, 1]);
+        assert_eq!(m.to_vec(), want);
+        assert_eq!(Message::parse(&want).unwrap(), m);
+
+        let e = Message::Error(ErrorMsg {
+            tx: 1,
+            code: ErrorCode::ClockSkew,
+            server_time_ms: 2,
+        });
+        assert_eq!(
+            e.to_vec(),
+            [0xC7, 1, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 2]
+        );
+        let a = Message::IntroAck(IntroAck {
+            tx: 1,
+            status: IntroStatus::UnknownPeer,
+            target_addr: None,
+        });
+        assert_eq!(a.to_vec(), [0xC5, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1]);
+    }
+
+    #[test]
+    fn rejects_bad_lengths_versions_and_trailing_bytes() {
+        let mut reg = Message::Register(Register::signed(&id(), 1, 2)).to_vec();
+        reg.push(0);
+        assert_eq!(Message::parse(&reg), Err(Trailing(1).into()));
+        reg.pop();
+        reg[1] = 2;
+        assert_eq!(Message::parse(&reg), Err(ParseError::Version(2)));
+        assert_eq!(Message::parse(&[0xC1, 1]), Err(ParseError::Short));
+        assert_eq!(
+            Message::parse(&[0xCF; 20]),
+            Err(ParseError::UnknownType(0xCF))
+        );
+        let intro = |n: usize| {
+            let mut v = vec![0xC4, 1];
+            v.resize(Introduce::FIXED_LEN + n, 0);
+            Message::parse(&v).map(|_| ())
+        };
+        assert!(intro(0).is_err(), "empty payload");
+        assert!(intro(1).is_ok());
+        assert!(intro(MAX_INTRO_PAYLOAD).is_ok());
+        assert!(intro(MAX_INTRO_PAYLOAD + 1).is_err());
+    }
+
+    #[test]
+    fn forwarded_introduction_fits_the_ipv6_minimum_path() {
+        let payload = [0u8; MAX_INTRO_PAYLOAD];
+        let fwd = Message::IntroFwd(IntroFwd {
+            tx: 0,
+            from: [0; 32],
+            from_addr: "[2001:db8::1]:1".parse().unwrap(),
+            payload: &payload,
+        });
+        assert!(fwd.to_vec().len() <= 1280 - 40 - 8);
+    }
+
+    fn arb_addr() -> impl Strategy<Value = SocketAddr> {
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::from((ip, p))),
+            (any::<[u8; 16]>(), any::<u16>())
+                .prop_map(|(ip, p)| addr::normalize(SocketAddr::from((ip, p)))),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1300)) {
+            let _ = Message::parse(&bytes);
+        }
+
+        #[test]
+        fn parse_never_panics_with_valid_header(ty in 0xC0u8..0xD0, mut bytes in proptest::collection::vec(any::<u8>(), 8..1300)) {
+            bytes.insert(0, VERSION);
+            bytes.insert(0, ty);
+            if let Ok(m) = Message::parse(&bytes) {
+                // Whatever parses re-encodes to the same bytes: no trailing garbage accepted.
+                prop_assert_eq!(m.to_vec(), bytes);
+            }
+        }
+
+        #[test]
+        fn round_trip(tx: u64, node: [u8; 32], target: [u8; 32], token: [u8; 16], a in arb_addr(),
+                      payload in proptest::collection::vec(any::<u8>(), 1..MAX_INTRO_PAYLOAD), n: u16) {
+            let msgs = [
+                Message::Refresh(Refresh { tx, node, token }),
+                Message::Registered(Registered { tx, lifetime_s: n, alt_stun_port: n, token, observed: a }),
+                Message::Introduce(Introduce { tx, node, token, target, payload: &payload }),
+                Message::IntroAck(IntroAck { tx, status: IntroStatus::Forwarded, target_addr: Some(a) }),
+                Message::IntroAck(IntroAck { tx, status: IntroStatus::TargetRateLimited, target_addr: None }),
+                Message::IntroFwd(IntroFwd { tx, from: node, from_addr: a, payload: &payload }),
+                Message::Error(ErrorMsg { tx, code: ErrorCode::NotRegistered, server_time_ms: tx }),
+            ];
+            for m in msgs {
+                let bytes = m.to_vec();
+                prop_assert_eq!(Message::parse(&bytes).unwrap(), m);
+            }
+        }
+    }
+}
