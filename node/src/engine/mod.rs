@@ -108,16 +108,10 @@ impl Default for EngineConfig {
     }
 }
 
-/// A datagram to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// Which socket sends it: 0 is the main one; others come from [`NodeEvent::OpenSockets`].
-    pub local: u16,
-    /// Where to.
-    pub dest: SocketAddr,
-    /// The bytes.
-    pub contents: Vec<u8>,
-}
+/// A datagram to send: the tunnel's own type, since the engine's transmits are the tunnel's plus
+/// its rendezvous and STUN messages (socket 0 is the main one; others come from
+/// [`NodeEvent::OpenSockets`]).
+pub use shipworm_tunnel::tunnel::Transmit;
 
 /// A local candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
