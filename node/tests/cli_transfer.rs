@@ -283,6 +283,8 @@ fn ping_status_netcheck_and_an_absent_peer_exits_3() {
                 "--bind",
                 "127.0.0.1:0",
                 "--allow-any",
+                "--metrics-listen",
+                "127.0.0.1:0",
             ])
             .stderr(std::fs::File::create(&up_log).unwrap())
             .spawn()
@@ -318,6 +320,32 @@ fn ping_status_netcheck_and_an_absent_peer_exits_3() {
         text.contains("\"rtt_ms\":[") && text.matches(',').count() >= 3 && text.contains("direct "),
         "{text}"
     );
+
+    // `up --metrics-listen` counts the pinging peer's session.
+    let metrics = wait_for(&up_log, "metrics on http://", Duration::from_secs(5));
+    let addr = metrics
+        .trim()
+        .trim_start_matches("metrics on http://")
+        .trim_end_matches("/metrics");
+    // A scrape sees the snapshot of up to half a second ago.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let (handshakes, scraped) = loop {
+        let mut http = std::net::TcpStream::connect(addr).unwrap();
+        http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut scraped = String::new();
+        http.read_to_string(&mut scraped).unwrap();
+        let handshakes: f64 = scraped
+            .lines()
+            .find_map(|l| l.strip_prefix("shipworm_node_handshakes_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no handshake counter:\n{scraped}"));
+        if handshakes >= 1.0 || Instant::now() > deadline {
+            break (handshakes, scraped);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(handshakes >= 1.0, "{scraped}");
 
     // `status` asks the running node on its control socket: the pinging peer and its pair.
     let out = bin()

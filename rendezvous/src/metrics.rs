@@ -79,8 +79,8 @@ pub fn registry(snapshot: watch::Receiver<Snapshot>) -> Registry {
     registry
 }
 
-/// One metric without labels.
-fn single(
+/// Encodes one metric without labels (for collectors of snapshots, like the node's).
+pub fn single(
     e: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -89,8 +89,8 @@ fn single(
     metric.encode(e.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
-/// One counter family with one label.
-fn counters(
+/// Encodes one counter family with one label, a sample per label value.
+pub fn counters(
     e: &mut DescriptorEncoder,
     name: &str,
     help: &str,

@@ -154,6 +154,13 @@ impl Node {
         rx.await.map_err(|_| NodeError::Stopped)
     }
 
+    /// What the node has counted so far: the driver's local drops and the tunnel's counters.
+    pub async fn counters(&self) -> Result<Counters, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.command(DriverCommand::Counters(tx)).await?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
     /// Our ticket: NodeId, rendezvous servers, and our current candidates as direct addresses.
     pub async fn ticket(&self) -> Result<Ticket, NodeError> {
         let d = self.status().await?;

@@ -10,6 +10,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
+use tokio::task::JoinHandle;
+
 use shipworm::api::TunOptions;
 use shipworm::apps::{forward, ping, FORWARD_ALPN, PING_ALPN};
 use shipworm::engine::NodeEvent;
@@ -44,6 +47,10 @@ pub struct Args {
     /// Let any node that proves its key send to us.
     #[arg(long)]
     allow_any: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (peers, paths by kind, handshakes, drops
+    /// by reason, bytes).
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// Runs the node until interrupted.
@@ -80,6 +87,10 @@ pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
         })
     };
     let control_task = tokio::spawn(crate::control::serve(common.control_path(), status));
+    let metrics_task = match args.metrics_listen {
+        Some(addr) => Some(serve_metrics(node.clone(), addr).await?),
+        None => None,
+    };
     let carrier = match args.tun {
         true => format!("on {} (mtu {})", args.tun_name, args.mtu),
         false => "(QUIC only)".into(),
@@ -117,6 +128,9 @@ pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
         _ = shutdown() => {}
     }
     control_task.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     if let Some((local, tunnel)) = node.close().await {
         eprintln!(
             "down: {} packets in, {} out, {} handshakes; dropped locally: {} not from the overlay, {} to unknown peers, {} the interface refused",
@@ -129,6 +143,23 @@ pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Serves the node's metrics at `addr` until the task is aborted.
+async fn serve_metrics(node: Arc<Node>, addr: SocketAddr) -> anyhow::Result<JoinHandle<()>> {
+    use shipworm::io::metrics;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    eprintln!("metrics on http://{}/metrics", listener.local_addr()?);
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let registry = Arc::new(metrics::registry(rx));
+    Ok(tokio::spawn(async move {
+        tokio::join!(
+            metrics::publish(&node, tx),
+            shipworm::rendezvous::metrics::serve(listener, registry, std::future::pending())
+        );
+    }))
 }
 
 /// Says on stderr what the node does.

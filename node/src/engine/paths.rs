@@ -28,6 +28,17 @@ pub enum CandidateKind {
     Advertised,
 }
 
+impl CandidateKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [CandidateKind; 5] = [
+        CandidateKind::Host,
+        CandidateKind::Reflexive,
+        CandidateKind::Mapped,
+        CandidateKind::PeerReflexive,
+        CandidateKind::Advertised,
+    ];
+}
+
 /// The state of a pair, as WebRTC's candidate-pair stats name them (serialized as its
 /// [`PairState::label`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -40,6 +40,27 @@ pub struct DriverStats {
     pub tun_write_errors: u64,
 }
 
+impl DriverStats {
+    /// Every counter with its name (for metrics and reports).
+    pub fn fields(&self) -> [(&'static str, u64); 5] {
+        let Self {
+            not_overlay,
+            no_peer,
+            too_big,
+            send_errors,
+            tun_write_errors,
+        } = self;
+        // Destructured, so a new counter fails to compile until it is listed here too.
+        [
+            ("not_overlay", *not_overlay),
+            ("no_peer", *no_peer),
+            ("too_big", *too_big),
+            ("send_errors", *send_errors),
+            ("tun_write_errors", *tun_write_errors),
+        ]
+    }
+}
+
 /// Something learned outside the engine (by slow discovery tasks) to hand to it.
 #[derive(Debug)]
 pub enum DriverCommand {
@@ -53,6 +74,8 @@ pub enum DriverCommand {
     AddRendezvous(SocketAddr),
     /// Report the candidate and pair table.
     Diagnostics(tokio::sync::oneshot::Sender<crate::engine::Diagnostics>),
+    /// Report the driver's and the tunnel's counters.
+    Counters(tokio::sync::oneshot::Sender<(DriverStats, shipworm_tunnel::tunnel::Stats)>),
 }
 
 /// Where the IPv6 packets of the overlay come from and go to on this host.
@@ -154,6 +177,9 @@ pub async fn run(
                 DriverCommand::AddRendezvous(server) => engine.add_rendezvous(Instant::now(), server),
                 DriverCommand::Diagnostics(reply) => {
                     let _ = reply.send(engine.diagnostics());
+                }
+                DriverCommand::Counters(reply) => {
+                    let _ = reply.send((stats.clone(), engine.tunnel_stats().clone()));
                 }
             },
             _ = tokio::time::sleep_until(deadline.into()) => engine.handle_timeout(Instant::now(), unix_ms()),

@@ -7,10 +7,12 @@
 //! - [`host`]: host candidates from the interfaces; [`resolve`]: rendezvous names to addresses.
 //! - [`tun`]: the TUN interface of `up --tun` (Linux).
 //! - [`portmap`]: gateway port mappings (PCP, NAT-PMP, UPnP IGD).
+//! - [`metrics`]: the node's Prometheus metrics.
 
 pub mod batch_udp;
 pub mod driver;
 pub mod host;
+pub mod metrics;
 pub mod portmap;
 pub mod resolve;
 #[cfg(target_os = "linux")]
