@@ -48,6 +48,15 @@
 //! # a.close().await;
 //! # Ok(()) }
 //! ```
+//!
+//! The rooms (`docs/architecture.md` has the whole map):
+//! - [`api`]: [`Node`] and its [`api::Builder`], the one way to start a node.
+//! - [`engine`]: the sans-IO node: registration, introductions, the NAT check, candidate pairs,
+//!   birthday probing, around the tunnel state machine of [`tunnel`].
+//! - [`io`]: everything that touches the OS: the driver task, batched UDP, the TUN interface,
+//!   host addresses, name resolution, port mappings, metrics.
+//! - [`quic`]: quinn over the overlay, TLS with raw public keys.
+//! - [`apps`]: the application protocols of the `shipworm` CLI (pipe, forward, ping).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -57,7 +66,7 @@ pub mod engine;
 pub mod io;
 pub mod quic;
 
-pub use api::{Node, NodeError, Target};
+pub use api::{Builder, Node, NodeError, Target};
 pub use shipworm_rendezvous as rendezvous;
 pub use shipworm_tunnel as tunnel;
 pub use shipworm_tunnel::{Identity, NodeId, RendezvousAddr, Ticket};
