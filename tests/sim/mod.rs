@@ -9,16 +9,38 @@
 //! NAT models (RFC 4787 vocabulary): mapping endpoint-independent or per destination
 //! (address-and-port dependent), filtering open / address / address-and-port, port preservation
 //! on or off, mappings that expire when idle.
+//!
+//! This file holds [`Sim`] itself: the sites' nodes, the virtual clock and the event loop.
+//! Beside it:
+//! - `nat.rs`: the IPv4 NAT models ([`NatModel`]) and a NAT's mappings and filter;
+//! - `site.rs`: a site's configuration ([`SiteConfig`]) and IPv6 access ([`Ipv6Access`]);
+//! - `route.rs`: a datagram's way from a host through its NAT or firewall and the core to the
+//!   rendezvous or another site;
+//! - `trace.rs`: the datagram record ([`TracedDatagram`], [`Fate`]);
+//! - `rng.rs`: the simulator's own random draws ([`Rng`]).
+
+mod nat;
+mod rng;
+mod route;
+mod site;
+mod trace;
+
+pub use nat::{Filtering, Mapping, NatModel};
+pub use rng::Rng;
+pub use site::{Ipv6Access, SiteConfig};
+pub use trace::{Fate, TracedDatagram};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use shipworm::rendezvous::server::{Server, ServerConfig, Socket};
+use shipworm::rendezvous::server::{Server, ServerConfig};
 use shipworm::{Identity, NodeId};
 
 use shipworm::engine::{Engine, EngineConfig, NodeEvent};
+
+use nat::NatState;
 
 /// The rendezvous' IPv4 address.
 pub const RENDEZVOUS_V4: SocketAddr =
@@ -33,232 +55,6 @@ pub const RENDEZVOUS_V6: SocketAddr = SocketAddr::new(
 );
 const UNIX0: u64 = 1_800_000_000_000;
 const HOST_PORT: u16 = 41641;
-
-/// How a NAT maps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Mapping {
-    /// One external port per internal socket, whatever the destination.
-    EndpointIndependent,
-    /// A new external port per destination (a "symmetric" NAT).
-    PerDestination,
-}
-
-/// How a NAT filters inbound packets on a mapping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Filtering {
-    /// Anyone may send to a mapped port ("full cone").
-    Open,
-    /// Only addresses the host has sent to.
-    Address,
-    /// Only address-and-port pairs the host has sent to.
-    AddressAndPort,
-}
-
-/// An IPv4 NAT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct NatModel {
-    /// Mapping behaviour.
-    pub mapping: Mapping,
-    /// Filtering behaviour.
-    pub filtering: Filtering,
-    /// Keep the internal port as the external port when free.
-    pub port_preservation: bool,
-    /// Idle time after which a mapping is gone.
-    pub timeout: Duration,
-}
-
-impl NatModel {
-    /// Endpoint-independent mapping, open filtering.
-    pub fn full_cone() -> Self {
-        Self {
-            mapping: Mapping::EndpointIndependent,
-            filtering: Filtering::Open,
-            port_preservation: false,
-            timeout: Duration::from_secs(60),
-        }
-    }
-    /// Endpoint-independent mapping, address-restricted filtering.
-    pub fn restricted() -> Self {
-        Self {
-            filtering: Filtering::Address,
-            ..Self::full_cone()
-        }
-    }
-    /// Endpoint-independent mapping, address-and-port filtering: a typical home router.
-    pub fn port_restricted() -> Self {
-        Self {
-            filtering: Filtering::AddressAndPort,
-            ..Self::full_cone()
-        }
-    }
-    /// Per-destination mapping, address-and-port filtering.
-    pub fn symmetric() -> Self {
-        Self {
-            mapping: Mapping::PerDestination,
-            filtering: Filtering::AddressAndPort,
-            ..Self::full_cone()
-        }
-    }
-}
-
-/// A site's IPv6 access.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Ipv6Access {
-    /// No IPv6.
-    None,
-    /// A global address with no firewall.
-    Open,
-    /// A global address behind a stateful firewall (replies to outbound traffic only).
-    Firewalled,
-    /// Outbound works, nothing ever comes back in (the reported one-way failure).
-    InboundBlocked,
-}
-
-/// One site.
-#[derive(Debug, Clone)]
-pub struct SiteConfig {
-    /// The NAT in front of the host, or none (a public IPv4 address).
-    pub nat: Option<NatModel>,
-    /// IPv6 access.
-    pub ipv6: Ipv6Access,
-    /// One-way latency between the host and the core.
-    pub latency: Duration,
-    /// Percent of datagrams lost each way on the access link.
-    pub loss: u64,
-}
-
-impl SiteConfig {
-    /// A site with this NAT, no IPv6, 10 ms, no loss.
-    pub fn nat(nat: Option<NatModel>) -> Self {
-        Self {
-            nat,
-            ipv6: Ipv6Access::None,
-            latency: Duration::from_millis(10),
-            loss: 0,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct NatState {
-    model: NatModel,
-    external: Ipv4Addr,
-    /// (internal, destination if per-destination) → external port.
-    mappings: HashMap<(SocketAddr, Option<SocketAddr>), u16>,
-    /// external port → (internal, remotes sent to, last outbound).
-    ports: HashMap<u16, (SocketAddr, HashSet<SocketAddr>, Instant)>,
-}
-
-impl NatState {
-    fn outbound(
-        &mut self,
-        internal: SocketAddr,
-        dst: SocketAddr,
-        now: Instant,
-        rng: &mut Rng,
-    ) -> SocketAddr {
-        let key = (
-            internal,
-            (self.model.mapping == Mapping::PerDestination).then_some(dst),
-        );
-        let live = self.mappings.get(&key).copied().filter(|p| {
-            self.ports.get(p).is_some_and(|(_, _, last)| {
-                now.saturating_duration_since(*last) < self.model.timeout
-            })
-        });
-        let port = match live {
-            Some(p) => p,
-            None => {
-                let mut p = if self.model.port_preservation {
-                    internal.port()
-                } else {
-                    1024 + (rng.next_u64() % 64000) as u16
-                };
-                while self.ports.get(&p).is_some_and(|(i, _, last)| {
-                    *i != internal || now.saturating_duration_since(*last) < self.model.timeout
-                }) {
-                    p = 1024 + (rng.next_u64() % 64000) as u16;
-                }
-                self.ports.insert(p, (internal, HashSet::new(), now));
-                self.mappings.insert(key, p);
-                p
-            }
-        };
-        let entry = self.ports.get_mut(&port).expect("mapping just ensured");
-        entry.1.insert(dst);
-        entry.2 = now;
-        SocketAddr::new(IpAddr::V4(self.external), port)
-    }
-
-    fn inbound(&self, port: u16, src: SocketAddr, now: Instant) -> Option<SocketAddr> {
-        let (internal, sent_to, last) = self.ports.get(&port)?;
-        if now.saturating_duration_since(*last) >= self.model.timeout {
-            return None;
-        }
-        let allowed = match self.model.filtering {
-            Filtering::Open => true,
-            Filtering::Address => sent_to.iter().any(|d| d.ip() == src.ip()),
-            Filtering::AddressAndPort => sent_to.contains(&src),
-        };
-        allowed.then_some(*internal)
-    }
-
-    /// Forgets every mapping (a router reboot or a conntrack flush).
-    fn flush(&mut self) {
-        self.mappings.clear();
-        self.ports.clear();
-    }
-}
-
-/// What became of a datagram (see [`Sim::record_datagrams`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Fate {
-    /// Handed to a node's engine or to the rendezvous server.
-    Delivered,
-    /// Lost to the site's loss rate.
-    Lost,
-    /// Refused by a NAT's or a firewall's filter.
-    Filtered,
-    /// No route: an unknown destination, a closed socket, no address of the family.
-    Unroutable,
-}
-
-/// One datagram the simulator delivered or dropped: when, between which addresses as seen on
-/// the wire at that point, its bytes, and its fate.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TracedDatagram {
-    /// Virtual time since the start.
-    pub at: Duration,
-    /// Source address.
-    pub from: SocketAddr,
-    /// Destination address.
-    pub to: SocketAddr,
-    /// The bytes.
-    pub bytes: Vec<u8>,
-    /// Delivered or why not.
-    pub fate: Fate,
-}
-
-/// xorshift64* (the simulator's own draws: NAT ports, loss; never the engine's).
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// Seeded.
-    pub fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1)
-    }
-    /// Next value.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545F4914F6CDD1D)
-    }
-    fn percent(&mut self, p: u64) -> bool {
-        p > 0 && self.next_u64() % 100 < p
-    }
-}
 
 /// A node in the simulation.
 pub struct SimNode {
@@ -412,25 +208,6 @@ impl Sim {
         }
     }
 
-    /// Records every datagram delivered or dropped from now on, in [`Sim::datagrams`]: the
-    /// packet trace that one seed must reproduce.
-    pub fn record_datagrams(&mut self) {
-        self.datagrams.get_or_insert_with(Vec::new);
-    }
-
-    fn note(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8], fate: Fate) {
-        let at = self.elapsed();
-        if let Some(d) = self.datagrams.as_mut() {
-            d.push(TracedDatagram {
-                at,
-                from,
-                to,
-                bytes: bytes.to_vec(),
-                fate,
-            });
-        }
-    }
-
     fn server_config() -> ServerConfig {
         ServerConfig {
             alt_stun_port: RENDEZVOUS_ALT_V4.port(),
@@ -455,132 +232,6 @@ impl Sim {
     /// One-way delay between nodes `a` and `b` (for counting delays).
     pub fn one_way(&self, a: usize, b: usize) -> Duration {
         self.nodes[a].site.latency + self.core + self.nodes[b].site.latency
-    }
-
-    fn site_of_public(&self, ip: IpAddr) -> Option<usize> {
-        self.nodes.iter().position(|n| match ip {
-            IpAddr::V4(v4) => n
-                .nat
-                .as_ref()
-                .map_or(n.v4.ip() == ip, |nat| nat.external == v4),
-            IpAddr::V6(_) => n.v6.is_some_and(|a| a.ip() == ip),
-        })
-    }
-
-    /// Sends `bytes` from node `i`'s socket `local` to `dst`.
-    fn send_from_node(&mut self, i: usize, local: u16, dst: SocketAddr, bytes: Vec<u8>) {
-        let now = self.now;
-        let node = &mut self.nodes[i];
-        let host = node.socket_addr(local);
-        if self.rng.percent(node.site.loss) {
-            let from = host.unwrap_or(node.v4);
-            self.note(from, dst, &bytes, Fate::Lost);
-            return;
-        }
-        let Some(host) = host else {
-            let from = node.v4;
-            self.note(from, dst, &bytes, Fate::Unroutable);
-            return;
-        };
-        let src = match dst {
-            SocketAddr::V4(_) => match node.nat.as_mut() {
-                Some(nat) => nat.outbound(host, dst, now, &mut self.rng),
-                None => host,
-            },
-            SocketAddr::V6(_) if local != 0 => {
-                self.note(host, dst, &bytes, Fate::Unroutable);
-                return;
-            }
-            SocketAddr::V6(_) => match node.v6 {
-                Some(v6) => {
-                    node.v6_allowed.insert(dst);
-                    v6
-                }
-                None => {
-                    self.note(host, dst, &bytes, Fate::Unroutable);
-                    return;
-                }
-            },
-        };
-        let at = now + node.site.latency + self.core;
-        self.enqueue(at, src, dst, bytes);
-    }
-
-    fn enqueue(&mut self, at: Instant, src: SocketAddr, dst: SocketAddr, bytes: Vec<u8>) {
-        self.seq += 1;
-        self.queue
-            .push(Reverse((at, self.seq, None, src, dst, bytes)));
-    }
-
-    /// Arrival of a datagram at the core, at `self.now`.
-    fn arrive(&mut self, src: SocketAddr, dst: SocketAddr, bytes: Vec<u8>) {
-        if dst == RENDEZVOUS_V4 || dst == RENDEZVOUS_V6 || dst == RENDEZVOUS_ALT_V4 {
-            let (now, unix) = (self.now, self.unix());
-            let socket = if dst == RENDEZVOUS_ALT_V4 {
-                Socket::Alt
-            } else {
-                Socket::Primary
-            };
-            self.note(src, dst, &bytes, Fate::Delivered);
-            self.server.handle_packet(now, unix, socket, src, &bytes);
-            let mut out = Vec::new();
-            while let Some(t) = self.server.poll_transmit() {
-                let from = match (t.socket, t.dest.is_ipv4()) {
-                    (Socket::Alt, _) => RENDEZVOUS_ALT_V4,
-                    (Socket::Primary, true) => RENDEZVOUS_V4,
-                    (Socket::Primary, false) => RENDEZVOUS_V6,
-                };
-                out.push((from, t.dest, t.contents.to_vec()));
-            }
-            for (from, to, b) in out {
-                let at = self.now + self.core;
-                self.enqueue_to_site(at, from, to, b);
-            }
-            return;
-        }
-        let at = self.now;
-        self.enqueue_to_site(at, src, dst, bytes);
-    }
-
-    /// Delivers to a site's host after its NAT or firewall and its access link.
-    fn enqueue_to_site(&mut self, at: Instant, src: SocketAddr, dst: SocketAddr, bytes: Vec<u8>) {
-        let Some(i) = self.site_of_public(dst.ip()) else {
-            self.note(src, dst, &bytes, Fate::Unroutable);
-            return;
-        };
-        let node = &self.nodes[i];
-        let host = match dst {
-            SocketAddr::V4(_) => match &node.nat {
-                Some(nat) => nat.inbound(dst.port(), src, at),
-                None => node.socket_of(dst).map(|_| dst),
-            },
-            SocketAddr::V6(_) => {
-                let ok = match node.site.ipv6 {
-                    Ipv6Access::Open => true,
-                    Ipv6Access::Firewalled => node.v6_allowed.contains(&src),
-                    Ipv6Access::InboundBlocked | Ipv6Access::None => false,
-                };
-                (ok && Some(dst) == node.v6).then_some(dst)
-            }
-        };
-        let Some(host) = host else {
-            self.note(src, dst, &bytes, Fate::Filtered);
-            return;
-        };
-        if self.rng.percent(node.site.loss) {
-            self.note(src, dst, &bytes, Fate::Lost);
-            return;
-        }
-        let deliver = at + node.site.latency;
-        self.seq += 1;
-        self.queue.push(Reverse((
-            deliver,
-            self.seq,
-            Some((i, host)),
-            src,
-            dst,
-            bytes,
-        )));
     }
 
     fn pump(&mut self, i: usize) {
