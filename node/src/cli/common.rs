@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use shipworm::api::Builder;
 use shipworm::engine::{ConnectError, NodeEvent};
-use shipworm::{Identity, Node, NodeError, NodeId, RendezvousAddr};
+use shipworm::{Identity, Node, NodeError, NodeId, RendezvousAddr, Target, Ticket};
 
 /// Flags every command takes.
 #[derive(clap::Args, Debug)]
@@ -128,6 +128,24 @@ pub fn unreachable(e: NodeError) -> anyhow::Error {
         message: format!("{e}{hint}"),
     }
     .into()
+}
+
+/// Starts a node and connects to the ticket's peer over QUIC speaking `alpn`, saying on stderr
+/// what takes time; returns the node, the connection and how long connecting took.
+pub async fn dial(
+    common: &Common,
+    ticket: Ticket,
+    alpn: &[u8],
+) -> anyhow::Result<(Node, quinn::Connection, Duration)> {
+    let node = common.builder(0)?.spawn().await?;
+    let shown = progress(&node, ticket.node_id());
+    let started = Instant::now();
+    let conn = node
+        .connect(Target::Ticket(ticket), alpn)
+        .await
+        .map_err(unreachable);
+    shown.abort();
+    Ok((node, conn?, started.elapsed()))
 }
 
 /// Prints connection progress on stderr once connecting takes more than a moment.

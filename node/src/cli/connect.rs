@@ -1,11 +1,9 @@
 //! `shipworm connect TICKET`: connect to a `listen`ing peer and pipe stdin/stdout.
 
-use std::time::Instant;
-
 use shipworm::apps::{pipe, PIPE_ALPN};
-use shipworm::{Target, Ticket};
+use shipworm::Ticket;
 
-use crate::common::{lost, progress, unreachable, Common};
+use crate::common::{dial, lost, Common};
 
 /// Arguments of `connect`.
 #[derive(clap::Args, Debug)]
@@ -16,19 +14,12 @@ pub struct Args {
 
 /// Connects and pipes.
 pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
-    let node = common.builder(0)?.spawn().await?;
     let peer = args.ticket.node_id();
-    let shown = progress(&node, peer);
-    let started = Instant::now();
-    let conn = node
-        .connect(Target::Ticket(args.ticket), PIPE_ALPN)
-        .await
-        .map_err(unreachable)?;
-    shown.abort();
+    let (node, conn, took) = dial(&common, args.ticket, PIPE_ALPN).await?;
     eprintln!(
         "connected: {} in {:.1} ms ({})",
         peer.fmt_short(),
-        started.elapsed().as_secs_f64() * 1e3,
+        took.as_secs_f64() * 1e3,
         shipworm::api::describe_path(&node, peer).await
     );
     let (send, recv) = conn.open_bi().await.map_err(lost)?;

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use shipworm::apps::{forward, FORWARD_ALPN};
-use shipworm::{Target, Ticket};
+use shipworm::Ticket;
 
-use crate::common::{progress, shutdown, unreachable, Common};
+use crate::common::{dial, shutdown, Common};
 
 /// Arguments of `forward`.
 #[derive(clap::Args, Debug)]
@@ -23,17 +23,12 @@ pub struct Args {
 
 /// Forwards until interrupted.
 pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
-    let node = common.builder(0)?.spawn().await?;
-    let peer = args.ticket.node_id();
+    // The local port first: a port in use fails before any network work.
     let listener = tokio::net::TcpListener::bind(args.local)
         .await
         .with_context(|| format!("cannot listen on {}", args.local))?;
-    let shown = progress(&node, peer);
-    let conn = node
-        .connect(Target::Ticket(args.ticket), FORWARD_ALPN)
-        .await
-        .map_err(unreachable)?;
-    shown.abort();
+    let peer = args.ticket.node_id();
+    let (node, conn, _) = dial(&common, args.ticket, FORWARD_ALPN).await?;
     eprintln!(
         "forwarding {} -> port {} on {} ({})",
         listener.local_addr()?,

@@ -1,11 +1,11 @@
 //! `shipworm ping TICKET`: round trips through QUIC and the tunnel, and the path they take.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shipworm::apps::{ping, PING_ALPN};
-use shipworm::{Target, Ticket};
+use shipworm::Ticket;
 
-use crate::common::{lost, progress, unreachable, Common};
+use crate::common::{dial, lost, Common};
 
 /// Arguments of `ping`.
 #[derive(clap::Args, Debug)]
@@ -19,16 +19,9 @@ pub struct Args {
 
 /// Pings `count` times, 200 ms apart.
 pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
-    let node = common.builder(0)?.spawn().await?;
     let peer = args.ticket.node_id();
-    let shown = progress(&node, peer);
-    let started = Instant::now();
-    let conn = node
-        .connect(Target::Ticket(args.ticket), PING_ALPN)
-        .await
-        .map_err(unreachable)?;
-    let connect_ms = started.elapsed().as_secs_f64() * 1e3;
-    shown.abort();
+    let (node, conn, took) = dial(&common, args.ticket, PING_ALPN).await?;
+    let connect_ms = took.as_secs_f64() * 1e3;
     let path = shipworm::api::describe_path(&node, peer).await;
     if !common.json {
         println!(
