@@ -137,18 +137,26 @@ impl Builder {
     /// Binds the socket (and the TUN interface), starts the node's driver, and returns the node.
     pub async fn spawn(self) -> Result<Node, NodeError> {
         let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
-        let identity = self.identity.clone().unwrap_or_else(Identity::generate);
+        let accept = self.accept();
+        let Builder {
+            identity,
+            rendezvous,
+            bind,
+            portmap,
+            allow: _,
+            peers,
+            alpns,
+            tun,
+            engine: mut config,
+        } = self;
+        let identity = identity.unwrap_or_else(Identity::generate);
         let me = identity.node_id();
-        let servers = resolve_all(&self.rendezvous).await.map_err(|e| setup(&e))?;
-        let mut config = self.engine.clone();
+        let servers = resolve_all(&rendezvous).await.map_err(|e| setup(&e))?;
         config.rendezvous = servers.iter().map(|s| s.register).collect();
         config.stun = servers.iter().filter_map(|s| s.stun).collect();
         config.tunnel = TunnelConfig {
-            accept: self.accept(),
-            mtu: self
-                .tun
-                .as_ref()
-                .map_or(config.tunnel.mtu, |t| t.mtu as usize),
+            accept,
+            mtu: tun.as_ref().map_or(config.tunnel.mtu, |t| t.mtu as usize),
             ..config.tunnel
         };
         let inner_mtu = config.tunnel.mtu;
@@ -157,8 +165,8 @@ impl Builder {
                 "inner MTU {inner_mtu} is below 1280, the IPv6 minimum"
             )));
         }
-        let socket = crate::io::bind_dual_stack(self.bind)
-            .map_err(|e| setup(&format!("cannot bind UDP {}: {e}", self.bind)))?;
+        let socket = crate::io::bind_dual_stack(bind)
+            .map_err(|e| setup(&format!("cannot bind UDP {bind}: {e}")))?;
         let local_addr = socket.local_addr().map_err(|e| setup(&e))?;
         let now = Instant::now();
         let mut engine = Engine::new(
@@ -169,26 +177,23 @@ impl Builder {
         );
         crate::io::host::gather_host_candidates(&mut engine, &socket).map_err(|e| setup(&e))?;
 
-        let local = match &self.tun {
+        let local = match &tun {
             Some(t) => Local::Tun(open_tun(me, t)?),
             None => {
                 let pipe = Pipe::new(me.overlay_addr());
-                Local::Quic(
-                    quic_endpoint(&identity, &self.alpns, inner_mtu, &pipe)?,
-                    pipe,
-                )
+                Local::Quic(quic_endpoint(&identity, &alpns, inner_mtu, &pipe)?, pipe)
             }
         };
 
         let (commands_tx, mut commands) = mpsc::channel(64);
         let (events, _) = broadcast::channel(256);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        for (peer, direct) in &self.peers {
+        for (peer, direct) in &peers {
             engine.connect(now, driver::unix_ms(), *peer, direct);
         }
         let events_tx = events.clone();
         let (portmap_stop, portmap_stopped) = oneshot::channel();
-        let portmap = self.portmap.then(|| {
+        let portmap = portmap.then(|| {
             let report = |line: String| tracing::info!(target: "shipworm::io::portmap", "{line}");
             tokio::spawn(crate::io::portmap::keep(
                 local_addr.port(),
@@ -197,7 +202,7 @@ impl Builder {
                 report,
             ))
         });
-        let retry = PeerRetry::new(self.peers.clone(), commands_tx.clone());
+        let retry = PeerRetry::new(peers, commands_tx.clone());
         let (endpoint, pipe, tun) = match local {
             Local::Quic(e, p) => (Some(e), Some(p), None),
             Local::Tun(t) => (None, None, Some(t)),
@@ -231,7 +236,7 @@ impl Builder {
             endpoint,
             commands: commands_tx,
             events,
-            rendezvous: self.rendezvous,
+            rendezvous,
             local_addr,
             inner_mtu,
             running: Mutex::new(Some(Running {
