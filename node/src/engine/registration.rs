@@ -25,6 +25,9 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 const REFRESH_TRIES: u32 = 3;
 /// Wait after a clock-skew refusal before trying again.
 const SKEW_BACKOFF: Duration = Duration::from_secs(30);
+/// The shortest wait between refreshes, whatever lifetime a server claims (a lifetime of 0–2 s
+/// would otherwise make the node refresh in a loop).
+pub const MIN_REFRESH: Duration = Duration::from_secs(1);
 
 /// What happened to the registration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,9 +163,10 @@ impl Registration {
         self.observed = Some(r.observed);
         self.alt_stun_port = r.alt_stun_port;
         self.waiting = Waiting::Nothing;
-        // Refresh well before the server's lifetime runs out, and below NAT timeouts.
+        // Refresh well before the server's lifetime runs out, and below NAT timeouts; the
+        // lifetime is the server's claim, so a tiny one cannot make us refresh in a loop.
         let lifetime = Duration::from_secs(r.lifetime_s as u64);
-        self.next = now + self.refresh_interval.min(lifetime / 3);
+        self.next = now + self.refresh_interval.min(lifetime / 3).max(MIN_REFRESH);
         RegEvent::Registered {
             observed: r.observed,
             changed,
@@ -188,7 +192,8 @@ impl Registration {
             ErrorCode::ClockSkew => {
                 self.token = None;
                 self.next = now + SKEW_BACKOFF;
-                let off = (unix_ms as i64 - server_time_ms as i64) / 1000;
+                // The server's time is a claim: any u64, so the difference is taken in i128.
+                let off = (i128::from(unix_ms) - i128::from(server_time_ms)) / 1000;
                 Some(RegEvent::Refused(format!(
                     "rendezvous {} says our clock is off by {off} s: fix the system clock (NTP)",
                     self.server
@@ -274,6 +279,51 @@ impl Engine {
         {
             let server = self.servers[si].server;
             self.push_event(NodeEvent::RegistrationRefused { server, reason });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registered(lifetime_s: u16) -> Registered {
+        Registered {
+            tx: 1,
+            lifetime_s,
+            alt_stun_port: 0,
+            token: [0; shipworm_rendezvous::wire::TOKEN_LEN],
+            observed: "192.0.2.7:4000".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_tiny_claimed_lifetime_does_not_make_the_node_refresh_in_a_loop() {
+        let now = Instant::now();
+        let server = "192.0.2.1:3478".parse().unwrap();
+        for lifetime in [0, 1, 2, 3] {
+            let mut r = Registration::new(server, now, Duration::from_secs(25));
+            r.on_registered(now, &registered(lifetime));
+            assert!(r.next >= now + MIN_REFRESH, "lifetime {lifetime}");
+        }
+        let mut r = Registration::new(server, now, Duration::from_secs(25));
+        r.on_registered(now, &registered(3600));
+        assert_eq!(r.next, now + Duration::from_secs(25));
+    }
+
+    #[test]
+    fn any_claimed_server_time_gives_a_clock_message_without_overflow() {
+        let now = Instant::now();
+        let server = "192.0.2.1:3478".parse().unwrap();
+        for server_time in [0, 1 << 63, u64::MAX] {
+            for ours in [0, u64::MAX] {
+                let mut r = Registration::new(server, now, Duration::from_secs(25));
+                let said = r.on_error(now, ErrorCode::ClockSkew, server_time, ours);
+                assert!(
+                    matches!(&said, Some(RegEvent::Refused(m)) if m.contains("clock is off by")),
+                    "{said:?}"
+                );
+            }
         }
     }
 }
