@@ -26,22 +26,7 @@ pub fn default_path(identity: &Path) -> PathBuf {
 
 /// Serves the control socket at `path` until the task is dropped.
 pub async fn serve(path: PathBuf, status: StatusFn) -> std::io::Result<()> {
-    // A socket left by a node that died is replaced; a live node's is not.
-    if path.exists() {
-        if UnixStream::connect(&path).await.is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!("another node serves {}", path.display()),
-            ));
-        }
-        let _ = std::fs::remove_file(&path);
-    }
-    let listener = UnixListener::bind(&path)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    }
+    let listener = bind(&path).await?;
     loop {
         let (stream, _) = listener.accept().await?;
         let status = status.clone();
@@ -63,6 +48,48 @@ pub async fn serve(path: PathBuf, status: StatusFn) -> std::io::Result<()> {
     }
 }
 
+/// Binds the control socket at `path`, readable and writable by its owner only from the start.
+///
+/// A socket left by a node that died is replaced; a live node's is not, and neither is anything
+/// that is not a socket (a mistyped `--control` must not delete a file). The socket is bound in a
+/// fresh directory of mode 0700 beside `path`, made 0600, and only then renamed into place, so it
+/// is never reachable by others, even for a moment.
+async fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket: choose another --control path",
+                    path.display()
+                ),
+            ))
+        }
+        Ok(_) if UnixStream::connect(path).await.is_ok() => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("another node serves {}", path.display()),
+            ))
+        }
+        Ok(_) => std::fs::remove_file(path)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let private = path.with_file_name(format!(".{name}.{}", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let staged = private.join("sock");
+    let bound = UnixListener::bind(&staged).and_then(|listener| {
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&staged, path)?;
+        Ok(listener)
+    });
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    bound
+}
+
 /// Asks the node serving `path`; `json` selects the form.
 pub async fn query(path: &Path, json: bool) -> Result<String, String> {
     let mut s = UnixStream::connect(path).await.map_err(|e| {
@@ -80,4 +107,50 @@ pub async fn query(path: &Path, json: bool) -> Result<String, String> {
         .map_err(|_| "the node did not answer within 5 s".to_string())?
         .map_err(|e| e.to_string())?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn dir(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("shipworm-control-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[tokio::test]
+    async fn the_socket_is_private_and_replaces_only_a_dead_socket() {
+        let d = dir("sock");
+        let path = d.join("shipworm.sock");
+        let first = bind(&path).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            std::fs::read_dir(&d).unwrap().count(),
+            1,
+            "no staging directory is left behind"
+        );
+        // A live node's socket is not taken over.
+        let err = bind(&path).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+        // A dead node's socket is.
+        drop(first);
+        bind(&path).await.unwrap();
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_socket_is_left_alone_and_named() {
+        let d = dir("file");
+        let path = d.join("notes.txt");
+        std::fs::write(&path, b"keep me").unwrap();
+        let err = bind(&path).await.unwrap_err();
+        assert!(err.to_string().contains("is not a socket"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

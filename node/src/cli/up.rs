@@ -86,7 +86,15 @@ pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
             Box::pin(async move { node.status().await.ok() })
         })
     };
-    let control_task = tokio::spawn(crate::control::serve(common.control_path(), status));
+    let control = common.control_path();
+    let control_task = tokio::spawn(async move {
+        if let Err(e) = crate::control::serve(control.clone(), status).await {
+            eprintln!(
+                "control socket {}: {e}; `shipworm status` will not reach this node",
+                control.display()
+            );
+        }
+    });
     let metrics_task = match args.metrics_listen {
         Some(addr) => Some(serve_metrics(node.clone(), addr).await?),
         None => None,
