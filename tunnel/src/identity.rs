@@ -217,8 +217,12 @@ impl Identity {
             path: path.to_owned(),
             source,
         };
-        check_private(path)?;
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
+        // One open: the mode is checked on the file that is then read, not on whatever the path
+        // names a moment earlier.
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        check_private(path, &file.metadata().map_err(io)?)?;
+        let mut text = Zeroizing::new(String::new());
+        std::io::Read::read_to_string(&mut file, &mut text).map_err(io)?;
         let malformed = |reason: &str| IdentityError::Malformed {
             path: path.to_owned(),
             reason: reason.to_owned(),
@@ -289,12 +293,8 @@ impl Identity {
 }
 
 #[cfg(unix)]
-fn check_private(path: &Path) -> Result<(), IdentityError> {
+fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<(), IdentityError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|source| IdentityError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(IdentityError::Permissions {
@@ -306,7 +306,7 @@ fn check_private(path: &Path) -> Result<(), IdentityError> {
 }
 
 #[cfg(not(unix))]
-fn check_private(_path: &Path) -> Result<(), IdentityError> {
+fn check_private(_path: &Path, _meta: &std::fs::Metadata) -> Result<(), IdentityError> {
     Ok(())
 }
 
