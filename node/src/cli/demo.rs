@@ -18,6 +18,19 @@ use shipworm::Node;
 
 const ALPN: &[u8] = b"shipworm/demo/1";
 
+/// Waits until `node` knows whether its NAT maps per destination (or `within` passes).
+async fn mapping_known(node: &Node, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        match node.status().await {
+            Ok(d) if d.maps_per_destination.is_some() => return true,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
 /// `shipworm demo`: 100 MB, narrated on stdout.
 pub async fn run_command() -> anyhow::Result<()> {
     run(&mut std::io::stdout(), 100 * 1024 * 1024).await
@@ -58,6 +71,15 @@ pub async fn run(out: &mut (dyn Write + Send), bytes: u64) -> anyhow::Result<()>
         b.registered(Duration::from_secs(5)).await,
         "B could not register"
     );
+    // Both learn their NAT's mapping behaviour (the rendezvous' second STUN port) before A
+    // connects. A node that learns it after its handshake tells the peer with a fresh one, which
+    // the rendezvous relays: correct, but the demo shows the one-introduction procedure.
+    for (name, node) in [("A", &a), ("B", &*b)] {
+        anyhow::ensure!(
+            mapping_known(node, Duration::from_secs(5)).await,
+            "{name} could not check its NAT's mapping behaviour against the embedded rendezvous"
+        );
+    }
     let b_ticket = b.ticket().await?;
     writeln!(
         out,
