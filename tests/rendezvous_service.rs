@@ -9,27 +9,12 @@ use shipworm::rendezvous::config::Config;
 use shipworm::rendezvous::driver::Rendezvous;
 use shipworm::rendezvous::server::DropReason;
 use shipworm::{Identity, Node, RendezvousAddr, Ticket};
+use shipworm_tests::metrics::{sample, scrape};
 
 const ALPN: &[u8] = b"test/1";
 
 fn ipv6_loopback_works() -> bool {
     StdUdp::bind("[::1]:0").is_ok()
-}
-
-async fn scrape(addr: SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
-
-fn metric(text: &str, line_start: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
 }
 
 /// A node on `bind` registering at `server` only, refreshing every `refresh`.
@@ -162,34 +147,34 @@ async fn one_dual_stack_socket_serves_ipv4_and_ipv6_nodes_and_forwards_an_introd
     let text = scrape(rdv.metrics_addr().unwrap()).await;
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     assert_eq!(
-        metric(&text, "shipworm_rendezvous_registered_nodes "),
+        sample(&text, "shipworm_rendezvous_registered_nodes"),
         Some(2),
         "{text}"
     );
     // Every INTRODUCE is forwarded exactly once (the engine retransmits its handshake through the
     // rendezvous while no path answers, so there may be more than one).
-    let forwarded = metric(&text, "shipworm_rendezvous_introductions_forwarded_total ");
+    let forwarded = sample(&text, "shipworm_rendezvous_introductions_forwarded_total");
     assert!(forwarded >= Some(1), "{text}");
     assert_eq!(
         forwarded,
-        metric(
+        sample(
             &text,
-            "shipworm_rendezvous_packets_total{type=\"introduce\"} "
+            "shipworm_rendezvous_packets_total{type=\"introduce\"}"
         ),
         "{text}"
     );
     assert_eq!(
-        metric(
+        sample(
             &text,
-            "shipworm_rendezvous_packets_total{type=\"register\"} "
+            "shipworm_rendezvous_packets_total{type=\"register\"}"
         ),
         Some(2),
         "{text}"
     );
     assert_eq!(
-        metric(
+        sample(
             &text,
-            "shipworm_rendezvous_packets_total{type=\"stun_alt\"} "
+            "shipworm_rendezvous_packets_total{type=\"stun_alt\"}"
         ),
         Some(2),
         "{text}"

@@ -186,29 +186,10 @@ async fn connecting_to_a_key_that_is_not_there_names_both_keys() {
     );
 }
 
-/// GET /metrics from `addr`, the body.
-async fn scrape(addr: SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out
-}
-
-/// The value of the sample named exactly `series` (name and labels).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_metrics_count_the_connected_peer_its_path_and_the_handshake() {
     use shipworm::io::metrics;
+    use shipworm_tests::metrics::{sample, scrape};
     let rdv = rendezvous().await;
     let (a, b) = (node(rdv.local_addr()).await, node(rdv.local_addr()).await);
     assert!(b.registered(Duration::from_secs(5)).await);
@@ -229,7 +210,7 @@ async fn node_metrics_count_the_connected_peer_its_path_and_the_handshake() {
     let before = scrape(addr).await;
     assert_eq!(
         sample(&before, "shipworm_node_connected_peers"),
-        Some(0.0),
+        Some(0),
         "{before}"
     );
 
@@ -243,7 +224,7 @@ async fn node_metrics_count_the_connected_peer_its_path_and_the_handshake() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let text = loop {
         let text = scrape(addr).await;
-        if sample(&text, "shipworm_node_connected_peers") == Some(1.0)
+        if sample(&text, "shipworm_node_connected_peers") == Some(1)
             || tokio::time::Instant::now() > deadline
         {
             break text;
@@ -252,21 +233,21 @@ async fn node_metrics_count_the_connected_peer_its_path_and_the_handshake() {
     };
     assert_eq!(
         sample(&text, "shipworm_node_connected_peers"),
-        Some(1.0),
+        Some(1),
         "{text}"
     );
-    assert_eq!(sample(&text, "shipworm_node_peers"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "shipworm_node_peers"), Some(1), "{text}");
     assert_eq!(
         sample(&text, "shipworm_node_registrations"),
-        Some(1.0),
+        Some(1),
         "{text}"
     );
     assert_eq!(
         sample(&text, "shipworm_node_handshakes_total"),
-        Some(1.0),
+        Some(1),
         "{text}"
     );
-    let paths: f64 = [
+    let paths: u64 = [
         "host",
         "reflexive",
         "mapped",
@@ -276,9 +257,9 @@ async fn node_metrics_count_the_connected_peer_its_path_and_the_handshake() {
     .iter()
     .filter_map(|k| sample(&text, &format!("shipworm_node_paths{{kind=\"{k}\"}}")))
     .sum();
-    assert_eq!(paths, 1.0, "one selected path, of one kind: {text}");
+    assert_eq!(paths, 1, "one selected path, of one kind: {text}");
     assert!(
-        sample(&text, "shipworm_node_bytes_total{direction=\"sent\"}").is_some_and(|v| v > 0.0),
+        sample(&text, "shipworm_node_bytes_total{direction=\"sent\"}").is_some_and(|v| v > 0),
         "{text}"
     );
     assert_eq!(
@@ -286,12 +267,11 @@ async fn node_metrics_count_the_connected_peer_its_path_and_the_handshake() {
             &text,
             "shipworm_node_engine_drops_total{reason=\"malformed_stun\"}"
         ),
-        Some(0.0),
+        Some(0),
         "{text}"
     );
     assert!(
-        sample(&text, "shipworm_node_tunnel_total{counter=\"packets_out\"}")
-            .is_some_and(|v| v > 0.0),
+        sample(&text, "shipworm_node_tunnel_total{counter=\"packets_out\"}").is_some_and(|v| v > 0),
         "{text}"
     );
     conn.close(0u32.into(), b"done");
