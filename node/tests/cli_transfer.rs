@@ -410,3 +410,119 @@ fn ping_status_netcheck_and_an_absent_peer_exits_3() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// The node id in the ticket `listen` prints with this home directory and these extra flags.
+fn listen_node_id(d: &Path, rdv: &str, tag: &str, extra: &[&str]) -> String {
+    let mut kill = Kill(Vec::new());
+    let log = d.join(format!("{tag}.log"));
+    kill.0.push(
+        bin()
+            .env("SHIPWORM_HOME", d.join("home"))
+            .env_remove("SHIPWORM_IDENTITY")
+            .args(["--rendezvous", rdv, "--no-portmap", "listen"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let line = wait_for(&log, "sw1", Duration::from_secs(15));
+    let ticket: shipworm::Ticket = line.trim().parse().unwrap();
+    ticket.node_id().to_string()
+}
+
+#[test]
+fn listen_runs_under_a_fresh_identity_unless_told_to_keep_one() {
+    let d = dir("fresh");
+    let mut kill = Kill(Vec::new());
+    let rdv = rendezvous(&mut kill, &d);
+    let first = listen_node_id(&d, &rdv, "f1", &[]);
+    let second = listen_node_id(&d, &rdv, "f2", &[]);
+    assert_ne!(first, second, "each run of listen has its own key");
+    assert!(
+        !d.join("home").join("identity").exists(),
+        "a fresh key is never written to disk"
+    );
+    let kept = listen_node_id(&d, &rdv, "k1", &["--keep-identity"]);
+    assert_eq!(
+        listen_node_id(&d, &rdv, "k2", &["--keep-identity"]),
+        kept,
+        "--keep-identity uses the identity file"
+    );
+    let id = bin()
+        .env("SHIPWORM_HOME", d.join("home"))
+        .env_remove("SHIPWORM_IDENTITY")
+        .args(["--json", "id"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&id.stdout).contains(&kept),
+        "the kept key is the one `id` shows"
+    );
+    assert!(![first, second].contains(&kept));
+}
+
+/// A UDP relay in front of a rendezvous that drops everything until `open` is set: a server that
+/// does not answer yet, then does.
+fn gated_relay(server: SocketAddr, open: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    use std::sync::atomic::Ordering;
+    let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = front.local_addr().unwrap().port();
+    let client = std::sync::Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+    let (f2, b2, c2) = (
+        front.try_clone().unwrap(),
+        back.try_clone().unwrap(),
+        client.clone(),
+    );
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = front.recv_from(&mut buf) {
+            if open.load(Ordering::SeqCst) {
+                *client.lock().unwrap() = Some(from);
+                let _ = back.send_to(&buf[..n], server);
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, _)) = b2.recv_from(&mut buf) {
+            if let Some(c) = *c2.lock().unwrap() {
+                let _ = f2.send_to(&buf[..n], c);
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn listen_prints_no_ticket_before_a_rendezvous_confirms_it_and_keeps_trying() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let d = dir("noreg");
+    let mut kill = Kill(Vec::new());
+    let rdv: SocketAddr = rendezvous(&mut kill, &d).parse().unwrap();
+    let open = std::sync::Arc::new(AtomicBool::new(false));
+    let port = gated_relay(rdv, open.clone());
+    let front = format!("127.0.0.1:{port}");
+    let log = d.join("l.log");
+    kill.0.push(
+        bin()
+            .args(["--identity"])
+            .arg(d.join("l.key"))
+            .args(["--rendezvous", &front, "--no-portmap", "listen"])
+            .stdin(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(&log, "still registering at", Duration::from_secs(15));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains("sw1"),
+        "a ticket before registering:\n{text}"
+    );
+    open.store(true, Ordering::SeqCst);
+    let line = wait_for(&log, "sw1", Duration::from_secs(30));
+    let ticket: shipworm::Ticket = line.trim().parse().unwrap();
+    assert_eq!(ticket.rendezvous()[0].to_string(), front);
+}

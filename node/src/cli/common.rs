@@ -50,19 +50,25 @@ impl Common {
         Ok(Identity::load_or_create(&path)?)
     }
 
-    /// A node builder with the global flags applied; `port` is the default UDP port.
+    /// A node builder with the global flags applied and the identity file's key; `port` is the
+    /// default UDP port.
     pub fn builder(&self, port: u16) -> anyhow::Result<Builder> {
+        Ok(self.builder_with(self.identity()?, port))
+    }
+
+    /// As [`Common::builder`], with `identity` instead of the identity file's key.
+    pub fn builder_with(&self, identity: Identity, port: u16) -> Builder {
         let bind = self
             .bind
             .unwrap_or_else(|| SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)));
         let mut b = Node::builder()
-            .identity(self.identity()?)
+            .identity(identity)
             .bind(bind)
             .portmap(!self.no_portmap);
         for r in &self.rendezvous {
             b = b.rendezvous(r.clone());
         }
-        Ok(b)
+        b
     }
 
     /// The control socket path: `--control`, else beside the identity file.

@@ -40,7 +40,8 @@ enum Command {
     /// Peers are reached through `--rendezvous` introductions and hole punching.
     Up(up::Args),
     /// Print a ticket, accept one peer, and pipe its stream to stdout and stdin to it (netcat).
-    Listen,
+    /// Runs under a fresh identity each time unless told otherwise: the ticket is the capability.
+    Listen(listen::Args),
     /// Connect to a `listen`ing peer and pipe stdin/stdout.
     Connect(connect::Args),
     /// Forward a local TCP port to a port on the peer (which runs `up --forward-port PORT`).
@@ -70,7 +71,7 @@ fn main() -> ExitCode {
         Command::Id => id::run(&common),
         Command::Demo => common::block_on(demo::run_command()),
         Command::Up(args) => common::block_on(up::run(common, args)),
-        Command::Listen => common::block_on(listen::run(common)),
+        Command::Listen(args) => common::block_on(listen::run(common, args)),
         Command::Connect(args) => common::block_on(connect::run(common, args)),
         Command::Forward(args) => common::block_on(forward::run(common, args)),
         Command::Status => common::block_on(status::run(common)),
