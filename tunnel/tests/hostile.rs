@@ -263,10 +263,18 @@ fn seal(s: &mut Session, frame: &Frame) -> Vec<u8> {
 
 #[test]
 fn captured_message_1_is_refused_after_eviction() {
-    let config = TunnelConfig {
-        max_peers: 2,
-        ..TunnelConfig::default()
-    };
+    // Evicted from the peer table but remembered in the replay cache; and evicted from both,
+    // behind the cache's floor.
+    for handshake_cache in [4096, 2] {
+        replay_after_eviction(TunnelConfig {
+            max_peers: 2,
+            handshake_cache,
+            ..TunnelConfig::default()
+        });
+    }
+}
+
+fn replay_after_eviction(config: TunnelConfig) {
     let mut b = Victim::new(config);
     let a = Identity::from_seed(&[0xA; 32]);
     let a_addr = addr("198.51.100.10:41000");
