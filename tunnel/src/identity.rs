@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use data_encoding::Encoding;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
-use zeroize::Zeroizing;
+use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 use crate::overlay;
 
@@ -137,6 +137,14 @@ impl FromStr for NodeId {
 pub struct Identity {
     key: SigningKey,
 }
+
+// The key is the only field, and ed25519-dalek (feature `zeroize`) wipes it on drop; the
+// compiler checks that it still does.
+impl ZeroizeOnDrop for Identity {}
+const _: () = {
+    const fn wiped<T: ZeroizeOnDrop>() {}
+    wiped::<SigningKey>()
+};
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
