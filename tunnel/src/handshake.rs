@@ -23,6 +23,7 @@ use snow::params::{CipherChoice, DHChoice, HashChoice};
 use snow::resolvers::{CryptoResolver, DefaultResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
 use snow::HandshakeState;
+use zeroize::Zeroizing;
 
 use crate::identity::{Identity, NodeId};
 use crate::rng::{self, Rng, RngCore};
@@ -38,8 +39,8 @@ const MAC2_CONTEXT: &str = "shipworm 2026 tunnel mac2 v1";
 const COOKIE_KEY_CONTEXT: &str = "shipworm 2026 tunnel cookie v1";
 const MAX_NOISE_MSG: usize = 1024;
 
-/// A 32-byte transport key from the Noise split.
-pub type Key = [u8; 32];
+/// A 32-byte transport key from the Noise split, wiped when dropped.
+pub type Key = Zeroizing<[u8; 32]>;
 
 /// Why a handshake message was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -233,7 +234,7 @@ impl Initiator {
             .map_err(noise_err)?;
         let advert = Advert::parse(&payload[..n])?;
         let (i2r, r2i) = self.state.dangerously_get_raw_split();
-        Ok((i2r, r2i, advert))
+        Ok((Zeroizing::new(i2r), Zeroizing::new(r2i), advert))
     }
 }
 
@@ -292,7 +293,7 @@ impl Responder {
         packet::emit_resp(local_index, remote_index, &noise[..n], &mut out);
         seal_macs(&mut out, &self.payload.initiator, None);
         let (i2r, r2i) = self.state.dangerously_get_raw_split();
-        Ok((out, r2i, i2r))
+        Ok((out, Zeroizing::new(r2i), Zeroizing::new(i2r)))
     }
 }
 
@@ -396,8 +397,40 @@ mod tests {
         assert_eq!((sender, receiver), (9, 7));
         let (a_send, a_recv, got) = init.finish(noise).unwrap();
         assert_eq!(got, theirs);
-        assert_eq!((a_send, a_recv), (b_recv, b_send));
+        assert_eq!((&a_send, &a_recv), (&b_recv, &b_send));
         assert_ne!(a_send, a_recv);
+    }
+
+    /// Our copies of the Noise split keys and of the static secret wipe themselves when
+    /// dropped (a bound checked by the compiler: this stops compiling if one of them becomes a
+    /// bare array again).
+    #[test]
+    fn split_keys_and_secrets_are_wiped_on_drop() {
+        fn wiped<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        let (a, b) = (Identity::from_seed(&[1; 32]), Identity::from_seed(&[2; 32]));
+        let payload = InitPayload {
+            initiator: a.node_id(),
+            timestamp_ms: 1,
+            advert: Advert::default(),
+        };
+        let (init, m1) =
+            Initiator::start(&mut rng::from_seed(1), &a, &b.node_id(), 7, &payload, None).unwrap();
+        let Packet::Init { noise, .. } = Packet::parse(&m1).unwrap() else {
+            panic!()
+        };
+        let resp = Responder::read(&mut rng::from_seed(2), &b, noise).unwrap();
+        let (m2, b_send, b_recv) = resp.answer(9, 7, &Advert::default()).unwrap();
+        wiped(&b_send);
+        wiped(&b_recv);
+        let Packet::Resp { noise, .. } = Packet::parse(&m2).unwrap() else {
+            panic!()
+        };
+        let (a_send, a_recv, _) = init.finish(noise).unwrap();
+        wiped(&a_send);
+        wiped(&a_recv);
+        wiped(&a.x25519_secret());
+        wiped(&a.secret_seed());
+        wiped(&a);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use data_encoding::Encoding;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
-use zeroize::Zeroizing;
+use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 use crate::overlay;
 
@@ -21,6 +21,11 @@ pub const NODE_ID_LEN: usize = 32;
 pub const NODE_ID_TEXT_LEN: usize = 52;
 /// Length of an ed25519 signature.
 pub const SIGNATURE_LEN: usize = 64;
+
+/// DER prefix of an ed25519 PKCS#8 v1 private key (RFC 8410 §7): the 32-byte seed follows.
+const ED25519_PKCS8_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
 
 /// First line of an identity file.
 const IDENTITY_HEADER: &str = "shipworm-identity-v1";
@@ -138,6 +143,14 @@ pub struct Identity {
     key: SigningKey,
 }
 
+// The key is the only field, and ed25519-dalek (feature `zeroize`) wipes it on drop; the
+// compiler checks that it still does.
+impl ZeroizeOnDrop for Identity {}
+const _: () = {
+    const fn wiped<T: ZeroizeOnDrop>() {}
+    wiped::<SigningKey>()
+};
+
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Identity({})", self.node_id().fmt_short())
@@ -204,6 +217,15 @@ impl Identity {
     /// The 32-byte secret seed (for handing to TLS and Noise layers).
     pub fn secret_seed(&self) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(self.key.to_bytes())
+    }
+
+    /// The secret key as an RFC 8410 PKCS#8 v1 document (for TLS), built in place in a buffer
+    /// that is wiped when dropped: hand the TLS layer a borrow of it, never a copy it keeps.
+    pub fn pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
+        let mut der = Zeroizing::new(Vec::with_capacity(ED25519_PKCS8_PREFIX.len() + 32));
+        der.extend_from_slice(&ED25519_PKCS8_PREFIX);
+        der.extend_from_slice(&self.secret_seed()[..]);
+        der
     }
 
     /// The X25519 secret matching [`NodeId::x25519_public`] (the clamped ed25519 scalar).
@@ -393,6 +415,20 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let err = Identity::load(&path).unwrap_err().to_string();
         assert!(err.contains("not lowercase base32"), "{err}");
+    }
+
+    #[test]
+    fn pkcs8_document_holds_the_same_key() {
+        use ring::signature::KeyPair;
+        let id = Identity::from_seed(&RFC8032_SEED);
+        let der = id.pkcs8_der();
+        assert_eq!(
+            der.len(),
+            der.capacity(),
+            "built in place: no reallocated copy"
+        );
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).unwrap();
+        assert_eq!(pair.public_key().as_ref(), id.node_id().as_bytes());
     }
 
     fn hex(b: &[u8]) -> String {

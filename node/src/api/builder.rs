@@ -134,10 +134,24 @@ impl Builder {
         }
     }
 
+    /// The tunnel's settings: the engine's, with the accept policy, the configured peers pinned
+    /// (an attacker's sessions never evict them from the peer table) and a TUN interface's MTU.
+    fn tunnel_config(&self) -> TunnelConfig {
+        TunnelConfig {
+            accept: self.accept(),
+            pinned: self.peers.iter().map(|(p, _)| *p).collect(),
+            mtu: self
+                .tun
+                .as_ref()
+                .map_or(self.engine.tunnel.mtu, |t| t.mtu as usize),
+            ..self.engine.tunnel.clone()
+        }
+    }
+
     /// Binds the socket (and the TUN interface), starts the node's driver, and returns the node.
     pub async fn spawn(self) -> Result<Node, NodeError> {
         let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
-        let accept = self.accept();
+        let tunnel = self.tunnel_config();
         let Builder {
             identity,
             rendezvous,
@@ -154,11 +168,7 @@ impl Builder {
         let servers = resolve_all(&rendezvous).await.map_err(|e| setup(&e))?;
         config.rendezvous = servers.iter().map(|s| s.register).collect();
         config.stun = servers.iter().filter_map(|s| s.stun).collect();
-        config.tunnel = TunnelConfig {
-            accept,
-            mtu: tun.as_ref().map_or(config.tunnel.mtu, |t| t.mtu as usize),
-            ..config.tunnel
-        };
+        config.tunnel = tunnel;
         let inner_mtu = config.tunnel.mtu;
         if inner_mtu < 1280 {
             return Err(setup(&format!(
@@ -367,5 +377,61 @@ mod tests {
             Accept::Only(s) => assert_eq!(s, [a].into_iter().collect()),
             Accept::Any => panic!("an empty allowlist admits the peers alone"),
         }
+    }
+
+    /// A configured peer keeps its place in the engine's tunnel when fresh keys fill the peer
+    /// table with sessions: its handshake is still answered.
+    #[test]
+    fn configured_peers_are_pinned_in_the_tunnel() {
+        use shipworm_tunnel::handshake::Initiator;
+        use shipworm_tunnel::rng;
+        use shipworm_tunnel::wire::packet::Packet;
+        use shipworm_tunnel::wire::payload::InitPayload;
+
+        const UNIX: u64 = 1_800_000_000_000;
+        let me = Identity::from_seed(&[1; 32]);
+        let peer = Identity::from_seed(&[2; 32]);
+        let builder = Builder::default()
+            .peer(peer.node_id(), vec![])
+            .engine_config(EngineConfig {
+                tunnel: TunnelConfig {
+                    max_peers: 4,
+                    ..TunnelConfig::default()
+                },
+                ..EngineConfig::default()
+            });
+        let mut config = builder.engine.clone();
+        config.tunnel = builder.tunnel_config();
+        let now = Instant::now();
+        let mut engine = Engine::new(me.clone(), config, now, rng::from_seed(1));
+        let message_1 = |who: &Identity, seed: u64| {
+            let payload = InitPayload {
+                initiator: who.node_id(),
+                timestamp_ms: UNIX,
+                advert: Default::default(),
+            };
+            let start = Initiator::start(
+                &mut rng::from_seed(seed),
+                who,
+                &me.node_id(),
+                seed as u32,
+                &payload,
+                None,
+            );
+            start.unwrap().1
+        };
+        let flood: SocketAddr = "203.0.113.1:1000".parse().unwrap();
+        for n in 0..8u8 {
+            let m1 = message_1(&Identity::from_seed(&[0x40 + n; 32]), u64::from(n));
+            engine.handle_packet(now, UNIX, flood, &m1);
+        }
+        assert!(engine.tunnel_stats().peers_full > 0, "the table is full");
+        while engine.poll_transmit().is_some() {}
+        let from: SocketAddr = "198.51.100.2:4000".parse().unwrap();
+        engine.handle_packet(now, UNIX, from, &message_1(&peer, 99));
+        let answered = std::iter::from_fn(|| engine.poll_transmit()).any(|t| {
+            t.dest == from && matches!(Packet::parse(&t.contents), Ok(Packet::Resp { .. }))
+        });
+        assert!(answered, "{:?}", engine.tunnel_stats());
     }
 }

@@ -176,7 +176,6 @@ impl Engine {
     /// [`shipworm_tunnel::rng::from_os`] in production, a seeded generator in simulation.
     pub fn new(identity: Identity, mut config: EngineConfig, now: Instant, mut rng: Rng) -> Self {
         config.tunnel.follow_source = false;
-        config.tunnel.spray_responses = true;
         let servers = config
             .rendezvous
             .iter()

@@ -12,8 +12,7 @@ use rustls::crypto::{
     verify_tls13_signature_with_raw_key, CryptoProvider, WebPkiSupportedAlgorithms,
 };
 use rustls::pki_types::{
-    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, SubjectPublicKeyInfoDer,
-    UnixTime,
+    CertificateDer, PrivatePkcs8KeyDer, ServerName, SubjectPublicKeyInfoDer, UnixTime,
 };
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
@@ -24,11 +23,6 @@ use shipworm_tunnel::{Identity, NodeId};
 const ED25519_SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
 ];
-/// DER prefix of an ed25519 PKCS#8 v1 private key (RFC 8410 §7): the 32-byte seed follows.
-const ED25519_PKCS8_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
-
 /// The raw public key (SubjectPublicKeyInfo DER) of `node`.
 pub fn spki_of(node: &NodeId) -> Vec<u8> {
     let mut v = ED25519_SPKI_PREFIX.to_vec();
@@ -46,15 +40,11 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn certified_key(
-    identity: &Identity,
-    provider: &CryptoProvider,
-) -> Result<Arc<CertifiedKey>, rustls::Error> {
-    let mut pkcs8 = ED25519_PKCS8_PREFIX.to_vec();
-    pkcs8.extend_from_slice(&identity.secret_seed()[..]);
-    let key = provider
-        .key_provider
-        .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8)))?;
+fn certified_key(identity: &Identity) -> Result<Arc<CertifiedKey>, rustls::Error> {
+    // A borrow of our wiped-on-drop buffer: the provider's `load_private_key` would take an owned
+    // copy of the seed and free it unwiped.
+    let pkcs8 = identity.pkcs8_der();
+    let key = rustls::crypto::ring::sign::any_eddsa_type(&PrivatePkcs8KeyDer::from(&pkcs8[..]))?;
     Ok(Arc::new(CertifiedKey::new(
         vec![CertificateDer::from(spki_of(&identity.node_id()))],
         key,
@@ -188,7 +178,7 @@ pub fn client_config(
     alpn: &[u8],
 ) -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = provider();
-    let key = certified_key(identity, &provider)?;
+    let key = certified_key(identity)?;
     let verifier = Arc::new(ExpectNode {
         expected: peer,
         algs: provider.signature_verification_algorithms,
@@ -210,7 +200,7 @@ pub fn server_config(
     alpns: &[Vec<u8>],
 ) -> Result<rustls::ServerConfig, rustls::Error> {
     let provider = provider();
-    let key = certified_key(identity, &provider)?;
+    let key = certified_key(identity)?;
     let verifier = Arc::new(AnyNode {
         algs: provider.signature_verification_algorithms,
     });

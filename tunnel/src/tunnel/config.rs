@@ -35,9 +35,24 @@ pub struct TunnelConfig {
     /// Off when a path manager chooses endpoints with [`Tunnel::set_endpoint`](super::Tunnel::set_endpoint); then a packet from
     /// a new source is reported as [`Event::Source`](super::Event::Source) instead.
     pub follow_source: bool,
-    /// Also send message 2 to every candidate in message 1, not just to where it came from: the
-    /// responder's half of a simultaneous open.
-    pub spray_responses: bool,
+    /// Peers added by configuration: they have a place in the peer table from the start and are
+    /// never evicted to make room for others (they count toward `max_peers`).
+    pub pinned: Vec<NodeId>,
+    /// Message 1s from one peer closer together than this are dropped (after the Diffie-Hellman
+    /// that names the peer, before the answer's): WireGuard's 50 initiations per second.
+    pub handshake_min_interval: Duration,
+    /// A message 1 whose timestamp is further than this from our wall clock, either way, is
+    /// dropped as stale: a captured one cannot be replayed later than this, even to a
+    /// restarted node or after its peer was evicted.
+    pub handshake_freshness: Duration,
+    /// Initiators whose last accepted timestamp is remembered beyond the peer table (replay
+    /// protection after eviction); when full, the oldest is forgotten behind a floor.
+    pub handshake_cache: usize,
+    /// Under load, message 1s (with a valid mac2) accepted per second from one source (an IPv4
+    /// address or an IPv6 /64), checked before any Diffie-Hellman: WireGuard's 20.
+    pub source_rate: u32,
+    /// The burst a source may send above `source_rate` (WireGuard's 5).
+    pub source_burst: u32,
     /// Offer AES-256-GCM for transport packets when this CPU has AES instructions (it is used
     /// when the peer offers it too; ChaCha20-Poly1305 otherwise).
     pub offer_aes_gcm: bool,
@@ -58,7 +73,12 @@ impl Default for TunnelConfig {
             handshake_retry: Duration::from_millis(250),
             handshake_timeout: Duration::from_secs(10),
             follow_source: true,
-            spray_responses: true,
+            pinned: Vec::new(),
+            handshake_min_interval: Duration::from_millis(20),
+            handshake_freshness: Duration::from_secs(120),
+            handshake_cache: 4096,
+            source_rate: 20,
+            source_burst: 5,
             offer_aes_gcm: true,
         }
     }

@@ -143,8 +143,15 @@ counters!(
         cookie_sent,
         /// Handshakes that failed Noise or identity checks.
         bad_handshake,
-        /// Message 1 not newer than the last from that initiator.
+        /// Message 1 not newer than the last from that initiator (or, for one no longer
+        /// remembered, than the replay cache's floor).
         replayed_handshake,
+        /// Message 1 whose timestamp is outside the freshness window of our clock.
+        stale_handshake,
+        /// Message 1 from a peer sooner than `handshake_min_interval` after its last one.
+        peer_rate_limited,
+        /// Message 1 under load from a source over its `source_rate`.
+        source_rate_limited,
         /// Initiators not on the allowlist.
         not_allowed,
         /// The peer table was full.

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::admission::Refusal;
 use super::peers::Pending;
 use super::{Accept, Event, SendError, Tunnel};
 use crate::handshake::{self, Initiator, Responder};
@@ -126,8 +127,11 @@ impl Tunnel {
         self.push_event(Event::Initiation { peer: id, packet });
     }
 
-    /// A HANDSHAKE_INIT: mac1, then a cookie under load, then Noise and the accept policy;
-    /// answered with message 2 (sprayed to the initiator's candidates if configured).
+    /// A HANDSHAKE_INIT: mac1, then under load a cookie (mac2) and the source's rate, all before
+    /// any Diffie-Hellman; then Noise, the accept policy, freshness, replay and the peer's rate.
+    /// Answered with one message 2, to where message 1 came from and nowhere else: the engine
+    /// decides whether other addresses of the initiator may have a copy
+    /// ([`Event::Response`]).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_init(
         &mut self,
@@ -144,7 +148,7 @@ impl Tunnel {
             return;
         }
         if now.saturating_duration_since(self.cookie_rotated) >= COOKIE_LIFETIME {
-            self.rng.fill_bytes(&mut self.cookie_secret);
+            self.rng.fill_bytes(&mut self.cookie_secret[..]);
             self.cookie_rotated = now;
         }
         if self.under_load(now) {
@@ -154,6 +158,12 @@ impl Tunnel {
                 let reply =
                     handshake::cookie_reply(&mut self.rng, &self.me, sender, &mac1, &cookie);
                 self.push_transmit(from, reply);
+                return;
+            }
+            // mac2 proves the source address, so this budget is the sender's own.
+            let (rate, burst) = (self.config.source_rate, self.config.source_burst);
+            if !self.sources.allow(now, from.ip(), rate, burst) {
+                self.stats.source_rate_limited += 1;
                 return;
             }
         }
@@ -168,45 +178,50 @@ impl Tunnel {
                 return;
             }
         }
+        let ts = responder.payload.timestamp_ms;
+        if ts.abs_diff(unix_ms) > self.config.handshake_freshness.as_millis() as u64 {
+            self.stats.stale_handshake += 1;
+            return;
+        }
         if self
             .peers
             .get(&id)
-            .is_some_and(|p| responder.payload.timestamp_ms <= p.last_init_timestamp)
+            .is_some_and(|p| ts <= p.last_init_timestamp)
         {
             self.stats.replayed_handshake += 1;
             return;
+        }
+        match self
+            .init_cache
+            .check(&id, ts, now, self.config.handshake_min_interval)
+        {
+            Some(Refusal::Replayed) => {
+                self.stats.replayed_handshake += 1;
+                return;
+            }
+            Some(Refusal::TooSoon) => {
+                self.stats.peer_rate_limited += 1;
+                return;
+            }
+            None => {}
         }
         if self.peer_entry(id).is_none() {
             return;
         }
         let index = self.fresh_index(id);
         let ours = self.advert.clone();
-        let ts = responder.payload.timestamp_ms;
         let theirs = responder.payload.advert.clone();
         let Ok((reply, send, recv)) = responder.answer(index, sender, &ours) else {
             self.by_index.remove(&index);
             self.stats.bad_handshake += 1;
             return;
         };
+        self.init_cache.record(id, ts, unix_ms, now);
         let cipher = Cipher::agree(ours.flags, theirs.flags);
         let session = Session::new(index, sender, &send, &recv, now, false, cipher);
         self.install(now, id, session, from, theirs, ours.flags);
         if let Some(p) = self.peers.get_mut(&id) {
             p.last_init_timestamp = ts;
-        }
-        if self.config.spray_responses {
-            let mut sent = vec![from];
-            let theirs = self
-                .peers
-                .get(&id)
-                .map(|p| p.candidates.clone())
-                .unwrap_or_default();
-            for c in theirs.into_iter().take(MAX_CANDIDATES) {
-                if !sent.contains(&c) {
-                    sent.push(c);
-                    self.push_transmit(c, reply.clone());
-                }
-            }
         }
         self.push_transmit(from, reply.clone());
         self.push_event(Event::Response {

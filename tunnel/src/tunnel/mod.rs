@@ -23,6 +23,7 @@
 //! rekeys, keepalives, expiry). This file holds the struct, its queues and the dispatch of
 //! incoming datagrams.
 
+mod admission;
 mod config;
 mod events;
 mod handshakes;
@@ -35,6 +36,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
+use zeroize::Zeroizing;
+
 pub use config::{Accept, TunnelConfig};
 pub use events::{Event, SendError, Stats, Transmit};
 pub use peers::Traffic;
@@ -45,6 +48,7 @@ use crate::session::{Cipher, Session};
 use crate::wire::addr;
 use crate::wire::packet::Packet;
 use crate::wire::payload::{Advert, FLAG_AES_GCM};
+use admission::{InitCache, SourceLimiter};
 use peers::Peer;
 
 /// Bound of the transmit and event queues.
@@ -72,9 +76,14 @@ pub struct Tunnel {
     /// ephemeral keys.
     rng: Rng,
     advert: Advert,
-    cookie_secret: [u8; 32],
+    cookie_secret: Zeroizing<[u8; 32]>,
     cookie_rotated: Instant,
     load_window: (Instant, u32),
+    /// Message 1s per source under load.
+    sources: SourceLimiter,
+    /// The initiators we answered: replay protection and the per-peer rate, beyond the peer
+    /// table.
+    init_cache: InitCache,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -96,8 +105,11 @@ impl Tunnel {
     /// simulator).
     pub fn new(identity: Identity, config: TunnelConfig, now: Instant, mut rng: Rng) -> Self {
         let me = identity.node_id();
-        let mut cookie_secret = [0u8; 32];
-        rng.fill_bytes(&mut cookie_secret);
+        let mut cookie_secret = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(&mut cookie_secret[..]);
+        let sources = SourceLimiter::new(&mut rng);
+        let init_cache = InitCache::new(config.handshake_cache);
+        let pinned = config.pinned.clone();
         let mut tunnel = Self {
             overlay: me.overlay_addr(),
             me,
@@ -111,12 +123,17 @@ impl Tunnel {
             cookie_secret,
             cookie_rotated: now,
             load_window: (now, 0),
+            sources,
+            init_cache,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
             pool: Vec::new(),
         };
         tunnel.set_flags(0);
+        for id in pinned {
+            tunnel.pin(id);
+        }
         tunnel
     }
 

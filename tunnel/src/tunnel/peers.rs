@@ -142,7 +142,9 @@ impl Tunnel {
     }
 
     /// Adds a peer we always keep (a configured peer), with an address to reach it if known.
-    /// Packets to its overlay address start a handshake by themselves.
+    /// Packets to its overlay address start a handshake by themselves. Fails when the table is
+    /// full of peers that cannot be evicted; peers in [`TunnelConfig::pinned`](super::TunnelConfig::pinned) always get their
+    /// place.
     pub fn add_peer(
         &mut self,
         peer: NodeId,
@@ -180,6 +182,18 @@ impl Tunnel {
         p.endpoint_local = local;
         p.reported_source = None;
         self.flush_queued(now, unix_ms, peer);
+    }
+
+    /// Gives a configured peer its place in the table for good (not bounded by `max_peers`: the
+    /// configuration bounds it).
+    pub(super) fn pin(&mut self, id: NodeId) {
+        self.by_overlay.insert(id.overlay_addr(), id);
+        self.peers.entry(id).or_insert_with(|| Peer::new(id)).pinned = true;
+    }
+
+    /// Whether `peer` is pinned: in the table for good, never evicted.
+    pub fn is_pinned(&self, peer: &NodeId) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.pinned)
     }
 
     pub(super) fn peer_entry(&mut self, id: NodeId) -> Option<&mut Peer> {

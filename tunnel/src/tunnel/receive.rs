@@ -8,7 +8,19 @@ use super::peers::traffic_of;
 use super::{Event, Tunnel};
 use crate::session::OpenError;
 use crate::wire::frame::Frame;
+use crate::wire::payload::Advert;
 use crate::wire::{ipv6, packet};
+
+/// An inner frame once parsed, owning what it carries (a data frame's bytes stay in the buffer
+/// it was opened into).
+enum Inner {
+    Keepalive,
+    Data,
+    Probe(u64),
+    ProbeAnswer(u64, SocketAddr),
+    Advert(Advert),
+    Close,
+}
 
 impl Tunnel {
     /// A TRANSPORT packet: open it with the session its index names, follow or report its
@@ -67,15 +79,27 @@ impl Tunnel {
             peer.reported_source = Some((local, from));
             new_source = Some(from);
         }
-        let is_probe = matches!(Frame::parse(&plain), Ok(Frame::Probe { .. }));
+        // Parsed once; a data frame is judged while `plain` is borrowed, then leaves in it.
+        let (frame, verdict) = match Frame::parse(&plain) {
+            Ok(Frame::Data(ip)) => (
+                Ok(Inner::Data),
+                Some(ipv6::check_inbound(ip, peer.overlay, self.overlay)),
+            ),
+            Ok(Frame::Keepalive) => (Ok(Inner::Keepalive), None),
+            Ok(Frame::Probe { tx }) => (Ok(Inner::Probe(tx)), None),
+            Ok(Frame::ProbeAnswer { tx, observed }) => (Ok(Inner::ProbeAnswer(tx, observed)), None),
+            Ok(Frame::Advert(advert)) => (Ok(Inner::Advert(advert)), None),
+            Ok(Frame::Close) => (Ok(Inner::Close), None),
+            Err(e) => (Err(e), None),
+        };
         if let Some(t) = traffic_of(&mut peer.traffic, from) {
             t.packets_in += 1;
             t.bytes_in += (packet::TRANSPORT_HEADER_LEN + sealed.len()) as u64;
-            if is_probe {
+            if matches!(frame, Ok(Inner::Probe(_))) {
                 t.probes_in += 1;
             }
         }
-        let (peer_overlay, peer_id) = (peer.overlay, peer.id);
+        let peer_id = peer.id;
         if let Some(from) = new_source {
             self.push_event(Event::Source {
                 peer: peer_id,
@@ -83,12 +107,7 @@ impl Tunnel {
                 local,
             });
         }
-        // A data frame is the IPv6 packet itself: it leaves in the buffer it was opened into.
-        let data = match Frame::parse(&plain) {
-            Ok(Frame::Data(ip)) => Some(ipv6::check_inbound(ip, peer_overlay, self.overlay)),
-            _ => None,
-        };
-        if let Some(verdict) = data {
+        if let Some(verdict) = verdict {
             match verdict {
                 ipv6::InboundVerdict::Accept => {
                     self.stats.packets_in += 1;
@@ -105,11 +124,10 @@ impl Tunnel {
             self.recycle(plain);
             return;
         }
-        match Frame::parse(&plain) {
-            Ok(Frame::Keepalive) => {}
-            // Handled above.
-            Ok(Frame::Data(_)) => {}
-            Ok(Frame::Probe { tx }) => {
+        match frame {
+            // Data was judged above.
+            Ok(Inner::Keepalive | Inner::Data) => {}
+            Ok(Inner::Probe(tx)) => {
                 self.seal_to(
                     now,
                     id,
@@ -118,20 +136,20 @@ impl Tunnel {
                     &Frame::ProbeAnswer { tx, observed: from },
                 );
             }
-            Ok(Frame::ProbeAnswer { tx, observed }) => self.push_event(Event::ProbeAnswer {
+            Ok(Inner::ProbeAnswer(tx, observed)) => self.push_event(Event::ProbeAnswer {
                 peer: id,
                 tx,
                 observed,
                 from,
                 local,
             }),
-            Ok(Frame::Advert(advert)) => {
+            Ok(Inner::Advert(advert)) => {
                 if let Some(p) = self.peers.get_mut(&id) {
                     p.candidates = advert.candidates.clone();
                 }
                 self.push_event(Event::Advert { peer: id, advert });
             }
-            Ok(Frame::Close) => {
+            Ok(Inner::Close) => {
                 self.forget_sessions(id);
                 self.push_event(Event::Closed { peer: id });
             }
