@@ -297,6 +297,25 @@ impl Responder {
     }
 }
 
+/// The bytes of a HANDSHAKE_RESP besides its advert: header, both indices, Noise message 2's
+/// ephemeral key and tag, mac1 and mac2.
+pub const RESP_OVERHEAD: usize = packet::RESP_RECEIVER + 4 + 32 + packet::TAG_LEN + 2 * MAC_LEN;
+
+/// Drops candidates from the end of `advert` until a message 2 carrying it is at most
+/// `limit` bytes (the size of the message 1 it answers); returns whether any were dropped.
+pub fn fit_response(advert: &mut Advert, limit: usize) -> bool {
+    let mut dropped = false;
+    loop {
+        let mut body = Vec::new();
+        advert.emit(&mut body);
+        if RESP_OVERHEAD + body.len() <= limit || advert.candidates.is_empty() {
+            return dropped;
+        }
+        advert.candidates.pop();
+        dropped = true;
+    }
+}
+
 /// Seals `cookie` for the sender of a handshake whose mac1 was `mac1`, under a nonce drawn
 /// from `rng`; we are `us`. Returns the COOKIE_REPLY packet.
 pub fn cookie_reply(
@@ -385,6 +404,13 @@ mod tests {
         };
         let (m2, b_send, b_recv) = resp.answer(9, 7, &theirs).unwrap();
         assert!(check_mac1(&m2, &a.node_id()));
+        let mut advert_bytes = Vec::new();
+        theirs.emit(&mut advert_bytes);
+        assert_eq!(m2.len(), RESP_OVERHEAD + advert_bytes.len());
+        let mut fitted = theirs.clone();
+        assert!(!fit_response(&mut fitted, m2.len()));
+        assert!(fit_response(&mut fitted, m2.len() - 1));
+        assert!(fitted.candidates.is_empty());
         let Packet::Resp {
             sender,
             receiver,

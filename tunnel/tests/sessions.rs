@@ -651,3 +651,46 @@ fn aes_gcm_is_used_only_when_both_ends_offer_it_and_data_flows_either_way() {
     #[cfg(target_arch = "x86_64")]
     assert!(hw, "AES-NI expected on the lab machines");
 }
+
+#[test]
+fn message_2_is_no_larger_than_message_1_and_the_rest_of_the_advert_follows_once_confirmed() {
+    let mut net = Net::new(
+        31,
+        clean(),
+        TunnelConfig::default(),
+        TunnelConfig::default(),
+    );
+    // B has many candidates, A none: B's full advert would make message 2 larger than A's
+    // message 1.
+    let many: Vec<SocketAddr> = (0..16u16)
+        .map(|i| SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100 + i], 9000 + i)))
+        .collect();
+    net.b.set_candidates(many.clone());
+    net.connect();
+    net.run(Duration::from_millis(100));
+    assert!(net.established());
+    let m1 = net
+        .seen_by_b
+        .iter()
+        .find(|(_, p)| p[0] == 0xD1)
+        .map(|(_, p)| p.len())
+        .unwrap();
+    let m2 = net
+        .b_events
+        .iter()
+        .find_map(|e| match e {
+            Event::Response { packet, .. } => Some(packet.len()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        m2 <= m1,
+        "message 2 ({m2} B) larger than message 1 ({m1} B)"
+    );
+    let b = net.b.node_id();
+    assert_eq!(
+        net.a.peer_candidates(&b),
+        &many[..],
+        "the candidates left out of message 2 reached A in an ADVERT"
+    );
+}

@@ -209,7 +209,11 @@ impl Tunnel {
             return;
         }
         let index = self.fresh_index(id);
-        let ours = self.advert.clone();
+        // Message 2 is never larger than the message 1 it answers, so a host that spoofs message
+        // 1's source gains nothing: candidates that do not fit follow in an ADVERT once the
+        // initiator's first authentic packet proves its address (receive.rs).
+        let mut ours = self.advert.clone();
+        let owed = handshake::fit_response(&mut ours, bytes.len());
         let theirs = responder.payload.advert.clone();
         let Ok((reply, send, recv)) = responder.answer(index, sender, &ours) else {
             self.by_index.remove(&index);
@@ -222,6 +226,7 @@ impl Tunnel {
         self.install(now, id, session, from, theirs, ours.flags);
         if let Some(p) = self.peers.get_mut(&id) {
             p.last_init_timestamp = ts;
+            p.advert_owed = owed;
         }
         self.push_transmit(from, reply.clone());
         self.push_event(Event::Response {

@@ -86,6 +86,9 @@ pub(super) struct Peer {
     pub(super) reported_source: Option<(u16, SocketAddr)>,
     /// Counters per remote address.
     pub(super) traffic: Vec<(SocketAddr, Traffic)>,
+    /// Our message 2 left candidates out to stay no larger than message 1: they follow in an
+    /// ADVERT once the initiator's first authentic transport packet proves its address.
+    pub(super) advert_owed: bool,
 }
 
 impl Peer {
@@ -108,6 +111,7 @@ impl Peer {
             endpoint_local: 0,
             reported_source: None,
             traffic: Vec::new(),
+            advert_owed: false,
         }
     }
 }

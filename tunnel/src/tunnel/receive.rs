@@ -100,6 +100,10 @@ impl Tunnel {
             }
         }
         let peer_id = peer.id;
+        if std::mem::take(&mut peer.advert_owed) {
+            let advert = self.advert.clone();
+            self.seal_to(now, peer_id, local, from, &Frame::Advert(advert));
+        }
         if let Some(from) = new_source {
             self.push_event(Event::Source {
                 peer: peer_id,
