@@ -304,7 +304,11 @@ impl Sim {
                 .iter()
                 .filter_map(|n| n.engine.poll_timeout())
                 .chain(self.server.poll_timeout())
-                .chain(self.attackers.iter().filter_map(|a| a.tunnel.poll_timeout()))
+                .chain(
+                    self.attackers
+                        .iter()
+                        .filter_map(|a| a.tunnel.poll_timeout()),
+                )
                 .min();
             let Some(next) = [next_packet, next_timer].into_iter().flatten().min() else {
                 return false;

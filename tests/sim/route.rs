@@ -60,7 +60,13 @@ impl Sim {
         self.enqueue(at, src, dst, bytes);
     }
 
-    pub(super) fn enqueue(&mut self, at: Instant, src: SocketAddr, dst: SocketAddr, bytes: Vec<u8>) {
+    pub(super) fn enqueue(
+        &mut self,
+        at: Instant,
+        src: SocketAddr,
+        dst: SocketAddr,
+        bytes: Vec<u8>,
+    ) {
         self.seq += 1;
         self.queue
             .push(Reverse((at, self.seq, None, src, dst, bytes)));

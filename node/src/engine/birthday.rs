@@ -149,8 +149,10 @@ impl Engine {
     }
 
     fn close_spare_sockets(&mut self, keep: &[u16]) {
-        let (kept, ids): (Vec<u16>, Vec<u16>) =
-            self.spare_sockets.drain(..).partition(|id| keep.contains(id));
+        let (kept, ids): (Vec<u16>, Vec<u16>) = self
+            .spare_sockets
+            .drain(..)
+            .partition(|id| keep.contains(id));
         self.spare_sockets = kept;
         if !ids.is_empty() {
             // Pairs on closed sockets must never be selected again.

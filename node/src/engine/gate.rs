@@ -97,7 +97,11 @@ impl Gate {
         {
             // Full of live proofs: the oldest one gives way (ties broken by address, so the
             // choice does not depend on the map's order).
-            let oldest = self.verified.iter().min_by_key(|(a, t)| (**t, **a)).map(|(a, _)| *a);
+            let oldest = self
+                .verified
+                .iter()
+                .min_by_key(|(a, t)| (**t, **a))
+                .map(|(a, _)| *a);
             if let Some(a) = oldest {
                 self.verified.remove(&a);
             }
@@ -115,14 +119,17 @@ impl Gate {
     /// Whether one more datagram to the unverified `addr` fits its budgets (nothing counted).
     pub fn check(&mut self, addr: SocketAddr, now: Instant) -> Result<(), Refusal> {
         self.refill(now);
-        let a = self.per_addr.get(&addr).filter(|w| w.live(now)).map_or(0, |w| w.sent);
+        let a = self
+            .per_addr
+            .get(&addr)
+            .filter(|w| w.live(now))
+            .map_or(0, |w| w.sent);
         let i = self
             .per_ip
             .get(&addr.ip())
             .filter(|w| w.live(now))
             .map_or(0, |w| w.sent);
-        if a as usize >= UNVERIFIED_PACKETS_PER_ADDRESS || i as usize >= UNVERIFIED_PACKETS_PER_IP
-        {
+        if a as usize >= UNVERIFIED_PACKETS_PER_ADDRESS || i as usize >= UNVERIFIED_PACKETS_PER_IP {
             return Err(Refusal::AddressBudget);
         }
         if self.tokens == 0 {
@@ -141,11 +148,20 @@ impl Gate {
     /// Counts one datagram to the unverified `addr` (after [`Gate::check`] said yes).
     pub fn count(&mut self, addr: SocketAddr, now: Instant) {
         for w in [
-            self.per_addr.entry(addr).or_insert(Window { start: now, sent: 0 }),
-            self.per_ip.entry(addr.ip()).or_insert(Window { start: now, sent: 0 }),
+            self.per_addr.entry(addr).or_insert(Window {
+                start: now,
+                sent: 0,
+            }),
+            self.per_ip.entry(addr.ip()).or_insert(Window {
+                start: now,
+                sent: 0,
+            }),
         ] {
             if !w.live(now) {
-                *w = Window { start: now, sent: 0 };
+                *w = Window {
+                    start: now,
+                    sent: 0,
+                };
             }
             w.sent += 1;
         }

@@ -428,7 +428,11 @@ mod tests {
         let t = PathTiming::default();
         let mut p = Paths::default();
         for k in 0..MAX_PAIRS as u16 {
-            p.add(SocketAddr::from(([192, 0, 2, 1], k + 1)), CandidateKind::Advertised, t0);
+            p.add(
+                SocketAddr::from(([192, 0, 2, 1], k + 1)),
+                CandidateKind::Advertised,
+                t0,
+            );
             p.sent(k as usize, at(t0, 1));
         }
         p.expire(at(t0, 5000), &t);

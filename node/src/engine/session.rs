@@ -98,8 +98,8 @@ impl PeerState {
     /// Takes one ADVERT token; false if the peer sends them too fast.
     fn advert_allowed(&mut self, now: Instant) -> bool {
         let (tokens, at) = self.advert_tokens;
-        let earned = (now.saturating_duration_since(at).as_millis()
-            / ADVERT_INTERVAL.as_millis()) as u32;
+        let earned =
+            (now.saturating_duration_since(at).as_millis() / ADVERT_INTERVAL.as_millis()) as u32;
         let (mut tokens, at) = if earned > 0 {
             ((tokens + earned).min(ADVERT_BURST), now)
         } else {
@@ -237,7 +237,12 @@ impl Engine {
 
     /// Bytes `peer` sent us in authenticated packets.
     fn credit_in(&self, peer: &NodeId, st: &PeerState) -> u64 {
-        let transport: u64 = self.tunnel.traffic(peer).iter().map(|(_, t)| t.bytes_in).sum();
+        let transport: u64 = self
+            .tunnel
+            .traffic(peer)
+            .iter()
+            .map(|(_, t)| t.bytes_in)
+            .sum();
         st.handshake_bytes_in + transport
     }
 
@@ -513,7 +518,12 @@ impl Engine {
         st.handshake_from = Some(from);
         if let Some(i) = inbound {
             st.handshake_bytes_in += i.len;
-            remember_index(&mut self.their_index, &mut st.their_indices, i.their_index, peer);
+            remember_index(
+                &mut self.their_index,
+                &mut st.their_indices,
+                i.their_index,
+                peer,
+            );
         }
         let Some(st) = self.peers.get_mut(&peer) else {
             return;
