@@ -206,6 +206,10 @@ pub struct Engine {
     sockets_close_at: Option<Instant>,
     /// What peers say they see of us (PROBE_ANSWER), before it becomes a candidate.
     observed: observed::Observed,
+    /// While the tunnel's events are handled, the engine's own datagrams wait in `deferred`
+    /// to leave after the tunnel's (the order they were caused in).
+    deferring: bool,
+    deferred: Vec<Transmit>,
 }
 
 /// Sizes of the engine's tables (what a flood could grow).
@@ -292,6 +296,8 @@ impl Engine {
             birthday_tokens: (0, now),
             sockets_close_at: None,
             observed: observed::Observed::default(),
+            deferring: false,
+            deferred: Vec::new(),
         }
     }
 
@@ -378,6 +384,16 @@ impl Engine {
     }
 
     fn push_transmit_via(&mut self, local: u16, dest: SocketAddr, contents: Vec<u8>) {
+        if self.deferring {
+            // Bounded by what one round of tunnel events can ask for; the bound of the queue
+            // applies when they are released.
+            self.deferred.push(Transmit {
+                local,
+                dest,
+                contents,
+            });
+            return;
+        }
         if self.transmits.len() >= MAX_TRANSMITS {
             self.count_drop(DropReason::TransmitQueueFull);
             return;

@@ -315,11 +315,22 @@ impl Engine {
     pub(super) fn drain_tunnel(&mut self, now: Instant, unix_ms: u64) {
         // Events first: handling them may call the tunnel again, whose events this loop takes
         // too; the gate and the spray make none.
+        // What the handlers send themselves (introductions) leaves after the tunnel's own
+        // datagrams, as it was queued after them: a direct message 1 goes before its copy
+        // through the rendezvous.
+        let outer = std::mem::replace(&mut self.deferring, true);
         while let Some(e) = self.tunnel.poll_event() {
             self.on_tunnel_event(now, unix_ms, e);
         }
+        self.deferring = outer;
         self.take_tunnel_transmits(now);
         self.spray(now);
+        if !outer {
+            let deferred = std::mem::take(&mut self.deferred);
+            for t in deferred {
+                self.push_transmit_via(t.local, t.dest, t.contents);
+            }
+        }
         self.inbound = None;
     }
 
