@@ -74,10 +74,12 @@ fn diagnostics_show_candidates_and_pairs_with_counters() {
     // give or take what is still in flight.
     let sb = b.peers[0].pairs.iter().find(|p| p.selected).unwrap();
     assert!(sb.probes_received + 2 >= s.probes_sent && sb.probes_received <= s.probes_sent);
-    // Host addresses a peer advertised behind another NAT never work: failed, never selected.
-    assert!(pa.pairs.iter().any(|p| p.kind == CandidateKind::Advertised
-        && p.state != PairState::Succeeded
-        && !p.selected));
+    // Host addresses a peer advertised behind another NAT never work, and may name any host
+    // near us: a private address outside our own subnets never becomes a pair (issue 10).
+    assert!(pa
+        .pairs
+        .iter()
+        .all(|p| p.remote.ip() != sim.nodes[1].v4.ip()));
     // The JSON form (`status --json`, `docs/operations.md`) names the selected pair's state
     // `selected`, gives RTTs in milliseconds, and starts each pair with its remote address
     // (the lab's `selected_remote` reads it so).

@@ -17,14 +17,18 @@
 //! - `route.rs`: a datagram's way from a host through its NAT or firewall and the core to the
 //!   rendezvous or another site;
 //! - `trace.rs`: the datagram record ([`TracedDatagram`], [`Fate`]);
-//! - `rng.rs`: the simulator's own random draws ([`Rng`]).
+//! - `rng.rs`: the simulator's own random draws ([`Rng`]);
+//! - `hostile.rs`: the hostile cast: victim hosts that count what reaches them, attackers with
+//!   a valid key and their own tunnel, and injection of datagrams with any source.
 
+mod hostile;
 mod nat;
 mod rng;
 mod route;
 mod site;
 mod trace;
 
+pub use hostile::{Attacker, Victim};
 pub use nat::{Filtering, Mapping, NatModel};
 pub use rng::Rng;
 pub use site::{Ipv6Access, SiteConfig};
@@ -112,6 +116,10 @@ pub struct Sim {
     pub trace: bool,
     /// Every datagram delivered or dropped, once [`Sim::record_datagrams`] turned it on.
     pub datagrams: Option<Vec<TracedDatagram>>,
+    /// Hosts in the core that count what reaches them ([`Sim::add_victim`]).
+    pub victims: Vec<Victim>,
+    /// Attackers with a valid key ([`Sim::add_attacker`]).
+    pub attackers: Vec<Attacker>,
 }
 
 type InFlight = (
@@ -205,6 +213,8 @@ impl Sim {
             delivered: 0,
             trace: std::env::var_os("SHIPWORM_SIM_TRACE").is_some(),
             datagrams: None,
+            victims: Vec::new(),
+            attackers: Vec::new(),
         }
     }
 
@@ -215,12 +225,18 @@ impl Sim {
         }
     }
 
+    /// The virtual present.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
     /// Virtual time since start.
     pub fn elapsed(&self) -> Duration {
         self.now - self.start
     }
 
-    fn unix(&self) -> u64 {
+    /// Wall-clock milliseconds of the virtual present.
+    pub fn unix(&self) -> u64 {
         UNIX0 + self.elapsed().as_millis() as u64
     }
 
@@ -288,6 +304,11 @@ impl Sim {
                 .iter()
                 .filter_map(|n| n.engine.poll_timeout())
                 .chain(self.server.poll_timeout())
+                .chain(
+                    self.attackers
+                        .iter()
+                        .filter_map(|a| a.tunnel.poll_timeout()),
+                )
                 .min();
             let Some(next) = [next_packet, next_timer].into_iter().flatten().min() else {
                 return false;
@@ -340,6 +361,7 @@ impl Sim {
             if self.server.poll_timeout().is_some_and(|t| t <= now) {
                 self.server.handle_timeout(now);
             }
+            self.attacker_timeouts();
         }
     }
 

@@ -60,7 +60,13 @@ impl Sim {
         self.enqueue(at, src, dst, bytes);
     }
 
-    fn enqueue(&mut self, at: Instant, src: SocketAddr, dst: SocketAddr, bytes: Vec<u8>) {
+    pub(super) fn enqueue(
+        &mut self,
+        at: Instant,
+        src: SocketAddr,
+        dst: SocketAddr,
+        bytes: Vec<u8>,
+    ) {
         self.seq += 1;
         self.queue
             .push(Reverse((at, self.seq, None, src, dst, bytes)));
@@ -98,6 +104,9 @@ impl Sim {
 
     /// Delivers to a site's host after its NAT or firewall and its access link.
     fn enqueue_to_site(&mut self, at: Instant, src: SocketAddr, dst: SocketAddr, bytes: Vec<u8>) {
+        if self.deliver_to_cast(src, dst, &bytes) {
+            return;
+        }
         let Some(i) = self.site_of_public(dst.ip()) else {
             self.note(src, dst, &bytes, Fate::Unroutable);
             return;

@@ -8,7 +8,12 @@
 //! that pair is proven both ways like any other. With `s` hard-side mappings among 64 512 ports
 //! and `p` easy-side probes, the chance of no hit is `(1 - s/64512)^p`: for 256 × 2048, about
 //! 3 · 10⁻⁴ (`docs/protocol.md` §"Hard NATs, port mappings and extra sockets").
-
+//!
+//! Both sides aim only at the address a rendezvous observed for the peer (the INTRO_ACK to one
+//! of our transactions: the peer registered from there), never at a candidate the peer merely
+//! claims; only once a session proved the peer's key; and under global limits: a few runs at a
+//! time, one shared probe rate for the easy side, and spare sockets that close a bounded time
+//! after the last round whether or not a path was found.
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -16,7 +21,7 @@ use shipworm_tunnel::rng::RngCore;
 use shipworm_tunnel::NodeId;
 
 use super::nat_check::{is_public_v4, peer_is_easy, peer_is_hard};
-use super::{Engine, NodeEvent};
+use super::{DropReason, Engine, NodeEvent};
 
 /// The probe budget and pace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +36,12 @@ pub struct BirthdayConfig {
     pub hard_rounds: u32,
     /// Time between hard-side rounds.
     pub round_interval: Duration,
+    /// Most easy-side runs at once (they share `rate`).
+    pub max_easy_runs: usize,
+    /// Most hard-side runs at once (they share the spare sockets).
+    pub max_hard_runs: usize,
+    /// How long the spare sockets stay open after the last hard-side round without a path.
+    pub socket_linger: Duration,
 }
 
 impl Default for BirthdayConfig {
@@ -41,6 +52,9 @@ impl Default for BirthdayConfig {
             rate: 1000,
             hard_rounds: 8,
             round_interval: Duration::from_millis(500),
+            max_easy_runs: 2,
+            max_hard_runs: 2,
+            socket_linger: Duration::from_secs(3),
         }
     }
 }
@@ -106,16 +120,40 @@ impl Engine {
         );
     }
 
+    /// Closes the spare sockets once no hard-side run needs them and `socket_linger` passed
+    /// since the last round, path or no path; sockets of selected paths stay.
+    pub(super) fn close_idle_sockets(&mut self, now: Instant) {
+        if self.sockets_close_at.is_none_or(|t| now < t)
+            || self
+                .peers
+                .values()
+                .any(|p| matches!(p.birthday, Some(Birthday::Hard { .. })))
+        {
+            return;
+        }
+        self.sockets_close_at = None;
+        let keep: Vec<u16> = self
+            .peers
+            .values()
+            .filter_map(|p| p.paths.selected_path().map(|(l, _)| l))
+            .collect();
+        self.close_spare_sockets(&keep);
+    }
+
     /// Closes spare sockets except `keep` (the one a selected path uses, or 0).
     pub(super) fn release_sockets(&mut self, keep: u16) {
         if self.peers.values().any(|p| p.birthday.is_some()) {
             return;
         }
-        let ids: Vec<u16> = self
+        self.close_spare_sockets(&[keep]);
+    }
+
+    fn close_spare_sockets(&mut self, keep: &[u16]) {
+        let (kept, ids): (Vec<u16>, Vec<u16>) = self
             .spare_sockets
             .drain(..)
-            .filter(|id| *id != keep)
-            .collect();
+            .partition(|id| keep.contains(id));
+        self.spare_sockets = kept;
         if !ids.is_empty() {
             // Pairs on closed sockets must never be selected again.
             for st in self.peers.values_mut() {
@@ -135,21 +173,33 @@ impl Engine {
         }
         let we_hard = self.we_are_hard();
         let we_easy = self.maps_per_destination == Some(false);
-        // The peer's public IPv4 addresses, however we learned them (a ticket's direct
-        // addresses are reflexive ones too): private, shared and loopback ranges are not where
-        // its NAT maps.
+        // Only the address a rendezvous saw the peer register from: the peer's own NAT. What
+        // the peer claims (its candidates, the source of its packets) may name anyone.
         let theirs: Vec<SocketAddr> = st
-            .paths
-            .pairs
-            .iter()
-            .filter(|p| p.local == 0)
-            .filter_map(|p| match p.remote {
-                SocketAddr::V4(v4) if is_public_v4(v4.ip()) => Some(p.remote),
-                _ => None,
-            })
+            .rendezvous_addr
+            .filter(|a| matches!(a, SocketAddr::V4(v4) if is_public_v4(v4.ip())))
+            .into_iter()
             .collect();
         if st.birthday.is_none() {
             if st.birthday_tried || theirs.is_empty() {
+                return;
+            }
+            let running = |hard: bool| {
+                self.peers
+                    .values()
+                    .filter(|p| match p.birthday {
+                        Some(Birthday::Hard { .. }) => hard,
+                        Some(Birthday::Easy { .. }) => !hard,
+                        None => false,
+                    })
+                    .count()
+            };
+            let (easy_runs, hard_runs) = (running(false), running(true));
+            if (we_hard && hard_runs >= self.config.birthday.max_hard_runs)
+                || (we_easy && easy_runs >= self.config.birthday.max_easy_runs)
+            {
+                // Tried again at the next timeout.
+                self.count_drop(DropReason::BirthdayBusy);
                 return;
             }
             tracing::trace!(
@@ -206,11 +256,15 @@ impl Engine {
                     return;
                 }
                 let sockets = self.spare_sockets.clone();
+                self.birthday_sending = true;
                 for id in sockets {
                     for t in &targets {
                         self.send_probe(now, peer, id, *t);
                     }
                 }
+                self.take_tunnel_transmits(now);
+                self.birthday_sending = false;
+                self.sockets_close_at = Some(now + config.round_interval + config.socket_linger);
                 let left = rounds_left.saturating_sub(1);
                 if let Some(st) = self.peers.get_mut(&peer) {
                     st.birthday = (left > 0).then(|| Birthday::Hard {
@@ -222,11 +276,22 @@ impl Engine {
             }
             Birthday::Easy { ip, sent, started } => {
                 let due = Birthday::easy_due(&config, sent, started, now);
+                // Every easy-side run draws from one budget of `rate` probes a second.
+                let (tokens, at) = self.birthday_tokens;
+                let earned = now.saturating_duration_since(at).as_millis() as u64
+                    * u64::from(config.rate)
+                    / 1000;
+                let tokens = (tokens + earned).min(u64::from(config.rate));
+                let due = due.min(tokens as u32);
+                self.birthday_tokens = (tokens - u64::from(due), if earned > 0 { now } else { at });
+                self.birthday_sending = true;
                 for _ in 0..due {
                     let span = (u16::MAX - FIRST_PORT) as u64 + 1;
                     let port = FIRST_PORT + (self.rng.next_u64() % span) as u16;
                     self.send_probe(now, peer, 0, SocketAddr::new(ip, port));
                 }
+                self.take_tunnel_transmits(now);
+                self.birthday_sending = false;
                 let sent = sent + due;
                 if let Some(st) = self.peers.get_mut(&peer) {
                     st.birthday =
@@ -234,7 +299,6 @@ impl Engine {
                 }
             }
         }
-        self.take_tunnel_transmits();
     }
 }
 

@@ -68,6 +68,29 @@ drop_reasons! {
     LocalCandidatesFull => "local_candidates_full",
     /// A rendezvous server beyond the limit.
     RendezvousServersFull => "rendezvous_servers_full",
+    /// A datagram to an unverified address over its (or its IP's) budget.
+    UnverifiedAddressBudget => "unverified_address_budget",
+    /// A datagram to an unverified address over the budget of all of them.
+    UnverifiedGlobalBudget => "unverified_global_budget",
+    /// A datagram to an unverified address refused: the gate's tables are full.
+    GateTableFull => "gate_table_full",
+    /// A datagram to an unverified address beyond what its peer sent us (amplification ≤ 1).
+    NoCredit => "no_credit",
+    /// A tunnel datagram to an unverified address that belongs to no peer we keep.
+    UnattributedTransmit => "unattributed_transmit",
+    /// A peer's candidate that may not become a pair (not global and not on our subnets, or
+    /// beyond the peer's share).
+    CandidateRefused => "candidate_refused",
+    /// An ADVERT frame over the peer's rate.
+    AdvertRateLimited => "advert_rate_limited",
+    /// An INTRO_FWD whose handshake proves another key than the one it names.
+    IntroducerMismatch => "introducer_mismatch",
+    /// No room for another peer's state.
+    PeerTableFull => "peer_table_full",
+    /// A probe not sent: the peer's share of the probe table is used up.
+    PeerProbeShare => "peer_probe_share",
+    /// Birthday probing not started: the global limit of concurrent runs is reached.
+    BirthdayBusy => "birthday_busy",
 }
 
 /// Counters by [`DropReason`].

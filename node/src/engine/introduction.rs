@@ -10,7 +10,6 @@ use shipworm_tunnel::wire::packet;
 use shipworm_tunnel::NodeId;
 
 use super::paths::CandidateKind;
-use super::session::PeerState;
 use super::{ConnectError, DropReason, Engine, NodeEvent, MAX_INTROS, MAX_WAITING_INTROS};
 
 impl Engine {
@@ -24,8 +23,16 @@ impl Engine {
             });
             return;
         }
-        let state = self.peers.entry(peer).or_insert_with(PeerState::new);
+        // Our own attempt: state for it even before the peer proved anything (bounded).
+        let Some(state) = self.peer_state(peer, now) else {
+            self.push_event(NodeEvent::ConnectFailed {
+                peer,
+                error: ConnectError::NoWayToReach,
+            });
+            return;
+        };
         state.connecting = Some(now);
+        state.last_active = now;
         for d in direct {
             state.paths.add(*d, CandidateKind::Advertised, now);
         }
@@ -73,13 +80,13 @@ impl Engine {
             Message::Registered(_) => {
                 self.count_drop(DropReason::UnknownRendezvousTransaction);
             }
-            Message::IntroAck(ack) => self.on_intro_ack(now, from, ack),
+            Message::IntroAck(ack) => self.on_intro_ack(now, unix_ms, from, ack),
             Message::IntroFwd(f) => self.on_intro_fwd(now, unix_ms, f),
             _ => self.count_drop(DropReason::UnexpectedRendezvous),
         }
     }
 
-    fn on_intro_ack(&mut self, now: Instant, from: SocketAddr, ack: wire::IntroAck) {
+    fn on_intro_ack(&mut self, now: Instant, unix_ms: u64, from: SocketAddr, ack: wire::IntroAck) {
         let Some((peer, _, _)) = self.intros.remove(&ack.tx) else {
             self.count_drop(DropReason::UnknownRendezvousTransaction);
             return;
@@ -87,10 +94,16 @@ impl Engine {
         match ack.status {
             IntroStatus::Forwarded => {
                 if let Some(a) = ack.target_addr {
+                    let a = shipworm_tunnel::wire::addr::normalize(a);
                     if let Some(st) = self.peers.get_mut(&peer) {
                         st.paths.add(a, CandidateKind::Reflexive, now);
+                        st.rendezvous_addr = Some(a);
+                        // The rendezvous saw the peer register there (its token made the round
+                        // trip), and this answer carries our random transaction id.
+                        self.gate.verify(a, now);
                     }
                     self.tunnel.add_handshake_endpoints(peer, &[a]);
+                    self.drain_tunnel(now, unix_ms);
                 }
             }
             IntroStatus::UnknownPeer => {
@@ -112,21 +125,27 @@ impl Engine {
             self.count_drop(DropReason::BadIntroduction);
             return;
         };
-        match f.payload.first() {
-            Some(&packet::HANDSHAKE_INIT) => {
-                self.peers
-                    .entry(peer)
-                    .or_insert_with(PeerState::new)
-                    .relay_response = true;
-                self.tunnel
-                    .handle_packet(now, unix_ms, f.from_addr, f.payload);
+        // INTRO_FWD is not authenticated (anyone can send it from the rendezvous' address):
+        // no state comes of it, only of the handshake it carries once the tunnel proved the key,
+        // and that key must be the one the INTRO_FWD names.
+        let from_addr = shipworm_tunnel::wire::addr::normalize(f.from_addr);
+        match packet::Packet::parse(f.payload) {
+            Ok(packet::Packet::Init { .. }) => {
+                self.introduced = Some(peer);
+                self.tunnel_input(now, unix_ms, 0, from_addr, f.payload);
+                self.drain_tunnel(now, unix_ms);
+                self.introduced = None;
             }
-            Some(&packet::HANDSHAKE_RESP) => {
-                if let Some(st) = self.peers.get_mut(&peer) {
-                    st.paths.add(f.from_addr, CandidateKind::Reflexive, now);
+            Ok(packet::Packet::Resp { receiver, .. }) => {
+                // An answer to our own message 1: the index must be one we gave that peer.
+                if self.our_index.get(&receiver) != Some(&peer) {
+                    self.count_drop(DropReason::IntroducerMismatch);
+                    return;
                 }
-                self.tunnel
-                    .handle_packet(now, unix_ms, f.from_addr, f.payload);
+                self.introduced = Some(peer);
+                self.tunnel_input(now, unix_ms, 0, from_addr, f.payload);
+                self.drain_tunnel(now, unix_ms);
+                self.introduced = None;
             }
             _ => self.count_drop(DropReason::BadIntroduction),
         }

@@ -26,14 +26,20 @@
 //! (INTRODUCE, INTRO_ACK, INTRO_FWD); `nat_check` measures our NAT with STUN and sets our
 //! handshake flags; `session` follows the tunnel's sessions per peer; `paths` is one peer's
 //! pair table and `probing` the probes and choice over it; `birthday` punches a hard NAT;
-//! `diagnostics` is the `status` view; `drops` the counters; `events` what the node hears.
+//! `diagnostics` is the `status` view; `drops` the counters; `events` what the node hears;
+//! `gate` the send gate every tunnel datagram passes (return routability before volume),
+//! `hygiene` which claimed candidates may become pairs, `observed` what peers say they see of
+//! us.
 
 pub mod birthday;
 mod diagnostics;
 mod drops;
 mod events;
+pub mod gate;
+pub mod hygiene;
 mod introduction;
 mod nat_check;
+mod observed;
 pub mod paths;
 mod probing;
 pub mod registration;
@@ -62,7 +68,14 @@ pub const MAX_LOCAL_CANDIDATES: usize = 16;
 /// Most rendezvous servers registered with.
 pub const MAX_RENDEZVOUS: usize = 16;
 /// Most outstanding probes tracked.
-const MAX_PROBES: usize = 8192;
+const MAX_PROBES: usize = 16384;
+/// Most outstanding probes of one peer: room for a birthday run plus its pairs' checks, so one
+/// peer cannot stop the path checks of the others.
+const PEER_PROBE_SHARE: usize = MAX_PROBES / 4;
+/// A peer without a session and without a connection attempt is forgotten after this long.
+const PEER_IDLE_EXPIRY: Duration = Duration::from_secs(60);
+/// Session indices remembered per peer and direction (current, previous and a rekey or two).
+const INDICES_PER_PEER: usize = 4;
 /// Most introductions awaiting an acknowledgement.
 const MAX_INTROS: usize = 1024;
 /// Most introductions held while no registration is complete.
@@ -169,6 +182,66 @@ pub struct Engine {
     stun_checks: HashMap<[u8; 12], (SocketAddr, Option<SocketAddr>)>,
     /// When the STUN servers are asked next.
     next_stun: Instant,
+    /// The send gate every tunnel datagram passes.
+    gate: gate::Gate,
+    /// When the gate's tables were last pruned.
+    gate_expired: Instant,
+    /// Our session indices (HANDSHAKE_INIT sender) → peer: which peer a message 1 is for.
+    our_index: HashMap<u32, NodeId>,
+    /// The peers' session indices (what our HANDSHAKE_RESP and TRANSPORT packets carry) → peer.
+    their_index: HashMap<u32, NodeId>,
+    /// The handshake packet being handed to the tunnel: its length and indices, credited to
+    /// the peer it authenticates.
+    inbound: Option<session::Inbound>,
+    /// While an INTRO_FWD is handled: the NodeId it claims.
+    introduced: Option<NodeId>,
+    /// Copies of message 2 to send to the initiator's candidates once the tunnel's own
+    /// datagrams went through the gate: (peer, message 2, addresses).
+    sprays: Vec<(NodeId, Vec<u8>, Vec<SocketAddr>)>,
+    /// Set while birthday probes are sent (they have their own budget).
+    birthday_sending: bool,
+    /// The global budget of easy-side birthday probes: tokens, last refill.
+    birthday_tokens: (u64, Instant),
+    /// When the spare sockets close even without a selected path.
+    sockets_close_at: Option<Instant>,
+    /// What peers say they see of us (PROBE_ANSWER), before it becomes a candidate.
+    observed: observed::Observed,
+    /// While the tunnel's events are handled, the engine's own datagrams wait in `deferred`
+    /// to leave after the tunnel's (the order they were caused in).
+    deferring: bool,
+    deferred: Vec<Transmit>,
+}
+
+/// Sizes of the engine's tables (what a flood could grow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StateSizes {
+    /// Peers with state.
+    pub peers: usize,
+    /// Candidate pairs of all peers.
+    pub pairs: usize,
+    /// Outstanding probes.
+    pub probes: usize,
+    /// Introductions awaiting an acknowledgement, and ones waiting for a registration.
+    pub intros: usize,
+    /// Send gate entries.
+    pub gate: usize,
+    /// Session indices known.
+    pub indices: usize,
+    /// Observed addresses reported by peers.
+    pub observed: usize,
+}
+
+impl StateSizes {
+    /// Every entry together.
+    pub fn total(&self) -> usize {
+        self.peers
+            + self.pairs
+            + self.probes
+            + self.intros
+            + self.gate
+            + self.indices
+            + self.observed
+    }
 }
 
 impl Engine {
@@ -210,6 +283,32 @@ impl Engine {
             next_socket_id: 1,
             sockets_requested: false,
             created: now,
+            gate: gate::Gate::new(now),
+            gate_expired: now,
+            our_index: HashMap::new(),
+            their_index: HashMap::new(),
+            inbound: None,
+            introduced: None,
+            sprays: Vec::new(),
+            birthday_sending: false,
+            birthday_tokens: (0, now),
+            sockets_close_at: None,
+            observed: observed::Observed::default(),
+            deferring: false,
+            deferred: Vec::new(),
+        }
+    }
+
+    /// Sizes of the engine's tables.
+    pub fn state_sizes(&self) -> StateSizes {
+        StateSizes {
+            peers: self.peers.len(),
+            pairs: self.peers.values().map(|p| p.paths.pairs.len()).sum(),
+            probes: self.probes.len(),
+            intros: self.intros.len() + self.waiting_intros.len(),
+            gate: self.gate.len(),
+            indices: self.our_index.len() + self.their_index.len(),
+            observed: self.observed.len(),
         }
     }
 
@@ -283,6 +382,16 @@ impl Engine {
     }
 
     fn push_transmit_via(&mut self, local: u16, dest: SocketAddr, contents: Vec<u8>) {
+        if self.deferring {
+            // Bounded by what one round of tunnel events can ask for; the bound of the queue
+            // applies when they are released.
+            self.deferred.push(Transmit {
+                local,
+                dest,
+                contents,
+            });
+            return;
+        }
         if self.transmits.len() >= MAX_TRANSMITS {
             self.count_drop(DropReason::TransmitQueueFull);
             return;
@@ -294,9 +403,15 @@ impl Engine {
         });
     }
 
-    fn take_tunnel_transmits(&mut self) {
+    /// Takes the tunnel's datagrams through the send gate. Call only once the tunnel's events
+    /// are handled (they say which peer a datagram belongs to and what it proved).
+    fn take_tunnel_transmits(&mut self, now: Instant) {
         while let Some(t) = self.tunnel.poll_transmit() {
-            self.push_transmit_via(t.local, t.dest, t.contents);
+            if self.admit(now, t.dest, &t.contents) {
+                self.push_transmit_via(t.local, t.dest, t.contents);
+            } else {
+                self.tunnel.recycle(t.contents);
+            }
         }
     }
 
@@ -352,8 +467,7 @@ impl Engine {
     ) {
         let from = addr::normalize(from);
         if packet::is_tunnel_packet(bytes) {
-            self.tunnel
-                .handle_packet_on(now, unix_ms, local, from, bytes);
+            self.tunnel_input(now, unix_ms, local, from, bytes);
         } else if local != 0 {
             self.count_drop(DropReason::NotTunnelOnExtraSocket);
         } else if shipworm_rendezvous::wire::stun::is_stun(bytes) {
@@ -369,12 +483,19 @@ impl Engine {
     /// Registration upkeep, probes, path failure detection, handshake retries, timeouts.
     pub fn handle_timeout(&mut self, now: Instant, unix_ms: u64) {
         self.last_now = now;
+        if now.saturating_duration_since(self.gate_expired) >= Duration::from_secs(1) {
+            self.gate_expired = now;
+            self.gate.expire(now);
+            self.expire_peers(now);
+            self.expire_observed(now);
+        }
         self.stun_timeout(now);
         self.registration_timeout(now, unix_ms);
         self.tunnel.handle_timeout(now, unix_ms);
         self.drain_tunnel(now, unix_ms);
         if self.trickle_due {
             self.trickle(now);
+            self.drain_tunnel(now, unix_ms);
         }
         let timing = self.config.paths.clone();
         let ids: Vec<NodeId> = self.peers.keys().copied().collect();
@@ -386,12 +507,15 @@ impl Engine {
                 st.paths.expire(now, &timing);
                 self.reselect(now, unix_ms, peer);
                 self.probe_due(now, peer);
+                // Through the gate before the birthday probes, which have a budget of their own.
+                self.drain_tunnel(now, unix_ms);
                 self.birthday(now, peer);
             }
             self.connect_timeout(now, peer);
+            // Reconnections started above produce introductions to send.
+            self.drain_tunnel(now, unix_ms);
         }
-        // Reconnections started above produce introductions to send.
-        self.drain_tunnel(now, unix_ms);
+        self.close_idle_sockets(now);
     }
 
     /// When [`Engine::handle_timeout`] wants to run next.
@@ -418,10 +542,15 @@ impl Engine {
             .peers
             .values()
             .filter_map(|p| p.birthday.as_ref().map(|b| b.next_action(now)));
+        // Expiry of tables (peers, gate, observed addresses) rides on other timers while there
+        // is state; the spare sockets close on time.
+        let upkeep = (!self.peers.is_empty()).then(|| self.gate_expired + Duration::from_secs(1));
         reg.chain(tunnel)
             .chain(paths)
             .chain(connects)
             .chain(birthdays)
+            .chain(self.sockets_close_at)
+            .chain(upkeep)
             .min()
     }
 }

@@ -180,7 +180,7 @@ impl Engine {
                 .peers
                 .iter()
                 .filter(|(_, p)| p.established && p.paths.selected.is_none())
-                .map(|(id, p)| (*id, p.paths.pairs.iter().map(|x| x.remote).collect()))
+                .map(|(id, _)| (*id, self.reconnect_targets(now, *id)))
                 .collect();
             for (peer, remotes) in waiting {
                 let _ = self.tunnel.connect(now, unix_ms, peer, &remotes);

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 /// Most pairs kept per peer.
 pub const MAX_PAIRS: usize = 32;
+/// A failed pair keeps its place this long before a new candidate may take it: a peer cannot
+/// turn our checks into a stream of probes to ever new addresses.
+pub const FAILED_HOLD: Duration = Duration::from_secs(60);
 
 /// Where a remote candidate came from (serialized as its [`CandidateKind::label`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -82,6 +85,8 @@ pub struct Pair {
     pub last_probe: Option<Instant>,
     /// Last answer received.
     pub last_answer: Option<Instant>,
+    /// When it last became failed.
+    pub failed_at: Option<Instant>,
 }
 
 /// How many recent round-trip samples rank a pair.
@@ -110,6 +115,7 @@ impl Pair {
             added: now,
             last_probe: None,
             last_answer: None,
+            failed_at: None,
         }
     }
 }
@@ -181,12 +187,13 @@ impl Paths {
             return Some(i);
         }
         if self.pairs.len() >= MAX_PAIRS {
-            // Make room by dropping a failed, unselected pair.
-            let victim = self
-                .pairs
-                .iter()
-                .enumerate()
-                .position(|(i, p)| p.state == PairState::Failed && Some(i) != self.selected)?;
+            // Make room by dropping a pair that failed long enough ago, unselected.
+            let victim = self.pairs.iter().enumerate().position(|(i, p)| {
+                p.state == PairState::Failed
+                    && Some(i) != self.selected
+                    && p.failed_at
+                        .is_some_and(|t| now.saturating_duration_since(t) >= FAILED_HOLD)
+            })?;
             self.remove(victim);
         }
         self.pairs.push(Pair::new(local, remote, kind, now));
@@ -312,6 +319,7 @@ impl Paths {
                 && now.saturating_duration_since(silent_since) >= timeout
             {
                 p.state = PairState::Failed;
+                p.failed_at = Some(now);
             }
         }
     }
@@ -412,6 +420,27 @@ mod tests {
         );
         p.drop_sockets(&[6]);
         assert_eq!(p.selected_path(), None);
+    }
+
+    #[test]
+    fn a_failed_pair_keeps_its_place_for_a_while() {
+        let t0 = Instant::now();
+        let t = PathTiming::default();
+        let mut p = Paths::default();
+        for k in 0..MAX_PAIRS as u16 {
+            p.add(
+                SocketAddr::from(([192, 0, 2, 1], k + 1)),
+                CandidateKind::Advertised,
+                t0,
+            );
+            p.sent(k as usize, at(t0, 1));
+        }
+        p.expire(at(t0, 5000), &t);
+        assert!(p.pairs.iter().all(|x| x.state == PairState::Failed));
+        let fresh = SocketAddr::from(([192, 0, 2, 2], 1));
+        assert_eq!(p.add(fresh, CandidateKind::Advertised, at(t0, 6000)), None);
+        let later = at(t0, 5000) + FAILED_HOLD;
+        assert!(p.add(fresh, CandidateKind::Advertised, later).is_some());
     }
 
     #[test]

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use shipworm_tunnel::NodeId;
 
-use super::{DropReason, Engine, NodeEvent, MAX_PROBES};
+use super::{DropReason, Engine, NodeEvent, MAX_PROBES, PEER_PROBE_SHARE};
+
+/// How long an unanswered probe is remembered.
+const PROBE_MEMORY: Duration = Duration::from_secs(5);
 
 impl Engine {
     pub(super) fn probe_pair(&mut self, now: Instant, peer: NodeId, i: usize) {
@@ -30,7 +33,8 @@ impl Engine {
         self.probes_sent
     }
 
-    /// Sends one probe and remembers it; false if the probe table is full or no session.
+    /// Sends one probe and remembers it; false if the probe table (or the peer's share of it)
+    /// is full, or no session.
     pub(super) fn send_probe(
         &mut self,
         now: Instant,
@@ -39,12 +43,15 @@ impl Engine {
         remote: SocketAddr,
     ) -> bool {
         let tx = self.next_id();
-        if self.probes.len() >= MAX_PROBES {
-            self.probes.retain(|_, (_, _, _, t)| {
-                now.saturating_duration_since(*t) < Duration::from_secs(5)
-            });
+        let share = self.peers.get(&peer).map_or(0, |p| p.probes_out);
+        if self.probes.len() >= MAX_PROBES || share >= PEER_PROBE_SHARE {
+            self.forget_old_probes(now);
             if self.probes.len() >= MAX_PROBES {
                 self.count_drop(DropReason::ProbeTableFull);
+                return false;
+            }
+            if self.peers.get(&peer).map_or(0, |p| p.probes_out) >= PEER_PROBE_SHARE {
+                self.count_drop(DropReason::PeerProbeShare);
                 return false;
             }
         }
@@ -52,8 +59,34 @@ impl Engine {
             return false;
         }
         self.probes.insert(tx, (peer, local, remote, now));
+        if let Some(st) = self.peers.get_mut(&peer) {
+            st.probes_out += 1;
+        }
         self.probes_sent += 1;
         true
+    }
+
+    /// Forgets probes unanswered for [`PROBE_MEMORY`], and recounts each peer's share.
+    fn forget_old_probes(&mut self, now: Instant) {
+        self.probes
+            .retain(|_, (_, _, _, t)| now.saturating_duration_since(*t) < PROBE_MEMORY);
+        for st in self.peers.values_mut() {
+            st.probes_out = 0;
+        }
+        for (peer, ..) in self.probes.values() {
+            if let Some(st) = self.peers.get_mut(peer) {
+                st.probes_out += 1;
+            }
+        }
+    }
+
+    /// Forgets probe `tx` (answered); returns what was sent.
+    pub(super) fn take_probe(&mut self, tx: u64) -> Option<(NodeId, u16, SocketAddr, Instant)> {
+        let p = self.probes.remove(&tx)?;
+        if let Some(st) = self.peers.get_mut(&p.0) {
+            st.probes_out = st.probes_out.saturating_sub(1);
+        }
+        Some(p)
     }
 
     pub(super) fn probe_due(&mut self, now: Instant, peer: NodeId) {
@@ -69,7 +102,6 @@ impl Engine {
         for i in due {
             self.probe_pair(now, peer, i);
         }
-        self.take_tunnel_transmits();
     }
 
     pub(super) fn reselect(&mut self, now: Instant, unix_ms: u64, peer: NodeId) {
@@ -86,7 +118,9 @@ impl Engine {
             // Every path failed (a NAT rebound on one side, a link went down): introduce
             // ourselves again, through the rendezvous and to every address we know, so the
             // other side learns where we are now and both punch again.
-            let remotes: Vec<SocketAddr> = st.paths.pairs.iter().map(|p| p.remote).collect();
+            // Only to addresses that proved themselves and the rendezvous' observation: the
+            // others are claims.
+            let remotes = self.reconnect_targets(now, peer);
             let _ = self.tunnel.connect(now, unix_ms, peer, &remotes);
             return;
         };
@@ -109,7 +143,6 @@ impl Engine {
         } else {
             NodeEvent::PathChanged { peer, path }
         });
-        self.take_tunnel_transmits();
     }
 
     /// Sends our flags and candidates to every peer in session: on its selected path, or on
@@ -133,6 +166,5 @@ impl Engine {
                 self.tunnel.send_advert(now, peer, local, addr);
             }
         }
-        self.take_tunnel_transmits();
     }
 }
