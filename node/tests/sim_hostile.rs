@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use shipworm::engine::gate::{UNVERIFIED_PACKETS_PER_ADDRESS, UNVERIFIED_PACKETS_PER_IP};
+use shipworm::engine::gate::{unverified_address_budget, unverified_ip_budget};
 use shipworm::engine::NodeEvent;
 use shipworm::rendezvous::wire::{IntroFwd, Message};
 use shipworm::tunnel::wire::payload::{FLAG_MAPPING_KNOWN, FLAG_MAPS_PER_DESTINATION};
@@ -75,11 +75,13 @@ fn assert_bounded(sim: &Sim, what: &str) {
         a.bytes_sent,
         v.bytes as f64 / a.bytes_sent.max(1) as f64
     );
+    // The IP's budget over the whole run: its burst, then one per interval.
+    let budget = unverified_ip_budget(sim.elapsed());
     assert!(
-        v.packets <= UNVERIFIED_PACKETS_PER_IP as u64,
-        "{what}: {} datagrams reached a host that never answered (budget {})",
+        v.packets <= budget,
+        "{what}: {} datagrams reached a host that never answered in {:?} (budget {budget})",
         v.packets,
-        UNVERIFIED_PACKETS_PER_IP
+        sim.elapsed()
     );
     assert!(
         v.bytes <= a.bytes_sent,
@@ -122,10 +124,12 @@ fn message_1_from_a_spoofed_source_cannot_aim_message_2_at_a_victim() {
     assert_bounded(&sim, "spoofed message 1");
     for port in [7000, 7001] {
         let sent = sim.victims[0].per_port.get(&port).copied().unwrap_or(0);
+        let budget = unverified_address_budget(sim.elapsed());
         assert!(
-            sent <= UNVERIFIED_PACKETS_PER_ADDRESS as u64,
-            "{sent} datagrams to {}",
-            victim(port)
+            sent <= budget,
+            "{sent} datagrams to {} in {:?} (budget {budget})",
+            victim(port),
+            sim.elapsed()
         );
     }
 }
@@ -155,7 +159,7 @@ fn birthday_probes_only_the_observed_ip() {
         "birthday: victim got {} datagrams, {} bytes; attackers sent {both} bytes",
         v.packets, v.bytes
     );
-    assert!(v.packets <= UNVERIFIED_PACKETS_PER_IP as u64, "{v:?}");
+    assert!(v.packets <= unverified_ip_budget(sim.elapsed()), "{v:?}");
     assert!(v.bytes <= both, "{v:?}");
     assert!(
         !sim.saw(0, |e| matches!(e, NodeEvent::OpenSockets { .. })),

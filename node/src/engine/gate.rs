@@ -6,8 +6,9 @@
 //! it), or the rendezvous named it in an INTRO_ACK to one of our transactions (it saw the peer
 //! register from there, with the token round trip), or it is one of our configured servers. To
 //! any other address the node sends at most [`UNVERIFIED_PACKETS_PER_ADDRESS`] datagrams per
-//! address and [`UNVERIFIED_PACKETS_PER_IP`] per IP in each [`UNVERIFIED_WINDOW`], at most
-//! [`UNVERIFIED_PER_SECOND`] in all; and the engine charges each such datagram to the peer it
+//! address at once and then one per [`UNVERIFIED_ADDRESS_INTERVAL`] (the pace of a failed
+//! pair's probes, so a path that comes back is found), and [`UNVERIFIED_PACKETS_PER_IP`] per IP
+//! at once then one per [`UNVERIFIED_IP_INTERVAL`], at most [`UNVERIFIED_PER_SECOND`] in all; and the engine charges each such datagram to the peer it
 //! belongs to, which may not have more sent on its behalf than it sent us in authenticated
 //! packets (amplification ≤ 1, QUIC's anti-amplification limit with factor 1).
 //!
@@ -17,12 +18,29 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-/// Datagrams to one unverified address per window.
+/// Datagrams to one unverified address at once (the burst of its budget).
 pub const UNVERIFIED_PACKETS_PER_ADDRESS: usize = 8;
-/// Datagrams to all ports of one unverified IP per window.
+/// After the burst, one more datagram to an unverified address per this interval.
+pub const UNVERIFIED_ADDRESS_INTERVAL: Duration = Duration::from_secs(5);
+/// Datagrams to all ports of one unverified IP at once.
 pub const UNVERIFIED_PACKETS_PER_IP: usize = 24;
-/// The window of the two budgets above.
+/// After the burst, one more datagram to an unverified IP per this interval.
+pub const UNVERIFIED_IP_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a peer's list of unverified targets remembers one.
 pub const UNVERIFIED_WINDOW: Duration = Duration::from_secs(60);
+
+/// The most datagrams one unverified IP can get from us in `elapsed`: its burst, then one per
+/// [`UNVERIFIED_IP_INTERVAL`].
+pub fn unverified_ip_budget(elapsed: Duration) -> u64 {
+    UNVERIFIED_PACKETS_PER_IP as u64
+        + (elapsed.as_millis() / UNVERIFIED_IP_INTERVAL.as_millis()) as u64
+}
+
+/// The most datagrams one unverified address can get from us in `elapsed`.
+pub fn unverified_address_budget(elapsed: Duration) -> u64 {
+    UNVERIFIED_PACKETS_PER_ADDRESS as u64
+        + (elapsed.as_millis() / UNVERIFIED_ADDRESS_INTERVAL.as_millis()) as u64
+}
 /// Datagrams to unverified addresses per second, all of them together (also the burst).
 pub const UNVERIFIED_PER_SECOND: u64 = 2000;
 /// How long one proof keeps an address verified (the selected path is re-proved every 250 ms).
@@ -43,15 +61,26 @@ pub enum Refusal {
     TableFull,
 }
 
+/// One budget as GCRA: the theoretical arrival time of the next datagram. A datagram fits
+/// when, with it, the time owed ahead of now stays within `burst` intervals.
 #[derive(Debug, Clone, Copy)]
 struct Window {
-    start: Instant,
-    sent: u32,
+    tat: Instant,
 }
 
 impl Window {
+    /// Whether the entry still limits anything (else it is as good as absent).
     fn live(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.start) < UNVERIFIED_WINDOW
+        self.tat > now
+    }
+
+    fn fits(w: Option<&Window>, now: Instant, burst: usize, interval: Duration) -> bool {
+        let tat = w.map_or(now, |w| w.tat.max(now)) + interval;
+        tat.saturating_duration_since(now) <= interval * burst as u32
+    }
+
+    fn take(&mut self, now: Instant, interval: Duration) {
+        self.tat = self.tat.max(now) + interval;
     }
 }
 
@@ -119,17 +148,19 @@ impl Gate {
     /// Whether one more datagram to the unverified `addr` fits its budgets (nothing counted).
     pub fn check(&mut self, addr: SocketAddr, now: Instant) -> Result<(), Refusal> {
         self.refill(now);
-        let a = self
-            .per_addr
-            .get(&addr)
-            .filter(|w| w.live(now))
-            .map_or(0, |w| w.sent);
-        let i = self
-            .per_ip
-            .get(&addr.ip())
-            .filter(|w| w.live(now))
-            .map_or(0, |w| w.sent);
-        if a as usize >= UNVERIFIED_PACKETS_PER_ADDRESS || i as usize >= UNVERIFIED_PACKETS_PER_IP {
+        let fits_addr = Window::fits(
+            self.per_addr.get(&addr),
+            now,
+            UNVERIFIED_PACKETS_PER_ADDRESS,
+            UNVERIFIED_ADDRESS_INTERVAL,
+        );
+        let fits_ip = Window::fits(
+            self.per_ip.get(&addr.ip()),
+            now,
+            UNVERIFIED_PACKETS_PER_IP,
+            UNVERIFIED_IP_INTERVAL,
+        );
+        if !fits_addr || !fits_ip {
             return Err(Refusal::AddressBudget);
         }
         if self.tokens == 0 {
@@ -147,24 +178,14 @@ impl Gate {
 
     /// Counts one datagram to the unverified `addr` (after [`Gate::check`] said yes).
     pub fn count(&mut self, addr: SocketAddr, now: Instant) {
-        for w in [
-            self.per_addr.entry(addr).or_insert(Window {
-                start: now,
-                sent: 0,
-            }),
-            self.per_ip.entry(addr.ip()).or_insert(Window {
-                start: now,
-                sent: 0,
-            }),
-        ] {
-            if !w.live(now) {
-                *w = Window {
-                    start: now,
-                    sent: 0,
-                };
-            }
-            w.sent += 1;
-        }
+        self.per_addr
+            .entry(addr)
+            .or_insert(Window { tat: now })
+            .take(now, UNVERIFIED_ADDRESS_INTERVAL);
+        self.per_ip
+            .entry(addr.ip())
+            .or_insert(Window { tat: now })
+            .take(now, UNVERIFIED_IP_INTERVAL);
         self.tokens = self.tokens.saturating_sub(1);
     }
 
@@ -201,7 +222,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_unverified_address_gets_its_budget_then_nothing_until_the_window_ends() {
+    fn an_unverified_address_gets_its_burst_then_one_per_interval() {
         let t0 = Instant::now();
         let mut g = Gate::new(t0);
         let a: SocketAddr = "192.0.2.1:1".parse().unwrap();
@@ -210,7 +231,12 @@ mod tests {
             g.count(a, t0);
         }
         assert_eq!(g.check(a, t0), Err(Refusal::AddressBudget));
-        assert_eq!(g.check(a, t0 + UNVERIFIED_WINDOW), Ok(()));
+        let later = t0 + UNVERIFIED_ADDRESS_INTERVAL - Duration::from_millis(1);
+        assert_eq!(g.check(a, later), Err(Refusal::AddressBudget));
+        let t1 = t0 + UNVERIFIED_ADDRESS_INTERVAL;
+        assert_eq!(g.check(a, t1), Ok(()));
+        g.count(a, t1);
+        assert_eq!(g.check(a, t1), Err(Refusal::AddressBudget));
         g.verify(a, t0);
         assert!(g.is_verified(a, t0 + Duration::from_secs(1)));
         assert!(!g.is_verified(a, t0 + VERIFIED_FOR));

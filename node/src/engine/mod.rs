@@ -193,6 +193,9 @@ pub struct Engine {
     /// The handshake packet being handed to the tunnel: its length and indices, credited to
     /// the peer it authenticates.
     inbound: Option<session::Inbound>,
+    /// The datagram being handled: its source and how many of its bytes may still go back
+    /// there as replies (answers to it, a triggered probe) without a budget.
+    reply: Option<(SocketAddr, u64)>,
     /// While an INTRO_FWD is handled: the NodeId it claims.
     introduced: Option<NodeId>,
     /// Copies of message 2 to send to the initiator's candidates once the tunnel's own
@@ -288,6 +291,7 @@ impl Engine {
             our_index: HashMap::new(),
             their_index: HashMap::new(),
             inbound: None,
+            reply: None,
             introduced: None,
             sprays: Vec::new(),
             birthday_sending: false,
@@ -467,6 +471,8 @@ impl Engine {
     ) {
         let from = addr::normalize(from);
         if packet::is_tunnel_packet(bytes) {
+            // Straight from its source (not relayed): replies to it may use what it cost.
+            self.reply = Some((from, bytes.len() as u64));
             self.tunnel_input(now, unix_ms, local, from, bytes);
         } else if local != 0 {
             self.count_drop(DropReason::NotTunnelOnExtraSocket);

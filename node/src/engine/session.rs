@@ -256,6 +256,19 @@ impl Engine {
         {
             return true;
         }
+        // A reply to the source of the datagram being handled (a probe's answer, the
+        // confirmation of a message 2, a triggered probe of a new source) fits in what that
+        // datagram cost its sender: amplification ≤ 1 per datagram, so it is not charged to the
+        // peer's credit. It still counts against the address' budget, so a sender that spoofs
+        // a victim's address gets it no more datagrams than any other unverified address.
+        let len = contents.len() as u64;
+        let reply = match self.reply.as_mut() {
+            Some((to, left)) if *to == dest && len <= *left => {
+                *left -= len;
+                true
+            }
+            _ => false,
+        };
         let kind = contents.first().copied().unwrap_or(0);
         let owner = self.owner(contents);
         if kind != packet::COOKIE_REPLY && owner.is_none() {
@@ -271,10 +284,9 @@ impl Engine {
             });
             return false;
         }
-        let len = contents.len() as u64;
         // A cookie reply is smaller than the message 1 it answers; our own message 1 goes only
         // where the user or a rendezvous told us (a ticket, an INTRO_ACK) or to a verified path.
-        let charged = !matches!(kind, packet::COOKIE_REPLY | packet::HANDSHAKE_INIT);
+        let charged = !reply && !matches!(kind, packet::COOKIE_REPLY | packet::HANDSHAKE_INIT);
         if let (true, Some(peer)) = (charged, owner) {
             let Some(st) = self.peers.get(&peer) else {
                 self.count_drop(DropReason::UnattributedTransmit);
@@ -332,6 +344,7 @@ impl Engine {
             }
         }
         self.inbound = None;
+        self.reply = None;
     }
 
     /// Message 2 to the initiator's candidates (the responder's half of a simultaneous open),

@@ -3,7 +3,7 @@
 //! ```text
 //! (empty)                          keepalive, a Teredo "bubble"
 //! first nibble 6                   DATA: exactly one IPv6 packet
-//! 0x01 | tx (u64)                  PROBE
+//! 0x01 | tx (u64) | 19 zero bytes   PROBE (padded: never smaller than its answer)
 //! 0x02 | tx (u64) | address        PROBE_ANSWER: where the probe came from (wire::addr)
 //! 0x03                             CLOSE
 //! 0x04 | advert                    ADVERT: new flags and candidates, mid-session (trickle;
@@ -19,6 +19,10 @@ use crate::wire::{addr, Reader, Trailing, Truncated};
 pub const PROBE: u8 = 0x01;
 /// PROBE_ANSWER kind byte.
 pub const PROBE_ANSWER: u8 = 0x02;
+/// Zero bytes after a PROBE's transaction id: as many as the longest address a PROBE_ANSWER
+/// carries, so an answer is never larger than the probe it answers (a probe from a spoofed
+/// source reflects no more bytes than it cost).
+pub const PROBE_PADDING: usize = addr::MAX_LEN;
 /// CLOSE kind byte.
 pub const CLOSE: u8 = 0x03;
 /// ADVERT kind byte.
@@ -49,6 +53,9 @@ pub enum FrameError {
     /// A malformed ADVERT.
     #[error("bad ADVERT: {0}")]
     Advert(#[from] PayloadError),
+    /// A PROBE whose padding is not all zeros (one encoding per frame).
+    #[error("PROBE padding is not all zeros")]
+    ProbePadding,
 }
 
 /// A decrypted inner frame.
@@ -95,6 +102,12 @@ impl<'a> Frame<'a> {
         let frame = match kind {
             PROBE => {
                 let tx = r.u64("probe tx")?;
+                if r.take(PROBE_PADDING, "probe padding")?
+                    .iter()
+                    .any(|&b| b != 0)
+                {
+                    return Err(FrameError::ProbePadding);
+                }
                 end(r, "PROBE")?;
                 Frame::Probe { tx }
             }
@@ -126,6 +139,7 @@ impl<'a> Frame<'a> {
             Frame::Probe { tx } => {
                 out.push(PROBE);
                 out.extend_from_slice(&tx.to_be_bytes());
+                out.extend_from_slice(&[0; PROBE_PADDING]);
             }
             Frame::ProbeAnswer { tx, observed } => {
                 out.push(PROBE_ANSWER);
@@ -199,8 +213,37 @@ mod tests {
                 have: 2
             }))
         );
+        let mut probe = vec![1, 0, 0, 0, 0, 0, 0, 0, 7];
         assert_eq!(
-            Frame::parse(&[1, 0, 0, 0, 0, 0, 0, 0, 7, 0]),
+            Frame::parse(&probe),
+            Err(FrameError::Truncated(Truncated {
+                field: "probe padding",
+                need: PROBE_PADDING,
+                have: 0
+            }))
+        );
+        probe.extend_from_slice(&[0; PROBE_PADDING]);
+        assert_eq!(Frame::parse(&probe), Ok(Frame::Probe { tx: 7 }));
+        let mut out = Vec::new();
+        Frame::Probe { tx: 7 }.emit(&mut out);
+        assert_eq!(out, probe);
+        let v6: SocketAddr = "[2001:db8::1]:9".parse().unwrap();
+        let mut answer = Vec::new();
+        Frame::ProbeAnswer {
+            tx: 7,
+            observed: v6,
+        }
+        .emit(&mut answer);
+        assert!(
+            answer.len() <= probe.len(),
+            "an answer never outgrows its probe"
+        );
+        probe[12] = 1;
+        assert_eq!(Frame::parse(&probe), Err(FrameError::ProbePadding));
+        probe[12] = 0;
+        probe.push(0);
+        assert_eq!(
+            Frame::parse(&probe),
             Err(FrameError::Trailing {
                 kind: "PROBE",
                 trailing: Trailing(1)
