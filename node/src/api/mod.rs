@@ -210,7 +210,7 @@ impl Node {
             Target::Ticket(t) => {
                 for r in t.rendezvous() {
                     if let Ok(server) = resolve(r).await {
-                        self.command(DriverCommand::AddRendezvous(server.register))
+                        self.command(DriverCommand::AddTicketRendezvous(server.register, t.node_id()))
                             .await?;
                     }
                 }

@@ -10,7 +10,6 @@ use shipworm_tunnel::rng::RngCore;
 use shipworm_tunnel::wire::payload;
 use shipworm_tunnel::NodeId;
 use stun_types::message::{Message, TransactionId};
-use stun_types::prelude::*;
 
 use super::paths::CandidateKind;
 use super::{DropReason, Engine, MAX_STUN_CHECKS};
