@@ -251,8 +251,13 @@ fn main() {
         .map(|i: u32| {
             let mut seed = [7u8; 32];
             seed[..4].copy_from_slice(&i.to_le_bytes());
-            Message::Register(Register::signed(&Identity::from_seed(&seed), i as u64, ts, rdv))
-                .to_vec()
+            Message::Register(Register::signed(
+                &Identity::from_seed(&seed),
+                i as u64,
+                ts,
+                rdv,
+            ))
+            .to_vec()
         })
         .collect();
     eprintln!(

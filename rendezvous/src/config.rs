@@ -213,7 +213,10 @@ mod tests {
         assert_eq!(c.listen.to_string(), "[::]:3478");
         assert_eq!(c.alt_listen.unwrap().to_string(), "[::]:3479");
         assert!(c.validate().is_ok());
-        assert!(c.core(3479, vec![]).validate().is_err(), "no address at all");
+        assert!(
+            c.core(3479, vec![]).validate().is_err(),
+            "no address at all"
+        );
         assert_eq!(Config::from_toml("").unwrap(), c);
     }
 
@@ -238,7 +241,10 @@ mod tests {
         let c = Config::from_toml("public_addrs = [\"203.0.113.5:3478\"]\n").unwrap();
         assert_eq!(
             c.core(0, vec!["10.0.0.5:3478".parse().unwrap()]).addresses,
-            ["10.0.0.5:3478".parse().unwrap(), "203.0.113.5:3478".parse().unwrap()]
+            [
+                "10.0.0.5:3478".parse().unwrap(),
+                "203.0.113.5:3478".parse().unwrap()
+            ]
         );
 
         let err = Config::from_toml("max_node = 5").unwrap_err().to_string();

@@ -332,7 +332,10 @@ mod tests {
     fn expiry_replay_and_bound() {
         let mut t = NodeTable::new(2);
         let a: SocketAddr = "192.0.2.1:1".parse().unwrap();
-        assert_eq!(t.register([1; 32], a, 100, 0, 0, 10, false).map(|s| s.new), Ok(true));
+        assert_eq!(
+            t.register([1; 32], a, 100, 0, 0, 10, false).map(|s| s.new),
+            Ok(true)
+        );
         assert_eq!(
             t.register([1; 32], a, 100, 1, 0, 10, false),
             Err(RegisterError::Stale)
@@ -341,7 +344,10 @@ mod tests {
             t.register([1; 32], a, 99, 1, 0, 10, false),
             Err(RegisterError::Stale)
         );
-        assert_eq!(t.register([1; 32], a, 101, 1, 0, 10, false).map(|s| s.new), Ok(false));
+        assert_eq!(
+            t.register([1; 32], a, 101, 1, 0, 10, false).map(|s| s.new),
+            Ok(false)
+        );
         assert!(t.live_at(&[1; 32], a, 5).is_some());
         assert_eq!(
             t.live_at(&[1; 32], "[::ffff:192.0.2.1]:1".parse().unwrap(), 5)
@@ -352,20 +358,28 @@ mod tests {
             .live_at(&[1; 32], "192.0.2.1:2".parse().unwrap(), 5)
             .is_none());
         assert!(t.live(&[1; 32], 11).is_none(), "expired");
-        assert_eq!(t.register([2; 32], a, 1, 0, 0, 10, false).map(|s| s.new), Ok(true));
+        assert_eq!(
+            t.register([2; 32], a, 1, 0, 0, 10, false).map(|s| s.new),
+            Ok(true)
+        );
         assert_eq!(
             t.register([3; 32], a, 1, 0, 0, 10, false),
             Err(RegisterError::Full)
         );
         assert_eq!(t.sweep(11, |_| ()), 2);
-        assert_eq!(t.register([3; 32], a, 1, 11, 0, 10, false).map(|s| s.new), Ok(true));
+        assert_eq!(
+            t.register([3; 32], a, 1, 11, 0, 10, false).map(|s| s.new),
+            Ok(true)
+        );
     }
 
     #[test]
     fn confirmation_is_kept_in_place_and_lost_on_a_move() {
         let mut t = NodeTable::new(10);
-        let (a, b): (SocketAddr, SocketAddr) =
-            ("192.0.2.1:1".parse().unwrap(), "192.0.2.2:1".parse().unwrap());
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "192.0.2.1:1".parse().unwrap(),
+            "192.0.2.2:1".parse().unwrap(),
+        );
         t.register([1; 32], a, 1, 0, 0, 100, false).unwrap();
         assert!(!t.live(&[1; 32], 1).unwrap().confirmed());
         t.live_at(&[1; 32], a, 1).unwrap().confirm();
@@ -378,7 +392,10 @@ mod tests {
         assert_eq!(s.replaced, Some(a));
         assert!(!t.live(&[1; 32], 1).unwrap().confirmed(), "moved");
         t.register([1; 32], a, 4, 1, 0, 100, true).unwrap();
-        assert!(t.live(&[1; 32], 1).unwrap().confirmed(), "a cookie confirms");
+        assert!(
+            t.live(&[1; 32], 1).unwrap().confirmed(),
+            "a cookie confirms"
+        );
         // Timestamps compare across the 31-bit wrap.
         let wrap = (1u64 << 31) - 1;
         t.register([2; 32], a, wrap, 1, 0, 100, true).unwrap();
@@ -396,7 +413,8 @@ mod tests {
         assert!(t.live(&[1; 32], start + 120).is_none());
         assert_eq!(t.sweep(start + 121, |_| ()), 1);
         // The longest lifetime is still exact.
-        t.register([2; 32], a, 1, start, 0, MAX_LIFETIME_S, false).unwrap();
+        t.register([2; 32], a, 1, start, 0, MAX_LIFETIME_S, false)
+            .unwrap();
         assert!(t.live(&[2; 32], start + MAX_LIFETIME_S - 1).is_some());
         assert!(t.live(&[2; 32], start + MAX_LIFETIME_S).is_none());
     }

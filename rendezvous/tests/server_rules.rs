@@ -172,10 +172,7 @@ fn registration_reports_the_observed_address_of_each_family() {
     // A dual-stack socket reports IPv4 peers as mapped addresses: they are registered as IPv4.
     let tx = h.next_tx();
     let ts = h.unix_ms();
-    let out = h.send(
-        addr("[::ffff:198.51.100.9]:7"),
-        &signed(&id(3), tx, ts),
-    );
+    let out = h.send(addr("[::ffff:198.51.100.9]:7"), &signed(&id(3), tx, ts));
     assert_eq!(out[0].1, addr("198.51.100.9:7"));
     let Message::Registered(r) = Message::parse(&out[0].2).unwrap() else {
         panic!()
@@ -317,10 +314,7 @@ fn replayed_or_old_register_is_refused() {
 fn register_outside_the_clock_window_gets_the_server_time() {
     let mut h = Harness::default();
     let skewed = h.unix_ms() - 31_000;
-    let out = h.send(
-        addr("203.0.113.5:1"),
-        &signed(&id(1), 1, skewed),
-    );
+    let out = h.send(addr("203.0.113.5:1"), &signed(&id(1), 1, skewed));
     let Message::Error(e) = Message::parse(&out[0].2).unwrap() else {
         panic!()
     };
@@ -468,10 +462,7 @@ fn a_full_table_refuses_new_nodes_and_keeps_serving_registered_ones() {
         .collect();
     let tx = h.next_tx();
     let ts = h.unix_ms();
-    let out = h.send(
-        addr("198.51.100.4:1"),
-        &signed(&id(4), tx, ts),
-    );
+    let out = h.send(addr("198.51.100.4:1"), &signed(&id(4), tx, ts));
     assert_eq!(only_error(&out), ErrorCode::TableFull);
     assert_eq!(h.server.registered(), 3);
     assert_eq!(h.server.stats().dropped(DropReason::TableFull), 1);
@@ -531,7 +522,10 @@ fn strict_stun_mode_never_answers_larger_than_the_request() {
     // shipworm's own requests are padded to the largest answer: strict mode answers them.
     let (req, tx) = stun::binding_request();
     let out = h.send(addr("203.0.113.5:1"), &req);
-    assert_eq!(stun::parse_binding_response(&out[0].2, tx), Ok(addr("203.0.113.5:1")));
+    assert_eq!(
+        stun::parse_binding_response(&out[0].2, tx),
+        Ok(addr("203.0.113.5:1"))
+    );
     assert!(out[0].2.len() <= req.len());
 }
 
@@ -563,7 +557,11 @@ fn register_signed_for_another_server_is_refused() {
     assert_eq!(only_error(&out), ErrorCode::WrongServer);
     assert_eq!(h.server.registered(), 0);
     assert_eq!(h.server.stats().dropped(DropReason::WrongServer), 2);
-    assert_eq!(h.server.stats().signature_checks, 0, "refused before the signature");
+    assert_eq!(
+        h.server.stats().signature_checks,
+        0,
+        "refused before the signature"
+    );
     // Signed for either of our addresses (IPv4-mapped written as IPv4), it is accepted.
     for (n, server) in [
         (2, "[::ffff:198.51.100.250]:3478".parse().unwrap()),
@@ -571,8 +569,14 @@ fn register_signed_for_another_server_is_refused() {
     ] {
         let tx = h.next_tx();
         let reg = Register::signed(&id(n), tx, h.unix_ms(), server);
-        let out = h.send(addr(&format!("203.0.113.{n}:1")), &Message::Register(reg).to_vec());
-        assert!(matches!(parse(&out[0].2), Message::Registered(_)), "{out:?}");
+        let out = h.send(
+            addr(&format!("203.0.113.{n}:1")),
+            &Message::Register(reg).to_vec(),
+        );
+        assert!(
+            matches!(parse(&out[0].2), Message::Registered(_)),
+            "{out:?}"
+        );
     }
 }
 
@@ -638,7 +642,10 @@ fn one_sender_cannot_starve_a_target() {
         );
         // And the target never gets more than its total budget.
         let t = c.target_intro_rate;
-        assert!(reached as u32 <= t.burst + t.per_second * secs, "{name}: {reached}");
+        assert!(
+            reached as u32 <= t.burst + t.per_second * secs,
+            "{name}: {reached}"
+        );
         assert!(h.server.stats().dropped(DropReason::PairRateLimited) > 0);
     }
 }
@@ -652,7 +659,11 @@ fn a_relayed_answer_does_not_spend_the_targets_budget() {
         },
         ..config()
     });
-    let (a, b, c) = (addr("203.0.113.1:1"), addr("203.0.113.2:1"), addr("203.0.113.3:1"));
+    let (a, b, c) = (
+        addr("203.0.113.1:1"),
+        addr("203.0.113.2:1"),
+        addr("203.0.113.3:1"),
+    );
     let ta = h.register(&id(1), a);
     let tb = h.register(&id(2), b);
     h.register(&id(3), c);
@@ -679,7 +690,11 @@ fn a_relayed_answer_does_not_spend_the_targets_budget() {
     h.advance(Duration::from_secs(11));
     let out = h.introduce(b, &id(2), tb, &id(1), b"late answer");
     assert_eq!(ack(&out[1].2).status, IntroStatus::Forwarded);
-    assert_eq!(h.server.stats().introductions_answered_free, 1, "charged, not free");
+    assert_eq!(
+        h.server.stats().introductions_answered_free,
+        1,
+        "charged, not free"
+    );
 }
 
 #[test]
@@ -689,7 +704,12 @@ fn one_prefix_cannot_fill_the_table() {
     let try_register = |h: &mut Harness, n: u32, from: SocketAddr| {
         let tx = h.next_tx();
         let ts = h.unix_ms();
-        let key = Identity::from_seed(&[&n.to_le_bytes()[..], &[9; 28]].concat().try_into().unwrap());
+        let key = Identity::from_seed(
+            &[&n.to_le_bytes()[..], &[9; 28]]
+                .concat()
+                .try_into()
+                .unwrap(),
+        );
         let out = h.send(from, &signed(&key, tx, ts));
         // Within the per-prefix rate of signature checks (20 a second).
         h.advance(Duration::from_millis(50));
@@ -709,7 +729,10 @@ fn one_prefix_cannot_fill_the_table() {
     // A refused REGISTER costs no signature check.
     assert_eq!(h.server.stats().signature_checks, quota as u64);
     // Its neighbour, and another IPv6 /56, are not affected; the same /56 is.
-    assert_eq!(try_register(&mut h, 5000, addr("203.0.113.67:1")), kind::REGISTERED);
+    assert_eq!(
+        try_register(&mut h, 5000, addr("203.0.113.67:1")),
+        kind::REGISTERED
+    );
     for n in 0..quota as u32 {
         let from = addr(&format!("[2001:db8:0:1100::{:x}]:1", n + 1));
         assert_eq!(try_register(&mut h, 6000 + n, from), kind::REGISTERED);
@@ -719,13 +742,22 @@ fn one_prefix_cannot_fill_the_table() {
         kind::ERROR,
         "same /56"
     );
-    assert_eq!(try_register(&mut h, 7001, addr("[2001:db8:0:1200::1]:1")), kind::REGISTERED);
+    assert_eq!(
+        try_register(&mut h, 7001, addr("[2001:db8:0:1200::1]:1")),
+        kind::REGISTERED
+    );
     // A registered node may register again (and move within its prefix) at the quota.
-    assert_eq!(try_register(&mut h, 3, addr("203.0.113.66:9999")), kind::REGISTERED);
+    assert_eq!(
+        try_register(&mut h, 3, addr("203.0.113.66:9999")),
+        kind::REGISTERED
+    );
     // Expired registrations give their share back.
     h.advance(Duration::from_secs(121));
     h.advance(Duration::from_secs(6));
-    assert_eq!(try_register(&mut h, 8000, addr("203.0.113.66:1")), kind::REGISTERED);
+    assert_eq!(
+        try_register(&mut h, 8000, addr("203.0.113.66:1")),
+        kind::REGISTERED
+    );
 }
 
 #[test]
@@ -737,9 +769,16 @@ fn spoofed_register_cannot_aim_intro_fwd_at_a_victim() {
     let ts = h.unix_ms();
     let reg = signed(&id(66), tx, ts);
     let out = h.send(victim, &reg);
-    let mut to_victim: usize = out.iter().filter(|(_, d, _)| *d == victim).map(|(_, _, b)| b.len()).sum();
+    let mut to_victim: usize = out
+        .iter()
+        .filter(|(_, d, _)| *d == victim)
+        .map(|(_, _, b)| b.len())
+        .sum();
     assert!(matches!(parse(&out[0].2), Message::Registered(_)));
-    assert!(to_victim <= reg.len(), "the reply is no larger than the REGISTER");
+    assert!(
+        to_victim <= reg.len(),
+        "the reply is no larger than the REGISTER"
+    );
     // From its own registered key, it introduces itself to key 66 as hard as it may.
     let own = addr("203.0.113.66:1");
     let t = h.register(&id(67), own);
@@ -747,9 +786,17 @@ fn spoofed_register_cannot_aim_intro_fwd_at_a_victim() {
     for _ in 0..20 {
         let out = h.introduce(own, &id(67), t, &id(66), &payload);
         assert_eq!(ack(&out[0].2).status, IntroStatus::UnknownPeer);
-        to_victim += out.iter().filter(|(_, d, _)| *d == victim).map(|(_, _, b)| b.len()).sum::<usize>();
+        to_victim += out
+            .iter()
+            .filter(|(_, d, _)| *d == victim)
+            .map(|(_, _, b)| b.len())
+            .sum::<usize>();
     }
-    assert_eq!(to_victim, out[0].2.len(), "nothing but the one REGISTERED reached the victim");
+    assert_eq!(
+        to_victim,
+        out[0].2.len(),
+        "nothing but the one REGISTERED reached the victim"
+    );
     assert_eq!(h.server.stats().dropped(DropReason::TargetUnconfirmed), 20);
     h.advance(Duration::from_secs(3));
     // A real node confirms its address with its token (or a cookie), and is then introduced.
@@ -764,7 +811,12 @@ fn spoofed_register_cannot_aim_intro_fwd_at_a_victim() {
 fn bad_registers(h: &Harness, n: usize) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| {
-            let mut r = Register::signed(&id(100 + (i % 32) as u8), i as u64, h.unix_ms(), server_addr());
+            let mut r = Register::signed(
+                &id(100 + (i % 32) as u8),
+                i as u64,
+                h.unix_ms(),
+                server_addr(),
+            );
             r.signature[0] ^= 1;
             Message::Register(r).to_vec()
         })
@@ -798,17 +850,33 @@ fn spoofed_register_flood_costs_a_hash() {
         if i == 10_000 {
             // A REFRESH costs a hash and is served in the middle of it.
             let tx = h.next_tx();
-            let out = h.send(home, &Message::Refresh(Refresh { tx, node: *id(1).node_id().as_bytes(), token }).to_vec());
+            let out = h.send(
+                home,
+                &Message::Refresh(Refresh {
+                    tx,
+                    node: *id(1).node_id().as_bytes(),
+                    token,
+                })
+                .to_vec(),
+            );
             assert!(matches!(parse(&out[0].2), Message::Registered(_)));
             // A new node registers: RETRY, then at once the same REGISTER with the cookie.
             let me = addr("192.0.2.5:7000");
             let tx = h.next_tx();
             let reg = Register::signed(&id(2), tx, h.unix_ms(), server_addr());
             let out = h.send(me, &Message::Register(reg.clone()).to_vec());
-            let Message::Retry(retry) = parse(&out[0].2) else { panic!("{out:?}") };
+            let Message::Retry(retry) = parse(&out[0].2) else {
+                panic!("{out:?}")
+            };
             assert_eq!(retry.tx, tx);
-            let out = h.send(me, &Message::Register(reg.with_cookie(retry.cookie)).to_vec());
-            assert!(matches!(parse(&out[0].2), Message::Registered(_)), "{out:?}");
+            let out = h.send(
+                me,
+                &Message::Register(reg.with_cookie(retry.cookie)).to_vec(),
+            );
+            assert!(
+                matches!(parse(&out[0].2), Message::Registered(_)),
+                "{out:?}"
+            );
             // The cookie proved the address: introductions reach it at once.
             let out = h.introduce(home, &id(1), token, &id(2), b"hi");
             assert_eq!(out[0].1, me);
@@ -822,7 +890,10 @@ fn spoofed_register_flood_costs_a_hash() {
     let checks = h.server.stats().signature_checks - checks_before;
     // 20 000 REGISTERs over one second (touching two seconds of the server's clock) cost at
     // most the threshold of signature checks per second, plus the honest one.
-    assert!(checks <= 2 * threshold as u64 + 1, "{checks} signature checks");
+    assert!(
+        checks <= 2 * threshold as u64 + 1,
+        "{checks} signature checks"
+    );
     assert!(h.server.stats().dropped(DropReason::CookieRequired) >= 19_000);
     assert!(answered <= sent);
     eprintln!(
@@ -845,7 +916,10 @@ fn one_host_register_flood_is_limited_per_prefix() {
         }
     }
     let checks = h.server.stats().signature_checks;
-    assert!(checks <= (limit.burst + limit.per_second * secs) as u64, "{checks}");
+    assert!(
+        checks <= (limit.burst + limit.per_second * secs) as u64,
+        "{checks}"
+    );
     assert!(h.server.stats().dropped(DropReason::RegisterRateLimited) > 19_000);
     // Another host is not affected (the server never got under load).
     h.register(&id(1), addr("203.0.113.67:1"));
@@ -859,14 +933,22 @@ fn intro_fwd_does_not_reveal_transaction_id() {
     h.register(&id(2), b);
     let out = h.introduce(a, &id(1), ta, &id(2), b"m1");
     let itx = h.tx;
-    let Message::IntroFwd(f) = parse(&out[0].2) else { panic!() };
+    let Message::IntroFwd(f) = parse(&out[0].2) else {
+        panic!()
+    };
     assert_ne!(f.tx, itx);
     assert_eq!(f.tx, 0);
     assert_eq!(ack(&out[1].2).tx, itx, "only the introducer hears its id");
 }
 
 fn bare_stun(i: u32) -> Vec<u8> {
-    [&[0u8, 1, 0, 0][..], &stun::MAGIC_COOKIE, &[0; 8], &i.to_be_bytes()].concat()
+    [
+        &[0u8, 1, 0, 0][..],
+        &stun::MAGIC_COOKIE,
+        &[0; 8],
+        &i.to_be_bytes(),
+    ]
+    .concat()
 }
 
 #[test]
@@ -880,7 +962,19 @@ fn bare_stun_flood_is_not_amplified() {
     // 100 000 bare 20-byte requests from spoofed IPv6 sources (each its own /56): each answer
     // would be 44 bytes, 2.2 times the request.
     for i in 0..100_000u32 {
-        let from = SocketAddr::from(([0x2001, 0xdb8, (i >> 8) as u16, (i & 0xff) as u16 * 256, 0, 0, 0, 1], 9));
+        let from = SocketAddr::from((
+            [
+                0x2001,
+                0xdb8,
+                (i >> 8) as u16,
+                (i & 0xff) as u16 * 256,
+                0,
+                0,
+                0,
+                1,
+            ],
+            9,
+        ));
         let p = bare_stun(i);
         bytes_in += p.len();
         for (_, _, b) in h.send(from, &p) {
@@ -901,7 +995,10 @@ fn bare_stun_flood_is_not_amplified() {
     assert!(answers <= budget, "{answers} answers");
     let excess = bytes_out.saturating_sub(bytes_in);
     eprintln!("bare STUN flood: {bytes_in} bytes in, {bytes_out} bytes out, {answers} answers");
-    assert!(bytes_out <= bytes_in, "the flood gets back less than it sent");
+    assert!(
+        bytes_out <= bytes_in,
+        "the flood gets back less than it sent"
+    );
     assert!(excess == 0);
 }
 
@@ -928,7 +1025,9 @@ fn an_ordinary_bare_stun_client_still_works() {
     }
     // Its own prefix budget is small: a client hammering the server gets its burst.
     let burst = config().stun_excess_prefix_rate.burst;
-    let answered = (0..100).filter(|i| !h.send(from, &bare_stun(*i)).is_empty()).count();
+    let answered = (0..100)
+        .filter(|i| !h.send(from, &bare_stun(*i)).is_empty())
+        .count();
     assert!(answered as u32 <= burst, "{answered}");
 }
 

@@ -60,7 +60,8 @@ async fn both_stun_ports_reflect_the_sender_and_the_metrics_endpoint_counts_it()
 
     // A signed REGISTER gets REGISTERED with our address; garbage is dropped and counted.
     let id = Identity::from_seed(&[9; 32]);
-    let register = Message::Register(Register::signed(&id, 7, unix_ms(), rdv.local_addr())).to_vec();
+    let register =
+        Message::Register(Register::signed(&id, 7, unix_ms(), rdv.local_addr())).to_vec();
     sock.send_to(&register, rdv.local_addr()).await.unwrap();
     let mut buf = [0u8; 512];
     let (n, _) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf))

@@ -471,16 +471,20 @@ mod tests {
     }
 
     fn refresh_to(out: &[Transmit], server: SocketAddr) -> Option<Refresh> {
-        out.iter().filter(|t| t.dest == server).find_map(|t| {
-            match Message::parse(&t.contents) {
+        out.iter()
+            .filter(|t| t.dest == server)
+            .find_map(|t| match Message::parse(&t.contents) {
                 Ok(Message::Refresh(r)) => Some(r),
                 _ => None,
-            }
-        })
+            })
     }
 
     fn registered_msg(tx: u64) -> Vec<u8> {
-        Message::Registered(Registered { tx, ..registered(300) }).to_vec()
+        Message::Registered(Registered {
+            tx,
+            ..registered(300)
+        })
+        .to_vec()
     }
 
     /// Runs the engine's timers up to `until`, answering nothing.
@@ -515,20 +519,36 @@ mod tests {
         e.handle_timeout(now, UNIX);
         let first = register_to(&sent(&mut e), home());
         // A RETRY for another transaction (an off-path guess) is ignored.
-        let forged = Message::Retry(Retry { tx: first.tx ^ 1, cookie: [1; COOKIE_LEN] }).to_vec();
+        let forged = Message::Retry(Retry {
+            tx: first.tx ^ 1,
+            cookie: [1; COOKIE_LEN],
+        })
+        .to_vec();
         e.handle_packet(now, UNIX, home(), &forged);
         assert!(sent(&mut e).is_empty());
         let mut tx = first.tx;
         for n in 0..MAX_COOKIE_RESENDS {
-            let retry = Message::Retry(Retry { tx, cookie: [n as u8 + 2; COOKIE_LEN] }).to_vec();
+            let retry = Message::Retry(Retry {
+                tx,
+                cookie: [n as u8 + 2; COOKIE_LEN],
+            })
+            .to_vec();
             e.handle_packet(now, UNIX, home(), &retry);
             let again = register_to(&sent(&mut e), home());
-            assert_eq!(again.cookie, Some([n as u8 + 2; COOKIE_LEN]), "at once, with the cookie");
+            assert_eq!(
+                again.cookie,
+                Some([n as u8 + 2; COOKIE_LEN]),
+                "at once, with the cookie"
+            );
             assert!(again.verify().is_some());
             tx = again.tx;
         }
         // A server that keeps asking is answered only at the next backoff.
-        let retry = Message::Retry(Retry { tx, cookie: [9; COOKIE_LEN] }).to_vec();
+        let retry = Message::Retry(Retry {
+            tx,
+            cookie: [9; COOKIE_LEN],
+        })
+        .to_vec();
         e.handle_packet(now, UNIX, home(), &retry);
         assert!(sent(&mut e).is_empty());
         // A REGISTER that carried a cookie proved our address: no confirming REFRESH needed.
@@ -561,14 +581,25 @@ mod tests {
         e.add_ticket_rendezvous(now, ticket_server, peer);
         e.connect(now, UNIX, peer, &[]);
         sent(&mut e);
-        let servers = |e: &Engine| e.registrations().iter().map(|(s, _)| *s).collect::<Vec<_>>();
+        let servers = |e: &Engine| {
+            e.registrations()
+                .iter()
+                .map(|(s, _)| *s)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(servers(&e), [home(), ticket_server]);
         // The attempt runs (nobody answers) until its timeout, 10 s; the registration is kept
         // through it and for the grace period after.
         let failed = now + Duration::from_secs(10);
-        run_until(&mut e, failed + TICKET_REGISTRATION_GRACE - Duration::from_secs(1));
+        run_until(
+            &mut e,
+            failed + TICKET_REGISTRATION_GRACE - Duration::from_secs(1),
+        );
         assert_eq!(servers(&e), [home(), ticket_server]);
-        run_until(&mut e, failed + TICKET_REGISTRATION_GRACE + Duration::from_secs(1));
+        run_until(
+            &mut e,
+            failed + TICKET_REGISTRATION_GRACE + Duration::from_secs(1),
+        );
         assert_eq!(servers(&e), [home()], "dropped after use; ours is kept");
         // A ticket naming one of our own servers does not make it temporary.
         e.add_ticket_rendezvous(now, home(), peer);
@@ -588,7 +619,13 @@ mod tests {
         e.connect(now, UNIX, peer, &[]);
         let failed = |e: &mut Engine| {
             std::iter::from_fn(|| e.poll_event()).any(|ev| {
-                matches!(ev, NodeEvent::ConnectFailed { error: crate::engine::ConnectError::UnknownPeer(_), .. })
+                matches!(
+                    ev,
+                    NodeEvent::ConnectFailed {
+                        error: crate::engine::ConnectError::UnknownPeer(_),
+                        ..
+                    }
+                )
             })
         };
         // Every introduction is answered "unknown peer" (the peer is registering right now).
@@ -617,7 +654,8 @@ mod tests {
             t += Duration::from_millis(50);
             e.handle_timeout(t, UNIX);
         }
-        let failed_at = failed_at.unwrap_or_else(|| panic!("the clear error comes in the end (asked {answered} times)"));
+        let failed_at = failed_at
+            .unwrap_or_else(|| panic!("the clear error comes in the end (asked {answered} times)"));
         assert!(answered >= 3, "asked {answered} times");
         assert!(
             failed_at >= now + crate::engine::introduction::UNKNOWN_PEER_PATIENCE,

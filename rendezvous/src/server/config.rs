@@ -109,9 +109,11 @@ impl ServerConfig {
     /// Checks the values against each other; the error says which and why.
     pub fn validate(&self) -> Result<(), String> {
         if self.addresses.is_empty() {
-            return Err("addresses must name at least one address nodes reach the server at \
+            return Err(
+                "addresses must name at least one address nodes reach the server at \
                  (REGISTERs are signed for it); behind a 1:1 NAT pass it with --public-addr"
-                .into());
+                    .into(),
+            );
         }
         if self.max_nodes == 0 {
             return Err("max_nodes must be at least 1".into());

@@ -325,10 +325,18 @@ impl Cookies {
     }
 
     /// Whether `cookie` was made for `from` in this slot or the previous one.
-    pub fn check(&self, from: SocketAddr, cookie: &[u8; crate::wire::COOKIE_LEN], now_s: u32) -> bool {
+    pub fn check(
+        &self,
+        from: SocketAddr,
+        cookie: &[u8; crate::wire::COOKIE_LEN],
+        now_s: u32,
+    ) -> bool {
         let slot = now_s / COOKIE_SLOT_S;
-        let eq = |a: &[u8; 16], b: &[u8; 16]| a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
-        eq(&self.make_in(from, slot), cookie) | eq(&self.make_in(from, slot.wrapping_sub(1)), cookie)
+        let eq = |a: &[u8; 16], b: &[u8; 16]| {
+            a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        };
+        eq(&self.make_in(from, slot), cookie)
+            | eq(&self.make_in(from, slot.wrapping_sub(1)), cookie)
     }
 }
 

@@ -385,7 +385,11 @@ impl Server {
         // The global budget is looked at first but charged only if the prefix may send: a source
         // over its own budget does not use up everyone's.
         let mut global = self.stun_global;
-        if !self.config.stun_excess_global_rate.admit(&mut global, now_ms) {
+        if !self
+            .config
+            .stun_excess_global_rate
+            .admit(&mut global, now_ms)
+        {
             return false;
         }
         if !self

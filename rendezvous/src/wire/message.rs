@@ -155,9 +155,13 @@ mod tests {
             .with_cookie([1; COOKIE_LEN]);
         assert_eq!(Message::Register(v6).to_vec().len(), Register::MAX_LEN);
         // RETRY is smaller than any REGISTER.
-        let retry = Message::Retry(Retry { tx: 5, cookie: [7; COOKIE_LEN] }).to_vec();
+        let retry = Message::Retry(Retry {
+            tx: 5,
+            cookie: [7; COOKIE_LEN],
+        })
+        .to_vec();
         assert_eq!(retry.len(), Retry::LEN);
-        assert!(Retry::LEN < Register::MIN_LEN);
+        const { assert!(Retry::LEN < Register::MIN_LEN) };
         assert_eq!(&retry[..2], &[0xC8, 2]);
     }
 

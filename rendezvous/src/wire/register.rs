@@ -110,7 +110,10 @@ impl Register {
             .copy_from_slice(&self.timestamp_ms.to_be_bytes());
         let (server, n) = addr::encode(&self.server);
         msg[Self::SERVER_OFFSET..Self::SERVER_OFFSET + n].copy_from_slice(&server[..n]);
-        (out, REGISTER_SIGNING_CONTEXT.len() + Self::SERVER_OFFSET + n)
+        (
+            out,
+            REGISTER_SIGNING_CONTEXT.len() + Self::SERVER_OFFSET + n,
+        )
     }
 
     /// Checks the signature; on success returns the proven NodeId.

@@ -175,7 +175,10 @@ mod tests {
     fn round_trip_with_fingerprint_over_ipv6_and_mapped_ipv4() {
         let (req, tx) = binding_request();
         assert_eq!(req.len(), REQUEST_LEN);
-        assert_eq!(REQUEST_LEN, MAX_RESPONSE_LEN, "no answer is larger than our request");
+        assert_eq!(
+            REQUEST_LEN, MAX_RESPONSE_LEN,
+            "no answer is larger than our request"
+        );
         let mut out = [0u8; MAX_RESPONSE_LEN];
         for (from, want, len) in [
             ("[2001:db8::5]:9", "[2001:db8::5]:9", 52),
