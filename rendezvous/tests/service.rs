@@ -108,6 +108,13 @@ async fn both_stun_ports_reflect_the_sender_and_the_metrics_endpoint_counts_it()
         ),
         ("shipworm_rendezvous_sent_packets_total ", 3),
         ("shipworm_rendezvous_introductions_forwarded_total ", 0),
+        ("shipworm_rendezvous_signature_checks_total ", 1),
+        ("shipworm_rendezvous_retries_sent_total ", 0),
+        ("shipworm_rendezvous_introductions_answered_free_total ", 0),
+        (
+            "shipworm_rendezvous_drops_total{reason=\"register_rate_limited\"} ",
+            0,
+        ),
         ("shipworm_rendezvous_send_errors_total ", 0),
     ] {
         assert_eq!(metric(&text, line), Some(want), "{line}in\n{text}");
