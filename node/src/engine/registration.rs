@@ -36,8 +36,12 @@ const SKEW_BACKOFF: Duration = Duration::from_secs(30);
 /// The shortest wait between refreshes, whatever lifetime a server claims (a lifetime of 0–2 s
 /// would otherwise make the node refresh in a loop).
 pub const MIN_REFRESH: Duration = Duration::from_secs(1);
-/// RETRYs answered at once per REGISTER round (a server that keeps asking waits for the backoff).
+/// RETRYs answered at once per REGISTER sent on the backoff schedule (a server that keeps asking
+/// waits for the next one).
 const MAX_COOKIE_RESENDS: u32 = 2;
+/// How long a server's cookie is used for later REGISTERs (it is valid 30 to 60 s): a REGISTER
+/// with a cookie lost in a flooded buffer is retried with it, without another RETRY round trip.
+const COOKIE_REUSE: Duration = Duration::from_secs(25);
 /// How long a registration at a ticket's rendezvous outlives the last connection attempt that
 /// needed it (the handshake's retransmissions and a re-introduction after a NAT rebinding early in
 /// the session still find it).
@@ -83,8 +87,10 @@ pub struct Registration {
     /// `Some` for a ticket's rendezvous (kept while needed), `None` for one of ours (kept).
     pub ticket: Option<TicketUse>,
     token: Option<[u8; TOKEN_LEN]>,
-    /// A cookie from the server's RETRY, for the next REGISTER.
-    cookie: Option<[u8; COOKIE_LEN]>,
+    /// A cookie from the server's RETRY and when it came, for the next REGISTERs.
+    cookie: Option<([u8; COOKIE_LEN], Instant)>,
+    /// The next REGISTER answers a RETRY (it does not start a new round of resends).
+    resend_due: bool,
     cookie_resends: u32,
     /// The last REGISTER carried a cookie (the server then knows our address receives).
     sent_cookie: bool,
@@ -107,6 +113,7 @@ impl Registration {
             ticket: None,
             token: None,
             cookie: None,
+            resend_due: false,
             cookie_resends: 0,
             sent_cookie: false,
             observed: None,
@@ -181,10 +188,18 @@ impl Registration {
                 }
                 let ts = unix_ms.max(self.last_timestamp + 1);
                 self.last_timestamp = ts;
+                if !std::mem::take(&mut self.resend_due) {
+                    // Sent on the backoff schedule: a new allowance of immediate resends.
+                    self.cookie_resends = 0;
+                }
                 // Signed for the address we send it to: worthless at any other server.
                 let register = Register::signed(identity, tx, ts, self.server);
-                self.sent_cookie = self.cookie.is_some();
-                Message::Register(match self.cookie.take() {
+                let cookie = self
+                    .cookie
+                    .filter(|(_, got)| now.saturating_duration_since(*got) < COOKIE_REUSE)
+                    .map(|(c, _)| c);
+                self.sent_cookie = cookie.is_some();
+                Message::Register(match cookie {
                     Some(c) => register.with_cookie(c),
                     None => register,
                 })
@@ -233,7 +248,8 @@ impl Registration {
             return;
         }
         self.cookie_resends += 1;
-        self.cookie = Some(cookie);
+        self.cookie = Some((cookie, now));
+        self.resend_due = true;
         self.next = now;
     }
 
@@ -543,7 +559,9 @@ mod tests {
             assert!(again.verify().is_some());
             tx = again.tx;
         }
-        // A server that keeps asking is answered only at the next backoff.
+        // A server that keeps asking is answered only at the next backoff, which reuses the
+        // cookie it has (the REGISTER carrying it may have been lost in a flooded buffer) and may
+        // again answer RETRYs at once.
         let retry = Message::Retry(Retry {
             tx,
             cookie: [9; COOKIE_LEN],
@@ -551,9 +569,21 @@ mod tests {
         .to_vec();
         e.handle_packet(now, UNIX, home(), &retry);
         assert!(sent(&mut e).is_empty());
+        let later = now + Duration::from_secs(1);
+        e.handle_timeout(later, UNIX);
+        let backoff = register_to(&sent(&mut e), home());
+        assert_eq!(backoff.cookie, Some([MAX_COOKIE_RESENDS as u8 + 1; COOKIE_LEN]));
+        let retry = Message::Retry(Retry {
+            tx: backoff.tx,
+            cookie: [9; COOKIE_LEN],
+        })
+        .to_vec();
+        e.handle_packet(later, UNIX, home(), &retry);
+        let again = register_to(&sent(&mut e), home());
+        assert_eq!(again.cookie, Some([9; COOKIE_LEN]), "answered at once again");
         // A REGISTER that carried a cookie proved our address: no confirming REFRESH needed.
-        e.handle_packet(now, UNIX, home(), &registered_msg(tx));
-        e.handle_timeout(now, UNIX);
+        e.handle_packet(later, UNIX, home(), &registered_msg(again.tx));
+        e.handle_timeout(later, UNIX);
         assert!(refresh_to(&sent(&mut e), home()).is_none());
     }
 
