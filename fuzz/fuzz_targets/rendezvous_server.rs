@@ -8,7 +8,8 @@ use shipworm_rendezvous::wire::stun;
 
 fuzz_target!(|data: &[u8]| {
     let now = Instant::now();
-    let mut server = Server::new(ServerConfig::default(), now, shipworm_tunnel::rng::from_seed(0));
+    let config = ServerConfig::for_addresses(vec!["198.51.100.1:3478".parse().unwrap()]);
+    let mut server = Server::new(config, now, shipworm_tunnel::rng::from_seed(0));
     let from = "203.0.113.1:5".parse().unwrap();
     for packet in data.split(|b| *b == 0xFF) {
         server.handle_packet(now, 1_800_000_000_000, Socket::Primary, from, packet);

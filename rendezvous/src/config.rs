@@ -12,8 +12,18 @@
 //! max_clock_skew_secs = 30
 //! token_rotation_secs = 3600
 //! stun_strict_size = false
+//! alt_stun_strict_size = true
+//! stun_excess_prefix_rate = { per_second = 5, burst = 10 }
+//! stun_excess_global_rate = { per_second = 200, burst = 400 }
+//! public_addrs = ["203.0.113.5:3478"]   # behind a 1:1 NAT: the address nodes dial
 //! sender_intro_rate = { per_second = 10, burst = 20 }
-//! target_intro_rate = { per_second = 20, burst = 40 }
+//! pair_intro_rate = { per_second = 5, burst = 10 }
+//! target_intro_rate = { per_second = 40, burst = 80 }
+//! registration_prefix_v4 = 32
+//! registration_prefix_v6 = 56
+//! max_registrations_per_prefix = 64
+//! register_prefix_rate = { per_second = 20, burst = 40 }
+//! register_load_threshold = 1000
 //! ```
 
 use std::net::SocketAddr;
@@ -49,12 +59,33 @@ pub struct Config {
     pub max_clock_skew_secs: u64,
     /// Token secret rotation period.
     pub token_rotation_secs: u64,
-    /// Never answer STUN with more bytes than the request.
+    /// Never answer STUN on the main port with more bytes than the request.
     pub stun_strict_size: bool,
+    /// Never answer STUN on the second port with more bytes than the request.
+    pub alt_stun_strict_size: bool,
+    /// Larger-than-request STUN answers per source prefix (main port).
+    pub stun_excess_prefix_rate: RateLimit,
+    /// Larger-than-request STUN answers in all (main port).
+    pub stun_excess_global_rate: RateLimit,
+    /// Addresses nodes reach this server at besides its own interfaces' (a 1:1 NAT's public
+    /// address): REGISTERs signed for them are accepted.
+    pub public_addrs: Vec<SocketAddr>,
     /// Introductions one node may send.
     pub sender_intro_rate: RateLimit,
-    /// Introductions one node may receive.
+    /// Introductions one node may receive from one sender prefix.
+    pub pair_intro_rate: RateLimit,
+    /// Introductions one node may receive in all.
     pub target_intro_rate: RateLimit,
+    /// IPv4 prefix length of one registration source.
+    pub registration_prefix_v4: u8,
+    /// IPv6 prefix length of one registration source.
+    pub registration_prefix_v6: u8,
+    /// Most registrations from one source prefix.
+    pub max_registrations_per_prefix: u16,
+    /// REGISTER signature checks per source prefix.
+    pub register_prefix_rate: RateLimit,
+    /// Signature checks per second above which REGISTERs need a cookie.
+    pub register_load_threshold: u32,
 }
 
 /// `"off"` or `""` is `None`; anything else must be a socket address.
@@ -81,24 +112,51 @@ impl Default for Config {
             max_clock_skew_secs: core.max_clock_skew.as_secs(),
             token_rotation_secs: core.token_rotation.as_secs(),
             stun_strict_size: core.stun_strict_size,
+            alt_stun_strict_size: core.alt_stun_strict_size,
+            stun_excess_prefix_rate: core.stun_excess_prefix_rate,
+            stun_excess_global_rate: core.stun_excess_global_rate,
+            public_addrs: Vec::new(),
             sender_intro_rate: core.sender_intro_rate,
+            pair_intro_rate: core.pair_intro_rate,
             target_intro_rate: core.target_intro_rate,
+            registration_prefix_v4: core.registration_prefix_v4,
+            registration_prefix_v6: core.registration_prefix_v6,
+            max_registrations_per_prefix: core.max_registrations_per_prefix,
+            register_prefix_rate: core.register_prefix_rate,
+            register_load_threshold: core.register_load_threshold,
         }
     }
 }
 
 impl Config {
-    /// The protocol core's configuration, announcing `alt_stun_port`.
-    pub fn core(&self, alt_stun_port: u16) -> ServerConfig {
+    /// Checks every value (the server's own addresses are known only once bound).
+    pub fn validate(&self) -> Result<(), String> {
+        self.core(0, vec![self.listen]).validate()
+    }
+
+    /// The protocol core's configuration, announcing `alt_stun_port`, for a server reached at
+    /// `addresses` (to which `public_addrs` are added).
+    pub fn core(&self, alt_stun_port: u16, mut addresses: Vec<SocketAddr>) -> ServerConfig {
+        addresses.extend(self.public_addrs.iter().copied());
         ServerConfig {
+            addresses,
             max_nodes: self.max_nodes,
             registration_lifetime: Duration::from_secs(self.registration_lifetime_secs),
             max_clock_skew: Duration::from_secs(self.max_clock_skew_secs),
             sender_intro_rate: self.sender_intro_rate,
+            pair_intro_rate: self.pair_intro_rate,
             target_intro_rate: self.target_intro_rate,
             alt_stun_port,
             stun_strict_size: self.stun_strict_size,
+            alt_stun_strict_size: self.alt_stun_strict_size,
+            stun_excess_prefix_rate: self.stun_excess_prefix_rate,
+            stun_excess_global_rate: self.stun_excess_global_rate,
             token_rotation: Duration::from_secs(self.token_rotation_secs),
+            registration_prefix_v4: self.registration_prefix_v4,
+            registration_prefix_v6: self.registration_prefix_v6,
+            max_registrations_per_prefix: self.max_registrations_per_prefix,
+            register_prefix_rate: self.register_prefix_rate,
+            register_load_threshold: self.register_load_threshold,
         }
     }
 }
@@ -139,7 +197,7 @@ mod file {
         /// Parses TOML text.
         pub fn from_toml(text: &str) -> anyhow::Result<Self> {
             let config: Config = toml::from_str(text)?;
-            config.core(0).validate().map_err(anyhow::Error::msg)?;
+            config.validate().map_err(anyhow::Error::msg)?;
             Ok(config)
         }
     }
@@ -154,7 +212,11 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.listen.to_string(), "[::]:3478");
         assert_eq!(c.alt_listen.unwrap().to_string(), "[::]:3479");
-        assert!(c.core(3479).validate().is_ok());
+        assert!(c.validate().is_ok());
+        assert!(
+            c.core(3479, vec![]).validate().is_err(),
+            "no address at all"
+        );
         assert_eq!(Config::from_toml("").unwrap(), c);
     }
 
@@ -175,6 +237,14 @@ mod tests {
                 per_second: 1,
                 burst: 2
             }
+        );
+        let c = Config::from_toml("public_addrs = [\"203.0.113.5:3478\"]\n").unwrap();
+        assert_eq!(
+            c.core(0, vec!["10.0.0.5:3478".parse().unwrap()]).addresses,
+            [
+                "10.0.0.5:3478".parse().unwrap(),
+                "203.0.113.5:3478".parse().unwrap()
+            ]
         );
 
         let err = Config::from_toml("max_node = 5").unwrap_err().to_string();

@@ -1,11 +1,18 @@
 //! The tokio driver: [`Rendezvous`] owns the sockets, the clock and the metrics endpoint, and
 //! pumps the sans-IO [`Server`].
+//!
+//! Datagrams arrive in `recvmmsg` batches (`quinn-udp`) into a large receive buffer. Within each
+//! batch every datagram that is not a REGISTER (REFRESH, INTRODUCE, STUN: a hash or less each)
+//! is served first, and REGISTERs (which may cost a signature check) after them, so a flood of
+//! REGISTERs delays registered nodes by at most one batch.
 
-use std::io;
-use std::net::SocketAddr;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use quinn_udp::{RecvMeta, UdpSocketState};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -13,29 +20,49 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::metrics::{self, Snapshot};
 use crate::server::{Server, Socket};
-use crate::udp::{bind_udp, BoundSocket};
+use crate::udp::{bind_udp_with_buffer, recv_buffer_size, BoundSocket, SERVER_RECV_BUFFER};
+use crate::wire::kind;
 
-/// Datagrams handled per wake-up before yielding to other events.
-const RECV_BATCH: usize = 64;
+/// `recvmmsg` calls per wake-up before yielding to other events.
+const RECV_ROUNDS: usize = 8;
+/// Receive buffers per `recvmmsg`.
+const RECV_BUFFERS: usize = 32;
+/// How often the interface addresses (what REGISTERs may be signed for) are read again.
+const ADDRESS_REFRESH: Duration = Duration::from_secs(30);
 /// How often the metrics snapshot is refreshed.
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a summary line is logged.
 const LOG_INTERVAL: Duration = Duration::from_secs(300);
 
-/// A tokio UDP socket with the address form it needs for destinations.
+/// A tokio UDP socket with the address form it needs for destinations, and its batch state.
 struct Udp {
     socket: UdpSocket,
     dual_stack: bool,
     is_v4: bool,
+    state: UdpSocketState,
 }
 
 impl Udp {
     fn new(bound: BoundSocket) -> io::Result<Self> {
         let is_v4 = bound.socket.local_addr()?.is_ipv4();
+        let granted = recv_buffer_size(&bound.socket)?;
+        // Linux reports twice what it grants for payload; less than asked means rmem_max caps it.
+        if granted < SERVER_RECV_BUFFER {
+            tracing::warn!(
+                asked = SERVER_RECV_BUFFER,
+                granted,
+                "the kernel granted a smaller UDP receive buffer: a flood will push honest \
+                 datagrams out sooner; raise it with `sysctl -w net.core.rmem_max={}`",
+                SERVER_RECV_BUFFER
+            );
+        }
+        let socket = UdpSocket::from_std(bound.socket)?;
+        let state = UdpSocketState::new((&socket).into())?;
         Ok(Self {
-            socket: UdpSocket::from_std(bound.socket)?,
+            socket,
             dual_stack: bound.dual_stack,
             is_v4,
+            state,
         })
     }
 
@@ -86,7 +113,8 @@ impl Rendezvous {
     /// Binds every socket of `config` and starts serving on the current tokio runtime.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         let bind = |addr: SocketAddr, what: &str| {
-            bind_udp(addr).map_err(|e| anyhow::anyhow!("cannot bind {what} UDP socket {addr}: {e}"))
+            bind_udp_with_buffer(addr, SERVER_RECV_BUFFER)
+                .map_err(|e| anyhow::anyhow!("cannot bind {what} UDP socket {addr}: {e}"))
         };
         let primary = Udp::new(bind(config.listen, "main")?)?;
         let alt = config
@@ -97,9 +125,14 @@ impl Rendezvous {
             .transpose()?;
         let local = shipworm_tunnel::wire::addr::normalize(primary.socket.local_addr()?);
         let alt_local = alt.as_ref().map(|a| a.socket.local_addr()).transpose()?;
-        let core = config.core(alt_local.map_or(0, |a| a.port()));
+        let dual_stack = primary.dual_stack;
+        let core = config.core(
+            alt_local.map_or(0, |a| a.port()),
+            own_addresses(local, dual_stack),
+        );
         core.validate()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let public = config.public_addrs.clone();
         let server = Server::new(core, Instant::now(), shipworm_tunnel::rng::from_os());
 
         let (snap_tx, snapshot) = watch::channel(Snapshot::of(&server));
@@ -128,9 +161,15 @@ impl Rendezvous {
             alt = ?alt_local,
             metrics = ?metrics,
             max_nodes = config.max_nodes,
+            addresses = ?server.config().addresses,
             "rendezvous serving"
         );
-        let task = tokio::spawn(run(server, primary, alt, snap_tx, stop_rx));
+        let addresses = move || {
+            let mut a = own_addresses(local, dual_stack);
+            a.extend(public.iter().copied());
+            a
+        };
+        let task = tokio::spawn(run(server, primary, alt, snap_tx, stop_rx, addresses));
         Ok(Self {
             local,
             alt: alt_local,
@@ -195,17 +234,64 @@ async fn readable(udp: Option<&Udp>) -> io::Result<()> {
     }
 }
 
+/// The addresses nodes may sign REGISTERs for: the bound address when it is specific, else every
+/// interface address of the socket's families, with the bound port.
+pub fn own_addresses(local: SocketAddr, dual_stack: bool) -> Vec<SocketAddr> {
+    let local = shipworm_tunnel::wire::addr::normalize(local);
+    if !local.ip().is_unspecified() {
+        return vec![local];
+    }
+    let v6 = local.is_ipv6();
+    let mut out: Vec<SocketAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .iter()
+        .map(|i| i.ip())
+        .filter(|ip| match ip {
+            IpAddr::V4(_) => !v6 || dual_stack,
+            IpAddr::V6(_) => v6,
+        })
+        .map(|ip| SocketAddr::new(ip, local.port()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Receive buffers for one socket's `recvmmsg` batches.
+struct Batch {
+    bufs: Vec<Vec<u8>>,
+    meta: Vec<RecvMeta>,
+}
+
+impl Batch {
+    fn new(udp: &Udp) -> Self {
+        // One GRO train fills up to 64 KiB; without GRO a buffer holds one datagram.
+        let len = if udp.state.gro_segments() > 1 {
+            65_536
+        } else {
+            2048
+        };
+        Self {
+            bufs: vec![vec![0u8; len]; RECV_BUFFERS],
+            meta: vec![RecvMeta::default(); RECV_BUFFERS],
+        }
+    }
+}
+
 async fn run(
     mut server: Server,
     primary: Udp,
     alt: Option<Udp>,
     snap_tx: watch::Sender<Snapshot>,
     mut stop: watch::Receiver<bool>,
+    addresses: impl Fn() -> Vec<SocketAddr>,
 ) -> io::Result<Snapshot> {
-    let mut buf = vec![0u8; 2048];
+    let mut batch = Batch::new(&primary);
     let mut publish = tokio::time::interval(PUBLISH_INTERVAL);
     let mut log = tokio::time::interval(LOG_INTERVAL);
     log.tick().await;
+    let mut refresh = tokio::time::interval(ADDRESS_REFRESH);
+    refresh.tick().await;
     loop {
         let deadline = server
             .poll_timeout()
@@ -215,16 +301,17 @@ async fn run(
             _ = stop.changed() => break,
             r = primary.socket.readable() => {
                 r?;
-                pump(&mut server, &primary, alt.as_ref(), Socket::Primary, &mut buf).await?;
+                pump(&mut server, &primary, alt.as_ref(), Socket::Primary, &mut batch).await?;
             }
             r = readable(alt.as_ref()) => {
                 r?;
                 if let Some(a) = alt.as_ref() {
-                    pump(&mut server, &primary, Some(a), Socket::Alt, &mut buf).await?;
+                    pump(&mut server, &primary, Some(a), Socket::Alt, &mut batch).await?;
                 }
             }
             _ = tokio::time::sleep_until(deadline.into()) => server.handle_timeout(Instant::now()),
             _ = publish.tick() => { let _ = snap_tx.send(Snapshot::of(&server)); }
+            _ = refresh.tick() => server.set_addresses(&addresses()),
             _ = log.tick() => {
                 let s = server.stats();
                 tracing::info!(
@@ -243,43 +330,62 @@ async fn run(
     Ok(snap)
 }
 
-/// Handles up to [`RECV_BATCH`] datagrams waiting on one socket.
+/// Handles what waits on one socket, in up to [`RECV_ROUNDS`] batches: in each, every datagram
+/// but REGISTERs first, then the REGISTERs.
 async fn pump(
     server: &mut Server,
     primary: &Udp,
     alt: Option<&Udp>,
     which: Socket,
-    buf: &mut [u8],
+    batch: &mut Batch,
 ) -> io::Result<()> {
     let sock = match which {
         Socket::Primary => primary,
         Socket::Alt => alt.unwrap_or(primary),
     };
-    let now = Instant::now();
-    let wall = unix_ms();
-    for _ in 0..RECV_BATCH {
-        let (n, from) = match sock.socket.try_recv_from(buf) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            // ICMP errors surface on the next recv on Linux; they say nothing about us.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
-                ) =>
-            {
-                continue
+    for _ in 0..RECV_ROUNDS {
+        let n = {
+            let mut iovs: Vec<IoSliceMut<'_>> =
+                batch.bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+            let meta = &mut batch.meta;
+            match sock.socket.try_io(Interest::READABLE, || {
+                sock.state.recv((&sock.socket).into(), &mut iovs, meta)
+            }) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // ICMP errors surface on the next recv on Linux; they say nothing about us.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         };
-        server.handle_packet(now, wall, which, from, &buf[..n]);
-        while let Some(t) = server.poll_transmit() {
-            let out = match t.socket {
-                Socket::Primary => primary,
-                Socket::Alt => alt.unwrap_or(primary),
-            };
-            if !out.send(t.contents, t.dest).await {
-                server.record_send_error();
+        let now = Instant::now();
+        let wall = unix_ms();
+        for registers in [false, true] {
+            for (m, buf) in batch.meta[..n].iter().zip(&batch.bufs) {
+                let data = &buf[..m.len.min(buf.len())];
+                let stride = if m.stride == 0 { data.len() } else { m.stride };
+                for datagram in data.chunks(stride.max(1)) {
+                    if (datagram.first() == Some(&kind::REGISTER)) != registers {
+                        continue;
+                    }
+                    server.handle_packet(now, wall, which, m.addr, datagram);
+                    while let Some(t) = server.poll_transmit() {
+                        let out = match t.socket {
+                            Socket::Primary => primary,
+                            Socket::Alt => alt.unwrap_or(primary),
+                        };
+                        if !out.send(t.contents, t.dest).await {
+                            server.record_send_error();
+                        }
+                    }
+                }
             }
         }
     }

@@ -28,6 +28,11 @@ struct Args {
     /// Bound on registered nodes (about 150 bytes each).
     #[arg(long)]
     max_nodes: Option<usize>,
+    /// An address nodes reach this server at that is not one of its interfaces' (the public
+    /// address of a 1:1 NAT, as on most cloud VMs), with the port nodes dial. Repeatable. A
+    /// REGISTER is accepted only if signed for one of the server's addresses.
+    #[arg(long = "public-addr", value_name = "ADDR")]
+    public_addr: Vec<SocketAddr>,
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
     check_config: bool,
@@ -85,8 +90,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = args.max_nodes {
         config.max_nodes = n;
     }
+    config.public_addrs.extend(args.public_addr.iter().copied());
     config
-        .core(0)
         .validate()
         .map_err(anyhow::Error::msg)
         .context("invalid configuration")?;

@@ -154,6 +154,21 @@ impl Collector for ServerCollector {
                 "Introductions forwarded.",
                 s.introductions_forwarded,
             ),
+            (
+                "introductions_answered_free",
+                "Introductions forwarded on a free credit (a target's relayed answer).",
+                s.introductions_answered_free,
+            ),
+            (
+                "signature_checks",
+                "REGISTER signatures checked.",
+                s.signature_checks,
+            ),
+            (
+                "retries_sent",
+                "RETRY messages sent (cookies asked for under load).",
+                s.retries_sent,
+            ),
             ("received_bytes", "Bytes received.", s.received_bytes),
             ("sent_packets", "Datagrams sent.", s.sent),
             ("sent_bytes", "Bytes sent.", s.sent_bytes),

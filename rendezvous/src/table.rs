@@ -7,7 +7,8 @@
 //!   lives at most [`MAX_LIFETIME_S`], far inside the ±9 h that a signed 16-bit difference resolves;
 //! - rate-limit state: `u32` milliseconds (wraps every 49 days), pulled up to "now" on every
 //!   registration and refresh;
-//! - the last REGISTER timestamp: its low 32 bits (see [`Entry`]).
+//! - the last REGISTER timestamp: its low 31 bits (see [`Entry`]); the top bit says whether the
+//!   registered address has proven that it receives (see [`Entry::confirmed`]).
 
 use std::collections::hash_map::{Entry as MapEntry, HashMap};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -42,7 +43,7 @@ impl RateLimit {
     }
 
     /// GCRA (the "virtual scheduling" form of a token bucket) on one stored arrival time.
-    fn admit(&self, tat: &mut u32, now_ms: u32) -> bool {
+    pub(crate) fn admit(&self, tat: &mut u32, now_ms: u32) -> bool {
         let effective = if (tat.wrapping_sub(now_ms) as i32) < 0 {
             now_ms
         } else {
@@ -56,14 +57,26 @@ impl RateLimit {
     }
 }
 
+/// Bit of `Entry::last_ts` that marks a confirmed registration.
+const CONFIRMED: u32 = 1 << 31;
+/// The timestamp bits of `Entry::last_ts`.
+const TS_MASK: u32 = CONFIRMED - 1;
+
+/// Whether 31-bit timestamp `ts` is strictly newer than `last` (wrapping, exact within ±12 days,
+/// far beyond the clock-skew window in which accepted timestamps lie).
+fn newer31(ts: u64, last: u32) -> bool {
+    let d = (ts as u32).wrapping_sub(last) & TS_MASK;
+    d != 0 && d < (1 << 30)
+}
+
 /// One registration, packed.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
     ip: [u8; 16],
     port: u16,
     expires_s: u16,
-    /// Low 32 bits of the last accepted REGISTER timestamp (ms); compared with wrapping arithmetic,
-    /// valid because accepted timestamps lie within the clock-skew window of "now".
+    /// Low 31 bits of the last accepted REGISTER timestamp (ms), compared with wrapping
+    /// arithmetic; the top bit is [`CONFIRMED`].
     last_ts: u32,
     send_tat: u32,
     recv_tat: u32,
@@ -90,6 +103,19 @@ impl Entry {
         (self.expires_s.wrapping_sub(now_s as u16) as i16) > 0
     }
 
+    /// Whether the registered address has proven that it receives: the REGISTER carried a valid
+    /// cookie, or the node used its token (REFRESH, INTRODUCE) from there. Only confirmed
+    /// registrations are sent introductions, so a REGISTER from a spoofed source cannot aim
+    /// INTRO_FWD at a victim.
+    pub fn confirmed(&self) -> bool {
+        self.last_ts & CONFIRMED != 0
+    }
+
+    /// Marks the registration confirmed (its token came back from its address).
+    pub fn confirm(&mut self) {
+        self.last_ts |= CONFIRMED;
+    }
+
     /// Brings stale rate-limit times up to `now` so they never drift a wrap away.
     fn normalize_tats(&mut self, now_ms: u32) {
         for tat in [&mut self.send_tat, &mut self.recv_tat] {
@@ -102,6 +128,15 @@ impl Entry {
 
 fn expiry(now_s: u32, lifetime_s: u32) -> u16 {
     now_s.wrapping_add(lifetime_s.min(MAX_LIFETIME_S)) as u16
+}
+
+/// A stored registration: whether the node is new, and the address of the entry it replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// The node was not registered (or its registration had expired).
+    pub new: bool,
+    /// The address of the entry this one replaced (live or expired but not yet swept).
+    pub replaced: Option<SocketAddr>,
 }
 
 /// Why a registration was not stored.
@@ -147,12 +182,20 @@ impl NodeTable {
     /// Checks a REGISTER timestamp against the stored one without changing anything.
     pub fn is_fresh(&self, node: &RawNodeId, timestamp_ms: u64, now_s: u32) -> bool {
         match self.map.get(node) {
-            Some(e) if e.live(now_s) => ((timestamp_ms as u32).wrapping_sub(e.last_ts) as i32) > 0,
+            Some(e) if e.live(now_s) => newer31(timestamp_ms, e.last_ts & TS_MASK),
             _ => true,
         }
     }
 
-    /// Stores a verified registration. Returns whether the node is new.
+    /// The address of `node`'s entry, live or not yet swept.
+    pub fn addr_of(&self, node: &RawNodeId) -> Option<SocketAddr> {
+        self.map.get(node).map(|e| e.addr())
+    }
+
+    /// Stores a verified registration; `confirmed` says whether `observed` has proven that it
+    /// receives (a valid cookie). A node registering again from its confirmed address stays
+    /// confirmed; one that moves must confirm its new address.
+    #[allow(clippy::too_many_arguments)]
     pub fn register(
         &mut self,
         node: RawNodeId,
@@ -161,7 +204,8 @@ impl NodeTable {
         now_s: u32,
         now_ms: u32,
         lifetime_s: u32,
-    ) -> Result<bool, RegisterError> {
+        confirmed: bool,
+    ) -> Result<Stored, RegisterError> {
         if !self.is_fresh(&node, timestamp_ms, now_s) {
             return Err(RegisterError::Stale);
         }
@@ -174,27 +218,36 @@ impl NodeTable {
             send_tat: now_ms,
             recv_tat: now_ms,
         };
-        let (entry, new) = match self.map.entry(node) {
+        let observed = addr::normalize(observed);
+        let (entry, new, replaced) = match self.map.entry(node) {
             MapEntry::Occupied(o) => {
                 let e = o.into_mut();
+                let replaced = e.addr();
                 let was_live = e.live(now_s);
+                let stays_confirmed = was_live && e.confirmed() && replaced == observed;
                 if !was_live {
                     *e = fresh;
                 }
-                (e, !was_live)
+                (e, !was_live, Some((replaced, stays_confirmed)))
             }
             MapEntry::Vacant(v) => {
                 if len >= self.max {
                     return Err(RegisterError::Full);
                 }
-                (v.insert(fresh), true)
+                (v.insert(fresh), true, None)
             }
         };
         entry.set_addr(observed);
-        entry.last_ts = timestamp_ms as u32;
+        entry.last_ts = (timestamp_ms as u32) & TS_MASK;
+        if confirmed || replaced.is_some_and(|(_, stays)| stays) {
+            entry.confirm();
+        }
         entry.expires_s = expiry(now_s, lifetime_s);
         entry.normalize_tats(now_ms);
-        Ok(new)
+        Ok(Stored {
+            new,
+            replaced: replaced.map(|(a, _)| a),
+        })
     }
 
     /// The live entry of `node` if it is registered at exactly `from`.
@@ -230,10 +283,16 @@ impl NodeTable {
         limit.admit(&mut entry.recv_tat, now_ms)
     }
 
-    /// Removes expired entries; returns how many.
-    pub fn sweep(&mut self, now_s: u32) -> usize {
+    /// Removes expired entries, telling `removed` each one's address; returns how many.
+    pub fn sweep(&mut self, now_s: u32, mut removed: impl FnMut(SocketAddr)) -> usize {
         let before = self.map.len();
-        self.map.retain(|_, e| e.live(now_s));
+        self.map.retain(|_, e| {
+            let live = e.live(now_s);
+            if !live {
+                removed(e.addr());
+            }
+            live
+        });
         before - self.map.len()
     }
 }
@@ -273,16 +332,22 @@ mod tests {
     fn expiry_replay_and_bound() {
         let mut t = NodeTable::new(2);
         let a: SocketAddr = "192.0.2.1:1".parse().unwrap();
-        assert_eq!(t.register([1; 32], a, 100, 0, 0, 10), Ok(true));
         assert_eq!(
-            t.register([1; 32], a, 100, 1, 0, 10),
+            t.register([1; 32], a, 100, 0, 0, 10, false).map(|s| s.new),
+            Ok(true)
+        );
+        assert_eq!(
+            t.register([1; 32], a, 100, 1, 0, 10, false),
             Err(RegisterError::Stale)
         );
         assert_eq!(
-            t.register([1; 32], a, 99, 1, 0, 10),
+            t.register([1; 32], a, 99, 1, 0, 10, false),
             Err(RegisterError::Stale)
         );
-        assert_eq!(t.register([1; 32], a, 101, 1, 0, 10), Ok(false));
+        assert_eq!(
+            t.register([1; 32], a, 101, 1, 0, 10, false).map(|s| s.new),
+            Ok(false)
+        );
         assert!(t.live_at(&[1; 32], a, 5).is_some());
         assert_eq!(
             t.live_at(&[1; 32], "[::ffff:192.0.2.1]:1".parse().unwrap(), 5)
@@ -293,13 +358,49 @@ mod tests {
             .live_at(&[1; 32], "192.0.2.1:2".parse().unwrap(), 5)
             .is_none());
         assert!(t.live(&[1; 32], 11).is_none(), "expired");
-        assert_eq!(t.register([2; 32], a, 1, 0, 0, 10), Ok(true));
         assert_eq!(
-            t.register([3; 32], a, 1, 0, 0, 10),
+            t.register([2; 32], a, 1, 0, 0, 10, false).map(|s| s.new),
+            Ok(true)
+        );
+        assert_eq!(
+            t.register([3; 32], a, 1, 0, 0, 10, false),
             Err(RegisterError::Full)
         );
-        assert_eq!(t.sweep(11), 2);
-        assert_eq!(t.register([3; 32], a, 1, 11, 0, 10), Ok(true));
+        assert_eq!(t.sweep(11, |_| ()), 2);
+        assert_eq!(
+            t.register([3; 32], a, 1, 11, 0, 10, false).map(|s| s.new),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn confirmation_is_kept_in_place_and_lost_on_a_move() {
+        let mut t = NodeTable::new(10);
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "192.0.2.1:1".parse().unwrap(),
+            "192.0.2.2:1".parse().unwrap(),
+        );
+        t.register([1; 32], a, 1, 0, 0, 100, false).unwrap();
+        assert!(!t.live(&[1; 32], 1).unwrap().confirmed());
+        t.live_at(&[1; 32], a, 1).unwrap().confirm();
+        // The flag never disturbs the timestamp's replay check.
+        assert!(!t.is_fresh(&[1; 32], 1, 1));
+        assert!(t.is_fresh(&[1; 32], 2, 1));
+        t.register([1; 32], a, 2, 1, 0, 100, false).unwrap();
+        assert!(t.live(&[1; 32], 1).unwrap().confirmed(), "same address");
+        let s = t.register([1; 32], b, 3, 1, 0, 100, false).unwrap();
+        assert_eq!(s.replaced, Some(a));
+        assert!(!t.live(&[1; 32], 1).unwrap().confirmed(), "moved");
+        t.register([1; 32], a, 4, 1, 0, 100, true).unwrap();
+        assert!(
+            t.live(&[1; 32], 1).unwrap().confirmed(),
+            "a cookie confirms"
+        );
+        // Timestamps compare across the 31-bit wrap.
+        let wrap = (1u64 << 31) - 1;
+        t.register([2; 32], a, wrap, 1, 0, 100, true).unwrap();
+        assert!(t.is_fresh(&[2; 32], wrap + 1, 1));
+        assert!(!t.is_fresh(&[2; 32], wrap, 1));
     }
 
     #[test]
@@ -307,12 +408,13 @@ mod tests {
         let mut t = NodeTable::new(10);
         let a: SocketAddr = "192.0.2.1:1".parse().unwrap();
         let start = u16::MAX as u32 - 30; // expiry lands past the wrap
-        t.register([1; 32], a, 1, start, 0, 120).unwrap();
+        t.register([1; 32], a, 1, start, 0, 120, false).unwrap();
         assert!(t.live(&[1; 32], start + 119).is_some());
         assert!(t.live(&[1; 32], start + 120).is_none());
-        assert_eq!(t.sweep(start + 121), 1);
+        assert_eq!(t.sweep(start + 121, |_| ()), 1);
         // The longest lifetime is still exact.
-        t.register([2; 32], a, 1, start, 0, MAX_LIFETIME_S).unwrap();
+        t.register([2; 32], a, 1, start, 0, MAX_LIFETIME_S, false)
+            .unwrap();
         assert!(t.live(&[2; 32], start + MAX_LIFETIME_S - 1).is_some());
         assert!(t.live(&[2; 32], start + MAX_LIFETIME_S).is_none());
     }

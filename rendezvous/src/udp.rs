@@ -7,6 +7,10 @@ use socket2::{Domain, Protocol, Socket as RawSocket, Type};
 
 /// Socket buffer sizes asked of the kernel (it may grant less).
 const SOCKET_BUFFER: usize = 4 << 20;
+/// Receive buffer the rendezvous asks for: at 200 000 datagrams a second of about 128 bytes
+/// (each costing some 768 bytes of kernel accounting), 32 MiB hold a fifth of a second, so a burst
+/// of junk does not push honest datagrams out while the server works through it.
+pub const SERVER_RECV_BUFFER: usize = 32 << 20;
 
 /// A bound UDP socket and whether it is a dual-stack IPv6 socket.
 #[derive(Debug)]
@@ -20,13 +24,19 @@ pub struct BoundSocket {
 /// Binds `addr`. For `[::]:port` this is one dual-stack socket where the OS allows it, else an IPv4
 /// socket on `0.0.0.0:port` (a host without IPv6), with a warning.
 pub fn bind_udp(addr: SocketAddr) -> io::Result<BoundSocket> {
+    bind_udp_with_buffer(addr, SOCKET_BUFFER)
+}
+
+/// As [`bind_udp`], asking for a receive buffer of `recv_buffer` bytes (the kernel grants at most
+/// `net.core.rmem_max`; see [`recv_buffer_size`]).
+pub fn bind_udp_with_buffer(addr: SocketAddr, recv_buffer: usize) -> io::Result<BoundSocket> {
     let bind = |addr: SocketAddr, v6only: Option<bool>| -> io::Result<StdUdpSocket> {
         let s = RawSocket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
         if let Some(only) = v6only {
             s.set_only_v6(only)?;
         }
         // Best effort: a small VPS may cap buffers, which only costs burst tolerance.
-        let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = s.set_recv_buffer_size(recv_buffer);
         let _ = s.set_send_buffer_size(SOCKET_BUFFER);
         s.set_nonblocking(true)?;
         s.bind(&addr.into())?;
@@ -57,4 +67,9 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<BoundSocket> {
             dual_stack: false,
         }),
     }
+}
+
+/// The receive buffer the kernel granted `socket` (Linux reports twice the usable size).
+pub fn recv_buffer_size(socket: &StdUdpSocket) -> io::Result<usize> {
+    socket2::SockRef::from(socket).recv_buffer_size()
 }

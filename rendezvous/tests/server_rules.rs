@@ -11,6 +11,21 @@ use shipworm_rendezvous::wire::*;
 use shipworm_tunnel::Identity;
 
 const T0_UNIX_MS: u64 = 1_800_000_000_000;
+/// The address the harness' server is reached at (what REGISTERs are signed for).
+const SERVER: &str = "198.51.100.250:3478";
+
+fn server_addr() -> SocketAddr {
+    SERVER.parse().unwrap()
+}
+
+/// The default configuration of a server reached at [`SERVER`].
+fn config() -> ServerConfig {
+    ServerConfig::for_addresses(vec![server_addr()])
+}
+
+fn signed(id: &Identity, tx: u64, ts: u64) -> Vec<u8> {
+    Message::Register(Register::signed(id, tx, ts, server_addr())).to_vec()
+}
 
 struct Harness {
     server: Server,
@@ -33,7 +48,7 @@ impl Harness {
     }
 
     fn default() -> Self {
-        Self::new(ServerConfig::default())
+        Self::new(config())
     }
 
     fn now(&self) -> Instant {
@@ -69,14 +84,32 @@ impl Harness {
         self.tx
     }
 
-    /// Registers `id` from `from`; returns the token.
+    /// Registers `id` from `from` and confirms the address with one REFRESH (as the node does
+    /// right after its first REGISTERED); returns the token.
     fn register(&mut self, id: &Identity, from: SocketAddr) -> [u8; TOKEN_LEN] {
+        let token = self.register_unconfirmed(id, from);
         let tx = self.next_tx();
-        let ts = self.unix_ms();
         let out = self.send(
             from,
-            &Message::Register(Register::signed(id, tx, ts)).to_vec(),
+            &Message::Refresh(Refresh {
+                tx,
+                node: *id.node_id().as_bytes(),
+                token,
+            })
+            .to_vec(),
         );
+        assert!(
+            matches!(Message::parse(&out[0].2), Ok(Message::Registered(_))),
+            "{out:?}"
+        );
+        token
+    }
+
+    /// Registers `id` from `from` with a REGISTER only; returns the token.
+    fn register_unconfirmed(&mut self, id: &Identity, from: SocketAddr) -> [u8; TOKEN_LEN] {
+        let tx = self.next_tx();
+        let ts = self.unix_ms();
+        let out = self.send(from, &signed(id, tx, ts));
         assert_eq!(out.len(), 1, "one reply");
         match Message::parse(&out[0].2).unwrap() {
             Message::Registered(r) => {
@@ -139,10 +172,7 @@ fn registration_reports_the_observed_address_of_each_family() {
     // A dual-stack socket reports IPv4 peers as mapped addresses: they are registered as IPv4.
     let tx = h.next_tx();
     let ts = h.unix_ms();
-    let out = h.send(
-        addr("[::ffff:198.51.100.9]:7"),
-        &Message::Register(Register::signed(&id(3), tx, ts)).to_vec(),
-    );
+    let out = h.send(addr("[::ffff:198.51.100.9]:7"), &signed(&id(3), tx, ts));
     assert_eq!(out[0].1, addr("198.51.100.9:7"));
     let Message::Registered(r) = Message::parse(&out[0].2).unwrap() else {
         panic!()
@@ -229,7 +259,7 @@ fn refresh_token_works_only_from_the_address_it_was_issued_to() {
 fn tokens_survive_one_secret_rotation() {
     let mut h = Harness::new(ServerConfig {
         token_rotation: Duration::from_secs(60),
-        ..Default::default()
+        ..config()
     });
     let a = addr("203.0.113.5:40000");
     let mut token = h.register(&id(1), a);
@@ -256,11 +286,17 @@ fn tokens_survive_one_secret_rotation() {
 fn replayed_or_old_register_is_refused() {
     let mut h = Harness::default();
     let a = addr("203.0.113.5:40000");
-    let reg = Message::Register(Register::signed(&id(1), 1, h.unix_ms())).to_vec();
-    assert!(matches!(
-        Message::parse(&h.send(a, &reg)[0].2).unwrap(),
-        Message::Registered(_)
-    ));
+    let reg = signed(&id(1), 1, h.unix_ms());
+    let Message::Registered(r) = Message::parse(&h.send(a, &reg)[0].2).unwrap() else {
+        panic!()
+    };
+    // The node confirms its address with its token.
+    let refresh = Refresh {
+        tx: 2,
+        node: *id(1).node_id().as_bytes(),
+        token: r.token,
+    };
+    h.send(a, &Message::Refresh(refresh).to_vec());
     // The same bytes again, even from the attacker's own address: refused, registration unmoved.
     let attacker = addr("192.0.2.66:1");
     assert_eq!(
@@ -278,10 +314,7 @@ fn replayed_or_old_register_is_refused() {
 fn register_outside_the_clock_window_gets_the_server_time() {
     let mut h = Harness::default();
     let skewed = h.unix_ms() - 31_000;
-    let out = h.send(
-        addr("203.0.113.5:1"),
-        &Message::Register(Register::signed(&id(1), 1, skewed)).to_vec(),
-    );
+    let out = h.send(addr("203.0.113.5:1"), &signed(&id(1), 1, skewed));
     let Message::Error(e) = Message::parse(&out[0].2).unwrap() else {
         panic!()
     };
@@ -293,7 +326,7 @@ fn register_outside_the_clock_window_gets_the_server_time() {
 #[test]
 fn no_state_is_kept_before_a_valid_signature() {
     let mut h = Harness::default();
-    let mut reg = Register::signed(&id(1), 1, h.unix_ms());
+    let mut reg = Register::signed(&id(1), 1, h.unix_ms(), server_addr());
     reg.signature[10] ^= 0x40;
     let out = h.send(
         addr("203.0.113.5:1"),
@@ -301,7 +334,7 @@ fn no_state_is_kept_before_a_valid_signature() {
     );
     assert_eq!(only_error(&out), ErrorCode::BadSignature);
     // A signature by another key over the same fields.
-    let mut other = Register::signed(&id(2), 1, h.unix_ms());
+    let mut other = Register::signed(&id(2), 1, h.unix_ms(), server_addr());
     other.node = reg.node;
     assert_eq!(
         only_error(&h.send(addr("203.0.113.5:1"), &Message::Register(other).to_vec())),
@@ -331,6 +364,7 @@ fn an_introduction_is_forwarded_once_with_the_senders_observed_address() {
     let ta = h.register(&id(1), a);
     h.register(&id(2), b);
     let out = h.introduce(a, &id(1), ta, &id(2), b"noise message 1");
+    let itx = h.tx;
     assert_eq!(out.len(), 2, "one forward, one ack");
     let (_, dest, fwd) = &out[0];
     assert_eq!(*dest, b);
@@ -345,7 +379,7 @@ fn an_introduction_is_forwarded_once_with_the_senders_observed_address() {
     assert_eq!(
         ack(ackb),
         IntroAck {
-            tx: f.tx,
+            tx: itx,
             status: IntroStatus::Forwarded,
             target_addr: Some(b)
         }
@@ -364,7 +398,7 @@ fn introductions_are_rate_limited_per_sender() {
             per_second: 2,
             burst: 3,
         },
-        ..Default::default()
+        ..config()
     };
     let mut h = Harness::new(config);
     let a = addr("203.0.113.5:1");
@@ -392,7 +426,7 @@ fn introductions_are_rate_limited_per_target() {
             per_second: 1,
             burst: 2,
         },
-        ..Default::default()
+        ..config()
     };
     let mut h = Harness::new(config);
     h.register(&id(1), addr("203.0.113.1:1"));
@@ -421,17 +455,14 @@ fn introductions_are_rate_limited_per_target() {
 fn a_full_table_refuses_new_nodes_and_keeps_serving_registered_ones() {
     let mut h = Harness::new(ServerConfig {
         max_nodes: 3,
-        ..Default::default()
+        ..config()
     });
     let tokens: Vec<_> = (1..=3)
         .map(|n| h.register(&id(n), addr(&format!("198.51.100.{n}:1"))))
         .collect();
     let tx = h.next_tx();
     let ts = h.unix_ms();
-    let out = h.send(
-        addr("198.51.100.4:1"),
-        &Message::Register(Register::signed(&id(4), tx, ts)).to_vec(),
-    );
+    let out = h.send(addr("198.51.100.4:1"), &signed(&id(4), tx, ts));
     assert_eq!(only_error(&out), ErrorCode::TableFull);
     assert_eq!(h.server.registered(), 3);
     assert_eq!(h.server.stats().dropped(DropReason::TableFull), 1);
@@ -449,7 +480,7 @@ fn a_full_table_refuses_new_nodes_and_keeps_serving_registered_ones() {
 #[test]
 fn other_protocol_versions_are_told_ours_without_amplification() {
     let mut h = Harness::default();
-    let mut reg = Message::Register(Register::signed(&id(1), 77, h.unix_ms())).to_vec();
+    let mut reg = signed(&id(1), 77, h.unix_ms());
     reg[1] = 9;
     let out = h.send(addr("203.0.113.5:1"), &reg);
     assert_eq!(out[0].2[1], VERSION);
@@ -473,7 +504,7 @@ fn stun_is_answered_on_both_ports_and_only_stun_on_the_second() {
     }
     assert_eq!(h.server.stats().received(PacketKind::Stun), 1);
     assert_eq!(h.server.stats().received(PacketKind::StunAlt), 1);
-    let reg = Message::Register(Register::signed(&id(1), 1, h.unix_ms())).to_vec();
+    let reg = signed(&id(1), 1, h.unix_ms());
     assert!(h.send_on(Socket::Alt, from, &reg).is_empty());
     assert_eq!(h.server.stats().dropped(DropReason::WrongPort), 1);
     assert_eq!(h.server.registered(), 0);
@@ -483,13 +514,521 @@ fn stun_is_answered_on_both_ports_and_only_stun_on_the_second() {
 fn strict_stun_mode_never_answers_larger_than_the_request() {
     let mut h = Harness::new(ServerConfig {
         stun_strict_size: true,
-        ..Default::default()
+        ..config()
     });
     let bare: Vec<u8> = [&[0u8, 1, 0, 0][..], &stun::MAGIC_COOKIE, &[7u8; 12]].concat();
     assert!(h.send(addr("203.0.113.5:1"), &bare).is_empty());
     assert_eq!(h.server.stats().dropped(DropReason::ReplyTooLarge), 1);
-    let (req, _) = stun::binding_request(); // 28 bytes; the IPv4 answer is 40
-    assert!(h.send(addr("203.0.113.5:1"), &req).is_empty());
+    // shipworm's own requests are padded to the largest answer: strict mode answers them.
+    let (req, tx) = stun::binding_request();
+    let out = h.send(addr("203.0.113.5:1"), &req);
+    assert_eq!(
+        stun::parse_binding_response(&out[0].2, tx),
+        Ok(addr("203.0.113.5:1"))
+    );
+    assert!(out[0].2.len() <= req.len());
+}
+
+// ---- Hostile senders (issue 10) ----------------------------------------------------------------
+
+fn parse(bytes: &[u8]) -> Message<'_> {
+    Message::parse(bytes).unwrap()
+}
+
+#[test]
+fn register_signed_for_another_server_is_refused() {
+    // The server is reached at two addresses (its IPv4 and IPv6 ones, as the simulator's is).
+    let v6: SocketAddr = "[2001:db8:ffff::1]:3478".parse().unwrap();
+    let mut h = Harness::new(ServerConfig::for_addresses(vec![server_addr(), v6]));
+    let victim = id(1);
+    // A malicious rendezvous named in a ticket collected the victim's REGISTER, signed for itself,
+    // and replays it here from its own address.
+    let evil: SocketAddr = "192.0.2.99:3478".parse().unwrap();
+    let collected = Register::signed(&victim, 1, h.unix_ms(), evil);
+    let out = h.send(evil, &Message::Register(collected).to_vec());
+    assert_eq!(only_error(&out), ErrorCode::WrongServer);
+    assert!(out[0].2.len() < Register::MIN_LEN);
+    // Our own IP on another port is another server too.
+    let other_port = SocketAddr::new(server_addr().ip(), 3479);
+    let out = h.send(
+        evil,
+        &Message::Register(Register::signed(&victim, 2, h.unix_ms(), other_port)).to_vec(),
+    );
+    assert_eq!(only_error(&out), ErrorCode::WrongServer);
+    assert_eq!(h.server.registered(), 0);
+    assert_eq!(h.server.stats().dropped(DropReason::WrongServer), 2);
+    assert_eq!(
+        h.server.stats().signature_checks,
+        0,
+        "refused before the signature"
+    );
+    // Signed for either of our addresses (IPv4-mapped written as IPv4), it is accepted.
+    for (n, server) in [
+        (2, "[::ffff:198.51.100.250]:3478".parse().unwrap()),
+        (3, v6),
+    ] {
+        let tx = h.next_tx();
+        let reg = Register::signed(&id(n), tx, h.unix_ms(), server);
+        let out = h.send(
+            addr(&format!("203.0.113.{n}:1")),
+            &Message::Register(reg).to_vec(),
+        );
+        assert!(
+            matches!(parse(&out[0].2), Message::Registered(_)),
+            "{out:?}"
+        );
+    }
+}
+
+/// Every 100 ms for `secs`, each attacker sends one INTRODUCE to `target` (their full sender
+/// rate); once a second the honest sender does. Returns the honest sender's statuses and how
+/// many introductions reached the target.
+fn flood_introductions(
+    h: &mut Harness,
+    attackers: &[(Identity, SocketAddr, [u8; TOKEN_LEN])],
+    honest: &(Identity, SocketAddr, [u8; TOKEN_LEN]),
+    target: &Identity,
+    target_addr: SocketAddr,
+    secs: u32,
+) -> (Vec<IntroStatus>, usize) {
+    let mut honest_statuses = Vec::new();
+    let mut reached = 0;
+    for step in 0..secs * 10 {
+        for (id, a, t) in attackers {
+            let out = h.introduce(*a, id, *t, target, b"junk message 1");
+            reached += out.iter().filter(|(_, d, _)| *d == target_addr).count();
+        }
+        if step % 10 == 5 {
+            let (id, a, t) = honest;
+            let out = h.introduce(*a, id, *t, target, b"honest message 1");
+            reached += out.iter().filter(|(_, d, _)| *d == target_addr).count();
+            honest_statuses.push(ack(&out.last().unwrap().2).status);
+        }
+        h.advance(Duration::from_millis(100));
+    }
+    (honest_statuses, reached)
+}
+
+#[test]
+fn one_sender_cannot_starve_a_target() {
+    let c = config();
+    let secs = 10;
+    // Throwaway keys on one host, then on six hosts: each host is one sender.
+    for (name, hosts, keys_per_host) in [("one host", 1, 8), ("six hosts", 6, 1)] {
+        let mut h = Harness::default();
+        let target_addr = addr("198.51.100.7:4000");
+        h.register(&id(1), target_addr);
+        let honest_addr = addr("192.0.2.200:5000");
+        let honest = (id(2), honest_addr, h.register(&id(2), honest_addr));
+        let mut attackers = Vec::new();
+        for host in 0..hosts {
+            for k in 0..keys_per_host {
+                let n = 10 + (host * keys_per_host + k) as u8;
+                let a = addr(&format!("203.0.113.{}:{}", 60 + host, 1000 + k));
+                attackers.push((id(n), a, h.register(&id(n), a)));
+            }
+        }
+        let attack_rate = attackers.len() as u32 * 10;
+        assert!(
+            attack_rate > c.target_intro_rate.per_second,
+            "{name}: the attack alone would use up the target's whole budget"
+        );
+        let (statuses, reached) =
+            flood_introductions(&mut h, &attackers, &honest, &id(1), target_addr, secs);
+        assert_eq!(
+            statuses,
+            vec![IntroStatus::Forwarded; secs as usize],
+            "{name}: the honest sender is always forwarded"
+        );
+        // And the target never gets more than its total budget.
+        let t = c.target_intro_rate;
+        assert!(
+            reached as u32 <= t.burst + t.per_second * secs,
+            "{name}: {reached}"
+        );
+        assert!(h.server.stats().dropped(DropReason::PairRateLimited) > 0);
+    }
+}
+
+#[test]
+fn a_relayed_answer_does_not_spend_the_targets_budget() {
+    let mut h = Harness::new(ServerConfig {
+        sender_intro_rate: RateLimit {
+            per_second: 1,
+            burst: 1,
+        },
+        ..config()
+    });
+    let (a, b, c) = (
+        addr("203.0.113.1:1"),
+        addr("203.0.113.2:1"),
+        addr("203.0.113.3:1"),
+    );
+    let ta = h.register(&id(1), a);
+    let tb = h.register(&id(2), b);
+    h.register(&id(3), c);
+    // B spends its own budget on an introduction of its own.
+    let out = h.introduce(b, &id(2), tb, &id(3), b"b to c");
+    assert_eq!(ack(&out[1].2).status, IntroStatus::Forwarded);
+    // A introduces itself to B (A's budget), and B answers through the server (message 2).
+    let out = h.introduce(a, &id(1), ta, &id(2), b"a to b");
+    assert_eq!(ack(&out[1].2).status, IntroStatus::Forwarded);
+    let out = h.introduce(b, &id(2), tb, &id(1), b"b answers a");
+    assert_eq!(ack(&out[1].2).status, IntroStatus::Forwarded, "{out:?}");
+    assert_eq!(out[0].1, a, "forwarded to A");
+    assert_eq!(h.server.stats().introductions_answered_free, 1);
+    // The credit is one answer toward A only: a second answer, or an introduction to anyone
+    // else, is charged (and B's budget is spent).
+    let out = h.introduce(b, &id(2), tb, &id(1), b"again");
+    assert_eq!(ack(&out[0].2).status, IntroStatus::SenderRateLimited);
+    let out = h.introduce(b, &id(2), tb, &id(3), b"b to c");
+    assert_eq!(ack(&out[0].2).status, IntroStatus::SenderRateLimited);
+    // A credit is for a while only.
+    h.advance(Duration::from_secs(2));
+    let out = h.introduce(a, &id(1), ta, &id(2), b"a to b");
+    assert_eq!(ack(&out[1].2).status, IntroStatus::Forwarded);
+    h.advance(Duration::from_secs(11));
+    let out = h.introduce(b, &id(2), tb, &id(1), b"late answer");
+    assert_eq!(ack(&out[1].2).status, IntroStatus::Forwarded);
+    assert_eq!(
+        h.server.stats().introductions_answered_free,
+        1,
+        "charged, not free"
+    );
+}
+
+#[test]
+fn one_prefix_cannot_fill_the_table() {
+    let quota = config().max_registrations_per_prefix as usize;
+    let mut h = Harness::default();
+    let try_register = |h: &mut Harness, n: u32, from: SocketAddr| {
+        let tx = h.next_tx();
+        let ts = h.unix_ms();
+        let key = Identity::from_seed(
+            &[&n.to_le_bytes()[..], &[9; 28]]
+                .concat()
+                .try_into()
+                .unwrap(),
+        );
+        let out = h.send(from, &signed(&key, tx, ts));
+        // Within the per-prefix rate of signature checks (20 a second).
+        h.advance(Duration::from_millis(50));
+        parse(&out[0].2).clone().kind()
+    };
+    // One IPv4 host, many self-signed keys, one port each.
+    let mut accepted = 0;
+    for n in 0..(quota as u32 + 40) {
+        let from = addr(&format!("203.0.113.66:{}", 1000 + n));
+        if try_register(&mut h, n, from) == kind::REGISTERED {
+            accepted += 1;
+        }
+    }
+    assert_eq!(accepted, quota);
+    assert_eq!(h.server.registered(), quota);
+    assert_eq!(h.server.stats().dropped(DropReason::PrefixQuota), 40);
+    // A refused REGISTER costs no signature check.
+    assert_eq!(h.server.stats().signature_checks, quota as u64);
+    // Its neighbour, and another IPv6 /56, are not affected; the same /56 is.
+    assert_eq!(
+        try_register(&mut h, 5000, addr("203.0.113.67:1")),
+        kind::REGISTERED
+    );
+    for n in 0..quota as u32 {
+        let from = addr(&format!("[2001:db8:0:1100::{:x}]:1", n + 1));
+        assert_eq!(try_register(&mut h, 6000 + n, from), kind::REGISTERED);
+    }
+    assert_eq!(
+        try_register(&mut h, 7000, addr("[2001:db8:0:11ff:1::1]:1")),
+        kind::ERROR,
+        "same /56"
+    );
+    assert_eq!(
+        try_register(&mut h, 7001, addr("[2001:db8:0:1200::1]:1")),
+        kind::REGISTERED
+    );
+    // A registered node may register again (and move within its prefix) at the quota.
+    assert_eq!(
+        try_register(&mut h, 3, addr("203.0.113.66:9999")),
+        kind::REGISTERED
+    );
+    // Expired registrations give their share back.
+    h.advance(Duration::from_secs(121));
+    h.advance(Duration::from_secs(6));
+    assert_eq!(
+        try_register(&mut h, 8000, addr("203.0.113.66:1")),
+        kind::REGISTERED
+    );
+}
+
+#[test]
+fn spoofed_register_cannot_aim_intro_fwd_at_a_victim() {
+    let mut h = Harness::default();
+    let victim = addr("192.0.2.77:5000");
+    // The attacker owns key 66 and registers it with the victim's address as source.
+    let tx = h.next_tx();
+    let ts = h.unix_ms();
+    let reg = signed(&id(66), tx, ts);
+    let out = h.send(victim, &reg);
+    let mut to_victim: usize = out
+        .iter()
+        .filter(|(_, d, _)| *d == victim)
+        .map(|(_, _, b)| b.len())
+        .sum();
+    assert!(matches!(parse(&out[0].2), Message::Registered(_)));
+    assert!(
+        to_victim <= reg.len(),
+        "the reply is no larger than the REGISTER"
+    );
+    // From its own registered key, it introduces itself to key 66 as hard as it may.
+    let own = addr("203.0.113.66:1");
+    let t = h.register(&id(67), own);
+    let payload = [0u8; MAX_INTRO_PAYLOAD];
+    for _ in 0..20 {
+        let out = h.introduce(own, &id(67), t, &id(66), &payload);
+        assert_eq!(ack(&out[0].2).status, IntroStatus::UnknownPeer);
+        to_victim += out
+            .iter()
+            .filter(|(_, d, _)| *d == victim)
+            .map(|(_, _, b)| b.len())
+            .sum::<usize>();
+    }
+    assert_eq!(
+        to_victim,
+        out[0].2.len(),
+        "nothing but the one REGISTERED reached the victim"
+    );
+    assert_eq!(h.server.stats().dropped(DropReason::TargetUnconfirmed), 20);
+    h.advance(Duration::from_secs(3));
+    // A real node confirms its address with its token (or a cookie), and is then introduced.
+    let real = addr("198.51.100.8:1");
+    h.register(&id(68), real);
+    let out = h.introduce(own, &id(67), t, &id(68), b"hello");
+    assert_eq!(out[0].1, real);
+}
+
+/// 32 real keys whose REGISTERs carry bad signatures: fresh to the server, so each one reaches
+/// the signature check unless something stops it first.
+fn bad_registers(h: &Harness, n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let mut r = Register::signed(
+                &id(100 + (i % 32) as u8),
+                i as u64,
+                h.unix_ms(),
+                server_addr(),
+            );
+            r.signature[0] ^= 1;
+            Message::Register(r).to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn spoofed_register_flood_costs_a_hash() {
+    let threshold = 50;
+    let mut h = Harness::new(ServerConfig {
+        register_load_threshold: threshold,
+        ..config()
+    });
+    // A registered node that keeps refreshing during the flood.
+    let home = addr("198.51.100.9:1");
+    let token = h.register(&id(1), home);
+    let checks_before = h.server.stats().signature_checks;
+    let flood = bad_registers(&h, 32);
+    let (mut sent, mut answered) = (0usize, 0usize);
+    let mut honest_done = false;
+    // One second of 20 000 spoofed REGISTERs, each from another address (another /32).
+    for i in 0..20_000u32 {
+        let from = SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 4000));
+        let p = &flood[i as usize % flood.len()];
+        sent += p.len();
+        for (_, dest, bytes) in h.send(from, p) {
+            assert_eq!(dest, from);
+            assert!(bytes.len() <= p.len(), "no reply larger than its REGISTER");
+            answered += bytes.len();
+        }
+        if i == 10_000 {
+            // A REFRESH costs a hash and is served in the middle of it.
+            let tx = h.next_tx();
+            let out = h.send(
+                home,
+                &Message::Refresh(Refresh {
+                    tx,
+                    node: *id(1).node_id().as_bytes(),
+                    token,
+                })
+                .to_vec(),
+            );
+            assert!(matches!(parse(&out[0].2), Message::Registered(_)));
+            // A new node registers: RETRY, then at once the same REGISTER with the cookie.
+            let me = addr("192.0.2.5:7000");
+            let tx = h.next_tx();
+            let reg = Register::signed(&id(2), tx, h.unix_ms(), server_addr());
+            let out = h.send(me, &Message::Register(reg.clone()).to_vec());
+            let Message::Retry(retry) = parse(&out[0].2) else {
+                panic!("{out:?}")
+            };
+            assert_eq!(retry.tx, tx);
+            let out = h.send(
+                me,
+                &Message::Register(reg.with_cookie(retry.cookie)).to_vec(),
+            );
+            assert!(
+                matches!(parse(&out[0].2), Message::Registered(_)),
+                "{out:?}"
+            );
+            // The cookie proved the address: introductions reach it at once.
+            let out = h.introduce(home, &id(1), token, &id(2), b"hi");
+            assert_eq!(out[0].1, me);
+            honest_done = true;
+        }
+        if i % 20 == 0 {
+            h.advance(Duration::from_millis(1));
+        }
+    }
+    assert!(honest_done);
+    let checks = h.server.stats().signature_checks - checks_before;
+    // 20 000 REGISTERs over one second (touching two seconds of the server's clock) cost at
+    // most the threshold of signature checks per second, plus the honest one.
+    assert!(
+        checks <= 2 * threshold as u64 + 1,
+        "{checks} signature checks"
+    );
+    assert!(h.server.stats().dropped(DropReason::CookieRequired) >= 19_000);
+    assert!(answered <= sent);
+    eprintln!(
+        "spoofed REGISTER flood: {} packets, {} signature checks, {} bytes in, {} bytes out",
+        20_000, checks, sent, answered
+    );
+}
+
+#[test]
+fn one_host_register_flood_is_limited_per_prefix() {
+    let mut h = Harness::default();
+    let limit = config().register_prefix_rate;
+    let flood = bad_registers(&h, 32);
+    let attacker = addr("203.0.113.66:4000");
+    let secs = 2;
+    for i in 0..(secs * 10_000) {
+        h.send(attacker, &flood[i as usize % flood.len()]);
+        if i % 10 == 0 {
+            h.advance(Duration::from_millis(1));
+        }
+    }
+    let checks = h.server.stats().signature_checks;
+    assert!(
+        checks <= (limit.burst + limit.per_second * secs) as u64,
+        "{checks}"
+    );
+    assert!(h.server.stats().dropped(DropReason::RegisterRateLimited) > 19_000);
+    // Another host is not affected (the server never got under load).
+    h.register(&id(1), addr("203.0.113.67:1"));
+}
+
+#[test]
+fn intro_fwd_does_not_reveal_transaction_id() {
+    let mut h = Harness::default();
+    let (a, b) = (addr("203.0.113.5:1"), addr("203.0.113.6:1"));
+    let ta = h.register(&id(1), a);
+    h.register(&id(2), b);
+    let out = h.introduce(a, &id(1), ta, &id(2), b"m1");
+    let itx = h.tx;
+    let Message::IntroFwd(f) = parse(&out[0].2) else {
+        panic!()
+    };
+    assert_ne!(f.tx, itx);
+    assert_eq!(f.tx, 0);
+    assert_eq!(ack(&out[1].2).tx, itx, "only the introducer hears its id");
+}
+
+fn bare_stun(i: u32) -> Vec<u8> {
+    [
+        &[0u8, 1, 0, 0][..],
+        &stun::MAGIC_COOKIE,
+        &[0; 8],
+        &i.to_be_bytes(),
+    ]
+    .concat()
+}
+
+#[test]
+fn bare_stun_flood_is_not_amplified() {
+    let c = config();
+    let mut h = Harness::default();
+    let secs = 10u32;
+    let (mut bytes_in, mut bytes_out, mut answers) = (0usize, 0usize, 0u32);
+    let (req, tx) = stun::binding_request();
+    let honest = addr("198.51.100.3:3000");
+    // 100 000 bare 20-byte requests from spoofed IPv6 sources (each its own /56): each answer
+    // would be 44 bytes, 2.2 times the request.
+    for i in 0..100_000u32 {
+        let from = SocketAddr::from((
+            [
+                0x2001,
+                0xdb8,
+                (i >> 8) as u16,
+                (i & 0xff) as u16 * 256,
+                0,
+                0,
+                0,
+                1,
+            ],
+            9,
+        ));
+        let p = bare_stun(i);
+        bytes_in += p.len();
+        for (_, _, b) in h.send(from, &p) {
+            bytes_out += b.len();
+            answers += 1;
+        }
+        if i % 10_000 == 0 {
+            // shipworm's own (padded) request is answered throughout: its answer is not larger.
+            let out = h.send(honest, &req);
+            assert_eq!(stun::parse_binding_response(&out[0].2, tx), Ok(honest));
+        }
+        if i % 10 == 0 {
+            h.advance(Duration::from_millis(1));
+        }
+    }
+    let g = c.stun_excess_global_rate;
+    let budget = g.burst + g.per_second * secs;
+    assert!(answers <= budget, "{answers} answers");
+    let excess = bytes_out.saturating_sub(bytes_in);
+    eprintln!("bare STUN flood: {bytes_in} bytes in, {bytes_out} bytes out, {answers} answers");
+    assert!(
+        bytes_out <= bytes_in,
+        "the flood gets back less than it sent"
+    );
+    assert!(excess == 0);
+}
+
+#[test]
+fn the_second_stun_port_never_answers_larger_than_the_request() {
+    let mut h = Harness::default();
+    let (req, _) = stun::binding_request();
+    for from in [addr("198.51.100.4:1"), addr("[2001:db8::4]:1")] {
+        assert!(h.send_on(Socket::Alt, from, &bare_stun(1)).is_empty());
+        let out = h.send_on(Socket::Alt, from, &req);
+        assert!(out[0].2.len() <= req.len());
+    }
+    assert_eq!(h.server.stats().dropped(DropReason::ReplyTooLarge), 2);
+}
+
+#[test]
+fn an_ordinary_bare_stun_client_still_works() {
+    let mut h = Harness::default();
+    let from = addr("[2001:db8::5]:40000");
+    for i in 0..5 {
+        let out = h.send(from, &bare_stun(i));
+        assert_eq!(out.len(), 1, "answered on the main port");
+        assert_eq!(out[0].2.len(), 44);
+    }
+    // Its own prefix budget is small: a client hammering the server gets its burst.
+    let burst = config().stun_excess_prefix_rate.burst;
+    let answered = (0..100)
+        .filter(|i| !h.send(from, &bare_stun(*i)).is_empty())
+        .count();
+    assert!(answered as u32 <= burst, "{answered}");
 }
 
 /// Bytes that look enough like our messages to reach deep into the server.
@@ -527,7 +1066,7 @@ proptest! {
         }
         prop_assert_eq!(h.server.registered(), 1);
         let s = h.server.stats();
-        prop_assert_eq!(s.received.iter().sum::<u64>(), packets.len() as u64 + 1);
+        prop_assert_eq!(s.received.iter().sum::<u64>(), packets.len() as u64 + 2);
     }
 
     /// Every reply to a well-formed request is no larger than the request either.

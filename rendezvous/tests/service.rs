@@ -60,7 +60,8 @@ async fn both_stun_ports_reflect_the_sender_and_the_metrics_endpoint_counts_it()
 
     // A signed REGISTER gets REGISTERED with our address; garbage is dropped and counted.
     let id = Identity::from_seed(&[9; 32]);
-    let register = Message::Register(Register::signed(&id, 7, unix_ms())).to_vec();
+    let register =
+        Message::Register(Register::signed(&id, 7, unix_ms(), rdv.local_addr())).to_vec();
     sock.send_to(&register, rdv.local_addr()).await.unwrap();
     let mut buf = [0u8; 512];
     let (n, _) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf))
@@ -107,6 +108,13 @@ async fn both_stun_ports_reflect_the_sender_and_the_metrics_endpoint_counts_it()
         ),
         ("shipworm_rendezvous_sent_packets_total ", 3),
         ("shipworm_rendezvous_introductions_forwarded_total ", 0),
+        ("shipworm_rendezvous_signature_checks_total ", 1),
+        ("shipworm_rendezvous_retries_sent_total ", 0),
+        ("shipworm_rendezvous_introductions_answered_free_total ", 0),
+        (
+            "shipworm_rendezvous_drops_total{reason=\"register_rate_limited\"} ",
+            0,
+        ),
         ("shipworm_rendezvous_send_errors_total ", 0),
     ] {
         assert_eq!(metric(&text, line), Some(want), "{line}in\n{text}");
@@ -209,10 +217,12 @@ async fn a_real_stun_client_gets_its_mapped_address_from_the_binary() {
         &format!("127.0.0.1:{alt}"),
     ]);
     wait_until_serving(SocketAddr::from(([127, 0, 0, 1], port))).await;
-    for p in [port, alt] {
+    // The main port answers ordinary (bare) requests; the second port only requests at least as
+    // large as the answer (shipworm's padded ones), so a bare client gets nothing there.
+    for (p, answered) in [(port, true), (alt, false)] {
         let out = Command::new("timeout")
             .args([
-                "10",
+                if answered { "10" } else { "3" },
                 "turnutils_stunclient",
                 "-p",
                 &p.to_string(),
@@ -221,6 +231,10 @@ async fn a_real_stun_client_gets_its_mapped_address_from_the_binary() {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
+        if !answered {
+            assert!(!text.contains("UDP reflexive addr: "), "{text}");
+            continue;
+        }
         let mapped: SocketAddr = text
             .lines()
             .find_map(|l| l.split("UDP reflexive addr: ").nth(1))

@@ -218,10 +218,11 @@ impl Sim {
         }
     }
 
-    fn server_config() -> ServerConfig {
+    /// The server's configuration: reached at its two addresses (REGISTERs are signed for one).
+    pub fn server_config() -> ServerConfig {
         ServerConfig {
             alt_stun_port: RENDEZVOUS_ALT_V4.port(),
-            ..ServerConfig::default()
+            ..ServerConfig::for_addresses(vec![RENDEZVOUS_V4, RENDEZVOUS_V6])
         }
     }
 

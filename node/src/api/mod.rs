@@ -210,8 +210,11 @@ impl Node {
             Target::Ticket(t) => {
                 for r in t.rendezvous() {
                     if let Ok(server) = resolve(r).await {
-                        self.command(DriverCommand::AddRendezvous(server.register))
-                            .await?;
+                        self.command(DriverCommand::AddTicketRendezvous(
+                            server.register,
+                            t.node_id(),
+                        ))
+                        .await?;
                     }
                 }
                 (t.node_id(), t.direct().to_vec())

@@ -14,6 +14,11 @@ pub struct Args {
     /// Second STUN port address.
     #[arg(long, default_value = "[::]:3479")]
     alt_listen: Option<SocketAddr>,
+    /// An address nodes reach this server at that is not one of its interfaces' (a 1:1 NAT's
+    /// public address, as on most cloud VMs), with the port. Repeatable: REGISTERs are signed
+    /// for the address a node dials, and refused for any other.
+    #[arg(long = "public-addr", value_name = "ADDR")]
+    public_addr: Vec<SocketAddr>,
 }
 
 /// Serves until interrupted.
@@ -21,6 +26,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = Config {
         listen: args.listen,
         alt_listen: args.alt_listen,
+        public_addrs: args.public_addr,
         ..Config::default()
     };
     let rdv = Rendezvous::bind(config).await?;

@@ -12,6 +12,11 @@ use shipworm_tunnel::NodeId;
 use super::paths::CandidateKind;
 use super::{ConnectError, DropReason, Engine, NodeEvent, MAX_INTROS, MAX_WAITING_INTROS};
 
+/// How long "unknown peer" answers are retried (with the handshake's retransmissions, each one
+/// introduced again) before the attempt fails with that error: the peer may be registering at
+/// this moment (its address is forwarded introductions once it has proven it receives).
+pub(crate) const UNKNOWN_PEER_PATIENCE: Duration = Duration::from_secs(3);
+
 impl Engine {
     /// Starts connecting to `peer`, known at `direct` addresses (may be empty: the rendezvous
     /// then introduces us).
@@ -69,6 +74,9 @@ impl Engine {
             Message::Error(e) if self.servers[si].owns(e.tx) => {
                 self.on_registration_error(now, unix_ms, si, &e);
             }
+            Message::Retry(r) if self.servers[si].owns(r.tx) => {
+                self.on_registration_retry(now, unix_ms, si, r.cookie);
+            }
             Message::Error(e) => {
                 // An INTRODUCE refused for a lost registration: register again.
                 if self.intros.remove(&e.tx).is_some() {
@@ -77,7 +85,7 @@ impl Engine {
                     self.count_drop(DropReason::UnknownRendezvousTransaction);
                 }
             }
-            Message::Registered(_) => {
+            Message::Registered(_) | Message::Retry(_) => {
                 self.count_drop(DropReason::UnknownRendezvousTransaction);
             }
             Message::IntroAck(ack) => self.on_intro_ack(now, unix_ms, from, ack),
@@ -107,11 +115,14 @@ impl Engine {
                 }
             }
             IntroStatus::UnknownPeer => {
-                if self
-                    .peers
-                    .get(&peer)
-                    .is_some_and(|p| p.connecting.is_some() && !p.established)
-                {
+                // Within the patience window the handshake's next retransmission asks again.
+                let give_up = self.peers.get(&peer).is_some_and(|p| {
+                    !p.established
+                        && p.connecting.is_some_and(|started| {
+                            now.saturating_duration_since(started) >= UNKNOWN_PEER_PATIENCE
+                        })
+                });
+                if give_up {
                     self.fail(peer, ConnectError::UnknownPeer(from));
                 }
             }

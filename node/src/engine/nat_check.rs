@@ -9,10 +9,7 @@ use std::time::Instant;
 use shipworm_tunnel::rng::RngCore;
 use shipworm_tunnel::wire::payload;
 use shipworm_tunnel::NodeId;
-use stun_types::message::{
-    Message, MessageClass, MessageType, MessageWriteVec, TransactionId, BINDING,
-};
-use stun_types::prelude::*;
+use stun_types::message::{Message, TransactionId};
 
 use super::paths::CandidateKind;
 use super::{DropReason, Engine, MAX_STUN_CHECKS};
@@ -44,17 +41,13 @@ pub(super) fn peer_is_easy(flags: u8) -> bool {
         && flags & payload::FLAG_HAS_PORT_MAPPING == 0
 }
 
-/// A STUN Binding request (RFC 8489 §7.1, with FINGERPRINT) with transaction id `id`.
+/// A STUN Binding request (RFC 8489 §7.1) with transaction id `id`, padded so that no answer is
+/// larger than it (`shipworm_rendezvous::wire::stun::binding_request_with_id`).
 fn binding_request(id: [u8; 12]) -> Option<Vec<u8>> {
     let mut wide = [0u8; 16];
     wide[4..].copy_from_slice(&id);
-    let mut w = Message::builder(
-        MessageType::from_class_method(MessageClass::Request, BINDING),
-        TransactionId::from(u128::from_be_bytes(wide)),
-        MessageWriteVec::new(),
-    );
-    w.add_fingerprint().ok()?;
-    Some(w.finish())
+    let tx = TransactionId::from(u128::from_be_bytes(wide));
+    Some(shipworm_rendezvous::wire::stun::binding_request_with_id(tx).0)
 }
 
 impl Engine {

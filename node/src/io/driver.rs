@@ -70,8 +70,8 @@ pub enum DriverCommand {
     PortMapped(bool),
     /// Connect (again) to a peer, at these addresses if known.
     Connect(shipworm_tunnel::NodeId, Vec<SocketAddr>),
-    /// Register with one more rendezvous.
-    AddRendezvous(SocketAddr),
+    /// Register with a rendezvous named by the ticket of a peer we dial (kept while needed).
+    AddTicketRendezvous(SocketAddr, shipworm_tunnel::NodeId),
     /// Report the candidate and pair table.
     Diagnostics(tokio::sync::oneshot::Sender<crate::engine::Diagnostics>),
     /// Report the driver's and the tunnel's counters.
@@ -174,7 +174,7 @@ pub async fn run(
                 DriverCommand::Candidate(addr, kind) => engine.add_local_candidate(addr, kind),
                 DriverCommand::PortMapped(m) => engine.set_port_mapped(m),
                 DriverCommand::Connect(peer, direct) => engine.connect(Instant::now(), unix_ms(), peer, &direct),
-                DriverCommand::AddRendezvous(server) => engine.add_rendezvous(Instant::now(), server),
+                DriverCommand::AddTicketRendezvous(server, peer) => engine.add_ticket_rendezvous(Instant::now(), server, peer),
                 DriverCommand::Diagnostics(reply) => {
                     let _ = reply.send(engine.diagnostics());
                 }

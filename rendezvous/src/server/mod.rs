@@ -10,17 +10,23 @@
 //! and its acknowledgement); anything not drained is discarded and counted as a send error.
 //!
 //! Rules that hold for every packet (`docs/protocol.md` §"Server rules"):
-//! - No per-sender state exists before a valid REGISTER signature.
-//! - No reply is larger than the packet it answers (STUN Binding excepted, see [`crate::wire::stun`]).
-//! - Introductions come only from registered senders at their registered address, and are
-//!   rate-limited per sender and per target.
-//! - The node table is bounded; when full, new nodes are refused with `TableFull`.
+//! - No per-sender state exists before a valid REGISTER signature; what limits strangers lives in
+//!   fixed arrays of cells ([`limits`]).
+//! - A REGISTER is accepted only if signed for one of this server's own addresses.
+//! - Signature checks are limited per source prefix, and under load need a cookie (RETRY).
+//! - No reply is larger than the packet it answers (STUN Binding on the main port excepted,
+//!   within a small per-prefix and global budget; see [`crate::wire::stun`]).
+//! - Introductions come only from registered senders at their registered address, go only to
+//!   confirmed registrations, and are rate-limited per sender, per (sender prefix, target) and per
+//!   target; a target's relayed answer rides on a credit of the introduction it answers.
+//! - The node table is bounded, and so is each source prefix's share of it.
 //! - Malformed input is dropped and counted; nothing here panics on untrusted bytes.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 mod config;
+pub mod limits;
 mod stats;
 
 pub use config::ServerConfig;
@@ -30,8 +36,9 @@ use crate::table::{NodeTable, RegisterError};
 use crate::token::TokenKeys;
 use crate::wire::{
     self, stun, ErrorCode, ErrorMsg, IntroAck, IntroFwd, IntroStatus, Message, ParseError,
-    Registered,
+    Registered, Retry,
 };
+use limits::{Cookies, LoadMeter, Prefix, PrefixCounts, RateCells, ReplyCredits};
 
 /// How often expired registrations are swept out.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -72,6 +79,19 @@ pub struct Server {
     config: ServerConfig,
     table: NodeTable,
     tokens: TokenKeys,
+    /// Registrations per source prefix (the quota).
+    prefix_counts: PrefixCounts,
+    /// Signature checks per source prefix.
+    register_cells: RateCells,
+    /// Introductions per (sender prefix, target).
+    pair_cells: RateCells,
+    /// STUN answers larger than their request, per source prefix, and in all.
+    stun_cells: RateCells,
+    stun_global: u32,
+    /// Free relayed answers of a target toward its introducer.
+    credits: ReplyCredits,
+    cookies: Cookies,
+    load: LoadMeter,
     epoch: Instant,
     next_sweep: Instant,
     last_forced_sweep: Option<Instant>,
@@ -82,10 +102,11 @@ pub struct Server {
 impl Server {
     /// A server started at `now`. Panics if `config` is invalid; call [`ServerConfig::validate`]
     /// first on anything a user wrote.
-    pub fn new(config: ServerConfig, now: Instant, rng: shipworm_tunnel::rng::Rng) -> Self {
+    pub fn new(mut config: ServerConfig, now: Instant, mut rng: shipworm_tunnel::rng::Rng) -> Self {
         if let Err(e) = config.validate() {
             panic!("invalid rendezvous configuration: {e}");
         }
+        config.addresses = normalized(&config.addresses);
         let empty = || {
             (
                 Socket::Primary,
@@ -93,8 +114,17 @@ impl Server {
                 Vec::with_capacity(MAX_DATAGRAM),
             )
         };
+        let now_ms = 0;
         Self {
             table: NodeTable::new(config.max_nodes),
+            prefix_counts: PrefixCounts::new(&mut rng),
+            register_cells: RateCells::new(&mut rng),
+            pair_cells: RateCells::new(&mut rng),
+            stun_cells: RateCells::new(&mut rng),
+            stun_global: now_ms,
+            credits: ReplyCredits::new(&mut rng),
+            cookies: Cookies::new(&mut rng),
+            load: LoadMeter::default(),
             tokens: TokenKeys::new(rng, now, config.token_rotation),
             epoch: now,
             next_sweep: now + SWEEP_INTERVAL,
@@ -112,6 +142,22 @@ impl Server {
     /// The configuration.
     pub fn config(&self) -> &ServerConfig {
         &self.config
+    }
+
+    /// Replaces the addresses REGISTERs may be signed for (the driver re-reads the interfaces
+    /// now and then). An empty list is ignored: a server always knows at least one address.
+    pub fn set_addresses(&mut self, addresses: &[SocketAddr]) {
+        if !addresses.is_empty() {
+            self.config.addresses = normalized(addresses);
+        }
+    }
+
+    fn prefix(&self, a: SocketAddr) -> Prefix {
+        Prefix::of(
+            a,
+            self.config.registration_prefix_v4,
+            self.config.registration_prefix_v6,
+        )
     }
 
     /// Counters.
@@ -159,7 +205,7 @@ impl Server {
                 PacketKind::Stun
             };
             self.count(kind);
-            return self.handle_stun(socket, from, packet);
+            return self.handle_stun(now, socket, from, packet);
         }
         if socket == Socket::Alt {
             self.count(PacketKind::Other);
@@ -216,11 +262,31 @@ impl Server {
     /// Sweeps expired registrations and rotates token secrets when due.
     pub fn handle_timeout(&mut self, now: Instant) {
         if now >= self.next_sweep {
-            let (now_s, _) = self.clock(now);
-            self.stats.registrations_expired += self.table.sweep(now_s) as u64;
+            let (now_s, now_ms) = self.clock(now);
+            self.sweep(now_s);
+            self.register_cells.normalize(now_ms);
+            self.pair_cells.normalize(now_ms);
+            self.stun_cells.normalize(now_ms);
+            self.credits.normalize(now_ms);
+            if (self.stun_global.wrapping_sub(now_ms) as i32) < 0 {
+                self.stun_global = now_ms;
+            }
             self.next_sweep = now + SWEEP_INTERVAL;
         }
         self.tokens.handle_timeout(now);
+    }
+
+    /// Removes expired registrations and their share of their prefix's quota.
+    fn sweep(&mut self, now_s: u32) {
+        let (v4, v6) = (
+            self.config.registration_prefix_v4,
+            self.config.registration_prefix_v6,
+        );
+        let counts = &mut self.prefix_counts;
+        let n = self
+            .table
+            .sweep(now_s, |a| counts.remove(&Prefix::of(a, v4, v6)));
+        self.stats.registrations_expired += n as u64;
     }
 
     fn count(&mut self, kind: PacketKind) {
@@ -278,14 +344,26 @@ impl Server {
         }
     }
 
-    fn handle_stun(&mut self, socket: Socket, from: SocketAddr, packet: &[u8]) {
+    fn handle_stun(&mut self, now: Instant, socket: Socket, from: SocketAddr, packet: &[u8]) {
         let mut buf = [0u8; stun::MAX_RESPONSE_LEN];
         match stun::binding_response(packet, from, &mut buf) {
             Ok(n) => {
                 // A standard answer (XOR-MAPPED-ADDRESS, FINGERPRINT only if asked) may exceed a bare
-                // request by at most 24 bytes; strict mode refuses even that.
-                if self.config.stun_strict_size && n > packet.len() {
-                    return self.drop(DropReason::ReplyTooLarge);
+                // request by at most 24 bytes. Strict mode (the default on the second port, which
+                // serves shipworm's padded requests) refuses even that; the main port answers bare
+                // clients within a per-prefix and a global budget, so a spoofed flood gains at most
+                // that budget.
+                if n > packet.len() {
+                    let strict = match socket {
+                        Socket::Primary => self.config.stun_strict_size,
+                        Socket::Alt => self.config.alt_stun_strict_size,
+                    };
+                    if strict {
+                        return self.drop(DropReason::ReplyTooLarge);
+                    }
+                    if !self.admit_stun_excess(now, from) {
+                        return self.drop(DropReason::StunExcessLimited);
+                    }
                 }
                 let slot = &mut self.out.slots[self.out.len];
                 slot.0 = socket;
@@ -297,6 +375,31 @@ impl Server {
             Err(stun::StunError::NotBindingRequest) => self.drop(DropReason::StunNotBinding),
             Err(stun::StunError::Malformed(_)) => self.drop(DropReason::StunMalformed),
         }
+    }
+
+    /// Charges one larger-than-request STUN answer to `from`'s prefix and to the global budget.
+    fn admit_stun_excess(&mut self, now: Instant, from: SocketAddr) -> bool {
+        let (_, now_ms) = self.clock(now);
+        let prefix = self.prefix(from);
+        let cell = self.stun_cells.cell(&[prefix.as_bytes()]);
+        // The global budget is looked at first but charged only if the prefix may send: a source
+        // over its own budget does not use up everyone's.
+        let mut global = self.stun_global;
+        if !self
+            .config
+            .stun_excess_global_rate
+            .admit(&mut global, now_ms)
+        {
+            return false;
+        }
+        if !self
+            .stun_cells
+            .admit(cell, &self.config.stun_excess_prefix_rate, now_ms)
+        {
+            return false;
+        }
+        self.stun_global = global;
+        true
     }
 
     fn registered_reply(
@@ -322,7 +425,11 @@ impl Server {
         r: wire::Register,
         len: usize,
     ) {
-        // Cheap checks before the signature; none of them stores anything.
+        // Cheap checks before the signature, cheapest first; none of them stores anything.
+        if !self.config.addresses.contains(&r.server) {
+            self.drop(DropReason::WrongServer);
+            return self.reply_error(from, len, r.tx, ErrorCode::WrongServer, unix_ms);
+        }
         let skew = self.config.max_clock_skew.as_millis() as u64;
         if r.timestamp_ms.abs_diff(unix_ms) > skew {
             self.drop(DropReason::ClockSkew);
@@ -333,23 +440,91 @@ impl Server {
             self.drop(DropReason::StaleTimestamp);
             return self.reply_error(from, len, r.tx, ErrorCode::StaleTimestamp, unix_ms);
         }
+        // A valid cookie proves that `from` receives (it was sent there): a hash.
+        let proven = r
+            .cookie
+            .is_some_and(|c| self.cookies.check(from, &c, now_s));
+        if !proven
+            && self
+                .load
+                .under_load(now_s, self.config.register_load_threshold)
+        {
+            // Under load a spoofed source costs one hash and gets a 26-byte RETRY, smaller than
+            // the REGISTER it answers; a real node resends at once with the cookie.
+            self.drop(DropReason::CookieRequired);
+            self.stats.retries_sent += 1;
+            let retry = Message::Retry(Retry {
+                tx: r.tx,
+                cookie: self.cookies.make(from, now_s),
+            });
+            return self.reply(from, len, &retry);
+        }
+        let prefix = self.prefix(from);
+        let already_here = self
+            .table
+            .addr_of(&r.node)
+            .is_some_and(|a| self.prefix(a) == prefix);
+        if !already_here
+            && self.prefix_counts.get(&prefix) >= self.config.max_registrations_per_prefix
+        {
+            // Before a sweep frees the quota of expired entries, force one (at most once a
+            // second), as a full table does.
+            if self.may_force_sweep(now) {
+                self.sweep(now_s);
+            }
+            if self.prefix_counts.get(&prefix) >= self.config.max_registrations_per_prefix {
+                self.drop(DropReason::PrefixQuota);
+                return self.reply_error(from, len, r.tx, ErrorCode::PrefixQuota, unix_ms);
+            }
+        }
+        let cell = self.register_cells.cell(&[prefix.as_bytes()]);
+        if !self
+            .register_cells
+            .admit(cell, &self.config.register_prefix_rate, now_ms)
+        {
+            // Unanswered: an answer would let a flood aim replies at a spoofed victim.
+            return self.drop(DropReason::RegisterRateLimited);
+        }
+        self.load.count(now_s);
+        self.stats.signature_checks += 1;
         if r.verify().is_none() {
             self.drop(DropReason::BadSignature);
             return self.reply_error(from, len, r.tx, ErrorCode::BadSignature, unix_ms);
         }
         let lifetime = self.config.registration_lifetime.as_secs() as u32;
-        let mut result = self
-            .table
-            .register(r.node, from, r.timestamp_ms, now_s, now_ms, lifetime);
+        let mut result = self.table.register(
+            r.node,
+            from,
+            r.timestamp_ms,
+            now_s,
+            now_ms,
+            lifetime,
+            proven,
+        );
         if result == Err(RegisterError::Full) && self.may_force_sweep(now) {
-            self.stats.registrations_expired += self.table.sweep(now_s) as u64;
-            result = self
-                .table
-                .register(r.node, from, r.timestamp_ms, now_s, now_ms, lifetime);
+            self.sweep(now_s);
+            result = self.table.register(
+                r.node,
+                from,
+                r.timestamp_ms,
+                now_s,
+                now_ms,
+                lifetime,
+                proven,
+            );
         }
         match result {
-            Ok(new) => {
-                if new {
+            Ok(stored) => {
+                // The quota follows the entry: a new one adds to its prefix, a move changes it.
+                match stored.replaced.map(|a| self.prefix(a)) {
+                    Some(old) if old == prefix => {}
+                    Some(old) => {
+                        self.prefix_counts.remove(&old);
+                        self.prefix_counts.add(&prefix);
+                    }
+                    None => self.prefix_counts.add(&prefix),
+                }
+                if stored.new {
                     self.stats.registrations_new += 1;
                 } else {
                     self.stats.registrations_renewed += 1;
@@ -390,7 +565,7 @@ impl Server {
     ) {
         let (now_s, now_ms) = self.clock(now);
         let lifetime = self.config.registration_lifetime.as_secs() as u32;
-        // The token (a keyed hash) is checked before the table is touched.
+        // The token (a keyed hash) is checked before the table is touched; no signature work.
         let entry = match self.tokens.check(&r.node, from, &r.token) {
             true => self.table.live_at(&r.node, from, now_s),
             false => None,
@@ -399,6 +574,8 @@ impl Server {
             self.drop(DropReason::NotRegistered);
             return self.reply_error(from, len, r.tx, ErrorCode::NotRegistered, unix_ms);
         };
+        // The token came back from the address it was sent to: that address receives.
+        entry.confirm();
         NodeTable::extend(entry, now_s, now_ms, lifetime);
         self.stats.registrations_renewed += 1;
         let reply = self.registered_reply(r.tx, &r.node, from);
@@ -422,6 +599,7 @@ impl Server {
             self.drop(DropReason::NotRegistered);
             return self.reply_error(from, len, i.tx, ErrorCode::NotRegistered, unix_ms);
         };
+        sender.confirm();
         let ack = |status, target_addr| {
             Message::IntroAck(IntroAck {
                 tx: i.tx,
@@ -429,28 +607,73 @@ impl Server {
                 target_addr,
             })
         };
-        if !NodeTable::admit_send(sender, &self.config.sender_intro_rate, now_ms) {
+        // An answer to a recent introduction from the target (a relayed message 2) rides on the
+        // credit that introduction granted: it spends neither side's budgets.
+        let free = self.credits.spend(&i.node, &i.target, now_ms);
+        if !free && !NodeTable::admit_send(sender, &self.config.sender_intro_rate, now_ms) {
             self.drop(DropReason::SenderRateLimited);
             return self.reply(from, len, &ack(IntroStatus::SenderRateLimited, None));
         }
-        let target_limit = self.config.target_intro_rate;
-        let Some(target) = self.table.live(&i.target, now_s) else {
+        let pair = self
+            .pair_cells
+            .cell(&[self.prefix(from).as_bytes(), &i.target]);
+        let Some((confirmed, target_addr)) = self
+            .table
+            .live(&i.target, now_s)
+            .map(|t| (t.confirmed(), t.addr()))
+        else {
             self.drop(DropReason::UnknownPeer);
             return self.reply(from, len, &ack(IntroStatus::UnknownPeer, None));
         };
-        if !NodeTable::admit_recv(target, &target_limit, now_ms) {
-            self.drop(DropReason::TargetRateLimited);
-            return self.reply(from, len, &ack(IntroStatus::TargetRateLimited, None));
+        if !confirmed {
+            // Its address has not shown that it receives: it may be a spoofed REGISTER's victim.
+            self.drop(DropReason::TargetUnconfirmed);
+            return self.reply(from, len, &ack(IntroStatus::UnknownPeer, None));
         }
-        let target_addr = target.addr();
+        if !free {
+            // Fair share first: a sender over its own share toward this target does not spend the
+            // target's total, which other senders need.
+            let mut pair_tat = self.pair_cells.tat(pair);
+            if !self.config.pair_intro_rate.admit(&mut pair_tat, now_ms) {
+                self.drop(DropReason::PairRateLimited);
+                return self.reply(from, len, &ack(IntroStatus::TargetRateLimited, None));
+            }
+            let admitted = match self.table.live(&i.target, now_s) {
+                Some(t) => NodeTable::admit_recv(t, &self.config.target_intro_rate, now_ms),
+                None => false,
+            };
+            if !admitted {
+                self.drop(DropReason::TargetRateLimited);
+                return self.reply(from, len, &ack(IntroStatus::TargetRateLimited, None));
+            }
+            self.pair_cells.set_tat(pair, pair_tat);
+        }
         let fwd = Message::IntroFwd(IntroFwd {
-            tx: i.tx,
+            // The introducer's transaction id stays with the introducer.
+            tx: 0,
             from: i.node,
             from_addr: from,
             payload: i.payload,
         });
         self.queue(Socket::Primary, target_addr, None, &fwd);
         self.stats.introductions_forwarded += 1;
+        if free {
+            self.stats.introductions_answered_free += 1;
+        } else {
+            // The target may answer through us once for free.
+            self.credits.grant(&i.target, &i.node, now_ms);
+        }
         self.reply(from, len, &ack(IntroStatus::Forwarded, Some(target_addr)));
     }
+}
+
+/// The addresses, normalised (IPv4-mapped IPv6 as IPv4) and without duplicates.
+fn normalized(addresses: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = addresses
+        .iter()
+        .map(|a| shipworm_tunnel::wire::addr::normalize(*a))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }

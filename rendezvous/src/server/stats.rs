@@ -75,6 +75,22 @@ labelled_enum!(
         ReplyTooLarge => "reply_too_large",
         /// A rendezvous message on the STUN-only port.
         WrongPort => "wrong_port",
+        /// REGISTER signed for an address that is not this server's.
+        WrongServer => "wrong_server",
+        /// REGISTER from a source prefix that holds its quota of registrations.
+        PrefixQuota => "prefix_quota",
+        /// REGISTER over its source prefix's rate of signature checks (dropped unanswered).
+        RegisterRateLimited => "register_rate_limited",
+        /// REGISTER without a valid cookie while under load (answered with RETRY).
+        CookieRequired => "cookie_required",
+        /// Introduction over the (sender prefix, target) rate.
+        PairRateLimited => "pair_rate_limited",
+        /// Introduction to a node whose address has not proven it receives (its token has not
+        /// come back yet); answered as unknown peer.
+        TargetUnconfirmed => "target_unconfirmed",
+        /// STUN answer larger than its request, over the per-prefix or global budget, or on the
+        /// second port (dropped unanswered).
+        StunExcessLimited => "stun_excess_limited",
     }
 );
 
@@ -101,6 +117,12 @@ pub struct Stats {
     pub registrations_expired: u64,
     /// Introductions forwarded.
     pub introductions_forwarded: u64,
+    /// Of those, answers forwarded on a free credit (relayed responses, not charged).
+    pub introductions_answered_free: u64,
+    /// REGISTER signatures checked (the expensive part of a REGISTER).
+    pub signature_checks: u64,
+    /// RETRY messages sent (cookies handed out under load).
+    pub retries_sent: u64,
 }
 
 impl Default for Stats {
@@ -116,6 +138,9 @@ impl Default for Stats {
             registrations_renewed: 0,
             registrations_expired: 0,
             introductions_forwarded: 0,
+            introductions_answered_free: 0,
+            signature_checks: 0,
+            retries_sent: 0,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! ERROR (0xC7), a refused request (`docs/protocol.md` §"Rendezvous messages (version 1)", which
+//! ERROR (0xC7), a refused request (`docs/protocol.md` §"Rendezvous messages (version 2)", which
 //! lists the codes), 19 bytes:
 //!
 //! ```text
@@ -29,6 +29,11 @@ pub enum ErrorCode {
     NotRegistered = 5,
     /// The REGISTER signature does not verify.
     BadSignature = 6,
+    /// The REGISTER was signed for an address that is not this server's (another server, or an
+    /// address the operator did not declare with `--public-addr`).
+    WrongServer = 7,
+    /// Too many nodes are registered from the sender's network prefix (the per-prefix quota).
+    PrefixQuota = 8,
 }
 
 impl ErrorCode {
@@ -40,6 +45,8 @@ impl ErrorCode {
             4 => Self::TableFull,
             5 => Self::NotRegistered,
             6 => Self::BadSignature,
+            7 => Self::WrongServer,
+            8 => Self::PrefixQuota,
             value => {
                 return Err(ParseError::Value {
                     field: "ERROR code",

@@ -1,5 +1,5 @@
 //! The header every rendezvous message starts with (`docs/protocol.md`
-//! §"Rendezvous messages (version 1)"):
+//! §"Rendezvous messages (version 2)"):
 //!
 //! ```text
 //! 0        1          2                          10
@@ -13,8 +13,10 @@ use shipworm_tunnel::wire::Reader;
 
 use super::ParseError;
 
-/// The protocol version this crate speaks.
-pub const VERSION: u8 = 1;
+/// The protocol version this crate speaks. Version 2 (issue 10): REGISTER signs the server
+/// address and may carry a cookie, RETRY exists, INTRO_FWD no longer carries the introducer's
+/// transaction id. A version-1 REGISTER is answered with ERROR `UnsupportedVersion`.
+pub const VERSION: u8 = 2;
 /// Offset of the type byte.
 pub const KIND_OFFSET: usize = 0;
 /// Offset of the version byte.
@@ -40,9 +42,11 @@ pub mod kind {
     pub const INTRO_FWD: u8 = 0xC6;
     /// Server → node: a request was refused.
     pub const ERROR: u8 = 0xC7;
+    /// Server → node: under load; send the REGISTER again with this cookie.
+    pub const RETRY: u8 = 0xC8;
 
-    /// The type bytes of version 1.
-    pub(crate) const KNOWN: std::ops::RangeInclusive<u8> = REGISTER..=ERROR;
+    /// The type bytes of version 2.
+    pub(crate) const KNOWN: std::ops::RangeInclusive<u8> = REGISTER..=RETRY;
 }
 
 /// Whether `bytes` claim to be a rendezvous message (type byte `0xC0..=0xCF`).
@@ -56,7 +60,7 @@ pub fn peek_tx(bytes: &[u8]) -> Option<u64> {
     Reader::new(tx).u64("transaction id").ok()
 }
 
-/// A header of a version-1 message.
+/// A header of a version-2 message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     /// The type byte ([`kind`]).
@@ -114,7 +118,7 @@ mod tests {
             tx: 0x0102030405060708,
         };
         let bytes = h.to_bytes();
-        assert_eq!(bytes, [0xC2, 1, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(bytes, [0xC2, 2, 1, 2, 3, 4, 5, 6, 7, 8]);
         let mut v = Vec::new();
         h.emit(&mut v);
         assert_eq!(v, bytes);
@@ -126,10 +130,10 @@ mod tests {
             Err(ParseError::Short)
         );
         let mut other = bytes;
-        other[VERSION_OFFSET] = 2;
+        other[VERSION_OFFSET] = 1;
         assert_eq!(
             Header::parse(&mut Reader::new(&other)),
-            Err(ParseError::Version(2))
+            Err(ParseError::Version(1))
         );
         other[KIND_OFFSET] = 0xCF;
         assert_eq!(

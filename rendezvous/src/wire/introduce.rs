@@ -1,5 +1,5 @@
 //! Forwarding one introduction: INTRODUCE, INTRO_ACK and INTRO_FWD (`docs/protocol.md`
-//! §"Rendezvous messages (version 1)", and rule 3 of §"Server rules").
+//! §"Rendezvous messages (version 2)", and rule 3 of §"Server rules").
 //!
 //! ```text
 //! INTRODUCE (0xC4), 91 to 1190 bytes:
@@ -170,11 +170,12 @@ impl IntroAck {
     }
 }
 
-/// INTRO_FWD (0xC6): an introduction from another node. The transaction id is the introducer's,
-/// so the target can tell retries apart.
+/// INTRO_FWD (0xC6): an introduction from another node. Its transaction id is always 0: a
+/// transaction id reaches only the node that chose it (it is what authenticates the replies to
+/// that node), so the introducer's is never passed on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IntroFwd<'a> {
-    /// The INTRODUCE's transaction id.
+    /// Transaction id: 0 (the server never passes on the introducer's).
     pub tx: u64,
     /// Who introduces itself (unauthenticated here: the payload proves it).
     pub from: RawNodeId,

@@ -1,5 +1,5 @@
 //! [`Message`]: one rendezvous message of any type, parsed from or emitted to a datagram
-//! (`docs/protocol.md` §"Rendezvous messages (version 1)"). The [`header`](super::header) says
+//! (`docs/protocol.md` §"Rendezvous messages (version 2)"). The [`header`](super::header) says
 //! which type; each type's module reads and writes its own body.
 
 use shipworm_tunnel::wire::Reader;
@@ -7,7 +7,7 @@ use shipworm_tunnel::wire::Reader;
 use super::error::ErrorMsg;
 use super::header::{kind, Header};
 use super::introduce::{IntroAck, IntroFwd, Introduce};
-use super::register::{Refresh, Register, Registered};
+use super::register::{Refresh, Register, Registered, Retry};
 use super::ParseError;
 
 /// A parsed message; payloads borrow from the input.
@@ -27,6 +27,8 @@ pub enum Message<'a> {
     IntroFwd(IntroFwd<'a>),
     /// See [`ErrorMsg`].
     Error(ErrorMsg),
+    /// See [`Retry`].
+    Retry(Retry),
 }
 
 impl<'a> Message<'a> {
@@ -42,6 +44,7 @@ impl<'a> Message<'a> {
             kind::INTRO_ACK => Message::IntroAck(IntroAck::parse(tx, r)?),
             kind::INTRO_FWD => Message::IntroFwd(IntroFwd::parse(tx, r)?),
             kind::ERROR => Message::Error(ErrorMsg::parse(tx, r)?),
+            kind::RETRY => Message::Retry(Retry::parse(tx, r)?),
             other => return Err(ParseError::UnknownType(other)),
         })
     }
@@ -56,6 +59,7 @@ impl<'a> Message<'a> {
             Message::IntroAck(_) => kind::INTRO_ACK,
             Message::IntroFwd(_) => kind::INTRO_FWD,
             Message::Error(_) => kind::ERROR,
+            Message::Retry(_) => kind::RETRY,
         }
     }
 
@@ -69,6 +73,7 @@ impl<'a> Message<'a> {
             Message::IntroAck(m) => m.tx,
             Message::IntroFwd(m) => m.tx,
             Message::Error(m) => m.tx,
+            Message::Retry(m) => m.tx,
         }
     }
 
@@ -87,6 +92,7 @@ impl<'a> Message<'a> {
             Message::IntroAck(m) => m.emit(out),
             Message::IntroFwd(m) => m.emit(out),
             Message::Error(m) => m.emit(out),
+            Message::Retry(m) => m.emit(out),
         }
     }
 
@@ -111,22 +117,52 @@ mod tests {
         Identity::from_seed(&[3; 32])
     }
 
+    fn server() -> SocketAddr {
+        "192.0.2.10:3478".parse().unwrap()
+    }
+
     #[test]
     fn register_layout_and_signature() {
-        let r = Register::signed(&id(), 0x0102030405060708, 1_700_000_000_000);
+        let r = Register::signed(&id(), 0x0102030405060708, 1_700_000_000_000, server());
         let bytes = Message::Register(r.clone()).to_vec();
-        assert_eq!(bytes.len(), Register::LEN);
-        assert_eq!(&bytes[..10], &[0xC1, 1, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(bytes.len(), Register::MIN_LEN);
+        assert_eq!(bytes.len(), 121);
+        assert_eq!(&bytes[..10], &[0xC1, 2, 1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(&bytes[10..42], id().node_id().as_bytes());
         assert_eq!(&bytes[42..50], &1_700_000_000_000u64.to_be_bytes());
+        assert_eq!(&bytes[50..57], &[4, 0x0d, 0x96, 192, 0, 2, 10]);
         assert_eq!(r.verify(), Some(id().node_id()));
-        // Any change to a signed byte breaks the signature.
+        // Any change to a signed byte breaks the signature, the server address included.
         let mut tampered = r.clone();
         tampered.timestamp_ms += 1;
         assert_eq!(tampered.verify(), None);
-        let mut tampered = r;
+        let mut tampered = r.clone();
         tampered.tx ^= 1;
         assert_eq!(tampered.verify(), None);
+        let mut tampered = r.clone();
+        tampered.server = "192.0.2.11:3478".parse().unwrap();
+        assert_eq!(tampered.verify(), None);
+        // An IPv4-mapped server address is the IPv4 one: the same signed bytes.
+        let mapped = Register::signed(&id(), 1, 2, "[::ffff:192.0.2.10]:3478".parse().unwrap());
+        assert_eq!(mapped, Register::signed(&id(), 1, 2, server()));
+        // The cookie is not signed: appending it keeps the signature valid.
+        let with = r.clone().with_cookie([9; COOKIE_LEN]);
+        assert_eq!(with.verify(), Some(id().node_id()));
+        let bytes = Message::Register(with.clone()).to_vec();
+        assert_eq!(bytes.len(), 137);
+        assert_eq!(Message::parse(&bytes).unwrap(), Message::Register(with));
+        let v6 = Register::signed(&id(), 1, 2, "[2001:db8::1]:3478".parse().unwrap())
+            .with_cookie([1; COOKIE_LEN]);
+        assert_eq!(Message::Register(v6).to_vec().len(), Register::MAX_LEN);
+        // RETRY is smaller than any REGISTER.
+        let retry = Message::Retry(Retry {
+            tx: 5,
+            cookie: [7; COOKIE_LEN],
+        })
+        .to_vec();
+        assert_eq!(retry.len(), Retry::LEN);
+        const { assert!(Retry::LEN < Register::MIN_LEN) };
+        assert_eq!(&retry[..2], &[0xC8, 2]);
     }
 
     #[test]
@@ -138,7 +174,7 @@ mod tests {
             token: [0xAA; 16],
             observed: "192.0.2.1:4000".parse().unwrap(),
         });
-        let mut want = vec![0xC3, 1, 0, 0, 0, 0, 0, 0, 0, 7, 0, 120, 0x0d, 0x97];
+        let mut want = vec![0xC3, 2, 0, 0, 0, 0, 0, 0, 0, 7, 0, 120, 0x0d, 0x97];
         want.extend_from_slice(&[0xAA; 16]);
         want.extend_from_slice(&[4, 0x0f, 0xa0, 192, 0, 2, 1]);
         assert_eq!(m.to_vec(), want);
@@ -151,31 +187,33 @@ mod tests {
         });
         assert_eq!(
             e.to_vec(),
-            [0xC7, 1, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 2]
+            [0xC7, 2, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 2]
         );
         let a = Message::IntroAck(IntroAck {
             tx: 1,
             status: IntroStatus::UnknownPeer,
             target_addr: None,
         });
-        assert_eq!(a.to_vec(), [0xC5, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1]);
+        assert_eq!(a.to_vec(), [0xC5, 2, 0, 0, 0, 0, 0, 0, 0, 1, 1]);
     }
 
     #[test]
     fn rejects_bad_lengths_versions_and_trailing_bytes() {
-        let mut reg = Message::Register(Register::signed(&id(), 1, 2)).to_vec();
+        let mut reg = Message::Register(Register::signed(&id(), 1, 2, server())).to_vec();
         reg.push(0);
+        assert!(Message::parse(&reg).is_err(), "a cookie of 1 byte");
+        reg.extend_from_slice(&[0; COOKIE_LEN]);
         assert_eq!(Message::parse(&reg), Err(Trailing(1).into()));
-        reg.pop();
-        reg[1] = 2;
-        assert_eq!(Message::parse(&reg), Err(ParseError::Version(2)));
+        reg.truncate(Register::MIN_LEN);
+        reg[1] = 1;
+        assert_eq!(Message::parse(&reg), Err(ParseError::Version(1)));
         assert_eq!(Message::parse(&[0xC1, 1]), Err(ParseError::Short));
         assert_eq!(
             Message::parse(&[0xCF; 20]),
             Err(ParseError::UnknownType(0xCF))
         );
         let intro = |n: usize| {
-            let mut v = vec![0xC4, 1];
+            let mut v = vec![0xC4, VERSION];
             v.resize(Introduce::FIXED_LEN + n, 0);
             Message::parse(&v).map(|_| ())
         };
@@ -232,6 +270,11 @@ mod tests {
                 Message::IntroAck(IntroAck { tx, status: IntroStatus::TargetRateLimited, target_addr: None }),
                 Message::IntroFwd(IntroFwd { tx, from: node, from_addr: a, payload: &payload }),
                 Message::Error(ErrorMsg { tx, code: ErrorCode::NotRegistered, server_time_ms: tx }),
+                Message::Error(ErrorMsg { tx, code: ErrorCode::WrongServer, server_time_ms: tx }),
+                Message::Error(ErrorMsg { tx, code: ErrorCode::PrefixQuota, server_time_ms: tx }),
+                Message::Retry(Retry { tx, cookie: token }),
+                Message::Register(Register { tx, node, timestamp_ms: tx, server: a, signature: [n as u8; 64], cookie: None }),
+                Message::Register(Register { tx, node, timestamp_ms: tx, server: a, signature: [1; 64], cookie: Some(token) }),
             ];
             for m in msgs {
                 let bytes = m.to_vec();

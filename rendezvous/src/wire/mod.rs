@@ -1,9 +1,9 @@
-//! The rendezvous wire formats: the version-1 rendezvous messages and STUN Binding
-//! (`docs/protocol.md` §"Rendezvous messages (version 1)" and §"STUN").
+//! The rendezvous wire formats: the version-2 rendezvous messages and STUN Binding
+//! (`docs/protocol.md` §"Rendezvous messages (version 2)" and §"STUN").
 //!
 //! One module per format, each with its own parse and emit:
 //! - [`header`]: the 10-byte header every rendezvous message starts with, and the type bytes;
-//! - [`register`]: REGISTER, REFRESH and REGISTERED (keeping a registration);
+//! - [`register`]: REGISTER, REFRESH, REGISTERED and RETRY (keeping a registration);
 //! - [`introduce`]: INTRODUCE, INTRO_ACK and INTRO_FWD (forwarding one introduction);
 //! - [`error`]: ERROR (a refused request);
 //! - [`message`]: [`Message`], one parsed message of any type, and the dispatch between them;
@@ -30,7 +30,9 @@ pub use error::{ErrorCode, ErrorMsg};
 pub use header::{is_rendezvous_message, kind, peek_tx, Header, HEADER_LEN, VERSION};
 pub use introduce::{IntroAck, IntroFwd, IntroStatus, Introduce, MAX_INTRO_PAYLOAD};
 pub use message::Message;
-pub use register::{Refresh, Register, Registered, REGISTER_SIGNING_CONTEXT, TOKEN_LEN};
+pub use register::{
+    Refresh, Register, Registered, Retry, COOKIE_LEN, REGISTER_SIGNING_CONTEXT, TOKEN_LEN,
+};
 
 /// A raw NodeId as it travels: only REGISTER's signature check proves it is a key.
 pub type RawNodeId = [u8; NODE_ID_LEN];

@@ -10,11 +10,13 @@
 //! carried one. Classic RFC 3489 requests (no magic cookie) and every other method are ignored.
 //! On reply size see `docs/protocol.md` §"STUN": the mandatory XOR-MAPPED-ADDRESS makes the
 //! answer to a bare 20-byte request 32 (IPv4) or 44 (IPv6) bytes, the one place where a reply may
-//! exceed its request; `stun_strict_size` turns that off.
+//! exceed its request; the server answers those only within a small rate budget. shipworm's own
+//! requests ([`binding_request`]) are padded with a SOFTWARE attribute to [`REQUEST_LEN`], the size
+//! of the largest answer, so an answer to them is never larger than the request.
 
 use std::net::SocketAddr;
 
-use stun_types::attribute::{Fingerprint, XorMappedAddress};
+use stun_types::attribute::{Fingerprint, Software, XorMappedAddress};
 use stun_types::message::{
     Message, MessageClass, MessageType, MessageWriteMutSlice, MessageWriteVec, TransactionId,
     BINDING,
@@ -38,6 +40,11 @@ pub const HEADER_LEN: usize = TRANSACTION_ID_OFFSET + 12;
 const TYPE_TOP_BITS: u8 = 0xC0;
 /// Largest Binding response we write (IPv6 XOR-MAPPED-ADDRESS and FINGERPRINT).
 pub const MAX_RESPONSE_LEN: usize = HEADER_LEN + 24 + 8;
+/// The SOFTWARE value of our requests: exactly as long as needed for [`REQUEST_LEN`].
+const SOFTWARE: &str = "shipworm stun pad v1";
+/// Length of shipworm's own Binding requests: header, SOFTWARE (4 + 20), FINGERPRINT (8), as
+/// long as the largest answer, so no answer to them is larger than the request.
+pub const REQUEST_LEN: usize = HEADER_LEN + 4 + SOFTWARE.len() + 8;
 
 /// Whether `bytes` look like an RFC 8489 STUN message (first two bits zero, magic cookie).
 pub fn is_stun(bytes: &[u8]) -> bool {
@@ -92,17 +99,25 @@ pub fn binding_response(
     Ok(w.finish())
 }
 
-/// A Binding request (with FINGERPRINT) and its transaction id, drawn from the OS, for clients.
+/// A Binding request (SOFTWARE padding, FINGERPRINT; [`REQUEST_LEN`] bytes) and its transaction
+/// id, drawn from the OS, for clients.
 pub fn binding_request() -> (Vec<u8>, TransactionId) {
     binding_request_with_id(TransactionId::generate())
 }
 
-/// A Binding request (with FINGERPRINT) with the transaction id `tx`, for clients that draw
-/// their random numbers from their own generator (a seeded simulation replays exactly). The id
-/// must be unpredictable to others (RFC 8489 §5): 96 bits of a CSPRNG.
+/// A Binding request with the transaction id `tx`, for clients that draw their random numbers
+/// from their own generator (a seeded simulation replays exactly). The id must be unpredictable
+/// to others (RFC 8489 §5): 96 bits of a CSPRNG.
+///
+/// It carries SOFTWARE (RFC 8489 §14.14, which servers ignore) only to reach [`REQUEST_LEN`]:
+/// then no server answer is larger than the request, and servers that answer only such requests
+/// (our second port) cannot be used as amplifiers. FINGERPRINT comes last, as it must.
 pub fn binding_request_with_id(tx: TransactionId) -> (Vec<u8>, TransactionId) {
     let request = MessageType::from_class_method(MessageClass::Request, BINDING);
     let mut w = Message::builder(request, tx, MessageWriteVec::new());
+    let software = Software::new(SOFTWARE).expect("20 bytes is a valid SOFTWARE value");
+    w.add_attribute(&software)
+        .expect("an empty request has room for SOFTWARE");
     w.add_fingerprint()
         .expect("an empty request has room for FINGERPRINT");
     (w.finish(), tx)
@@ -159,7 +174,11 @@ mod tests {
     #[test]
     fn round_trip_with_fingerprint_over_ipv6_and_mapped_ipv4() {
         let (req, tx) = binding_request();
-        assert_eq!(req.len(), 28);
+        assert_eq!(req.len(), REQUEST_LEN);
+        assert_eq!(
+            REQUEST_LEN, MAX_RESPONSE_LEN,
+            "no answer is larger than our request"
+        );
         let mut out = [0u8; MAX_RESPONSE_LEN];
         for (from, want, len) in [
             ("[2001:db8::5]:9", "[2001:db8::5]:9", 52),
@@ -167,6 +186,7 @@ mod tests {
         ] {
             let n = binding_response(&req, from.parse().unwrap(), &mut out).unwrap();
             assert_eq!(n, len);
+            assert!(n <= req.len());
             assert_eq!(
                 parse_binding_response(&out[..n], tx),
                 Ok(want.parse().unwrap())
