@@ -85,7 +85,15 @@ fn packets(kind: Flood, server: SocketAddr, keys: &[Identity]) -> Vec<Vec<u8>> {
             })
             .collect(),
         Flood::BareStun => (0..256u32)
-            .map(|i| [&[0u8, 1, 0, 0][..], &stun::MAGIC_COOKIE, &[0; 8], &i.to_be_bytes()].concat())
+            .map(|i| {
+                [
+                    &[0u8, 1, 0, 0][..],
+                    &stun::MAGIC_COOKIE,
+                    &[0; 8],
+                    &i.to_be_bytes(),
+                ]
+                .concat()
+            })
             .collect(),
         Flood::BadSignatureRegister | Flood::ManySourceRegister => {
             let ts = unix_ms();

@@ -190,6 +190,28 @@ impl Initiator {
         payload: &InitPayload,
         cookie: Option<&[u8; COOKIE_LEN]>,
     ) -> Result<(Self, Vec<u8>), HandshakeError> {
+        Self::start_padded(
+            rng,
+            identity,
+            peer,
+            local_index,
+            payload,
+            cookie,
+            MESSAGE_1_LEN,
+        )
+    }
+
+    /// As [`Initiator::start`], padding message 1 to at least `pad_to` bytes instead of
+    /// [`MESSAGE_1_LEN`] (0: no padding).
+    pub fn start_padded(
+        rng: &mut Rng,
+        identity: &Identity,
+        peer: &NodeId,
+        local_index: u32,
+        payload: &InitPayload,
+        cookie: Option<&[u8; COOKIE_LEN]>,
+        pad_to: usize,
+    ) -> Result<(Self, Vec<u8>), HandshakeError> {
         let secret = identity.x25519_secret();
         let remote = peer.x25519_public();
         let mut state = builder(rng)
@@ -199,8 +221,17 @@ impl Initiator {
             .and_then(|b| b.build_initiator())
             .map_err(noise_err)?;
         let mut noise = [0u8; MAX_NOISE_MSG];
-        let mut body = Vec::with_capacity(64);
+        let mut body = Vec::with_capacity(MESSAGE_1_LEN);
         payload.emit(&mut body);
+        // Zero padding up to `pad_to`: the responder's credit (see MESSAGE_1_LEN).
+        body.resize(
+            body.len().max(
+                pad_to
+                    .min(MAX_NOISE_MSG - 96)
+                    .saturating_sub(MESSAGE_1_OVERHEAD),
+            ),
+            0,
+        );
         let n = state.write_message(&body, &mut noise).map_err(noise_err)?;
         let mut unmaced = Vec::new();
         packet::emit_init(local_index, &noise[..n], &mut unmaced);
@@ -297,6 +328,19 @@ impl Responder {
     }
 }
 
+/// Message 1 is padded (zeros inside its encrypted payload) to at least this many bytes. The
+/// responder may send on the initiator's behalf, to addresses that have not proved themselves,
+/// no more bytes than the initiator sent it (the engine's send gate), and an answer to a
+/// relayed message 1 has to open the way with message 2 copies and the first probes: the
+/// initiator, who wants the connection, pays for them up front, as a QUIC client pads its first
+/// Initial to 1200 bytes for the server's anti-amplification limit.
+pub const MESSAGE_1_LEN: usize = 512;
+
+/// The bytes of a HANDSHAKE_INIT besides its payload: header, sender index, Noise message 1's
+/// ephemeral key, encrypted static key and payload tag, mac1 and mac2.
+pub const MESSAGE_1_OVERHEAD: usize =
+    packet::INDEX + 4 + 32 + (32 + packet::TAG_LEN) + packet::TAG_LEN + 2 * MAC_LEN;
+
 /// The bytes of a HANDSHAKE_RESP besides its advert: header, both indices, Noise message 2's
 /// ephemeral key and tag, mac1 and mac2.
 pub const RESP_OVERHEAD: usize = packet::RESP_RECEIVER + 4 + 32 + packet::TAG_LEN + 2 * MAC_LEN;
@@ -387,6 +431,7 @@ mod tests {
         };
         let (init, m1) =
             Initiator::start(&mut rng::from_seed(1), &a, &b.node_id(), 7, &payload, None).unwrap();
+        assert_eq!(m1.len(), MESSAGE_1_LEN, "padded");
         assert!(check_mac1(&m1, &b.node_id()));
         assert!(
             !check_mac1(&m1, &a.node_id()),

@@ -654,14 +654,13 @@ fn aes_gcm_is_used_only_when_both_ends_offer_it_and_data_flows_either_way() {
 
 #[test]
 fn message_2_is_no_larger_than_message_1_and_the_rest_of_the_advert_follows_once_confirmed() {
-    let mut net = Net::new(
-        31,
-        clean(),
-        TunnelConfig::default(),
-        TunnelConfig::default(),
-    );
-    // B has many candidates, A none: B's full advert would make message 2 larger than A's
-    // message 1.
+    // A sends an unpadded message 1 (as a hostile or foreign initiator may), B has many
+    // candidates: B's full advert would make message 2 larger than A's message 1.
+    let a_cfg = TunnelConfig {
+        message_1_len: 0,
+        ..TunnelConfig::default()
+    };
+    let mut net = Net::new(31, clean(), a_cfg, TunnelConfig::default());
     let many: Vec<SocketAddr> = (0..16u16)
         .map(|i| SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100 + i], 9000 + i)))
         .collect();

@@ -572,7 +572,10 @@ mod tests {
         let later = now + Duration::from_secs(1);
         e.handle_timeout(later, UNIX);
         let backoff = register_to(&sent(&mut e), home());
-        assert_eq!(backoff.cookie, Some([MAX_COOKIE_RESENDS as u8 + 1; COOKIE_LEN]));
+        assert_eq!(
+            backoff.cookie,
+            Some([MAX_COOKIE_RESENDS as u8 + 1; COOKIE_LEN])
+        );
         let retry = Message::Retry(Retry {
             tx: backoff.tx,
             cookie: [9; COOKIE_LEN],
@@ -580,7 +583,11 @@ mod tests {
         .to_vec();
         e.handle_packet(later, UNIX, home(), &retry);
         let again = register_to(&sent(&mut e), home());
-        assert_eq!(again.cookie, Some([9; COOKIE_LEN]), "answered at once again");
+        assert_eq!(
+            again.cookie,
+            Some([9; COOKIE_LEN]),
+            "answered at once again"
+        );
         // A REGISTER that carried a cookie proved our address: no confirming REFRESH needed.
         e.handle_packet(later, UNIX, home(), &registered_msg(again.tx));
         e.handle_timeout(later, UNIX);

@@ -53,6 +53,9 @@ pub struct TunnelConfig {
     pub source_rate: u32,
     /// The burst a source may send above `source_rate` (WireGuard's 5).
     pub source_burst: u32,
+    /// Pad message 1 to at least this many bytes: the responder's credit for sending on our
+    /// behalf before our addresses are proven ([`crate::handshake::MESSAGE_1_LEN`]).
+    pub message_1_len: usize,
     /// Offer AES-256-GCM for transport packets when this CPU has AES instructions (it is used
     /// when the peer offers it too; ChaCha20-Poly1305 otherwise).
     pub offer_aes_gcm: bool,
@@ -79,6 +82,7 @@ impl Default for TunnelConfig {
             handshake_cache: 4096,
             source_rate: 20,
             source_burst: 5,
+            message_1_len: crate::handshake::MESSAGE_1_LEN,
             offer_aes_gcm: true,
         }
     }

@@ -94,13 +94,14 @@ impl Tunnel {
             .cookie
             .filter(|(_, t)| now.saturating_duration_since(*t) < COOKIE_LIFETIME)
             .map(|(c, _)| c);
-        let Ok((initiator, packet)) = Initiator::start(
+        let Ok((initiator, packet)) = Initiator::start_padded(
             &mut self.rng,
             &self.identity,
             &id,
             index,
             &payload,
             cookie.as_ref(),
+            self.config.message_1_len,
         ) else {
             self.by_index.remove(&index);
             return;

@@ -48,6 +48,9 @@ pub enum PayloadError {
     /// The initiator's NodeId is not a valid key.
     #[error("initiator NodeId is not a valid key")]
     NodeId,
+    /// Message 1's padding holds something other than zeros (one encoding per payload).
+    #[error("message 1 padding is not all zeros")]
+    Padding,
 }
 
 /// What a node says about itself in a handshake: flags and where it may be reached.
@@ -109,7 +112,10 @@ impl InitPayload {
         let initiator = NodeId::from_bytes(&id).map_err(|_| PayloadError::NodeId)?;
         let timestamp_ms = r.u64("timestamp")?;
         let advert = Advert::read(&mut r)?;
-        r.finish()?;
+        // Zero padding may follow (see `handshake::MESSAGE_1_LEN`).
+        if r.rest().iter().any(|&b| b != 0) {
+            return Err(PayloadError::Padding);
+        }
         Ok(Self {
             initiator,
             timestamp_ms,
@@ -194,7 +200,7 @@ mod tests {
         let mut m = Vec::new();
         init.emit(&mut m);
         assert_eq!(&m[32..40], &[0, 0, 0, 0, 0, 0, 1, 2]);
-        assert_eq!(InitPayload::parse(&m), Ok(init));
+        assert_eq!(InitPayload::parse(&m), Ok(init.clone()));
         assert_eq!(
             InitPayload::parse(&m[..36]),
             Err(PayloadError::Truncated(Truncated {
@@ -203,11 +209,16 @@ mod tests {
                 have: 4
             }))
         );
-        m.push(9);
+        let padded_len = m.len() + 40;
+        let mut padded = m.clone();
+        padded.resize(padded_len, 0);
         assert_eq!(
-            InitPayload::parse(&m),
-            Err(PayloadError::Trailing(Trailing(1)))
+            InitPayload::parse(&padded),
+            Ok(init),
+            "zero padding is ignored"
         );
+        m.push(9);
+        assert_eq!(InitPayload::parse(&m), Err(PayloadError::Padding));
     }
 
     proptest! {
