@@ -40,6 +40,11 @@ fn free_port() -> u16 {
 
 /// A rendezvous on loopback; returns its address.
 fn rendezvous(kill: &mut Kill, d: &Path) -> String {
+    rendezvous_with(kill, d, &[])
+}
+
+/// A rendezvous on loopback with extra flags; returns its address.
+fn rendezvous_with(kill: &mut Kill, d: &Path, extra: &[&str]) -> String {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let log = std::fs::File::create(d.join("rdv.log")).unwrap();
@@ -52,6 +57,7 @@ fn rendezvous(kill: &mut Kill, d: &Path) -> String {
                 "--alt-listen",
                 "127.0.0.1:0",
             ])
+            .args(extra)
             .stderr(log)
             .spawn()
             .unwrap(),
@@ -464,11 +470,13 @@ fn listen_runs_under_a_fresh_identity_unless_told_to_keep_one() {
 
 /// A UDP relay in front of a rendezvous that drops everything until `open` is set: a server that
 /// does not answer yet, then does.
-fn gated_relay(server: SocketAddr, open: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u16 {
+fn gated_relay(
+    front: UdpSocket,
+    server: SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
     use std::sync::atomic::Ordering;
-    let front = UdpSocket::bind("127.0.0.1:0").unwrap();
     let back = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = front.local_addr().unwrap().port();
     let client = std::sync::Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
     let (f2, b2, c2) = (
         front.try_clone().unwrap(),
@@ -492,7 +500,6 @@ fn gated_relay(server: SocketAddr, open: std::sync::Arc<std::sync::atomic::Atomi
             }
         }
     });
-    port
 }
 
 #[test]
@@ -500,10 +507,15 @@ fn listen_prints_no_ticket_before_a_rendezvous_confirms_it_and_keeps_trying() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let d = dir("noreg");
     let mut kill = Kill(Vec::new());
-    let rdv: SocketAddr = rendezvous(&mut kill, &d).parse().unwrap();
+    // The node signs its REGISTER for the address it sends to, the relay's: the server is told
+    // that this address is its own, as an operator behind a 1:1 NAT would.
+    let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let front = relay.local_addr().unwrap().to_string();
+    let rdv: SocketAddr = rendezvous_with(&mut kill, &d, &["--public-addr", &front])
+        .parse()
+        .unwrap();
     let open = std::sync::Arc::new(AtomicBool::new(false));
-    let port = gated_relay(rdv, open.clone());
-    let front = format!("127.0.0.1:{port}");
+    gated_relay(relay, rdv, open.clone());
     let log = d.join("l.log");
     kill.0.push(
         bin()
