@@ -104,9 +104,14 @@ struct Seen {
     timestamp: u64,
     /// The age order: `min(timestamp, our clock)` when accepted.
     age: u64,
-    /// When we accepted it.
-    consumed: Instant,
+    /// The per-peer rate as GCRA: when its next message 1 is due at the sustained rate.
+    due: Instant,
 }
+
+/// Message 1s one peer may have answered back to back before the per-peer rate applies: an
+/// honest initiator sometimes sends two within milliseconds (both sides dialling each other, a
+/// fresh handshake when its NAT's behaviour became known), which a strict interval refused.
+pub(super) const INIT_BURST: u32 = 4;
 
 /// Why a message 1 was refused by the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +160,7 @@ impl InitCache {
     ) -> Option<Refusal> {
         match self.seen.get(id) {
             Some(s) if timestamp <= s.timestamp => Some(Refusal::Replayed),
-            Some(s) if now.saturating_duration_since(s.consumed) < min_interval => {
+            Some(s) if s.due.saturating_duration_since(now) > min_interval * (INIT_BURST - 1) => {
                 Some(Refusal::TooSoon)
             }
             Some(_) => None,
@@ -165,14 +170,22 @@ impl InitCache {
     }
 
     /// Remembers that we answered `id`'s message 1 with `timestamp`; our clock reads `unix_ms`.
-    pub(super) fn record(&mut self, id: NodeId, timestamp: u64, unix_ms: u64, now: Instant) {
+    pub(super) fn record(
+        &mut self,
+        id: NodeId,
+        timestamp: u64,
+        unix_ms: u64,
+        now: Instant,
+        min_interval: Duration,
+    ) {
         let age = timestamp.min(unix_ms);
+        let due = self.seen.get(&id).map_or(now, |s| s.due.max(now)) + min_interval;
         if let Some(old) = self.seen.insert(
             id,
             Seen {
                 timestamp,
                 age,
-                consumed: now,
+                due,
             },
         ) {
             self.by_age.remove(&(old.age, id));
@@ -241,13 +254,13 @@ mod tests {
         let t = Instant::now();
         let mut c = InitCache::new(2);
         let (a, b, x) = (id(1), id(2), id(3));
-        c.record(a, 1_000, 5_000, t);
-        c.record(b, 2_000, 5_000, t);
+        c.record(a, 1_000, 5_000, t, Duration::ZERO);
+        c.record(b, 2_000, 5_000, t, Duration::ZERO);
         assert_eq!(
             c.check(&a, 1_000, t, Duration::ZERO),
             Some(Refusal::Replayed)
         );
-        c.record(x, 3_000, 5_000, t);
+        c.record(x, 3_000, 5_000, t, Duration::ZERO);
         assert_eq!(c.len(), 2, "bounded");
         assert_eq!(c.floor(), 1_000, "a was oldest and is forgotten");
         assert_eq!(
@@ -263,7 +276,7 @@ mod tests {
         let mut c = InitCache::new(4);
         // An attacker's fresh keys, dated 100 s ahead of our clock (5 000 ms).
         for n in 10..30 {
-            c.record(id(n), 105_000, 5_000, t);
+            c.record(id(n), 105_000, 5_000, t, Duration::ZERO);
         }
         assert_eq!(c.floor(), 5_000);
         // An honest newcomer whose clock is right gets in.
@@ -271,15 +284,19 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_may_not_initiate_again_within_the_interval() {
+    fn a_peer_may_initiate_a_few_times_at_once_then_at_the_rate() {
         let t = Instant::now();
         let mut c = InitCache::new(4);
         let gap = Duration::from_millis(20);
-        c.record(id(1), 1_000, 1_000, t);
+        for ts in 0..INIT_BURST as u64 {
+            assert_eq!(c.check(&id(1), 1_000 + ts, t, gap), None);
+            c.record(id(1), 1_000 + ts, 1_000, t, gap);
+        }
+        assert_eq!(c.check(&id(1), 2_000, t, gap), Some(Refusal::TooSoon));
         assert_eq!(
-            c.check(&id(1), 1_001, t + gap / 2, gap),
+            c.check(&id(1), 2_000, t + gap / 2, gap),
             Some(Refusal::TooSoon)
         );
-        assert_eq!(c.check(&id(1), 1_001, t + gap, gap), None);
+        assert_eq!(c.check(&id(1), 2_000, t + gap, gap), None);
     }
 }

@@ -221,7 +221,8 @@ impl Tunnel {
             self.stats.bad_handshake += 1;
             return;
         };
-        self.init_cache.record(id, ts, unix_ms, now);
+        self.init_cache
+            .record(id, ts, unix_ms, now, self.config.handshake_min_interval);
         let cipher = Cipher::agree(ours.flags, theirs.flags);
         let session = Session::new(index, sender, &send, &recv, now, false, cipher);
         self.install(now, id, session, from, theirs, ours.flags);
