@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 /// Datagrams to one unverified address at once (the burst of its budget).
 pub const UNVERIFIED_PACKETS_PER_ADDRESS: usize = 8;
 /// After the burst, one more datagram to an unverified address per this interval.
-pub const UNVERIFIED_ADDRESS_INTERVAL: Duration = Duration::from_secs(5);
+pub const UNVERIFIED_ADDRESS_INTERVAL: Duration = Duration::from_secs(2);
 /// Datagrams to all ports of one unverified IP at once.
 pub const UNVERIFIED_PACKETS_PER_IP: usize = 24;
 /// After the burst, one more datagram to an unverified IP per this interval.
