@@ -299,15 +299,22 @@ async fn run(
         tokio::select! {
             biased;
             _ = stop.changed() => break,
+            // Whichever socket woke us, both are served (a try on an empty one costs one
+            // system call): under a flood the main socket is always readable, and a biased
+            // select would never reach the second port's STUN checks.
             r = primary.socket.readable() => {
                 r?;
                 pump(&mut server, &primary, alt.as_ref(), Socket::Primary, &mut batch).await?;
+                if let Some(a) = alt.as_ref() {
+                    pump(&mut server, &primary, Some(a), Socket::Alt, &mut batch).await?;
+                }
             }
             r = readable(alt.as_ref()) => {
                 r?;
                 if let Some(a) = alt.as_ref() {
                     pump(&mut server, &primary, Some(a), Socket::Alt, &mut batch).await?;
                 }
+                pump(&mut server, &primary, alt.as_ref(), Socket::Primary, &mut batch).await?;
             }
             _ = tokio::time::sleep_until(deadline.into()) => server.handle_timeout(Instant::now()),
             _ = publish.tick() => { let _ = snap_tx.send(Snapshot::of(&server)); }

@@ -635,6 +635,13 @@ fn one_sender_cannot_starve_a_target() {
         );
         let (statuses, reached) =
             flood_introductions(&mut h, &attackers, &honest, &id(1), target_addr, secs);
+        eprintln!(
+            "{name}: {} of {secs} honest introductions forwarded; the target got {reached}",
+            statuses
+                .iter()
+                .filter(|s| **s == IntroStatus::Forwarded)
+                .count()
+        );
         assert_eq!(
             statuses,
             vec![IntroStatus::Forwarded; secs as usize],
