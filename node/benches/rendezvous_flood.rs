@@ -13,7 +13,7 @@
 //! Per flood kind it prints the honest success rate, the median and worst connect time against the
 //! quiet baseline of the same run, the packets per second sent and the signature checks per second
 //! the server spent (from its metrics endpoint). Results are written up in
-//! `docs/security/rendezvous.md`.
+//! `docs/security.md`.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -215,7 +215,13 @@ async fn honest_round(server: SocketAddr) -> Result<Duration, String> {
         // after 2 s (and count it).
         for n in [&*b, &a] {
             let deadline = Instant::now() + Duration::from_secs(2);
-            while n.status().await.map_err(|e| e.to_string())?.maps_per_destination.is_none() {
+            while n
+                .status()
+                .await
+                .map_err(|e| e.to_string())?
+                .maps_per_destination
+                .is_none()
+            {
                 if Instant::now() > deadline {
                     STUN_CHECKS_LOST.fetch_add(1, Ordering::Relaxed);
                     break;

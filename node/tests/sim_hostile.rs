@@ -1,4 +1,4 @@
-//! Hostile peers in the deterministic simulator (issue 10, `docs/security/engine.md`): an
+//! Hostile peers in the deterministic simulator (issue 10, `docs/security.md`): an
 //! attacker with a valid key, an attacker spoofing source addresses, and a victim host that
 //! counts every datagram and byte it receives. One test per attack, each asserting that toward an
 //! address that never answered the node sends at most its fixed packet budget and at most as

@@ -1,4 +1,4 @@
-//! The hostile cast of the simulator (`docs/security/engine.md`): victim hosts that count every
+//! The hostile cast of the simulator (`docs/security.md`): victim hosts that count every
 //! datagram and byte delivered to them, attackers that hold a valid key and drive their own
 //! [`Tunnel`] (with crafted adverts, spoofed sources, bent views of where packets come from), and
 //! raw injection of datagrams with any source address (an off-path host spoofing the rendezvous,

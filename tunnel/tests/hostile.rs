@@ -1,6 +1,6 @@
 //! Hostile initiators against one responder tunnel, on injected clocks: reflection and
 //! amplification of message 2, handshake floods per peer and per source, replayed and stale
-//! message 1s, and eviction of configured peers (issue 10; `docs/security/tunnel.md`).
+//! message 1s, and eviction of configured peers (issue 10; `docs/security.md`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -130,7 +130,7 @@ pub(super) enum Refusal {
 /// Ages are capped at our own clock when accepted, so an attacker who fills the cache with
 /// future-dated timestamps (fresh keys cost nothing) raises the floor at most to our clock of a
 /// moment ago: only an initiator whose clock is behind ours by more than the time the attacker
-/// needs to turn the whole cache over is refused meanwhile (`docs/security/tunnel.md`).
+/// needs to turn the whole cache over is refused meanwhile (`docs/security.md`).
 pub(super) struct InitCache {
     capacity: usize,
     /// Lookups only: never walked.
