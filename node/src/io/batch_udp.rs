@@ -191,6 +191,7 @@ fn allow_fragmentation(_: &UdpSocket) {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     async fn pair() -> (UdpSocket, UdpSocket) {
         let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -198,11 +199,17 @@ mod tests {
         (a, b)
     }
 
-    /// Receives until `want` datagrams arrived.
+    /// Receives until `want` datagrams arrived; fails, naming what is missing, if one does not
+    /// come (a lost datagram must fail the test, not hang it). Loopback delivers in
+    /// microseconds: the bound is only there to turn a hang into a failure.
     async fn recv_all(b: &mut BatchSocket<'_>, want: usize) -> Vec<(SocketAddr, Vec<u8>)> {
         let mut got = Vec::new();
         while got.len() < want {
-            b.socket.readable().await.unwrap();
+            let readable = tokio::time::timeout(Duration::from_secs(10), b.socket.readable());
+            let Ok(r) = readable.await else {
+                panic!("only {} of {want} datagrams arrived", got.len());
+            };
+            r.unwrap();
             match b.try_recv(|from, d| got.push((from, d.to_vec()))) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
