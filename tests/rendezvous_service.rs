@@ -142,9 +142,22 @@ async fn one_dual_stack_socket_serves_ipv4_and_ipv6_nodes_and_forwards_an_introd
     .await;
     connecting.abort();
 
-    // Metrics reflect it (the snapshot refreshes twice a second).
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let text = scrape(rdv.metrics_addr().unwrap()).await;
+    // Metrics reflect it once the snapshot behind them refreshed (twice a second): polled, not
+    // waited for by a fixed sleep.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = scrape(rdv.metrics_addr().unwrap()).await;
+        if sample(&text, "shipworm_rendezvous_registered_nodes") == Some(2)
+            && sample(&text, "shipworm_rendezvous_introductions_forwarded_total") >= Some(1)
+        {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed the introduction:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     assert_eq!(
         sample(&text, "shipworm_rendezvous_registered_nodes"),
