@@ -343,15 +343,6 @@ impl Engine {
 
     fn count_drop(&mut self, reason: DropReason) {
         self.drops.count(reason);
-        eprintln!(
-            "ZZDROP {:?} {:?}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis()
-                % 100000,
-            reason
-        );
     }
 
     /// Peers with a selected path (one proven in both directions).
