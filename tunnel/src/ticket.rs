@@ -136,11 +136,19 @@ impl Ticket {
         if rendezvous.len() > MAX_RENDEZVOUS || direct.len() > MAX_DIRECT {
             return Err(TicketError::TooMany);
         }
-        for r in &rendezvous {
-            if let RendezvousAddr::Host(h, _) = r {
-                check_host(h).map_err(|why| TicketError::Rendezvous(format!("`{h}`: {why}")))?;
-            }
-        }
+        // Values in their one encoding: IPv4-mapped addresses as IPv4, host names in lowercase
+        // (what `from_bytes` accepts), so a ticket compares equal to its own text parsed back.
+        let rendezvous = rendezvous
+            .into_iter()
+            .map(|r| match r {
+                RendezvousAddr::Ip(a) => Ok(RendezvousAddr::Ip(addr::normalize(a))),
+                RendezvousAddr::Host(h, p) => {
+                    check_host(&h)
+                        .map_err(|why| TicketError::Rendezvous(format!("`{h}`: {why}")))?;
+                    Ok(RendezvousAddr::Host(h.to_ascii_lowercase(), p))
+                }
+            })
+            .collect::<Result<_, TicketError>>()?;
         let direct = direct.into_iter().map(addr::normalize).collect();
         Ok(Self {
             node,
@@ -213,6 +221,12 @@ impl Ticket {
                 let host = std::str::from_utf8(r.take(len, "rendezvous host")?)
                     .map_err(|_| TicketError::Rendezvous("host name is not text".into()))?;
                 check_host(host).map_err(TicketError::Rendezvous)?;
+                // One encoding per ticket: names are written in lowercase (DNS ignores case).
+                if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                    return Err(TicketError::Rendezvous(format!(
+                        "host name `{host}` is not in lowercase (tickets write names in lowercase)"
+                    )));
+                }
                 let p = r.take(2, "rendezvous port")?;
                 rendezvous.push(RendezvousAddr::Host(
                     host.into(),
@@ -342,6 +356,62 @@ mod tests {
         );
         // Surrounding whitespace from a copy-paste is forgiven.
         assert!(format!("  {good}\n").parse::<Ticket>().is_ok());
+    }
+
+    /// A ticket's text for `body` (node id onward): prefix, base32, and a valid checksum.
+    fn text_for(body: &[u8]) -> String {
+        let mut bytes = body.to_vec();
+        let check = blake3::hash(&bytes);
+        bytes.extend_from_slice(&check.as_bytes()[..CHECK_LEN]);
+        format!("{PREFIX}{}", base32().encode(&bytes))
+    }
+
+    #[test]
+    fn non_canonical_forms_are_rejected() {
+        // A direct address in the IPv6 form of an IPv4-mapped address.
+        let mut body = node().as_bytes().to_vec();
+        body.extend_from_slice(&[0, 1, 0x06, 0, 9]);
+        body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 1]);
+        assert_eq!(
+            text_for(&body).parse::<Ticket>(),
+            Err(TicketError::Address(
+                "IPv4-mapped address 192.0.2.1 in the IPv6 form (it must be sent as IPv4, family 0x04)"
+                    .into()
+            ))
+        );
+        // A rendezvous host name with capitals.
+        let mut body = node().as_bytes().to_vec();
+        body.extend_from_slice(&[1, KIND_HOST, 3]);
+        body.extend_from_slice(b"Rdv");
+        body.extend_from_slice(&[0x0d, 0x96, 0]);
+        assert_eq!(
+            text_for(&body).parse::<Ticket>(),
+            Err(TicketError::Rendezvous(
+                "host name `Rdv` is not in lowercase (tickets write names in lowercase)".into()
+            ))
+        );
+        body[NODE_ID_LEN + 3] = b'r';
+        let t = text_for(&body);
+        assert_eq!(t.parse::<Ticket>().unwrap().to_string(), t);
+        // The emitter never writes either form: it writes IPv4 and lowercase.
+        let t = Ticket::new(
+            node(),
+            vec![
+                RendezvousAddr::Host("Rdv".into(), 3478),
+                RendezvousAddr::Ip("[::ffff:192.0.2.1]:1".parse().unwrap()),
+            ],
+            vec!["[::ffff:192.0.2.2]:2".parse().unwrap()],
+        )
+        .unwrap();
+        assert_eq!(
+            t.rendezvous(),
+            [
+                RendezvousAddr::Host("rdv".into(), 3478),
+                RendezvousAddr::Ip("192.0.2.1:1".parse().unwrap())
+            ]
+        );
+        assert_eq!(t.direct(), ["192.0.2.2:2".parse().unwrap()]);
+        assert_eq!(t.to_string().parse::<Ticket>().unwrap(), t);
     }
 
     #[test]

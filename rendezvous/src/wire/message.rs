@@ -224,6 +224,66 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_mapped_addresses_in_the_ipv6_form_are_rejected() {
+        // The fuzzer's find (issue 11): a REGISTERED whose observed address is ::ffff:192.0.2.1
+        // in the IPv6 form parsed, then re-encoded as IPv4. Every message with an address
+        // refuses that form now, naming it.
+        let mapped = "[::ffff:192.0.2.1]:4000".parse::<SocketAddr>().unwrap();
+        let v4: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let mut v6_form = vec![addr::FAMILY_V6, 0x0f, 0xa0];
+        v6_form.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 1]);
+        let want = Err(ParseError::Addr(addr::AddrError::Ipv4Mapped(
+            std::net::Ipv4Addr::new(192, 0, 2, 1),
+        )));
+        let msgs = [
+            Message::Registered(Registered {
+                tx: 7,
+                lifetime_s: 120,
+                alt_stun_port: 3479,
+                token: [0xAA; 16],
+                observed: mapped,
+            }),
+            Message::IntroAck(IntroAck {
+                tx: 1,
+                status: IntroStatus::Forwarded,
+                target_addr: Some(mapped),
+            }),
+            Message::IntroFwd(IntroFwd {
+                tx: 1,
+                from: [2; 32],
+                from_addr: mapped,
+                payload: &[1, 2, 3],
+            }),
+            Message::Register(Register {
+                tx: 1,
+                node: [2; 32],
+                timestamp_ms: 3,
+                server: mapped,
+                signature: [4; 64],
+                cookie: None,
+            }),
+        ];
+        for m in msgs {
+            // The emitter writes the IPv4 form: 7 address bytes, which parse as the IPv4 address.
+            let bytes = m.to_vec();
+            let at = bytes
+                .windows(addr::V4_LEN)
+                .position(|w| w == [addr::FAMILY_V4, 0x0f, 0xa0, 192, 0, 2, 1])
+                .expect("the address in the IPv4 form");
+            let parsed = Message::parse(&bytes).unwrap();
+            assert_eq!(parsed.to_vec(), bytes);
+            let mut reparsed_addr = Vec::new();
+            addr::emit(&v4, &mut reparsed_addr);
+            assert_eq!(bytes[at..at + addr::V4_LEN], reparsed_addr[..]);
+            // The same message with the IPv6 form of the address is refused.
+            let mut other = bytes[..at].to_vec();
+            other.extend_from_slice(&v6_form);
+            other.extend_from_slice(&bytes[at + addr::V4_LEN..]);
+            assert_eq!(Message::parse(&other), want, "{:?}", m.kind());
+        }
+    }
+
+    #[test]
     fn forwarded_introduction_fits_the_ipv6_minimum_path() {
         let payload = [0u8; MAX_INTRO_PAYLOAD];
         let fwd = Message::IntroFwd(IntroFwd {

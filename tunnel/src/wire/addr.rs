@@ -6,8 +6,11 @@
 //! IPv6:  0x06 | port (u16 BE) | address (16 bytes)  19 bytes
 //! ```
 //!
-//! IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`), which a dual-stack socket reports for IPv4 peers,
-//! are always encoded as IPv4: see [`normalize`].
+//! One byte string per address: an IPv4 address, including an IPv4-mapped IPv6 one
+//! (`::ffff:a.b.c.d`, which a dual-stack socket reports for IPv4 peers), is always written in the
+//! IPv4 form (see [`normalize`]), and [`parse`] rejects an IPv4-mapped address in the IPv6 form
+//! ([`AddrError::Ipv4Mapped`]) rather than quietly reading it as IPv4, so whatever parses
+//! re-encodes to the same bytes.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
@@ -36,6 +39,10 @@ pub enum AddrError {
     /// The family byte is neither 0x04 nor 0x06.
     #[error("unknown address family 0x{0:02x} (expected 0x04 or 0x06)")]
     Family(u8),
+    /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) in the IPv6 form: its one encoding is the
+    /// IPv4 form (family 0x04).
+    #[error("IPv4-mapped address {0} in the IPv6 form (it must be sent as IPv4, family 0x04)")]
+    Ipv4Mapped(Ipv4Addr),
 }
 
 /// Turns an IPv4-mapped IPv6 socket address into the IPv4 one it stands for; leaves others alone.
@@ -116,10 +123,14 @@ pub fn parse(bytes: &[u8]) -> Result<(SocketAddr, usize), AddrError> {
     } else {
         let mut o = [0u8; 16];
         o.copy_from_slice(&field[3..19]);
-        IpAddr::V6(Ipv6Addr::from(o))
+        let ip = Ipv6Addr::from(o);
+        // One encoding per address: the mapped form has an IPv4 one, which emitters always use.
+        if let Some(v4) = ip.to_ipv4_mapped() {
+            return Err(AddrError::Ipv4Mapped(v4));
+        }
+        IpAddr::V6(ip)
     };
-    // A mapped address on the wire is read as the IPv4 address it is.
-    Ok((normalize(SocketAddr::new(ip, port)), need))
+    Ok((SocketAddr::new(ip, port), need))
 }
 
 #[cfg(test)]
@@ -158,6 +169,38 @@ mod tests {
         );
     }
 
+    #[test]
+    fn mapped_address_in_the_ipv6_form_is_rejected() {
+        // [::ffff:198.51.100.7]:9 written as IPv6: one address, a second encoding.
+        let mut v6_form = vec![0x06, 0, 9];
+        v6_form.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 51, 100, 7]);
+        assert_eq!(
+            parse(&v6_form),
+            Err(AddrError::Ipv4Mapped(Ipv4Addr::new(198, 51, 100, 7)))
+        );
+        assert_eq!(
+            AddrError::Ipv4Mapped(Ipv4Addr::new(198, 51, 100, 7)).to_string(),
+            "IPv4-mapped address 198.51.100.7 in the IPv6 form (it must be sent as IPv4, family 0x04)"
+        );
+        // Its emitters write the IPv4 form, which parses to the IPv4 address.
+        let mut out = Vec::new();
+        emit(&"[::ffff:198.51.100.7]:9".parse().unwrap(), &mut out);
+        assert_eq!(out, [0x04, 0, 9, 198, 51, 100, 7]);
+        assert_eq!(parse(&out), Ok(("198.51.100.7:9".parse().unwrap(), V4_LEN)));
+        // Neighbours of the mapped prefix are ordinary IPv6 addresses and round-trip.
+        for neighbour in [
+            "[::198.51.100.7]:9",
+            "[::fffe:c633:6407]:9",
+            "[64:ff9b::c633:6407]:9",
+        ] {
+            let a: SocketAddr = neighbour.parse().unwrap();
+            out.clear();
+            emit(&a, &mut out);
+            assert_eq!(out.len(), V6_LEN, "{neighbour}");
+            assert_eq!(parse(&out), Ok((a, V6_LEN)), "{neighbour}");
+        }
+    }
+
     proptest! {
         #[test]
         fn round_trip(ip in any::<[u8; 16]>(), port: u16, v4: bool) {
@@ -173,8 +216,20 @@ mod tests {
         }
 
         #[test]
-        fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
-            let _ = parse(&bytes);
+        fn whatever_parses_re_encodes_to_the_same_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+            if let Ok((a, n)) = parse(&bytes) {
+                let mut out = Vec::new();
+                emit(&a, &mut out);
+                prop_assert_eq!(&out[..], &bytes[..n]);
+            }
+        }
+
+        #[test]
+        fn mapped_ipv6_form_never_parses(v4 in any::<[u8; 4]>(), port: u16) {
+            let mut b = vec![FAMILY_V6];
+            b.extend_from_slice(&port.to_be_bytes());
+            b.extend_from_slice(&Ipv4Addr::from(v4).to_ipv6_mapped().octets());
+            prop_assert_eq!(parse(&b), Err(AddrError::Ipv4Mapped(Ipv4Addr::from(v4))));
         }
     }
 }
