@@ -117,12 +117,30 @@ fn has_cargo_fuzz() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// `cargo fuzz` with what it needs on the stable toolchain, from the repository root.
+/// `cargo fuzz` with what it needs on the stable toolchain, from the repository root, without the
+/// variables `cargo test` sets for this test (`CARGO_PKG_*`, `CARGO_MANIFEST_*`, ...): build
+/// scripts read some of them, and with them the fuzz build would differ from, and not reuse, the
+/// one a developer makes by hand with the same command.
 fn cargo_fuzz() -> Command {
     let mut c = Command::new("cargo");
     c.arg("fuzz")
         .current_dir(repo())
         .env("RUSTC_BOOTSTRAP", "1");
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let set_by_cargo = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|p| key.starts_with(p))
+            || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&&*key);
+        if set_by_cargo {
+            c.env_remove(&*key);
+        }
+    }
     c
 }
 
@@ -131,6 +149,31 @@ fn tail(bytes: &[u8], n: usize) -> String {
     let text = String::from_utf8_lossy(bytes);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// What a failed libFuzzer run says about the failure: the panic and its message (up to the
+/// backtrace), libFuzzer's last progress line (how many inputs it ran) and where it wrote the
+/// input; the last lines of its output when it said none of that (a crash that is no panic).
+fn failure_summary(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    if let Some(progress) = lines.iter().rfind(|l| l.starts_with('#')) {
+        out.push(*progress);
+    }
+    if let Some(at) = lines.iter().position(|l| l.contains("panicked at")) {
+        out.extend(
+            lines[at..]
+                .iter()
+                .take_while(|l| !l.starts_with("stack backtrace") && !l.starts_with("note:"))
+                .take(12),
+        );
+    }
+    out.extend(lines.iter().filter(|l| l.contains("Test unit written to")));
+    if out.len() < 2 {
+        return tail(stderr, 40);
+    }
+    out.join("\n")
 }
 
 #[test]
@@ -151,6 +194,7 @@ fn every_target_survives_a_short_libfuzzer_run() {
         "RUSTC_BOOTSTRAP=1 cargo fuzz build -O failed:\n{}",
         tail(&build.stderr, 40)
     );
+    let mut failures = Vec::new();
     for (name, _) in bodies::TARGETS {
         let work = tempfile::Builder::new()
             .prefix(&format!("shipworm-fuzz-{name}-"))
@@ -192,11 +236,12 @@ fn every_target_survives_a_short_libfuzzer_run() {
                     )
                 })
                 .unwrap_or_else(|| format!("no reproducer was written (see {})", work.display()));
-            panic!(
+            failures.push(format!(
                 "fuzz target {name} failed within {SECONDS_PER_TARGET} s (seed {SEED}): {replay}\n\
-                 libFuzzer's output ends:\n{}",
-                tail(&run.stderr, 40)
-            );
+                 {}",
+                failure_summary(&run.stderr)
+            ));
+            continue;
         }
         let stats = String::from_utf8_lossy(&run.stderr);
         let done = stats
@@ -205,4 +250,5 @@ fn every_target_survives_a_short_libfuzzer_run() {
             .unwrap_or("(no summary)");
         eprintln!("fuzz target {name}: {done}");
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

@@ -6,8 +6,8 @@
 //! ```
 //!
 //! Run it after adding a message type, then fuzz and minimise (`docs/lab.md` §"Fuzzing"); the
-//! minimised corpus is what the repository keeps. Each seed is named `seed-WHAT`; running it
-//! again rewrites the same files.
+//! minimised corpus is what the repository keeps. Each seed is named `seed-WHAT`, and the inputs
+//! the fuzzers once found are kept as `regression-WHAT`; running it again rewrites the same files.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +17,7 @@ use shipworm_rendezvous::wire::{
     ErrorCode, ErrorMsg, IntroAck, IntroFwd, IntroStatus, Introduce, Message, Refresh, Register,
     Registered, Retry, COOKIE_LEN, MAX_INTRO_PAYLOAD,
 };
+use shipworm_tunnel::wire::addr;
 use shipworm_tunnel::wire::frame::Frame;
 use shipworm_tunnel::wire::packet::{self, MAC_LEN};
 use shipworm_tunnel::wire::payload::Advert;
@@ -180,7 +181,7 @@ fn server_datagrams() -> Vec<(String, Vec<u8>)> {
 
 /// STUN: our own padded request, a bare RFC 5389 request, and things that are not requests.
 fn stun_messages() -> Vec<(String, Vec<u8>)> {
-    let (request, tx) = stun::binding_request_with_id(0x0102_0304_0506_0708_090a_0b0cu128.into());
+    let (request, _) = stun::binding_request_with_id(0x0102_0304_0506_0708_090a_0b0cu128.into());
     let mut bare = request.clone();
     bare.truncate(stun::HEADER_LEN);
     bare[stun::LENGTH_OFFSET..stun::LENGTH_OFFSET + 2].copy_from_slice(&[0, 0]);
@@ -189,7 +190,6 @@ fn stun_messages() -> Vec<(String, Vec<u8>)> {
         .expect("our own request is answered");
     let mut indication = bare.clone();
     indication[1] = 0x11; // Binding indication
-    let _ = tx;
     vec![
         ("request".into(), request),
         ("bare-request".into(), bare),
@@ -299,6 +299,57 @@ fn tunnel_packets() -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// `bytes` with its one IPv4 address `v4` (wire form) replaced by the IPv6 form of the IPv4-mapped
+/// address: an input every parser must refuse (`docs/protocol.md` §"One encoding per value").
+fn with_mapped_ipv6_form(bytes: &[u8], v4: SocketAddr) -> Vec<u8> {
+    let mut v4_form = Vec::new();
+    addr::emit(&v4, &mut v4_form);
+    let at = bytes
+        .windows(v4_form.len())
+        .position(|w| w == v4_form)
+        .expect("the message holds the address");
+    let SocketAddr::V4(v4) = v4 else {
+        panic!("{v4} is not IPv4")
+    };
+    let mut out = bytes[..at].to_vec();
+    out.push(addr::FAMILY_V6);
+    out.extend_from_slice(&v4.port().to_be_bytes());
+    out.extend_from_slice(&v4.ip().to_ipv6_mapped().octets());
+    out.extend_from_slice(&bytes[at + v4_form.len()..]);
+    out
+}
+
+/// Inputs the fuzzers found (issue 11), kept so the corpus test fails if they are accepted again.
+fn regressions() -> [(&'static str, Vec<(String, Vec<u8>)>); 2] {
+    let observed = a("192.0.2.1:4000");
+    let registered = Message::Registered(Registered {
+        tx: 1,
+        lifetime_s: 120,
+        alt_stun_port: 3479,
+        token: [9; 16],
+        observed,
+    })
+    .to_vec();
+    let mut answer = Vec::new();
+    Frame::ProbeAnswer { tx: 9, observed }.emit(&mut answer);
+    [
+        (
+            "rendezvous_message",
+            vec![(
+                "registered-mapped-ipv6-form".into(),
+                with_mapped_ipv6_form(&registered, observed),
+            )],
+        ),
+        (
+            "tunnel_packet",
+            vec![(
+                "frame-probe-answer-mapped-ipv6-form".into(),
+                with_mapped_ipv6_form(&answer, observed),
+            )],
+        ),
+    ]
+}
+
 fn write(dir: &Path, seeds: Vec<(String, Vec<u8>)>) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     for (name, bytes) in &seeds {
@@ -315,5 +366,14 @@ fn main() -> std::io::Result<()> {
     write(&corpus.join("stun_binding"), stun_messages())?;
     write(&corpus.join("ticket"), tickets())?;
     write(&corpus.join("tunnel_packet"), tunnel_packets())?;
+    for (target, inputs) in regressions() {
+        std::fs::create_dir_all(corpus.join(target))?;
+        for (name, bytes) in inputs {
+            std::fs::write(
+                corpus.join(target).join(format!("regression-{name}")),
+                bytes,
+            )?;
+        }
+    }
     Ok(())
 }
