@@ -27,12 +27,15 @@ use shipworm_tunnel::{Identity, RendezvousAddr, Ticket};
 const SERVER: &str = "198.51.100.1:3478";
 const SERVER_NOW_MS: u64 = 1_800_000_000_000;
 
+/// Named inputs of one target.
+type Seeds = Vec<(String, Vec<u8>)>;
+
 fn a(s: &str) -> SocketAddr {
     s.parse().expect("literal address")
 }
 
 /// The rendezvous messages: every type, every status and code, both address families.
-fn rendezvous_messages() -> Vec<(String, Vec<u8>)> {
+fn rendezvous_messages() -> Seeds {
     let id = Identity::from_seed(&[3; 32]);
     let node = *id.node_id().as_bytes();
     let target = *Identity::from_seed(&[4; 32]).node_id().as_bytes();
@@ -142,7 +145,7 @@ fn rendezvous_messages() -> Vec<(String, Vec<u8>)> {
 
 /// Datagrams a stranger may send the server (split at 0xFF by the target). None may register:
 /// the REGISTERs are signed for another server or at another time.
-fn server_datagrams() -> Vec<(String, Vec<u8>)> {
+fn server_datagrams() -> Seeds {
     let id = Identity::from_seed(&[5; 32]);
     let mut out = Vec::new();
     let wrong_server = Register::signed(&id, 1, SERVER_NOW_MS, a("198.51.100.2:3478"));
@@ -180,7 +183,7 @@ fn server_datagrams() -> Vec<(String, Vec<u8>)> {
 }
 
 /// STUN: our own padded request, a bare RFC 5389 request, and things that are not requests.
-fn stun_messages() -> Vec<(String, Vec<u8>)> {
+fn stun_messages() -> Seeds {
     let (request, _) = stun::binding_request_with_id(0x0102_0304_0506_0708_090a_0b0cu128.into());
     let mut bare = request.clone();
     bare.truncate(stun::HEADER_LEN);
@@ -199,7 +202,7 @@ fn stun_messages() -> Vec<(String, Vec<u8>)> {
 }
 
 /// Tickets with every kind of address, and one with the whitespace a copy-paste brings.
-fn tickets() -> Vec<(String, Vec<u8>)> {
+fn tickets() -> Seeds {
     let node = Identity::from_seed(&[7; 32]).node_id();
     let rdv = |s: &str| {
         s.parse::<RendezvousAddr>()
@@ -239,7 +242,7 @@ fn tickets() -> Vec<(String, Vec<u8>)> {
 }
 
 /// Outer tunnel packets of every type and inner frames of every kind.
-fn tunnel_packets() -> Vec<(String, Vec<u8>)> {
+fn tunnel_packets() -> Seeds {
     let mut out: Vec<(String, Vec<u8>)> = Vec::new();
     let mut init = Vec::new();
     packet::emit_init(1, &[0xEE; 96], &mut init);
@@ -320,7 +323,7 @@ fn with_mapped_ipv6_form(bytes: &[u8], v4: SocketAddr) -> Vec<u8> {
 }
 
 /// Inputs the fuzzers found (issue 11), kept so the corpus test fails if they are accepted again.
-fn regressions() -> [(&'static str, Vec<(String, Vec<u8>)>); 2] {
+fn regressions() -> [(&'static str, Seeds); 2] {
     let observed = a("192.0.2.1:4000");
     let registered = Message::Registered(Registered {
         tx: 1,
@@ -350,7 +353,7 @@ fn regressions() -> [(&'static str, Vec<(String, Vec<u8>)>); 2] {
     ]
 }
 
-fn write(dir: &Path, seeds: Vec<(String, Vec<u8>)>) -> std::io::Result<()> {
+fn write(dir: &Path, seeds: Seeds) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     for (name, bytes) in &seeds {
         std::fs::write(dir.join(format!("seed-{name}")), bytes)?;

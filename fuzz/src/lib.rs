@@ -25,8 +25,11 @@ use shipworm_tunnel::wire::frame::Frame;
 use shipworm_tunnel::wire::packet::Packet;
 use shipworm_tunnel::Ticket;
 
+/// A target's body: checks its property on one input, panicking when it does not hold.
+pub type Body = fn(&[u8]);
+
 /// Every target: its name (the `[[bin]]` in `fuzz/Cargo.toml`, the corpus directory) and body.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Body)] = &[
     ("rendezvous_message", rendezvous_message),
     ("rendezvous_server", rendezvous_server),
     ("stun_binding", stun_binding),
