@@ -13,9 +13,13 @@ mod matrix;
 mod routers;
 mod topology;
 
-pub use matrix::{direct_possible, Matrix, RouterKind, NODE_PORT, V6};
-pub use routers::{full_cone_router, home_router, symmetric_router, upnp_router};
-pub use topology::Sites;
+pub use matrix::{direct_possible, Matrix, RouterKind, CGNAT_NEIGHBOURS, NODE_PORT, V6};
+pub use routers::{
+    address_restricted_router, carrier_router, full_cone_router, hairpin_router, home_router,
+    nat_ruleset, sequential_router, symmetric_router, upnp_router, Filtering, MAPPING_TIMEOUT,
+    PORT_BLOCK,
+};
+pub use topology::{SharedNat, Sites};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
