@@ -136,7 +136,7 @@ fn run_pair(a: RouterKind, b: RouterKind, i: usize) -> Row {
         }
         (false, Some(s)) if s.code() == Some(3) && log.contains("no direct path possible") => (
             format!("clear error in {:.1} s", took.as_secs_f64()),
-            took <= Duration::from_secs(11),
+            took <= Duration::from_secs(10),
         ),
         (_, s) => (format!("UNEXPECTED: exit {s:?}"), false),
     };
