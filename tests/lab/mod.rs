@@ -14,7 +14,7 @@ mod routers;
 mod topology;
 
 pub use matrix::{direct_possible, Matrix, RouterKind, NODE_PORT, V6};
-pub use routers::{full_cone_router, home_router, symmetric_router, upnp_router};
+pub use routers::{full_cone_router, home_router, symmetric_router, upnp_router, Miniupnpd};
 pub use topology::Sites;
 
 use std::io::Write;

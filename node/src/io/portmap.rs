@@ -57,7 +57,7 @@ pub enum PortMapError {
     )]
     Lease(Duration),
     /// Neither protocol answered or both refused.
-    #[error("no port mapping: PCP/NAT-PMP: {pcp}; UPnP: {upnp}")]
+    #[error("PCP/NAT-PMP: {pcp}; UPnP: {upnp}")]
     Refused {
         /// What PCP/NAT-PMP said.
         pcp: String,
