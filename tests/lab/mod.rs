@@ -5,7 +5,7 @@
 //! This file holds the lab's core: whether the lab can run here, and [`Lab`] itself (namespaces,
 //! links, the processes it starts and their logs). Beside it:
 //! - `routers.rs`: nftables rulesets of the NAT routers (home, full cone, symmetric, UPnP) and
-//!   miniupnpd;
+//!   miniupnpd with its options ([`Miniupnpd`]: LAN interfaces, allowed networks, NAT-PMP/PCP);
 //! - `topology.rs`: the two-site topology ([`Sites`]);
 //! - `matrix.rs`: the NAT matrix ([`Matrix`], [`RouterKind`], [`V6`]).
 
