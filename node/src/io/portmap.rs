@@ -398,29 +398,43 @@ mod tests {
         ))
     }
 
-    /// The answer of an IGD that grants only permanent leases: AddPortMapping with a nonzero
-    /// lease gets error 725 (OnlyPermanentLeasesSupported).
-    fn answer(action: &str, body: &str) -> String {
+    /// How the fake IGD refuses.
+    #[derive(Clone, Copy)]
+    enum Igd {
+        /// AddPortMapping with a nonzero lease gets error 725 (OnlyPermanentLeasesSupported).
+        PermanentOnly,
+        /// AddPortMapping of this external port gets error 718 (ConflictInMappingEntry): another
+        /// client holds it. Like many IGDv1 routers, it has no AddAnyPortMapping.
+        Taken(u16),
+    }
+
+    /// The fake IGD's answer to `action` with SOAP `body`.
+    fn answer(igd: Igd, action: &str, body: &str) -> String {
         let ok = |name: &str, inner: &str| {
             envelope(&format!(
                 "<u:{name}Response xmlns:u=\"{SERVICE}\">{inner}</u:{name}Response>"
             ))
         };
-        match action {
-            "GetExternalIPAddress" => ok(
+        match (igd, action) {
+            (_, "GetExternalIPAddress") => ok(
                 action,
                 "<NewExternalIPAddress>198.51.100.7</NewExternalIPAddress>",
             ),
-            "AddPortMapping" if field(body, "NewLeaseDuration") != "0" => {
+            (Igd::PermanentOnly, "AddPortMapping") if field(body, "NewLeaseDuration") != "0" => {
                 fault(725, "OnlyPermanentLeasesSupported")
             }
-            "AddPortMapping" | "DeletePortMapping" => ok(action, ""),
+            (Igd::Taken(port), "AddPortMapping")
+                if field(body, "NewExternalPort") == port.to_string() =>
+            {
+                fault(718, "ConflictInMappingEntry")
+            }
+            (_, "AddPortMapping" | "DeletePortMapping") => ok(action, ""),
             _ => fault(401, "Invalid Action"),
         }
     }
 
     /// A fake IGD's control URL on loopback, recording every call in `calls`.
-    async fn fake_igd(calls: Calls) -> SocketAddr {
+    async fn fake_igd(igd: Igd, calls: Calls) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -445,7 +459,7 @@ mod tests {
                             field(&body, "NewLeaseDuration"),
                         ));
                         Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(answer(
-                            &action, &body,
+                            igd, &action, &body,
                         )))))
                     }
                 });
@@ -499,7 +513,7 @@ mod tests {
     async fn an_igd_that_grants_only_permanent_leases_gets_a_permanent_mapping_removed_at_the_end()
     {
         let calls = Calls::default();
-        let igd = fake_igd(calls.clone()).await;
+        let igd = fake_igd(Igd::PermanentOnly, calls.clone()).await;
         let local: SocketAddr = "192.168.1.2:51820".parse().unwrap();
         let mut m = super::map_upnp_on(gateway_at(igd), local, Duration::from_secs(600))
             .await
@@ -526,6 +540,51 @@ mod tests {
             .map(|(a, p, l)| (a.to_string(), p.to_string(), l.to_string()))
             .collect();
         assert_eq!(calls, expected);
+    }
+
+    /// The node's port is taken on an IGD without AddAnyPortMapping (error 718): the node maps
+    /// another external port (igd-next tries random ones), renews and removes that one. The lab
+    /// shows the same on miniupnpd, which offers AddAnyPortMapping.
+    #[tokio::test]
+    async fn a_taken_port_on_an_igd_without_add_any_port_mapping_gets_another_port() {
+        let calls = Calls::default();
+        let igd = fake_igd(Igd::Taken(51820), calls.clone()).await;
+        let local: SocketAddr = "192.168.1.2:51820".parse().unwrap();
+        let mut m = super::map_upnp_on(gateway_at(igd), local, Duration::from_secs(600))
+            .await
+            .expect("another external port after error 718");
+        let port = m.external.port();
+        assert_ne!(port, 51820, "the node claims the taken port");
+        assert_eq!(
+            m.external.ip(),
+            "198.51.100.7".parse::<std::net::IpAddr>().unwrap()
+        );
+        assert_eq!(m.lease, Some(Duration::from_secs(600)));
+        assert_eq!(m.renew_after(), Some(Duration::from_secs(300)));
+        m.renew().await.unwrap();
+        m.remove().await.unwrap();
+        let calls = calls.lock().unwrap().clone();
+        // Asked for its own port first (igd-next's random pick may hit the taken port again,
+        // then it tries another), then renewed and deleted the port it got.
+        let port = port.to_string();
+        let taken = (
+            "AddPortMapping".to_string(),
+            "51820".to_string(),
+            "600".to_string(),
+        );
+        assert_eq!(calls[0].0, "GetExternalIPAddress");
+        let refused = calls[1..].iter().take_while(|c| **c == taken).count();
+        assert!(refused >= 1, "{calls:?}");
+        let expected = [
+            ("AddPortMapping", port.as_str(), "600"),
+            ("AddPortMapping", port.as_str(), "600"),
+            ("DeletePortMapping", port.as_str(), ""),
+        ];
+        let expected: Vec<(String, String, String)> = expected
+            .iter()
+            .map(|(a, p, l)| (a.to_string(), p.to_string(), l.to_string()))
+            .collect();
+        assert_eq!(calls[1 + refused..], expected[..], "{calls:?}");
     }
 
     /// Leases outside 4 s..=1 week are refused with the range in the error.
