@@ -5,7 +5,7 @@
 //! This file holds the lab's core: whether the lab can run here, and [`Lab`] itself (namespaces,
 //! links, the processes it starts and their logs). Beside it:
 //! - `routers.rs`: nftables rulesets of the NAT routers (home, full cone, symmetric, UPnP) and
-//!   miniupnpd;
+//!   miniupnpd with its options ([`Miniupnpd`]: LAN interfaces, allowed networks, NAT-PMP/PCP);
 //! - `topology.rs`: the two-site topology ([`Sites`]);
 //! - `matrix.rs`: the NAT matrix ([`Matrix`], [`RouterKind`], [`V6`]).
 
@@ -16,8 +16,8 @@ mod topology;
 pub use matrix::{direct_possible, Matrix, RouterKind, CGNAT_NEIGHBOURS, NODE_PORT, V6};
 pub use routers::{
     address_restricted_router, carrier_router, full_cone_router, hairpin_router, home_router,
-    nat_ruleset, sequential_router, symmetric_router, upnp_router, Filtering, MAPPING_TIMEOUT,
-    PORT_BLOCK,
+    nat_ruleset, sequential_router, symmetric_router, upnp_router, Filtering, Miniupnpd,
+    MAPPING_TIMEOUT, PORT_BLOCK,
 };
 pub use topology::{SharedNat, Sites};
 

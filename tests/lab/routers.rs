@@ -225,13 +225,73 @@ pub fn carrier_router(wan: &str, lans: &[&str], public: &str, subscribers: &[Str
     nat_ruleset(wan, lans, &rules, Filtering::AddressAndPort, None)
 }
 
+/// How a lab miniupnpd runs: its interfaces, whom it grants mappings, and which protocols it
+/// speaks.
+#[derive(Debug, Clone)]
+pub struct Miniupnpd {
+    /// The WAN interface (its address is the external address).
+    pub wan: String,
+    /// LAN interfaces it listens on (HTTP, SSDP, NAT-PMP/PCP): one or more.
+    pub lans: Vec<String>,
+    /// LAN networks whose hosts may map ports 1024-65535 (to themselves: secure mode).
+    pub allow: Vec<String>,
+    /// NAT-PMP and PCP on (`enable_natpmp`; miniupnpd serves both on one socket). Off, the
+    /// router is a UPnP-only gateway.
+    pub natpmp: bool,
+}
+
+impl Miniupnpd {
+    /// UPnP IGD, NAT-PMP and PCP between `wan` and `lan`, for hosts of `lan_net`.
+    pub fn new(wan: &str, lan: &str, lan_net: &str) -> Self {
+        Self {
+            wan: wan.into(),
+            lans: vec![lan.into()],
+            allow: vec![lan_net.into()],
+            natpmp: true,
+        }
+    }
+
+    /// As [`Miniupnpd::new`], speaking UPnP IGD only (NAT-PMP and PCP off).
+    pub fn upnp_only(wan: &str, lan: &str, lan_net: &str) -> Self {
+        Self {
+            natpmp: false,
+            ..Self::new(wan, lan, lan_net)
+        }
+    }
+
+    /// The configuration file.
+    fn conf(&self) -> String {
+        let mut c = format!("ext_ifname={}\n", self.wan);
+        for lan in &self.lans {
+            c += &format!("listening_ip={lan}\n");
+        }
+        c += &format!(
+            "http_port=0\nenable_natpmp={}\nenable_upnp=yes\nsecure_mode=yes\nsystem_uptime=yes\n\
+             uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b\n",
+            if self.natpmp { "yes" } else { "no" }
+        );
+        for net in &self.allow {
+            c += &format!("allow 1024-65535 {net} 1024-65535\n");
+        }
+        c + "deny 0-65535 0.0.0.0/0 0-65535\n"
+    }
+}
+
 impl Lab {
     /// Starts miniupnpd (UPnP IGD, NAT-PMP, PCP) in router namespace `ns` between `wan` and
     /// `lan`, granting mappings to hosts of `lan_net`; logs to `log` (also its file names, so
     /// several may run at once). Waits until it listens.
     pub fn start_miniupnpd(&mut self, ns: &str, log: &str, wan: &str, lan: &str, lan_net: &str) {
+        self.start_miniupnpd_with(ns, log, &Miniupnpd::new(wan, lan, lan_net));
+    }
+
+    /// Starts miniupnpd configured by `options` in router namespace `ns`, logging to `log` (also
+    /// its file names, so several may run at once). Waits until it serves HTTP (and, with
+    /// NAT-PMP on, NAT-PMP/PCP); returns its HTTP port, for UPnP clients that skip SSDP
+    /// (`upnpc -u http://LAN-ADDRESS:PORT/rootDesc.xml`).
+    pub fn start_miniupnpd_with(&mut self, ns: &str, log: &str, options: &Miniupnpd) -> u16 {
         let conf = self.dir.join(format!("{log}.conf"));
-        std::fs::write(&conf, miniupnpd_conf(wan, lan, lan_net)).unwrap();
+        std::fs::write(&conf, options.conf()).unwrap();
         let conf = conf.to_string_lossy().into_owned();
         let pid = self
             .dir
@@ -239,24 +299,25 @@ impl Lab {
             .to_string_lossy()
             .into_owned();
         self.spawn(ns, log, &["miniupnpd", "-d", "-f", &conf, "-P", &pid]);
+        // "HTTP listening on port N" comes first; miniupnpd says it listens for NAT-PMP/PCP only
+        // when that is on.
+        let ready = if options.natpmp {
+            "Listening for NAT-PMP/PCP traffic"
+        } else {
+            "HTTP listening on port"
+        };
         assert!(
-            self.wait_log(
-                log,
-                "Listening for NAT-PMP/PCP traffic",
-                Duration::from_secs(10)
-            ),
-            "{}",
+            self.wait_log(log, ready, Duration::from_secs(10)),
+            "miniupnpd never said {ready:?}: {}",
             self.log(log)
         );
+        let text = self.log(log);
+        text.split("HTTP listening on port ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no HTTP port in miniupnpd's log: {text}"))
     }
-}
-
-fn miniupnpd_conf(wan: &str, lan: &str, lan_net: &str) -> String {
-    format!(
-        "ext_ifname={wan}\nlistening_ip={lan}\nhttp_port=0\nenable_natpmp=yes\nenable_upnp=yes\n\
-         secure_mode=yes\nsystem_uptime=yes\nuuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b\n\
-         allow 1024-65535 {lan_net} 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n"
-    )
 }
 
 /// A home router whose forwarding and NAT chains leave room for miniupnpd's own chains; it

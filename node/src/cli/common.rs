@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use shipworm::api::Builder;
 use shipworm::engine::{ConnectError, NodeEvent};
+use shipworm::io::portmap;
 use shipworm::{Identity, Node, NodeError, NodeId, RendezvousAddr, Target, Ticket};
 
 /// Flags every command takes.
@@ -29,6 +30,17 @@ pub struct Common {
     /// Do not ask the gateway for a port mapping (PCP, NAT-PMP, UPnP IGD).
     #[arg(long, global = true)]
     pub no_portmap: bool,
+    /// Lease to ask the gateway's port mapping for, in seconds (4 to 604800, a week); it is
+    /// renewed at half-life and removed on exit. A short lease makes a mapping vanish soon after
+    /// the node dies without removing it.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECS",
+        default_value_t = portmap::DEFAULT_LEASE.as_secs(),
+        value_parser = clap::value_parser!(u64).range(portmap::MIN_LEASE.as_secs()..=portmap::MAX_LEASE.as_secs())
+    )]
+    pub portmap_lease: u64,
     /// Control socket of `up` (default: shipworm.sock beside the identity file).
     #[arg(long, global = true)]
     pub control: Option<PathBuf>,
@@ -64,7 +76,8 @@ impl Common {
         let mut b = Node::builder()
             .identity(identity)
             .bind(bind)
-            .portmap(!self.no_portmap);
+            .portmap(!self.no_portmap)
+            .portmap_lease(Duration::from_secs(self.portmap_lease));
         for r in &self.rendezvous {
             b = b.rendezvous(r.clone());
         }

@@ -21,7 +21,12 @@ pub async fn run(common: Common) -> anyhow::Result<()> {
     let portmap = if common.no_portmap {
         Err("not checked (--no-portmap)".to_string())
     } else {
-        match shipworm::io::portmap::map(node.local_addr().port()).await {
+        match shipworm::io::portmap::map(
+            node.local_addr().port(),
+            Duration::from_secs(common.portmap_lease),
+        )
+        .await
+        {
             Ok(m) => {
                 let found = format!("{} via {}", m.external, m.protocol);
                 let _ = m.remove().await;
