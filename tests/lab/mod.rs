@@ -48,10 +48,11 @@ pub fn can_run() -> bool {
     if !root {
         return cannot_run("TUN and network namespace tests need root (CI runs them as root)");
     }
-    for tool in ["ip", "ping", "nft"] {
+    for tool in ["ip", "ping", "nft", "conntrack", "python3"] {
         if !has_tool(tool) {
             return cannot_run(&format!(
-                "{tool} is not installed (.ci/run installs iproute2, iputils-ping and nftables)"
+                "{tool} is not installed (.ci/run installs iproute2, iputils-ping, nftables, \
+                 conntrack and python3)"
             ));
         }
     }
