@@ -77,13 +77,24 @@ async fn both_stun_ports_reflect_the_sender_and_the_metrics_endpoint_counts_it()
     }
     sock.send_to(&[0xC1, 1, 0], rdv.local_addr()).await.unwrap();
 
-    // The snapshot the endpoint reads refreshes twice a second.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let text = http(
-        rdv.metrics_addr().unwrap(),
-        "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
-    )
-    .await;
+    // The snapshot the endpoint reads refreshes twice a second: wait until it holds the last
+    // packet sent.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = http(
+            rdv.metrics_addr().unwrap(),
+            "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await;
+        if metric(&text, "shipworm_rendezvous_packets_total{type=\"other\"} ") == Some(1) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the metrics never showed the last packet:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     assert!(
         text.contains("content-type: text/plain; version=0.0.4"),
