@@ -157,7 +157,13 @@ pub async fn dial(
     alpn: &[u8],
 ) -> anyhow::Result<(Node, quinn::Connection, Duration)> {
     let node = common.builder(0)?.spawn().await?;
-    let shown = progress(&node, ticket.node_id());
+    // What the first step is: a rendezvous introduction, or straight to the ticket's addresses.
+    let first_step = if ticket.rendezvous().is_empty() {
+        "handshake with the ticket's addresses…"
+    } else {
+        "introducing through the rendezvous…"
+    };
+    let shown = progress(&node, ticket.node_id(), first_step);
     let started = Instant::now();
     let conn = node
         .connect(Target::Ticket(ticket), alpn)
@@ -167,8 +173,13 @@ pub async fn dial(
     Ok((node, conn?, started.elapsed()))
 }
 
-/// Prints connection progress on stderr once connecting takes more than a moment.
-pub fn progress(node: &Node, peer: NodeId) -> tokio::task::JoinHandle<()> {
+/// Prints connection progress on stderr once connecting takes more than a moment, starting
+/// with `first_step`.
+pub fn progress(
+    node: &Node,
+    peer: NodeId,
+    first_step: &'static str,
+) -> tokio::task::JoinHandle<()> {
     let mut events = node.events();
     tokio::spawn(async move {
         let start = Instant::now();
@@ -179,7 +190,7 @@ pub fn progress(node: &Node, peer: NodeId) -> tokio::task::JoinHandle<()> {
             tokio::select! {
                 _ = &mut patience, if !shown => {
                     shown = true;
-                    eprintln!("connecting to {}: introducing through the rendezvous…", peer.fmt_short());
+                    eprintln!("connecting to {}: {first_step}", peer.fmt_short());
                 }
                 e = events.recv() => match e {
                     Ok(NodeEvent::Established { peer: p }) if p == peer && shown => {
