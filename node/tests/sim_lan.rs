@@ -11,7 +11,10 @@ use shipworm_tests::sim::{Fate, NatModel, Sim, SiteConfig};
 
 /// Node 0 behind `nat`, node 1 on the same LAN; node 0 connects to node 1.
 fn lan(seed: u64, nat: NatModel) -> Sim {
-    let mut sim = Sim::new(seed, vec![SiteConfig::nat(Some(nat)), SiteConfig::behind(0)]);
+    let mut sim = Sim::new(
+        seed,
+        vec![SiteConfig::nat(Some(nat)), SiteConfig::behind(0)],
+    );
     sim.record_datagrams();
     assert!(
         sim.run_until(Duration::from_secs(3), |s| s.server.registered() == 2),

@@ -318,6 +318,7 @@ impl Sim {
     /// Runs until `until` (virtual time since start) or until `done` holds.
     pub fn run_until(&mut self, until: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
         let end = self.start + until;
+        let mut stuck = 0u32;
         loop {
             if done(self) {
                 return true;
@@ -370,6 +371,24 @@ impl Sim {
                     None => self.arrive(src, dst, bytes),
                 }
                 continue;
+            }
+            // A timer that handling does not move would spin here for ever (a driver would burn
+            // a CPU): name it instead.
+            if next_timer == Some(next) && next <= self.now {
+                stuck += 1;
+                assert!(
+                    stuck < 10_000,
+                    "at {:?} timers stay due after handling (a timer handling does not move): \
+                     nodes due {:?}, server due {:?}",
+                    self.elapsed(),
+                    self.nodes
+                        .iter()
+                        .map(|n| n.engine.poll_timeout().is_some_and(|t| t <= self.now))
+                        .collect::<Vec<_>>(),
+                    self.server.poll_timeout().is_some_and(|t| t <= self.now)
+                );
+            } else {
+                stuck = 0;
             }
             let (now, unix) = (self.now, self.unix());
             for i in 0..self.nodes.len() {
