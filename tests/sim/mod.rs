@@ -134,7 +134,12 @@ pub struct Sim {
     pub victims: Vec<Victim>,
     /// Attackers with a valid key ([`Sim::add_attacker`]).
     pub attackers: Vec<Attacker>,
+    /// Datagrams to lose on purpose ([`Sim::lose_matching`]).
+    lose: Vec<(LoseFilter, u32)>,
 }
+
+/// Which datagrams [`Sim::lose_matching`] loses: (source, destination, bytes).
+pub type LoseFilter = Box<dyn Fn(SocketAddr, SocketAddr, &[u8]) -> bool>;
 
 type InFlight = (
     Instant,
@@ -238,6 +243,7 @@ impl Sim {
             datagrams: None,
             victims: Vec::new(),
             attackers: Vec::new(),
+            lose: Vec::new(),
         }
     }
 
@@ -463,6 +469,29 @@ impl Sim {
             .engine
             .paths(&self.id(j))
             .and_then(|p| p.selected_remote())
+    }
+
+    /// Loses the next `count` datagrams that `filter` matches on their way into a site (after
+    /// the core, before the site's NAT): one particular datagram lost, whatever the seed.
+    pub fn lose_matching(
+        &mut self,
+        count: u32,
+        filter: impl Fn(SocketAddr, SocketAddr, &[u8]) -> bool + 'static,
+    ) {
+        self.lose.push((Box::new(filter), count));
+    }
+
+    /// Whether a datagram is to be lost on purpose (and counts it).
+    fn lost_on_purpose(&mut self, src: SocketAddr, dst: SocketAddr, bytes: &[u8]) -> bool {
+        let hit = self
+            .lose
+            .iter_mut()
+            .find(|(f, left)| *left > 0 && f(src, dst, bytes));
+        if let Some((_, left)) = hit {
+            *left -= 1;
+            return true;
+        }
+        false
     }
 
     /// Changes a site's loss.

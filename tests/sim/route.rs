@@ -173,6 +173,10 @@ impl Sim {
         if self.deliver_to_cast(src, dst, &bytes) {
             return;
         }
+        if self.lost_on_purpose(src, dst, &bytes) {
+            self.note(src, dst, &bytes, Fate::Lost);
+            return;
+        }
         let host = match dst {
             SocketAddr::V4(v4) => match self.nats.iter().position(|n| n.external == *v4.ip()) {
                 Some(n) => self.nats[n].inbound(dst.port(), src, at),

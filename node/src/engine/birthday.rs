@@ -69,6 +69,12 @@ impl Default for BirthdayConfig {
     }
 }
 
+/// How long birthday probing waits for the rendezvous' observation of the peer before it asks
+/// again (the INTRO_ACK follows the handshake by one round trip to the rendezvous).
+pub const REINTRODUCE_AFTER: Duration = Duration::from_secs(1);
+/// Most fresh introductions per peer to get that observation.
+pub const MAX_REINTRODUCTIONS: u8 = 2;
+
 /// The lowest port the easy side probes (below it, NATs rarely map).
 pub const FIRST_PORT: u16 = 1024;
 
@@ -184,8 +190,29 @@ impl Engine {
         }
     }
 
+    /// Birthday probing needs the address a rendezvous observed for `peer`, which comes only in
+    /// an INTRO_ACK; if that one datagram was lost (the handshake itself got through by another
+    /// way), ask again with a fresh handshake introduced through the rendezvous: after
+    /// [`REINTRODUCE_AFTER`] without it, at most [`MAX_REINTRODUCTIONS`] times per peer.
+    fn reintroduce_for_observation(&mut self, now: Instant, unix_ms: u64, peer: NodeId) {
+        let Some(st) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let since = *st.awaiting_observation.get_or_insert(now);
+        if st.reintroductions >= MAX_REINTRODUCTIONS
+            || now.saturating_duration_since(since) < REINTRODUCE_AFTER
+        {
+            return;
+        }
+        st.reintroductions += 1;
+        st.awaiting_observation = Some(now);
+        self.count_drop(DropReason::BirthdayNoObservation);
+        let remotes = self.reconnect_targets(now, peer);
+        let _ = self.tunnel.connect(now, unix_ms, peer, &remotes);
+    }
+
     /// Starts or continues birthday punching with `peer` where one side is hard and one easy.
-    pub(super) fn birthday(&mut self, now: Instant, peer: NodeId) {
+    pub(super) fn birthday(&mut self, now: Instant, unix_ms: u64, peer: NodeId) {
         let Some(st) = self.peers.get(&peer) else {
             return;
         };
@@ -202,7 +229,15 @@ impl Engine {
             .into_iter()
             .collect();
         if st.birthday.is_none() {
-            if st.birthday_tried || theirs.is_empty() {
+            if st.birthday_tried {
+                return;
+            }
+            if theirs.is_empty() {
+                let wanted = (we_hard && peer_is_easy(st.peer_flags))
+                    || (we_easy && peer_is_hard(st.peer_flags));
+                if wanted {
+                    self.reintroduce_for_observation(now, unix_ms, peer);
+                }
                 return;
             }
             let running = |hard: bool| {

@@ -518,7 +518,7 @@ impl Engine {
                 self.probe_due(now, peer);
                 // Through the gate before the birthday probes, which have a budget of their own.
                 self.drain_tunnel(now, unix_ms);
-                self.birthday(now, peer);
+                self.birthday(now, unix_ms, peer);
             }
             self.connect_timeout(now, peer);
             // Reconnections started above produce introductions to send.
