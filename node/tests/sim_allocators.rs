@@ -206,3 +206,26 @@ fn birthday_against_every_allocator() {
     );
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// `status` tells the user what the NAT check found, in text and JSON.
+#[test]
+fn status_shows_a_sequential_nat() {
+    let mut sim = Sim::new(
+        3,
+        vec![
+            SiteConfig::nat(Some(NatModel::symmetric_sequential())),
+            SiteConfig::nat(Some(NatModel::symmetric())),
+        ],
+    );
+    assert!(sim.run_until(Duration::from_secs(5), |s| (0..2)
+        .all(|i| s.nodes[i].engine.maps_per_destination().is_some())));
+    let (seq, random) = (
+        sim.nodes[0].engine.diagnostics(),
+        sim.nodes[1].engine.diagnostics(),
+    );
+    assert!(seq.ports_sequential && !random.ports_sequential);
+    assert!(seq.to_json().contains("\"ports_sequential\":true"));
+    assert!(random.to_json().contains("\"ports_sequential\":false"));
+    assert!(seq.to_string().contains("ports allocated sequentially"));
+    assert!(!random.to_string().contains("sequentially"));
+}
