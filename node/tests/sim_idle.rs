@@ -145,3 +145,32 @@ fn with_keepalives_slower_than_the_nat_timeout_the_mapping_lapses() {
         .any(|d| d.to.ip() == b_public.ip() && d.fate == Fate::Filtered);
     assert!(filtered, "B's NAT did not drop A's datagram");
 }
+
+/// Behind a NAT with a short timeout the rendezvous' permission lapses between registration
+/// refreshes, and introductions forwarded meanwhile are dropped; with `refresh_interval` under
+/// the NAT's timeout a node idle for minutes is introduced at once (`docs/protocol.md`
+/// §"Paths", "Keepalives").
+#[test]
+fn a_registration_refreshed_within_the_nat_timeout_keeps_an_idle_node_reachable() {
+    let config = EngineConfig {
+        refresh_interval: Duration::from_secs(8),
+        ..EngineConfig::default()
+    };
+    let mut sim = Sim::with_config(
+        6,
+        vec![
+            with_timeout(NatModel::port_restricted()),
+            with_timeout(NatModel::port_restricted()),
+        ],
+        config,
+    );
+    // Two minutes of nothing: twelve NAT timeouts.
+    sim.run_until(Duration::from_secs(120), |_| false);
+    assert_eq!(sim.server.registered(), 2);
+    let t0 = sim.elapsed();
+    sim.connect(0, 1);
+    let ok = sim.run_until(t0 + Duration::from_secs(1), |s| {
+        s.connected(0, 1) && s.connected(1, 0)
+    });
+    assert!(ok, "the idle node was not introduced within a second");
+}
