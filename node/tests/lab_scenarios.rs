@@ -554,3 +554,40 @@ fn without_hairpinning_separate_segments_of_one_nat_get_a_clear_failure() {
     assert_eq!(status.and_then(|s| s.code()), Some(3), "{log}");
     assert!(log.contains("no direct path"), "{log}");
 }
+
+#[test]
+fn netcheck_tells_each_router_kind_by_its_mapping() {
+    if !can_run() {
+        return;
+    }
+    // What each router does to mappings, as RFC 4787 names it, and what the node must find:
+    // (maps per destination, ports one after the other).
+    let mut wrong = Vec::new();
+    for (i, kind) in RouterKind::ALL.into_iter().enumerate() {
+        let want = match kind {
+            RouterKind::Symmetric => (true, false),
+            RouterKind::SymmetricSequential => (true, true),
+            _ => (false, false),
+        };
+        let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), &format!("nc{i}"));
+        let m = lab.matrix("5.5", [kind, RouterKind::Public]);
+        let mut args = args(&lab, &m, "a.key", &["--no-portmap", "--json", "netcheck"]);
+        args.insert(0, lab.bin.to_string_lossy().into_owned());
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &m.hosts[0]])
+            .args(&args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let field = |k: &str| text.contains(&format!("\"{k}\":true"));
+        let got = (field("maps_per_destination"), field("ports_sequential"));
+        if !out.status.success() || !text.contains("\"registered\":true") || got != want {
+            wrong.push(format!(
+                "{}: want {want:?}, got {got:?}: {text}{}",
+                kind.name(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

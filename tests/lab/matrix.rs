@@ -293,7 +293,7 @@ impl Lab {
                 &lan_if,
                 &site_public,
                 20000,
-                10000,
+                1024,
             )),
             RouterKind::HomeUpnp => Some(upnp_router(&wan_if, &lan_if)),
         };

@@ -189,10 +189,16 @@ pub fn symmetric_router(wan: &str, lan: &str) -> String {
 }
 
 /// A NAT that maps per destination and allocates ports sequentially, as many carrier NATs do:
-/// every new UDP flow takes the next port of one counter over `first..first + count`.
+/// every new UDP flow takes the next port of one counter over `first..first + count`. (The
+/// counter goes through a map to ports: `numgen` alone yields host byte order, which as a port
+/// would step by 256.)
 pub fn sequential_router(wan: &str, lan: &str, wan_ip: &str, first: u16, count: u16) -> String {
+    let ports = (0..count)
+        .map(|k| format!("{k} : {}", u32::from(first) + u32::from(k)))
+        .collect::<Vec<_>>()
+        .join(", ");
     let snat = format!(
-        "oifname \"{wan}\" meta l4proto udp snat ip to {wan_ip} : numgen inc mod {count} offset {first}"
+        "oifname \"{wan}\" meta l4proto udp snat ip to {wan_ip} : numgen inc mod {count} map {{ {ports} }}"
     );
     nat_ruleset(
         wan,
