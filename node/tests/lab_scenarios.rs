@@ -512,6 +512,28 @@ fn two_hosts_behind_one_nat_on_one_lan_meet_over_the_lan() {
         line.contains(&format!("via {}:{NODE_PORT}", s.host_ips[1])),
         "not over the LAN: {line}"
     );
+    // The collision happened: the NAT kept port 51820 toward the rendezvous for one host and
+    // gave the other another port (each host learned its own from the rendezvous).
+    let flows = lab.conntrack(
+        &s.router,
+        &["-p", "udp", "-d", "5.5.0.2", "--dport", "3478"],
+    );
+    let mut external: Vec<u16> = flows
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .filter_map(|w| w.strip_prefix("dport="))
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .collect();
+    external.sort_unstable();
+    external.dedup();
+    assert!(
+        external.len() == 2 && external.contains(&NODE_PORT),
+        "expected one host mapped to {NODE_PORT} and the other elsewhere:\n{flows}"
+    );
 }
 
 #[test]
