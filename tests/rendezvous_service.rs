@@ -50,7 +50,11 @@ async fn until(node: &Node, what: &str, check: impl Fn(&shipworm::engine::Diagno
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_dual_stack_socket_serves_ipv4_and_ipv6_nodes_and_forwards_an_introduction() {
-    let v6 = ipv6_loopback_works();
+    // Without IPv6 loopback the cross-family half cannot run: in CI that fails the test.
+    let v6 = ipv6_loopback_works()
+        || shipworm_tests::lab::cannot_run(
+            "no IPv6 loopback here (::1), so the second node cannot register over IPv6",
+        );
     let config = Config {
         listen: if v6 { "[::]:0" } else { "0.0.0.0:0" }.parse().unwrap(),
         alt_listen: Some(if v6 { "[::]:0" } else { "0.0.0.0:0" }.parse().unwrap()),
@@ -83,7 +87,6 @@ async fn one_dual_stack_socket_serves_ipv4_and_ipv6_nodes_and_forwards_an_introd
             SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
         )
     } else {
-        eprintln!("note: no IPv6 loopback here; the second node uses IPv4");
         ("127.0.0.1:0", SocketAddr::from(([127, 0, 0, 1], port)))
     };
     let b_id = Identity::from_seed(&[2; 32]);

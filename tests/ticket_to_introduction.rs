@@ -61,8 +61,14 @@ async fn a_pasted_ticket_is_enough_to_introduce_yourself() {
     assert_eq!(from, a_id);
     assert_eq!(payload, b"hi");
     // The rendezvous forwarded the introduction (its counters refresh twice a second).
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(rdv.snapshot().stats.introductions_forwarded >= 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while rdv.snapshot().stats.introductions_forwarded < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rendezvous never counted the introduction it forwarded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // An unknown node id gets a plain "unknown peer", not silence.
     let stranger = Ticket::new(

@@ -30,30 +30,21 @@ fn dir(tag: &str) -> PathBuf {
     d
 }
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A rendezvous on loopback; returns its address.
 fn rendezvous(kill: &mut Kill, d: &Path) -> String {
     rendezvous_with(kill, d, &[])
 }
 
-/// A rendezvous on loopback with extra flags; returns its address.
+/// A rendezvous on loopback with extra flags; returns its address. It binds port 0 and says
+/// which port it got, so no other process can take the port between a choice and the bind.
 fn rendezvous_with(kill: &mut Kill, d: &Path, extra: &[&str]) -> String {
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
     let log = std::fs::File::create(d.join("rdv.log")).unwrap();
     kill.0.push(
         bin()
             .args([
                 "rendezvous",
                 "--listen",
-                &addr,
+                "127.0.0.1:0",
                 "--alt-listen",
                 "127.0.0.1:0",
             ])
@@ -62,8 +53,11 @@ fn rendezvous_with(kill: &mut Kill, d: &Path, extra: &[&str]) -> String {
             .spawn()
             .unwrap(),
     );
-    wait_for(&d.join("rdv.log"), "rendezvous on", Duration::from_secs(10));
-    addr
+    let line = wait_for(&d.join("rdv.log"), "rendezvous on", Duration::from_secs(10));
+    line.split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("no address in `{line}`"))
+        .to_string()
 }
 
 fn wait_for(log: &Path, needle: &str, within: Duration) -> String {
@@ -212,16 +206,6 @@ fn a_hundred_megabytes_through_forward_in_concurrent_connections() {
         .nth(1)
         .unwrap()
         .to_string();
-    let local: SocketAddr = format!(
-        "127.0.0.1:{}",
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    )
-    .parse()
-    .unwrap();
     let fwd_log = d.join("f.log");
     kill.0.push(
         bin()
@@ -234,7 +218,7 @@ fn a_hundred_megabytes_through_forward_in_concurrent_connections() {
                 "forward",
                 &ticket,
                 "--local",
-                &local.to_string(),
+                "127.0.0.1:0",
                 "--port",
                 &service_port.to_string(),
             ])
@@ -242,7 +226,13 @@ fn a_hundred_megabytes_through_forward_in_concurrent_connections() {
             .spawn()
             .unwrap(),
     );
-    wait_for(&fwd_log, "forwarding ", Duration::from_secs(15));
+    // `forward` binds port 0 and says which port it got.
+    let line = wait_for(&fwd_log, "forwarding ", Duration::from_secs(15));
+    let local: SocketAddr = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no local address in `{line}`"));
     let clients: Vec<_> = (0..4u8)
         .map(|i| {
             std::thread::spawn(move || {

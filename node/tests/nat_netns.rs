@@ -28,13 +28,10 @@ fn two_sites(tag: &str, a: Router, b: Router) -> (Lab, [String; 4], String) {
     let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), tag);
     let sites = lab.two_sites("172.30");
     let [aw, al, bw, bl] = sites.ifaces.clone();
-    for (router, kind, wan_if, lan_if, host) in [
-        (&sites.ra, a, aw, al, "192.168.1.2"),
-        (&sites.rb, b, bw, bl, "192.168.2.2"),
-    ] {
+    for (router, kind, wan_if, lan_if) in [(&sites.ra, a, aw, al), (&sites.rb, b, bw, bl)] {
         let rules = match kind {
             Router::Home => home_router(&wan_if, &lan_if),
-            Router::FullCone => full_cone_router(&wan_if, &lan_if, host, 51820),
+            Router::FullCone => full_cone_router(&wan_if, &lan_if),
             Router::Symmetric => symmetric_router(&wan_if, &lan_if),
         };
         lab.nft(router, &rules);

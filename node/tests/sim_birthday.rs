@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use shipworm::engine::NodeEvent;
-use shipworm_tests::sim::{NatModel, Sim, SiteConfig};
+use shipworm_tests::sim::{NatModel, Sim, SiteConfig, RENDEZVOUS_V4};
 
 fn run(seed: u64, hard_first: bool) -> (bool, Option<Duration>, usize) {
     let (hard, easy) = (
@@ -102,4 +102,39 @@ fn birthday_probing_works_when_the_nat_kinds_are_known_before_connecting() {
         s.connected(0, 1) && s.connected(1, 0)
     });
     assert!(ok);
+}
+
+/// The address birthday probing aims at comes only in an INTRO_ACK: when the hard responder's
+/// one INTRO_ACK is lost (its handshake got through the relay anyway), it asks again with a
+/// fresh introduction instead of never opening its sockets.
+#[test]
+fn a_lost_intro_ack_does_not_stop_birthday_probing() {
+    let mut sim = Sim::new(
+        11,
+        vec![
+            SiteConfig::nat(Some(NatModel::port_restricted())),
+            SiteConfig::nat(Some(NatModel::symmetric())),
+        ],
+    );
+    assert!(sim.run_until(Duration::from_secs(5), |s| (0..2)
+        .all(|i| s.nodes[i].engine.maps_per_destination().is_some())));
+    let hard_ip = sim.nodes[1].engine.registrations()[0]
+        .1
+        .expect("registered")
+        .ip();
+    // INTRO_ACK is 0xC5 (`docs/protocol.md` §"Rendezvous messages").
+    sim.lose_matching(1, move |src, dst, b| {
+        src == RENDEZVOUS_V4 && dst.ip() == hard_ip && b.first() == Some(&0xC5)
+    });
+    let t0 = sim.elapsed();
+    sim.connect(0, 1);
+    let ok = sim.run_until(t0 + Duration::from_secs(10), |s| {
+        s.connected(0, 1) && s.connected(1, 0)
+    });
+    let reintroduced = sim.nodes[1]
+        .engine
+        .drops()
+        .get(shipworm::engine::DropReason::BirthdayNoObservation);
+    assert!(reintroduced >= 1, "the INTRO_ACK was not lost?");
+    assert!(ok, "no connection after a lost INTRO_ACK");
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use shipworm_tests::sim::{Fate, NatModel, Sim, SiteConfig, TracedDatagram};
 
-/// Two nodes behind home NATs (one with 2 % loss, so the loss draws are in the trace too)
+/// Two nodes behind home NATs (one with 2 % loss, jitter, reordering and duplication, so those
+/// draws are in the trace too)
 /// register, one is introduced to the other, both punch, and they exchange data both ways.
 fn scenario(seed: u64) -> Vec<TracedDatagram> {
     let mut sim = Sim::new(
@@ -15,6 +16,9 @@ fn scenario(seed: u64) -> Vec<TracedDatagram> {
             SiteConfig::nat(Some(NatModel::port_restricted())),
             SiteConfig {
                 loss: 2,
+                jitter: Duration::from_millis(5),
+                reorder: 2,
+                duplicate: 2,
                 ..SiteConfig::nat(Some(NatModel::symmetric()))
             },
         ],

@@ -104,6 +104,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let mut server = Rendezvous::bind(config).await?;
+        // Where it really listens (a port of 0 in the configuration becomes a real one here).
+        let alt = server.alt_addr().map_or("off".to_string(), |a| a.to_string());
+        let metrics = server
+            .metrics_addr()
+            .map_or("off".to_string(), |a| a.to_string());
+        tracing::info!(
+            "listening on {} (second STUN port {alt}, metrics {metrics})",
+            server.local_addr()
+        );
         tokio::select! {
             r = server.wait() => r,
             _ = shutdown_signal() => {

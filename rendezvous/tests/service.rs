@@ -2,7 +2,7 @@
 //! the binary, and a real STUN client. (Nodes registering and introducing themselves through the
 //! service are tested with the node's own engine, in the workspace's `tests/rendezvous_service.rs`.)
 
-use std::net::{SocketAddr, UdpSocket as StdUdp};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -77,13 +77,24 @@ async fn both_stun_ports_reflect_the_sender_and_the_metrics_endpoint_counts_it()
     }
     sock.send_to(&[0xC1, 1, 0], rdv.local_addr()).await.unwrap();
 
-    // The snapshot the endpoint reads refreshes twice a second.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let text = http(
-        rdv.metrics_addr().unwrap(),
-        "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
-    )
-    .await;
+    // The snapshot the endpoint reads refreshes twice a second: wait until it holds the last
+    // packet sent.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = http(
+            rdv.metrics_addr().unwrap(),
+            "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await;
+        if metric(&text, "shipworm_rendezvous_packets_total{type=\"other\"} ") == Some(1) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the metrics never showed the last packet:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     assert!(
         text.contains("content-type: text/plain; version=0.0.4"),
@@ -147,14 +158,6 @@ async fn both_stun_ports_reflect_the_sender_and_the_metrics_endpoint_counts_it()
     );
 }
 
-fn free_udp_port() -> u16 {
-    StdUdp::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The rendezvous binary, killed when dropped.
 struct Binary(std::process::Child);
 
@@ -165,15 +168,38 @@ impl Drop for Binary {
     }
 }
 
-fn start_binary(args: &[&str]) -> Binary {
-    Binary(
-        Command::new(env!("CARGO_BIN_EXE_shipworm-rendezvous"))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+/// Starts the binary with `args` (which should bind port 0: it names the ports it got, so no
+/// other process can take a port between a test's choice and the bind). Returns it with its
+/// main and second addresses, once it has said where it listens.
+fn start_binary(args: &[&str]) -> (Binary, SocketAddr, Option<SocketAddr>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shipworm-rendezvous"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let _ = tx.send(rest.to_string());
+            }
+        }
+    });
+    let bin = Binary(child);
+    let rest = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the binary never said where it listens");
+    let main: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
+    let alt = rest
+        .split("second STUN port ")
+        .nth(1)
+        .and_then(|r| r.split([',', ' ']).next())
+        .and_then(|a| a.parse().ok());
+    (bin, main, alt)
 }
 
 async fn wait_until_serving(addr: SocketAddr) {
@@ -208,15 +234,10 @@ async fn a_real_stun_client_gets_its_mapped_address_from_the_binary() {
     if !tool("turnutils_stunclient") {
         return;
     }
-    let port = free_udp_port();
-    let alt = free_udp_port();
-    let _bin = start_binary(&[
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--alt-listen",
-        &format!("127.0.0.1:{alt}"),
-    ]);
-    wait_until_serving(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    let (_bin, main, alt) =
+        start_binary(&["--listen", "127.0.0.1:0", "--alt-listen", "127.0.0.1:0"]);
+    let (port, alt) = (main.port(), alt.expect("a second port").port());
+    wait_until_serving(main).await;
     // The main port answers ordinary (bare) requests; the second port only requests at least as
     // large as the answer (shipworm's padded ones), so a bare client gets nothing there.
     for (p, answered) in [(port, true), (alt, false)] {
@@ -283,14 +304,9 @@ fn the_binary_names_the_bad_config_key_and_exits_nonzero() {
 
 #[tokio::test]
 async fn the_binary_shuts_down_cleanly_on_sigterm() {
-    let port = free_udp_port();
-    let mut bin = start_binary(&[
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--alt-listen",
-        "off",
-    ]);
-    wait_until_serving(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    let (mut bin, main, alt) = start_binary(&["--listen", "127.0.0.1:0", "--alt-listen", "off"]);
+    assert_eq!(alt, None);
+    wait_until_serving(main).await;
     let pid = bin.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])

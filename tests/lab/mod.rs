@@ -5,7 +5,7 @@
 //! This file holds the lab's core: whether the lab can run here, and [`Lab`] itself (namespaces,
 //! links, the processes it starts and their logs). Beside it:
 //! - `routers.rs`: nftables rulesets of the NAT routers (home, full cone, symmetric, UPnP) and
-//!   miniupnpd;
+//!   miniupnpd with its options ([`Miniupnpd`]: LAN interfaces, allowed networks, NAT-PMP/PCP);
 //! - `topology.rs`: the two-site topology ([`Sites`]);
 //! - `matrix.rs`: the NAT matrix ([`Matrix`], [`RouterKind`], [`V6`]).
 
@@ -13,9 +13,13 @@ mod matrix;
 mod routers;
 mod topology;
 
-pub use matrix::{direct_possible, Matrix, RouterKind, NODE_PORT, V6};
-pub use routers::{full_cone_router, home_router, symmetric_router, upnp_router};
-pub use topology::Sites;
+pub use matrix::{direct_possible, Matrix, RouterKind, CGNAT_NEIGHBOURS, NODE_PORT, V6};
+pub use routers::{
+    address_restricted_router, carrier_router, full_cone_router, hairpin_router, home_router,
+    nat_ruleset, sequential_router, symmetric_router, upnp_router, Filtering, Miniupnpd,
+    MAPPING_TIMEOUT, PORT_BLOCK,
+};
+pub use topology::{SharedNat, Sites};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -44,10 +48,11 @@ pub fn can_run() -> bool {
     if !root {
         return cannot_run("TUN and network namespace tests need root (CI runs them as root)");
     }
-    for tool in ["ip", "ping", "nft"] {
+    for tool in ["ip", "ping", "nft", "conntrack", "python3"] {
         if !has_tool(tool) {
             return cannot_run(&format!(
-                "{tool} is not installed (.ci/run installs iproute2, iputils-ping and nftables)"
+                "{tool} is not installed (.ci/run installs iproute2, iputils-ping, nftables, \
+                 conntrack and python3)"
             ));
         }
     }

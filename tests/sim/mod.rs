@@ -8,7 +8,13 @@
 //!
 //! NAT models (RFC 4787 vocabulary): mapping endpoint-independent or per destination
 //! (address-and-port dependent), filtering open / address / address-and-port, port preservation
-//! on or off, mappings that expire when idle.
+//! on or off, port allocation random, sequential or in per-host blocks, hairpinning or not,
+//! mappings and filter permissions that expire when idle. Several hosts may share one NAT and
+//! its LAN (`192.168.k.0/24`, [`SiteConfig::behind`]): between them a datagram goes straight
+//! over the LAN ([`LAN_DELAY`]) or, to the NAT's external address, through the NAT's hairpin.
+//!
+//! Access links add jitter, reordering, duplication and loss ([`SiteConfig`]), every draw from
+//! the one seeded [`Rng`]: one seed, one trace.
 //!
 //! This file holds [`Sim`] itself: the sites' nodes, the virtual clock and the event loop.
 //! Beside it:
@@ -29,13 +35,13 @@ mod site;
 mod trace;
 
 pub use hostile::{Attacker, Victim};
-pub use nat::{Filtering, Mapping, NatModel};
+pub use nat::{Filtering, Mapping, NatModel, PortAllocation};
 pub use rng::Rng;
-pub use site::{Ipv6Access, SiteConfig};
+pub use site::{Ipv6Access, SiteConfig, REORDER_DELAY};
 pub use trace::{Fate, TracedDatagram};
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -58,6 +64,11 @@ pub const RENDEZVOUS_V6: SocketAddr = SocketAddr::new(
     3478,
 );
 const UNIX0: u64 = 1_800_000_000_000;
+/// One-way delay between two hosts on one LAN.
+pub const LAN_DELAY: Duration = Duration::from_millis(1);
+/// One-way delay of a datagram hairpinned by the LAN's NAT (host to router and back, plus
+/// the translation).
+pub const HAIRPIN_DELAY: Duration = Duration::from_millis(3);
 const HOST_PORT: u16 = 41641;
 
 /// A node in the simulation.
@@ -72,7 +83,8 @@ pub struct SimNode {
     pub v6: Option<SocketAddr>,
     /// Every event it produced, with the virtual time.
     pub events: Vec<(Duration, NodeEvent)>,
-    nat: Option<NatState>,
+    /// Its NAT (index into the simulation's NATs).
+    nat: Option<usize>,
     v6_allowed: HashSet<SocketAddr>,
     /// Extra sockets the engine opened: (id, host address).
     extra: Vec<(u16, SocketAddr)>,
@@ -104,6 +116,8 @@ pub struct Sim {
     rng: Rng,
     /// The nodes.
     pub nodes: Vec<SimNode>,
+    /// The NATs (a node's `nat` indexes here; hosts on one LAN share one).
+    nats: Vec<NatState>,
     /// The rendezvous server.
     pub server: Server,
     core: Duration,
@@ -120,7 +134,12 @@ pub struct Sim {
     pub victims: Vec<Victim>,
     /// Attackers with a valid key ([`Sim::add_attacker`]).
     pub attackers: Vec<Attacker>,
+    /// Datagrams to lose on purpose ([`Sim::lose_matching`]).
+    lose: Vec<(LoseFilter, u32)>,
 }
+
+/// Which datagrams [`Sim::lose_matching`] loses: (source, destination, bytes).
+pub type LoseFilter = Box<dyn Fn(SocketAddr, SocketAddr, &[u8]) -> bool>;
 
 type InFlight = (
     Instant,
@@ -141,71 +160,80 @@ impl Sim {
     pub fn with_config(seed: u64, sites: Vec<SiteConfig>, template: EngineConfig) -> Self {
         let start = Instant::now();
         let mut rng = Rng::new(seed);
-        let nodes = sites
-            .into_iter()
-            .enumerate()
-            .map(|(i, site)| {
-                let i = i as u8;
-                let public = Ipv4Addr::new(203, 0, 113, 10 + i);
-                let (v4, nat) = match site.nat {
-                    Some(model) => (
-                        SocketAddr::from(([192, 168, i, 2], HOST_PORT)),
-                        Some(NatState {
-                            model,
-                            external: public,
-                            mappings: HashMap::new(),
-                            ports: HashMap::new(),
-                        }),
-                    ),
-                    None => (SocketAddr::new(IpAddr::V4(public), HOST_PORT), None),
-                };
-                let v6 = (site.ipv6 != Ipv6Access::None).then(|| {
-                    SocketAddr::new(
-                        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, i as u16 + 1, 0, 0, 0, 0, 2)),
-                        HOST_PORT,
+        let mut nats: Vec<NatState> = Vec::new();
+        let mut nodes: Vec<SimNode> = Vec::new();
+        for (i, site) in sites.into_iter().enumerate() {
+            let i = i as u8;
+            let public = Ipv4Addr::new(203, 0, 113, 10 + i);
+            let (v4, nat) = match (site.behind, site.nat) {
+                (Some(k), _) => {
+                    let nat = nodes
+                        .get(k)
+                        .and_then(|n| n.nat)
+                        .unwrap_or_else(|| panic!("site {i} is behind site {k}, which has no NAT"));
+                    let lan = nats[nat].lan;
+                    let on_lan = nodes.iter().filter(|n| n.nat == Some(nat)).count() as u8;
+                    (
+                        SocketAddr::from(([192, 168, lan, 2 + on_lan], HOST_PORT)),
+                        Some(nat),
                     )
-                });
-                let mut config = template.clone();
-                // One registration per server: the server keeps one observed address per node, so
-                // registering over both families would move it back and forth.
-                config.rendezvous = vec![RENDEZVOUS_V4];
-                // The IPv6 reflexive address comes from STUN on the rendezvous' IPv6 address.
-                config.stun = if v6.is_some() {
-                    vec![RENDEZVOUS_V6]
-                } else {
-                    Vec::new()
-                };
-                let mut seed_bytes = [0u8; 32];
-                seed_bytes[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
-                seed_bytes[8] = i;
-                let mut engine = Engine::new(
-                    Identity::from_seed(&seed_bytes),
-                    config,
-                    start,
-                    shipworm::tunnel::rng::from_seed(rng.next_u64()),
-                );
-                engine.add_local_candidate(v4, shipworm::engine::paths::CandidateKind::Host);
-                if let Some(v6) = v6 {
-                    engine.add_local_candidate(v6, shipworm::engine::paths::CandidateKind::Host);
                 }
-                SimNode {
-                    engine,
-                    site,
-                    v4,
-                    v6,
-                    events: Vec::new(),
-                    nat,
-                    v6_allowed: HashSet::new(),
-                    extra: Vec::new(),
+                (None, Some(model)) => {
+                    nats.push(NatState::new(model, public, i));
+                    (
+                        SocketAddr::from(([192, 168, i, 2], HOST_PORT)),
+                        Some(nats.len() - 1),
+                    )
                 }
-            })
-            .collect();
+                (None, None) => (SocketAddr::new(IpAddr::V4(public), HOST_PORT), None),
+            };
+            let v6 = (site.ipv6 != Ipv6Access::None).then(|| {
+                SocketAddr::new(
+                    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, i as u16 + 1, 0, 0, 0, 0, 2)),
+                    HOST_PORT,
+                )
+            });
+            let mut config = template.clone();
+            // One registration per server: the server keeps one observed address per node, so
+            // registering over both families would move it back and forth.
+            config.rendezvous = vec![RENDEZVOUS_V4];
+            // The IPv6 reflexive address comes from STUN on the rendezvous' IPv6 address.
+            config.stun = if v6.is_some() {
+                vec![RENDEZVOUS_V6]
+            } else {
+                Vec::new()
+            };
+            let mut seed_bytes = [0u8; 32];
+            seed_bytes[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
+            seed_bytes[8] = i;
+            let mut engine = Engine::new(
+                Identity::from_seed(&seed_bytes),
+                config,
+                start,
+                shipworm::tunnel::rng::from_seed(rng.next_u64()),
+            );
+            engine.add_local_candidate(v4, shipworm::engine::paths::CandidateKind::Host);
+            if let Some(v6) = v6 {
+                engine.add_local_candidate(v6, shipworm::engine::paths::CandidateKind::Host);
+            }
+            nodes.push(SimNode {
+                engine,
+                site,
+                v4,
+                v6,
+                events: Vec::new(),
+                nat,
+                v6_allowed: HashSet::new(),
+                extra: Vec::new(),
+            });
+        }
         let server_rng = shipworm::tunnel::rng::from_seed(rng.next_u64());
         Self {
             start,
             now: start,
             rng,
             nodes,
+            nats,
             server: Server::new(Self::server_config(), start, server_rng),
             core: Duration::from_millis(5),
             queue: BinaryHeap::new(),
@@ -215,6 +243,7 @@ impl Sim {
             datagrams: None,
             victims: Vec::new(),
             attackers: Vec::new(),
+            lose: Vec::new(),
         }
     }
 
@@ -295,6 +324,7 @@ impl Sim {
     /// Runs until `until` (virtual time since start) or until `done` holds.
     pub fn run_until(&mut self, until: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
         let end = self.start + until;
+        let mut stuck = 0u32;
         loop {
             if done(self) {
                 return true;
@@ -348,6 +378,24 @@ impl Sim {
                 }
                 continue;
             }
+            // A timer that handling does not move would spin here for ever (a driver would burn
+            // a CPU): name it instead.
+            if next_timer == Some(next) && next <= self.now {
+                stuck += 1;
+                assert!(
+                    stuck < 10_000,
+                    "at {:?} timers stay due after handling (a timer handling does not move): \
+                     nodes due {:?}, server due {:?}",
+                    self.elapsed(),
+                    self.nodes
+                        .iter()
+                        .map(|n| n.engine.poll_timeout().is_some_and(|t| t <= self.now))
+                        .collect::<Vec<_>>(),
+                    self.server.poll_timeout().is_some_and(|t| t <= self.now)
+                );
+            } else {
+                stuck = 0;
+            }
             let (now, unix) = (self.now, self.unix());
             for i in 0..self.nodes.len() {
                 if self.nodes[i]
@@ -387,8 +435,8 @@ impl Sim {
 
     /// Flushes node `i`'s NAT mappings (a router reboot, a conntrack flush).
     pub fn flush_nat(&mut self, i: usize) {
-        if let Some(nat) = self.nodes[i].nat.as_mut() {
-            nat.flush();
+        if let Some(nat) = self.nodes[i].nat {
+            self.nats[nat].flush();
         }
     }
 
@@ -421,6 +469,29 @@ impl Sim {
             .engine
             .paths(&self.id(j))
             .and_then(|p| p.selected_remote())
+    }
+
+    /// Loses the next `count` datagrams that `filter` matches on their way into a site (after
+    /// the core, before the site's NAT): one particular datagram lost, whatever the seed.
+    pub fn lose_matching(
+        &mut self,
+        count: u32,
+        filter: impl Fn(SocketAddr, SocketAddr, &[u8]) -> bool + 'static,
+    ) {
+        self.lose.push((Box::new(filter), count));
+    }
+
+    /// Whether a datagram is to be lost on purpose (and counts it).
+    fn lost_on_purpose(&mut self, src: SocketAddr, dst: SocketAddr, bytes: &[u8]) -> bool {
+        let hit = self
+            .lose
+            .iter_mut()
+            .find(|(f, left)| *left > 0 && f(src, dst, bytes));
+        if let Some((_, left)) = hit {
+            *left -= 1;
+            return true;
+        }
+        false
     }
 
     /// Changes a site's loss.

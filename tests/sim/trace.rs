@@ -13,7 +13,7 @@ pub enum Fate {
     Delivered,
     /// Lost to the site's loss rate.
     Lost,
-    /// Refused by a NAT's or a firewall's filter.
+    /// Refused by a NAT's or a firewall's filter (or by a NAT that does not hairpin).
     Filtered,
     /// No route: an unknown destination, a closed socket, no address of the family.
     Unroutable,

@@ -522,6 +522,30 @@ fn sessions_rekey_by_message_count_without_losing_traffic() {
 }
 
 #[test]
+fn a_rekey_in_flight_leaves_no_timer_in_the_past() {
+    let cfg = TunnelConfig {
+        rekey_after_time: Duration::from_secs(5),
+        reject_after_time: Duration::from_secs(8),
+        ..TunnelConfig::default()
+    };
+    let mut net = Net::new(20, clean(), cfg.clone(), cfg);
+    net.connect();
+    net.run(Duration::from_millis(100));
+    assert!(net.established());
+    // The rekey starts at 5 s and gets no answer.
+    net.link.loss = 100;
+    net.run(Duration::from_millis(5000));
+    let (now, unix) = (net.now, net.unix());
+    net.a.handle_timeout(now, unix);
+    let next = net.a.poll_timeout().expect("a session and a pending rekey");
+    assert!(
+        next > now,
+        "poll_timeout {:?} before now: a driver would spin until the rekey is answered",
+        now - next
+    );
+}
+
+#[test]
 fn a_session_expires_when_no_rekey_succeeds() {
     let cfg = TunnelConfig {
         rekey_after_time: Duration::from_secs(5),

@@ -39,6 +39,7 @@ pub struct Builder {
     rendezvous: Vec<RendezvousAddr>,
     bind: SocketAddr,
     portmap: bool,
+    portmap_lease: Duration,
     allow: Option<HashSet<NodeId>>,
     peers: Vec<(NodeId, Vec<SocketAddr>)>,
     alpns: Vec<Vec<u8>>,
@@ -53,6 +54,7 @@ impl Default for Builder {
             rendezvous: Vec::new(),
             bind: SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0)),
             portmap: true,
+            portmap_lease: crate::io::portmap::DEFAULT_LEASE,
             allow: None,
             peers: Vec::new(),
             alpns: Vec::new(),
@@ -84,6 +86,16 @@ impl Builder {
     /// Ask the gateway for a port mapping (default on).
     pub fn portmap(mut self, on: bool) -> Self {
         self.portmap = on;
+        self
+    }
+
+    /// The lease to ask the gateway for (default [`DEFAULT_LEASE`](crate::io::portmap::DEFAULT_LEASE),
+    /// one hour); the mapping is renewed at half-life. It must lie within
+    /// [`MIN_LEASE`](crate::io::portmap::MIN_LEASE)..=[`MAX_LEASE`](crate::io::portmap::MAX_LEASE)
+    /// (4 seconds to a week), or [`spawn`](Self::spawn) fails saying so. A short lease lets a
+    /// mapping vanish soon after the node dies without removing it.
+    pub fn portmap_lease(mut self, lease: Duration) -> Self {
+        self.portmap_lease = lease;
         self
     }
 
@@ -157,6 +169,7 @@ impl Builder {
             rendezvous,
             bind,
             portmap,
+            portmap_lease,
             allow: _,
             peers,
             alpns,
@@ -174,6 +187,9 @@ impl Builder {
             return Err(setup(&format!(
                 "inner MTU {inner_mtu} is below 1280, the IPv6 minimum"
             )));
+        }
+        if portmap {
+            crate::io::portmap::check_lease(portmap_lease).map_err(|e| setup(&e))?;
         }
         let socket = crate::io::bind_dual_stack(bind)
             .map_err(|e| setup(&format!("cannot bind UDP {bind}: {e}")))?;
@@ -207,6 +223,7 @@ impl Builder {
             let report = |line: String| tracing::info!(target: "shipworm::io::portmap", "{line}");
             tokio::spawn(crate::io::portmap::keep(
                 local_addr.port(),
+                portmap_lease,
                 commands_tx.clone(),
                 portmap_stopped,
                 report,

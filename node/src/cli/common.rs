@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use shipworm::api::Builder;
 use shipworm::engine::{ConnectError, NodeEvent};
+use shipworm::io::portmap;
 use shipworm::{Identity, Node, NodeError, NodeId, RendezvousAddr, Target, Ticket};
 
 /// Flags every command takes.
@@ -29,6 +30,17 @@ pub struct Common {
     /// Do not ask the gateway for a port mapping (PCP, NAT-PMP, UPnP IGD).
     #[arg(long, global = true)]
     pub no_portmap: bool,
+    /// Lease to ask the gateway's port mapping for, in seconds (4 to 604800, a week); it is
+    /// renewed at half-life and removed on exit. A short lease makes a mapping vanish soon after
+    /// the node dies without removing it.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECS",
+        default_value_t = portmap::DEFAULT_LEASE.as_secs(),
+        value_parser = clap::value_parser!(u64).range(portmap::MIN_LEASE.as_secs()..=portmap::MAX_LEASE.as_secs())
+    )]
+    pub portmap_lease: u64,
     /// Control socket of `up` (default: shipworm.sock beside the identity file).
     #[arg(long, global = true)]
     pub control: Option<PathBuf>,
@@ -64,7 +76,8 @@ impl Common {
         let mut b = Node::builder()
             .identity(identity)
             .bind(bind)
-            .portmap(!self.no_portmap);
+            .portmap(!self.no_portmap)
+            .portmap_lease(Duration::from_secs(self.portmap_lease));
         for r in &self.rendezvous {
             b = b.rendezvous(r.clone());
         }
@@ -144,7 +157,13 @@ pub async fn dial(
     alpn: &[u8],
 ) -> anyhow::Result<(Node, quinn::Connection, Duration)> {
     let node = common.builder(0)?.spawn().await?;
-    let shown = progress(&node, ticket.node_id());
+    // What the first step is: a rendezvous introduction, or straight to the ticket's addresses.
+    let first_step = if ticket.rendezvous().is_empty() {
+        "handshake with the ticket's addresses…"
+    } else {
+        "introducing through the rendezvous…"
+    };
+    let shown = progress(&node, ticket.node_id(), first_step);
     let started = Instant::now();
     let conn = node
         .connect(Target::Ticket(ticket), alpn)
@@ -154,8 +173,13 @@ pub async fn dial(
     Ok((node, conn?, started.elapsed()))
 }
 
-/// Prints connection progress on stderr once connecting takes more than a moment.
-pub fn progress(node: &Node, peer: NodeId) -> tokio::task::JoinHandle<()> {
+/// Prints connection progress on stderr once connecting takes more than a moment, starting
+/// with `first_step`.
+pub fn progress(
+    node: &Node,
+    peer: NodeId,
+    first_step: &'static str,
+) -> tokio::task::JoinHandle<()> {
     let mut events = node.events();
     tokio::spawn(async move {
         let start = Instant::now();
@@ -166,7 +190,7 @@ pub fn progress(node: &Node, peer: NodeId) -> tokio::task::JoinHandle<()> {
             tokio::select! {
                 _ = &mut patience, if !shown => {
                     shown = true;
-                    eprintln!("connecting to {}: introducing through the rendezvous…", peer.fmt_short());
+                    eprintln!("connecting to {}: {first_step}", peer.fmt_short());
                 }
                 e = events.recv() => match e {
                     Ok(NodeEvent::Established { peer: p }) if p == peer && shown => {

@@ -21,7 +21,12 @@ pub async fn run(common: Common) -> anyhow::Result<()> {
     let portmap = if common.no_portmap {
         Err("not checked (--no-portmap)".to_string())
     } else {
-        match shipworm::io::portmap::map(node.local_addr().port()).await {
+        match shipworm::io::portmap::map(
+            node.local_addr().port(),
+            Duration::from_secs(common.portmap_lease),
+        )
+        .await
+        {
             Ok(m) => {
                 let found = format!("{} via {}", m.external, m.protocol);
                 let _ = m.remove().await;
@@ -44,6 +49,7 @@ pub async fn run(common: Common) -> anyhow::Result<()> {
         let out = serde_json::json!({
             "registered": registered,
             "maps_per_destination": status.maps_per_destination,
+            "ports_sequential": status.ports_sequential,
             "reflexive": reflexive,
             "ipv6_host": host6,
             "port_mapping": portmap.as_ref().ok(),
@@ -60,6 +66,10 @@ pub async fn run(common: Common) -> anyhow::Result<()> {
             println!("public address: {a}");
         }
         let mapping = match status.maps_per_destination {
+            Some(true) if status.ports_sequential => {
+                "per destination, ports allocated one after the other (a hard NAT whose next \
+                 ports peers predict: direct paths need a port mapping or birthday probing)"
+            }
             Some(true) => {
                 "per destination (a hard NAT: direct paths need a port mapping or birthday probing)"
             }

@@ -9,6 +9,11 @@
 //! and `p` easy-side probes, the chance of no hit is `(1 - s/64512)^p`: for 256 × 2048, about
 //! 3 · 10⁻⁴ (`docs/protocol.md` §"Hard NATs, port mappings and extra sockets").
 //!
+//! Port prediction: a hard side whose NAT allocates ports one after the other says so
+//! (`FLAG_PORTS_SEQUENTIAL`, from its NAT check); its mappings toward us then lie just above the
+//! port the rendezvous observed, so the easy side probes those `predict_window` ports first and
+//! random ones after.
+//!
 //! Both sides aim only at the address a rendezvous observed for the peer (the INTRO_ACK to one
 //! of our transactions: the peer registered from there), never at a candidate the peer merely
 //! claims; only once a session proved the peer's key; and under global limits: a few runs at a
@@ -20,7 +25,7 @@ use std::time::{Duration, Instant};
 use shipworm_tunnel::rng::RngCore;
 use shipworm_tunnel::NodeId;
 
-use super::nat_check::{is_public_v4, peer_is_easy, peer_is_hard};
+use super::nat_check::{is_public_v4, peer_is_easy, peer_is_hard, peer_is_sequential};
 use super::{DropReason, Engine, NodeEvent};
 
 /// The probe budget and pace.
@@ -42,6 +47,10 @@ pub struct BirthdayConfig {
     pub max_hard_runs: usize,
     /// How long the spare sockets stay open after the last hard-side round without a path.
     pub socket_linger: Duration,
+    /// Against a hard side that allocates ports sequentially (`FLAG_PORTS_SEQUENTIAL`), the
+    /// easy side's first probes go to this many ports just above the port the rendezvous
+    /// observed, then to random ones (0: no prediction). Part of `probes`, not on top.
+    pub predict_window: u32,
 }
 
 impl Default for BirthdayConfig {
@@ -55,9 +64,16 @@ impl Default for BirthdayConfig {
             max_easy_runs: 2,
             max_hard_runs: 2,
             socket_linger: Duration::from_secs(3),
+            predict_window: 128,
         }
     }
 }
+
+/// How long birthday probing waits for the rendezvous' observation of the peer before it asks
+/// again (the INTRO_ACK follows the handshake by one round trip to the rendezvous).
+pub const REINTRODUCE_AFTER: Duration = Duration::from_secs(1);
+/// Most fresh introductions per peer to get that observation.
+pub const MAX_REINTRODUCTIONS: u8 = 2;
 
 /// The lowest port the easy side probes (below it, NATs rarely map).
 pub const FIRST_PORT: u16 = 1024;
@@ -78,6 +94,9 @@ pub enum Birthday {
     Easy {
         /// The hard side's IP.
         ip: IpAddr,
+        /// The hard side allocates sequentially: the port the rendezvous observed, above which
+        /// the first probes go.
+        predict_from: Option<u16>,
         /// Probes sent.
         sent: u32,
         /// When probing began.
@@ -101,6 +120,14 @@ impl Birthday {
             Birthday::Easy { .. } => now + Duration::from_millis(10),
         }
     }
+}
+
+/// The `n`-th predicted port above `base` (the port a rendezvous observed for a hard side that
+/// allocates sequentially): `base + 1 + n`, wrapping inside 1024–65535 as such NATs do.
+pub fn predicted_port(base: u16, n: u32) -> u16 {
+    let span = u32::from(u16::MAX - FIRST_PORT) + 1;
+    let off = (u32::from(base.max(FIRST_PORT) - FIRST_PORT) + 1 + n) % span;
+    FIRST_PORT + off as u16
 }
 
 /// The chance that no easy-side probe hits any hard-side mapping.
@@ -163,8 +190,29 @@ impl Engine {
         }
     }
 
+    /// Birthday probing needs the address a rendezvous observed for `peer`, which comes only in
+    /// an INTRO_ACK; if that one datagram was lost (the handshake itself got through by another
+    /// way), ask again with a fresh handshake introduced through the rendezvous: after
+    /// [`REINTRODUCE_AFTER`] without it, at most [`MAX_REINTRODUCTIONS`] times per peer.
+    fn reintroduce_for_observation(&mut self, now: Instant, unix_ms: u64, peer: NodeId) {
+        let Some(st) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let since = *st.awaiting_observation.get_or_insert(now);
+        if st.reintroductions >= MAX_REINTRODUCTIONS
+            || now.saturating_duration_since(since) < REINTRODUCE_AFTER
+        {
+            return;
+        }
+        st.reintroductions += 1;
+        st.awaiting_observation = Some(now);
+        self.count_drop(DropReason::BirthdayNoObservation);
+        let remotes = self.reconnect_targets(now, peer);
+        let _ = self.tunnel.connect(now, unix_ms, peer, &remotes);
+    }
+
     /// Starts or continues birthday punching with `peer` where one side is hard and one easy.
-    pub(super) fn birthday(&mut self, now: Instant, peer: NodeId) {
+    pub(super) fn birthday(&mut self, now: Instant, unix_ms: u64, peer: NodeId) {
         let Some(st) = self.peers.get(&peer) else {
             return;
         };
@@ -181,7 +229,15 @@ impl Engine {
             .into_iter()
             .collect();
         if st.birthday.is_none() {
-            if st.birthday_tried || theirs.is_empty() {
+            if st.birthday_tried {
+                return;
+            }
+            if theirs.is_empty() {
+                let wanted = (we_hard && peer_is_easy(st.peer_flags))
+                    || (we_easy && peer_is_hard(st.peer_flags));
+                if wanted {
+                    self.reintroduce_for_observation(now, unix_ms, peer);
+                }
                 return;
             }
             let running = |hard: bool| {
@@ -218,6 +274,9 @@ impl Engine {
             } else if we_easy && peer_is_hard(st.peer_flags) {
                 Birthday::Easy {
                     ip: theirs[0].ip(),
+                    predict_from: (self.config.birthday.predict_window > 0
+                        && peer_is_sequential(st.peer_flags))
+                    .then(|| theirs[0].port()),
                     sent: 0,
                     started: now,
                 }
@@ -274,7 +333,12 @@ impl Engine {
                     });
                 }
             }
-            Birthday::Easy { ip, sent, started } => {
+            Birthday::Easy {
+                ip,
+                predict_from,
+                sent,
+                started,
+            } => {
                 let due = Birthday::easy_due(&config, sent, started, now);
                 // Every easy-side run draws from one budget of `rate` probes a second.
                 let (tokens, at) = self.birthday_tokens;
@@ -285,17 +349,26 @@ impl Engine {
                 let due = due.min(tokens as u32);
                 self.birthday_tokens = (tokens - u64::from(due), if earned > 0 { now } else { at });
                 self.birthday_sending = true;
-                for _ in 0..due {
-                    let span = (u16::MAX - FIRST_PORT) as u64 + 1;
-                    let port = FIRST_PORT + (self.rng.next_u64() % span) as u16;
+                for n in sent..sent + due {
+                    let port = match predict_from {
+                        Some(base) if n < config.predict_window => predicted_port(base, n),
+                        _ => {
+                            let span = (u16::MAX - FIRST_PORT) as u64 + 1;
+                            FIRST_PORT + (self.rng.next_u64() % span) as u16
+                        }
+                    };
                     self.send_probe(now, peer, 0, SocketAddr::new(ip, port));
                 }
                 self.take_tunnel_transmits(now);
                 self.birthday_sending = false;
                 let sent = sent + due;
                 if let Some(st) = self.peers.get_mut(&peer) {
-                    st.birthday =
-                        (sent < config.probes).then_some(Birthday::Easy { ip, sent, started });
+                    st.birthday = (sent < config.probes).then_some(Birthday::Easy {
+                        ip,
+                        predict_from,
+                        sent,
+                        started,
+                    });
                 }
             }
         }
@@ -311,6 +384,14 @@ mod tests {
         let c = BirthdayConfig::default();
         let miss = miss_probability(c.sockets, c.probes);
         assert!(miss < 0.001, "{miss}");
+    }
+
+    #[test]
+    fn predicted_ports_run_up_from_the_observed_port_and_wrap() {
+        assert_eq!(predicted_port(40000, 0), 40001);
+        assert_eq!(predicted_port(40000, 9), 40010);
+        assert_eq!(predicted_port(65535, 0), FIRST_PORT);
+        assert_eq!(predicted_port(65534, 2), FIRST_PORT + 1);
     }
 
     #[test]

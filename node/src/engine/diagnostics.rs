@@ -23,6 +23,9 @@ pub struct Diagnostics {
     pub node: NodeId,
     /// Whether our NAT maps per destination (`None`: not measured yet).
     pub maps_per_destination: Option<bool>,
+    /// Whether it maps per destination and allocates its ports sequentially (peers predict
+    /// them: `docs/protocol.md` §"Hard NATs, port mappings and extra sockets").
+    pub ports_sequential: bool,
     /// Each rendezvous and our address as it sees it.
     #[serde(serialize_with = "registrations")]
     pub registrations: Vec<(SocketAddr, Option<SocketAddr>)>,
@@ -122,6 +125,7 @@ impl Engine {
         Diagnostics {
             node: self.me,
             maps_per_destination: self.maps_per_destination,
+            ports_sequential: self.ports_sequential(),
             registrations: self.registrations(),
             candidates: self.local.clone(),
             peers,
@@ -224,6 +228,9 @@ fn bytes(n: u64) -> String {
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mapping = match self.maps_per_destination {
+            Some(true) if self.ports_sequential => {
+                "per destination (hard), ports allocated sequentially (peers predict them)"
+            }
             Some(true) => "per destination (hard)",
             Some(false) => "independent of destination",
             None => "not measured yet",

@@ -91,6 +91,9 @@ drop_reasons! {
     PeerProbeShare => "peer_probe_share",
     /// Birthday probing not started: the global limit of concurrent runs is reached.
     BirthdayBusy => "birthday_busy",
+    /// Birthday probing not started: no rendezvous has told us where the peer registered from
+    /// (its INTRO_ACK was lost); a fresh introduction asks again (at most twice).
+    BirthdayNoObservation => "birthday_no_observation",
 }
 
 /// Counters by [`DropReason`].

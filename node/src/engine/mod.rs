@@ -177,6 +177,8 @@ pub struct Engine {
     created: Instant,
     /// Whether our NAT maps per destination, once a STUN check told us.
     maps_per_destination: Option<bool>,
+    /// Whether the last check's two mappings lay a few ports apart (a sequential allocator).
+    ports_sequential: bool,
     /// Outstanding STUN requests: transaction → (server, what for). `Some(observed)`: a mapping
     /// check against that reflexive address; `None`: reflexive discovery (e.g. IPv6).
     stun_checks: HashMap<[u8; 12], (SocketAddr, Option<SocketAddr>)>,
@@ -276,6 +278,7 @@ impl Engine {
             rng,
             drops: Drops::default(),
             maps_per_destination: None,
+            ports_sequential: false,
             stun_checks: HashMap::new(),
             next_stun: now,
             trickle_due: false,
@@ -515,7 +518,7 @@ impl Engine {
                 self.probe_due(now, peer);
                 // Through the gate before the birthday probes, which have a budget of their own.
                 self.drain_tunnel(now, unix_ms);
-                self.birthday(now, peer);
+                self.birthday(now, unix_ms, peer);
             }
             self.connect_timeout(now, peer);
             // Reconnections started above produce introductions to send.

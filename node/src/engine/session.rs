@@ -52,6 +52,10 @@ pub(super) struct PeerState {
     pub(super) birthday_tried: bool,
     /// The peer's address as a rendezvous observed it (INTRO_ACK to one of our transactions).
     pub(super) rendezvous_addr: Option<SocketAddr>,
+    /// Birthday probing waits for `rendezvous_addr` (its INTRO_ACK was lost): since when, and
+    /// how many fresh introductions were sent to get one.
+    pub(super) awaiting_observation: Option<Instant>,
+    pub(super) reintroductions: u8,
     /// Where its last authenticated handshake came from.
     pub(super) handshake_from: Option<SocketAddr>,
     /// Bytes of authenticated handshake packets it sent us (transport bytes the tunnel counts).
@@ -83,6 +87,8 @@ impl PeerState {
             birthday: None,
             birthday_tried: false,
             rendezvous_addr: None,
+            awaiting_observation: None,
+            reintroductions: 0,
             handshake_from: None,
             handshake_bytes_in: 0,
             unverified_bytes_out: 0,

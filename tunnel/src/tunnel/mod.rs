@@ -260,3 +260,42 @@ impl Tunnel {
         }
     }
 }
+
+#[cfg(test)]
+mod limit_tests {
+    use super::send::worn_out;
+    use super::{usable, TunnelConfig};
+    use crate::session::{Cipher, Session};
+    use std::time::Instant;
+
+    fn session(cipher: Cipher, now: Instant) -> Session {
+        Session::new(1, 2, &[7; 32], &[8; 32], now, true, cipher)
+    }
+
+    #[test]
+    fn an_aes_session_rekeys_at_2_pow_28_packets_and_stops_sealing_at_2_pow_29() {
+        let (config, now) = (TunnelConfig::default(), Instant::now());
+        let mut s = session(Cipher::Aes256Gcm, now);
+        s.skip_sent((1 << 28) - 1);
+        assert!(!worn_out(&config, &s), "one packet before 2^28");
+        s.seal(b"x", &mut Vec::new());
+        assert!(worn_out(&config, &s), "at 2^28 a rekey is due");
+        assert!(usable(&config, &s, now), "and the old keys still seal");
+        s.skip_sent((1 << 28) - 1);
+        assert!(usable(&config, &s, now), "one packet before 2^29");
+        s.seal(b"x", &mut Vec::new());
+        assert!(
+            !usable(&config, &s, now),
+            "at 2^29 the keys seal nothing more"
+        );
+    }
+
+    #[test]
+    fn a_chacha_session_has_no_such_limits() {
+        let (config, now) = (TunnelConfig::default(), Instant::now());
+        let mut s = session(Cipher::ChaCha20Poly1305, now);
+        s.skip_sent(1 << 40);
+        assert!(!worn_out(&config, &s));
+        assert!(usable(&config, &s, now));
+    }
+}

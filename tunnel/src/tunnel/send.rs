@@ -160,14 +160,20 @@ impl Tunnel {
         };
         let old =
             now.saturating_duration_since(s.created) >= self.config.rekey_after_time && s.initiator;
-        let used = s.sent()
-            >= self
-                .config
-                .rekey_after_messages
-                .min(s.cipher.message_limit() / 2);
+        let used = worn_out(&self.config, s);
         if (old || used) && peer.pending.is_none() {
             let endpoints = peer.endpoint.into_iter().collect();
             self.initiate(now, unix_ms, id, endpoints);
         }
     }
+}
+
+/// Whether session `s` has sealed enough packets to want new keys: the configured count, or
+/// half the cipher's limit if lower (AES-GCM: 2^28), so the new session is ready well before
+/// the old one must stop at the limit.
+pub(super) fn worn_out(config: &crate::tunnel::TunnelConfig, s: &crate::session::Session) -> bool {
+    s.sent()
+        >= config
+            .rekey_after_messages
+            .min(s.cipher.message_limit() / 2)
 }

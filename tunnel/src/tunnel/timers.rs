@@ -20,7 +20,9 @@ impl Tunnel {
             }
             if let Some(s) = &p.current {
                 consider(s.created + self.config.reject_after_time);
-                if s.initiator {
+                // While a rekey is in flight its retries are the timer; the rekey time, now
+                // past, would have the caller spin until the answer came.
+                if s.initiator && p.pending.is_none() {
                     consider(s.created + self.config.rekey_after_time);
                 }
                 if let (Some(k), Some(last)) = (self.config.keepalive, p.last_sent) {

@@ -26,6 +26,11 @@ pub const FLAG_MAPPING_KNOWN: u8 = 0x04;
 /// Flag: this node runs AES-GCM in hardware and offers AES-256-GCM for the session's transport
 /// packets (set by the tunnel itself; see [`crate::session::Cipher::agree`]).
 pub const FLAG_AES_GCM: u8 = 0x08;
+/// Flag: this node's NAT maps per destination and allocates its ports one after the other (its
+/// two mappings toward a rendezvous' two ports lie a few ports apart, the second above the
+/// first): a peer probing for it tries the ports just above the address the rendezvous saw
+/// first (`docs/protocol.md` §"Hard NATs, port mappings and extra sockets").
+pub const FLAG_PORTS_SEQUENTIAL: u8 = 0x10;
 
 /// Most candidates in one advert.
 pub const MAX_CANDIDATES: usize = 16;
