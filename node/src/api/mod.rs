@@ -21,6 +21,7 @@ use std::time::Duration;
 use shipworm_tunnel::{Identity, NodeId, RendezvousAddr, Ticket};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::discovery::{Dht, DhtError, Record};
 use crate::engine::paths::CandidateKind;
 use crate::engine::{ConnectError, Diagnostics, NodeEvent};
 use crate::io::driver::{DriverCommand, DriverStats};
@@ -58,6 +59,9 @@ pub enum NodeError {
     /// The node carries the overlay on a TUN interface, so QUIC runs over the kernel's sockets.
     #[error("this node carries the overlay on a TUN interface: use the kernel's sockets to reach overlay addresses")]
     TunMode,
+    /// Looking the peer up (the DHT) failed, and nothing else names it.
+    #[error("{0}")]
+    Discovery(#[from] DhtError),
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
@@ -66,7 +70,8 @@ pub enum NodeError {
 /// Whom to connect to.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// By NodeId, through our own rendezvous.
+    /// By NodeId alone: through the rendezvous its DHT record names (with
+    /// [`Builder::dht`]) and through our own rendezvous.
     Node(NodeId),
     /// By ticket: its rendezvous and direct addresses too.
     Ticket(Ticket),
@@ -92,6 +97,7 @@ struct Running {
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Option<Counters>>,
     portmap: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    publisher: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
 }
 
 /// A running node.
@@ -106,6 +112,7 @@ pub struct Node {
     inner_mtu: usize,
     running: std::sync::Mutex<Option<Running>>,
     pipe: Option<Arc<Pipe>>,
+    dht: Option<Dht>,
 }
 
 impl std::fmt::Debug for Node {
@@ -205,8 +212,26 @@ impl Node {
         target: impl Into<Target>,
         alpn: &[u8],
     ) -> Result<quinn::Connection, NodeError> {
+        let mut looked_up = false;
         let (peer, direct) = match target.into() {
-            Target::Node(n) => (n, Vec::new()),
+            Target::Node(n) => {
+                if let Some(dht) = &self.dht {
+                    match dht.resolve(n).await {
+                        Ok(record) => {
+                            looked_up = true;
+                            for server in record_servers(&record).await {
+                                self.command(DriverCommand::AddTicketRendezvous(server, n))
+                                    .await?;
+                            }
+                        }
+                        // Nothing else could name the peer: the lookup's error is the answer.
+                        Err(e) if self.rendezvous.is_empty() => return Err(e.into()),
+                        // Our own rendezvous may still know it.
+                        Err(e) => tracing::debug!(target: "shipworm::discovery", "{e}"),
+                    }
+                }
+                (n, Vec::new())
+            }
             Target::Ticket(t) => {
                 for r in t.rendezvous() {
                     if let Ok(server) = resolve(r).await {
@@ -221,7 +246,13 @@ impl Node {
             }
         };
         let endpoint = self.endpoint.as_ref().ok_or(NodeError::TunMode)?;
-        self.ensure_path(peer, direct).await?;
+        if let Err(e) = self.ensure_path(peer, direct).await {
+            if let (true, Some(dht)) = (looked_up, &self.dht) {
+                // The record led nowhere (the peer may have moved): ask the DHT next time.
+                dht.forget(peer);
+            }
+            return Err(e);
+        }
         let config = tls::client_config(&self.identity, peer, alpn)
             .map_err(|e| NodeError::Setup(e.to_string()))?;
         let config = quinn::crypto::rustls::QuicClientConfig::try_from(config)
@@ -312,6 +343,10 @@ impl Node {
             .take()?;
         let _ = running.stop.send(());
         let counters = running.task.await.ok().flatten();
+        if let Some((stop, task)) = running.publisher {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         if let Some((stop, task)) = running.portmap {
             // The mapping is removed from the gateway before the task ends.
             let _ = stop.send(());
@@ -322,6 +357,18 @@ impl Node {
         }
         counters
     }
+}
+
+/// The registration addresses of the rendezvous servers a record names (those that resolve).
+pub(crate) async fn record_servers(record: &Record) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for r in &record.rendezvous {
+        match resolve(r).await {
+            Ok(server) => out.push(server.register),
+            Err(e) => tracing::debug!(target: "shipworm::discovery", "{e}"),
+        }
+    }
+    out
 }
 
 /// How a path looks to a human: "direct IPv4 via 203.0.113.5:41641 (reflexive), rtt 12.3 ms".
