@@ -11,7 +11,7 @@ use shipworm_tunnel::{Identity, NodeId, RendezvousAddr};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{Node, NodeError, Running};
-use crate::discovery::{Dht, DhtOptions, Record};
+use crate::discovery::{Dht, DhtOptions, Mdns, Record};
 use crate::engine::{Engine, EngineConfig, NodeEvent};
 use crate::io::driver::{self, DriverCommand, LocalSide};
 use crate::io::resolve::resolve_all;
@@ -47,6 +47,7 @@ pub struct Builder {
     tun: Option<TunOptions>,
     engine: EngineConfig,
     dht: Option<DhtOptions>,
+    mdns: bool,
 }
 
 impl Default for Builder {
@@ -63,6 +64,7 @@ impl Default for Builder {
             tun: None,
             engine: EngineConfig::default(),
             dht: None,
+            mdns: false,
         }
     }
 }
@@ -139,6 +141,15 @@ impl Builder {
         self
     }
 
+    /// Announce this node on the LAN by mDNS and listen for others (`docs/discovery.md`):
+    /// [`Node::connect`] to a bare NodeId and the configured [`peer`](Self::peer)s without
+    /// addresses then find peers on the same LAN with no server. Off by default (the CLI's `up`
+    /// and `listen` turn it on). A failure to start it is logged, not fatal.
+    pub fn mdns(mut self, on: bool) -> Self {
+        self.mdns = on;
+        self
+    }
+
     /// Engine settings (timers, birthday budget); the rendezvous and STUN lists, the accept policy
     /// and, with a TUN interface, the MTU come from the builder.
     pub fn engine_config(mut self, config: EngineConfig) -> Self {
@@ -188,6 +199,7 @@ impl Builder {
             tun,
             engine: mut config,
             dht,
+            mdns,
         } = self;
         let identity = identity.unwrap_or_else(Identity::generate);
         let me = identity.node_id();
@@ -257,6 +269,9 @@ impl Builder {
                 report,
             ))
         });
+        let mdns = mdns
+            .then(|| start_mdns(me, local_addr, &peers, commands_tx.clone()))
+            .flatten();
         let retry = PeerRetry::new(peers, commands_tx.clone(), dht_client.clone());
         let (record_tx, record_rx) = tokio::sync::watch::channel(None);
         let mut published = PublishedRecord::new(&rendezvous, &servers, record_tx);
@@ -326,6 +341,7 @@ impl Builder {
             })),
             pipe,
             dht: dht_client,
+            mdns,
         })
     }
 }
@@ -421,6 +437,36 @@ impl PeerRetry {
                 });
             }
             _ => {}
+        }
+    }
+}
+
+/// Starts mDNS for a node bound at `local`: a configured peer without addresses that appears on
+/// the LAN (or changes its addresses) is connected to at once, at those addresses.
+fn start_mdns(
+    me: NodeId,
+    local: SocketAddr,
+    peers: &[(NodeId, Vec<SocketAddr>)],
+    commands: mpsc::Sender<DriverCommand>,
+) -> Option<Mdns> {
+    let only = (!local.ip().is_unspecified()).then_some(local.ip());
+    let wanted: HashSet<NodeId> = peers
+        .iter()
+        .filter(|(_, d)| d.is_empty())
+        .map(|(p, _)| *p)
+        .collect();
+    let on_learn = move |node: NodeId, addrs: Vec<SocketAddr>| {
+        if wanted.contains(&node) {
+            // From the mDNS thread: never block it (a full queue drops this one; the peer's
+            // next announcement, or the retry, tries again).
+            let _ = commands.try_send(DriverCommand::Connect(node, addrs));
+        }
+    };
+    match Mdns::start(me, local.port(), only, on_learn) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(target: "shipworm::discovery", "{e}; LAN discovery is off");
+            None
         }
     }
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use shipworm_tunnel::{Identity, NodeId, RendezvousAddr, Ticket};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::discovery::{Dht, DhtError, Record};
+use crate::discovery::{mdns, Dht, DhtError, Mdns, Record};
 use crate::engine::paths::CandidateKind;
 use crate::engine::{ConnectError, Diagnostics, NodeEvent};
 use crate::io::driver::{DriverCommand, DriverStats};
@@ -59,6 +59,10 @@ pub enum NodeError {
     /// The node carries the overlay on a TUN interface, so QUIC runs over the kernel's sockets.
     #[error("this node carries the overlay on a TUN interface: use the kernel's sockets to reach overlay addresses")]
     TunMode,
+    /// Nothing names the peer: no ticket, no rendezvous, no DHT, and it did not answer on the
+    /// LAN.
+    #[error("{0} did not answer on the LAN (mDNS) and no rendezvous or DHT is configured to introduce it: is it running `up` or `listen` on this network?")]
+    NotOnLan(NodeId),
     /// Looking the peer up (the DHT) failed, and nothing else names it.
     #[error("{0}")]
     Discovery(#[from] DhtError),
@@ -113,6 +117,7 @@ pub struct Node {
     running: std::sync::Mutex<Option<Running>>,
     pipe: Option<Arc<Pipe>>,
     dht: Option<Dht>,
+    mdns: Option<Mdns>,
 }
 
 impl std::fmt::Debug for Node {
@@ -215,7 +220,13 @@ impl Node {
         let mut looked_up = false;
         let (peer, direct) = match target.into() {
             Target::Node(n) => {
-                if let Some(dht) = &self.dht {
+                // The LAN first: a peer there is reached directly, at the addresses it
+                // announced (claims, checked like any other candidate).
+                let mut direct = match &self.mdns {
+                    Some(m) => m.wait_for(n, mdns::LAN_WAIT).await,
+                    None => Vec::new(),
+                };
+                if let (Some(dht), true) = (&self.dht, direct.is_empty()) {
                     match dht.resolve(n).await {
                         Ok(record) => {
                             looked_up = true;
@@ -224,13 +235,26 @@ impl Node {
                                     .await?;
                             }
                         }
-                        // Nothing else could name the peer: the lookup's error is the answer.
-                        Err(e) if self.rendezvous.is_empty() => return Err(e.into()),
+                        // Nothing else could name the peer: the lookup's error is the answer
+                        // (unless it announced itself on the LAN meanwhile).
+                        Err(e) if self.rendezvous.is_empty() => {
+                            direct = self.mdns.as_ref().map(|m| m.addrs(n)).unwrap_or_default();
+                            if direct.is_empty() {
+                                return Err(e.into());
+                            }
+                        }
                         // Our own rendezvous may still know it.
                         Err(e) => tracing::debug!(target: "shipworm::discovery", "{e}"),
                     }
                 }
-                (n, Vec::new())
+                if direct.is_empty()
+                    && !looked_up
+                    && self.rendezvous.is_empty()
+                    && self.mdns.is_some()
+                {
+                    return Err(NodeError::NotOnLan(n));
+                }
+                (n, direct)
             }
             Target::Ticket(t) => {
                 for r in t.rendezvous() {
@@ -354,6 +378,9 @@ impl Node {
         }
         if let Some(pipe) = &self.pipe {
             pipe.close();
+        }
+        if let Some(m) = &self.mdns {
+            m.shutdown();
         }
         counters
     }

@@ -54,6 +54,13 @@ pub struct Common {
     /// public one.
     #[arg(long = "dht-bootstrap", global = true, value_name = "HOST:PORT")]
     pub dht_bootstrap: Vec<String>,
+    /// Never use the DHT (not even to find a peer named by NodeId alone).
+    #[arg(long, global = true, conflicts_with_all = ["publish", "dht_bootstrap"])]
+    pub no_dht: bool,
+    /// No LAN discovery: do not announce this node by mDNS or listen for others (on by default
+    /// for `up` and `listen`, and for `connect`, `ping` and `forward` to a bare NodeId).
+    #[arg(long, global = true, env = "SHIPWORM_NO_MDNS")]
+    pub no_mdns: bool,
 }
 
 /// Where `--publish` publishes.
@@ -139,8 +146,10 @@ impl Common {
     /// no `--rendezvous` could introduce it. `None`: the DHT is not touched.
     pub fn dht_options(&self, bare_peer: bool) -> anyhow::Result<Option<DhtOptions>> {
         let publish = self.publish == Some(Publish::Dht);
-        let wanted =
-            publish || !self.dht_bootstrap.is_empty() || (bare_peer && self.rendezvous.is_empty());
+        let wanted = !self.no_dht
+            && (publish
+                || !self.dht_bootstrap.is_empty()
+                || (bare_peer && self.rendezvous.is_empty()));
         if !wanted {
             return Ok(None);
         }
@@ -224,8 +233,9 @@ pub async fn dial(
     peer: PeerArg,
     alpn: &[u8],
 ) -> anyhow::Result<(Node, quinn::Connection, Duration)> {
-    let mut builder = common.builder(0)?;
-    if let Some(o) = common.dht_options(matches!(peer, PeerArg::Node(_)))? {
+    let bare = matches!(peer, PeerArg::Node(_));
+    let mut builder = common.builder(0)?.mdns(bare && !common.no_mdns);
+    if let Some(o) = common.dht_options(bare)? {
         builder = builder.dht(o);
     }
     let node = builder.spawn().await?;

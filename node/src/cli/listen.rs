@@ -38,7 +38,11 @@ pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
         Some(o) => builder.dht(o),
         None => builder,
     };
-    let node = builder.alpn(PIPE_ALPN).spawn().await?;
+    let node = builder
+        .mdns(!common.no_mdns)
+        .alpn(PIPE_ALPN)
+        .spawn()
+        .await?;
     let ticket = usable_ticket(&node, &common).await?;
     // The ticket alone on its line, for copy-paste and scripts.
     eprintln!("{ticket}");

@@ -75,6 +75,7 @@ pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
     if let Some(o) = common.dht_options(args.peers.iter().any(|p| p.endpoint.is_none()))? {
         builder = builder.dht(o);
     }
+    builder = builder.mdns(!common.no_mdns);
     builder = match args.tun {
         true => builder.tun(TunOptions {
             name: args.tun_name.clone(),

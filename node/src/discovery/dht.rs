@@ -88,27 +88,52 @@ pub fn resolve_bootstrap(names: &[String]) -> Result<Vec<SocketAddrV4>, String> 
 /// A DHT client with its record cache.
 #[derive(Debug, Clone)]
 pub struct Dht {
-    client: DhtClient,
+    /// The client once it runs (`None` while it starts).
+    client: watch::Receiver<Option<Result<DhtClient, DhtError>>>,
     cache: Arc<Mutex<RecordCache>>,
 }
 
 impl Dht {
-    /// Starts a client (its own thread and UDP socket) bootstrapping from `options`.
+    /// Starts a client (its own thread and UDP socket) bootstrapping from `options`. Returns at
+    /// once: starting looks the public bootstrap nodes' names up, which can take seconds on a
+    /// network without DNS, so it runs on its own thread and the first lookup or publication
+    /// waits for it (and fails with its error, if it failed).
     pub fn start(options: &DhtOptions) -> Result<Self, DhtError> {
         let mut config = DhtConfig::default();
         config.bootstrap = options.bootstrap.clone();
-        let client = DhtClient::build(config).map_err(|e| DhtError::Start(e.to_string()))?;
+        let (tx, rx) = watch::channel(None);
+        std::thread::Builder::new()
+            .name("shipworm-dht-start".into())
+            .spawn(move || {
+                let client = DhtClient::build(config).map_err(|e| DhtError::Start(e.to_string()));
+                let _ = tx.send(Some(client));
+            })
+            .map_err(|e| DhtError::Start(e.to_string()))?;
         Ok(Self {
-            client,
+            client: rx,
             cache: Arc::default(),
         })
+    }
+
+    /// The running client, once started.
+    async fn client(&self) -> Result<DhtClient, DhtError> {
+        let mut rx = self.client.clone();
+        let started = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| DhtError::Start("the starting thread ended".into()))?;
+        match &*started {
+            Some(r) => r.clone(),
+            None => Err(DhtError::Start("not started".into())),
+        }
     }
 
     /// Signs and publishes `record` under `identity`'s key, timestamped now.
     pub async fn publish(&self, identity: &Identity, record: &Record) -> Result<(), DhtError> {
         let packet = record::sign(identity, record, unix_micros())
             .map_err(|e| DhtError::Publish(e.to_string()))?;
-        self.client
+        self.client()
+            .await?
             .publish(&packet)
             .await
             .map(|_| ())
@@ -123,9 +148,10 @@ impl Dht {
         }
         let key = record::public_key(node);
         let started = Instant::now();
-        let response = tokio::time::timeout(RESOLVE_TIMEOUT, self.client.resolve(&key, None))
+        let query = async { Ok::<_, DhtError>(self.client().await?.resolve(&key, None).await) };
+        let response = tokio::time::timeout(RESOLVE_TIMEOUT, query)
             .await
-            .map_err(|_| DhtError::Timeout(node))?;
+            .map_err(|_| DhtError::Timeout(node))??;
         let first = response.first().cloned();
         // The whole query, so the most recent copy wins over a stale one a slow node still holds;
         // if it outlasts the timeout, the first valid answer serves.
