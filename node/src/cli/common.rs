@@ -157,7 +157,11 @@ impl Common {
             true => None,
             false => Some(dht::resolve_bootstrap(&self.dht_bootstrap).map_err(anyhow::Error::msg)?),
         };
-        Ok(Some(DhtOptions { bootstrap, publish }))
+        Ok(Some(DhtOptions {
+            bootstrap,
+            publish,
+            port: None,
+        }))
     }
 
     /// The control socket path: `--control`, else beside the identity file.

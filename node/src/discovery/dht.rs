@@ -20,6 +20,8 @@ use super::record::{self, Record, RecordCache, RecordError};
 pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(3600);
 /// The first wait after a failed publication; it doubles up to [`REPUBLISH_INTERVAL`].
 pub const PUBLISH_RETRY_FIRST: Duration = Duration::from_secs(15);
+/// How long a resolve waits for the rest of the query once it holds a valid record.
+pub const FIRST_GRACE: Duration = Duration::from_millis(250);
 /// How long a resolve may take before it gives up.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(15);
 /// The default port of `shipworm dht-node`, BitTorrent's usual DHT port.
@@ -34,6 +36,8 @@ pub struct DhtOptions {
     pub bootstrap: Option<Vec<SocketAddrV4>>,
     /// Publish our record (opt-in: it tells anyone which rendezvous we use).
     pub publish: bool,
+    /// The client's UDP port (default: any free one).
+    pub port: Option<u16>,
 }
 
 /// Why a DHT operation failed.
@@ -101,6 +105,7 @@ impl Dht {
     pub fn start(options: &DhtOptions) -> Result<Self, DhtError> {
         let mut config = DhtConfig::default();
         config.bootstrap = options.bootstrap.clone();
+        config.port = options.port;
         let (tx, rx) = watch::channel(None);
         std::thread::Builder::new()
             .name("shipworm-dht-start".into())
@@ -154,24 +159,46 @@ impl Dht {
             .map_err(|_| DhtError::Timeout(node))??;
         let first = response.first().cloned();
         // The whole query, so the most recent copy wins over a stale one a slow node still holds;
-        // if it outlasts the timeout, the first valid answer serves.
-        let rest = RESOLVE_TIMEOUT.saturating_sub(started.elapsed());
-        let outcome = tokio::time::timeout(rest, response.complete()).await;
-        let packet = match (outcome, first) {
-            (Ok(o), first) => match (o.most_recent, first) {
-                (Ok(p), _) => p,
-                (Err(_), Some(p)) => p,
-                (Err(ResolveError::NotFound), None) => return Err(DhtError::NotFound(node)),
-                (Err(ResolveError::InvalidSignedPacket { seq }), None) => {
-                    return Err(DhtError::Refused(
-                        node,
-                        RecordError::BadSignature(node, format!("the item at sequence {seq}")),
-                    ))
+        // but a query ends only when its last request has been answered or timed out (seconds,
+        // on the public DHT), so once a valid answer is in hand it waits only FIRST_GRACE more,
+        // and whatever newer record the rest of the query brings replaces the cached one.
+        let wait = match first {
+            Some(_) => FIRST_GRACE,
+            None => RESOLVE_TIMEOUT.saturating_sub(started.elapsed()),
+        };
+        let mut completion = Box::pin(response.complete());
+        let outcome = match tokio::time::timeout(wait, &mut completion).await {
+            Ok(o) => o,
+            Err(_) => {
+                if let Some(p) = &first {
+                    if let Ok(r) = accept(&self.cache, node, p) {
+                        let cache = self.cache.clone();
+                        tokio::spawn(async move {
+                            if let Ok(newer) = completion.await.most_recent {
+                                let _ = accept(&cache, node, &newer);
+                            }
+                        });
+                        return Ok(r);
+                    }
                 }
-                (Err(e), None) => return Err(DhtError::Unreachable(e.to_string())),
-            },
+                // Nothing yet, or only a copy older than one seen: the rest of the query decides.
+                let rest = RESOLVE_TIMEOUT.saturating_sub(started.elapsed());
+                tokio::time::timeout(rest, completion)
+                    .await
+                    .map_err(|_| DhtError::Timeout(node))?
+            }
+        };
+        let packet = match (outcome.most_recent, first) {
+            (Ok(p), _) => p,
             (Err(_), Some(p)) => p,
-            (Err(_), None) => return Err(DhtError::Timeout(node)),
+            (Err(ResolveError::NotFound), None) => return Err(DhtError::NotFound(node)),
+            (Err(ResolveError::InvalidSignedPacket { seq }), None) => {
+                return Err(DhtError::Refused(
+                    node,
+                    RecordError::BadSignature(node, format!("the item at sequence {seq}")),
+                ))
+            }
+            (Err(e), None) => return Err(DhtError::Unreachable(e.to_string())),
         };
         accept(&self.cache, node, &packet).map_err(|e| DhtError::Refused(node, e))
     }
