@@ -91,7 +91,7 @@ fn nodes_behind_two_nats_connect_by_node_id_through_a_private_dht() {
         &a_key,
         &ta,
         "0.0.0.0:51820",
-        &[b_id.clone()],
+        &[b_id],
         &["--dht-bootstrap", boot],
     );
     let deadline = Instant::now() + Duration::from_secs(40);
