@@ -56,12 +56,14 @@
 //! - [`io`]: everything that touches the OS: the driver task, batched UDP, the TUN interface,
 //!   host addresses, name resolution, port mappings, metrics.
 //! - [`quic`]: quinn over the overlay, TLS with raw public keys.
+//! - [`discovery`]: finding a peer by NodeId alone (the Mainline DHT, mDNS on the LAN).
 //! - [`apps`]: the application protocols of the `shipworm` CLI (pipe, forward, ping).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod api;
 pub mod apps;
+pub mod discovery;
 pub mod engine;
 pub mod io;
 pub mod quic;

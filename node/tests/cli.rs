@@ -3,7 +3,10 @@
 use std::process::Command;
 
 fn shipworm() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_shipworm"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shipworm"));
+    // These run in the host's namespace: no mDNS onto its real networks.
+    c.env("SHIPWORM_NO_MDNS", "true");
+    c
 }
 
 fn tempdir(tag: &str) -> std::path::PathBuf {

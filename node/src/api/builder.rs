@@ -11,6 +11,7 @@ use shipworm_tunnel::{Identity, NodeId, RendezvousAddr};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{Node, NodeError, Running};
+use crate::discovery::{Dht, DhtOptions, Mdns, Record};
 use crate::engine::{Engine, EngineConfig, NodeEvent};
 use crate::io::driver::{self, DriverCommand, LocalSide};
 use crate::io::resolve::resolve_all;
@@ -45,6 +46,8 @@ pub struct Builder {
     alpns: Vec<Vec<u8>>,
     tun: Option<TunOptions>,
     engine: EngineConfig,
+    dht: Option<DhtOptions>,
+    mdns: bool,
 }
 
 impl Default for Builder {
@@ -60,6 +63,8 @@ impl Default for Builder {
             alpns: Vec::new(),
             tun: None,
             engine: EngineConfig::default(),
+            dht: None,
+            mdns: false,
         }
     }
 }
@@ -127,6 +132,24 @@ impl Builder {
         self
     }
 
+    /// Use the Mainline DHT (`docs/discovery.md`): [`Node::connect`] to a bare NodeId and the
+    /// configured [`peer`](Self::peer)s without addresses are looked up there, and with
+    /// `options.publish` the node publishes its record (its rendezvous servers, once one has
+    /// confirmed it) under its NodeId. Off by default.
+    pub fn dht(mut self, options: DhtOptions) -> Self {
+        self.dht = Some(options);
+        self
+    }
+
+    /// Announce this node on the LAN by mDNS and listen for others (`docs/discovery.md`):
+    /// [`Node::connect`] to a bare NodeId and the configured [`peer`](Self::peer)s without
+    /// addresses then find peers on the same LAN with no server. Off by default (the CLI's `up`
+    /// and `listen` turn it on). A failure to start it is logged, not fatal.
+    pub fn mdns(mut self, on: bool) -> Self {
+        self.mdns = on;
+        self
+    }
+
     /// Engine settings (timers, birthday budget); the rendezvous and STUN lists, the accept policy
     /// and, with a TUN interface, the MTU come from the builder.
     pub fn engine_config(mut self, config: EngineConfig) -> Self {
@@ -175,10 +198,21 @@ impl Builder {
             alpns,
             tun,
             engine: mut config,
+            dht,
+            mdns,
         } = self;
         let identity = identity.unwrap_or_else(Identity::generate);
         let me = identity.node_id();
         let servers = resolve_all(&rendezvous).await.map_err(|e| setup(&e))?;
+        if dht.as_ref().is_some_and(|o| o.publish) && rendezvous.is_empty() {
+            return Err(setup(
+                &"publishing to the DHT needs a rendezvous to name: give --rendezvous HOST:PORT",
+            ));
+        }
+        let dht_client = match &dht {
+            Some(options) => Some(Dht::start(options).map_err(|e| setup(&e))?),
+            None => None,
+        };
         config.rendezvous = servers.iter().map(|s| s.register).collect();
         config.stun = servers.iter().filter_map(|s| s.stun).collect();
         config.tunnel = tunnel;
@@ -215,7 +249,13 @@ impl Builder {
         let (events, _) = broadcast::channel(256);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         for (peer, direct) in &peers {
-            engine.connect(now, driver::unix_ms(), *peer, direct);
+            match (&dht_client, direct.is_empty()) {
+                // Looked up first; the connection starts when the lookup ends, found or not.
+                (Some(dht), true) => {
+                    spawn_dht_connect(dht.clone(), *peer, commands_tx.clone(), Duration::ZERO)
+                }
+                _ => engine.connect(now, driver::unix_ms(), *peer, direct),
+            }
         }
         let events_tx = events.clone();
         let (portmap_stop, portmap_stopped) = oneshot::channel();
@@ -229,7 +269,33 @@ impl Builder {
                 report,
             ))
         });
-        let retry = PeerRetry::new(peers, commands_tx.clone());
+        let mdns = mdns
+            .then(|| start_mdns(me, local_addr, &peers, commands_tx.clone()))
+            .flatten();
+        let retry = PeerRetry::new(peers, commands_tx.clone(), dht_client.clone());
+        let (record_tx, record_rx) = tokio::sync::watch::channel(None);
+        let mut published = PublishedRecord::new(&rendezvous, &servers, record_tx);
+        let publisher = match (&dht_client, &dht) {
+            (Some(client), Some(o)) if o.publish => {
+                let (stop, stopped) = oneshot::channel();
+                let task = tokio::spawn(crate::discovery::dht::keep_published(
+                    client.clone(),
+                    identity.clone(),
+                    record_rx,
+                    stopped,
+                    |r| match r {
+                        Ok(r) => tracing::info!(
+                            target: "shipworm::discovery",
+                            "published our record to the DHT: rendezvous {}",
+                            r.rendezvous.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
+                        ),
+                        Err(e) => tracing::warn!(target: "shipworm::discovery", "{e}"),
+                    },
+                ));
+                Some((stop, task))
+            }
+            _ => None,
+        };
         let (endpoint, pipe, tun) = match local {
             Local::Quic(e, p) => (Some(e), Some(p), None),
             Local::Tun(t) => (None, None, Some(t)),
@@ -247,6 +313,7 @@ impl Builder {
             let mut retry = retry;
             let r = driver::run(&mut engine, &socket, local, &mut commands, stop, |e| {
                 retry.on_event(e);
+                published.on_event(e);
                 let _ = events_tx.send(e.clone());
             })
             .await;
@@ -270,8 +337,11 @@ impl Builder {
                 stop: stop_tx,
                 task,
                 portmap: portmap.map(|t| (portmap_stop, t)),
+                publisher,
             })),
             pipe,
+            dht: dht_client,
+            mdns,
         })
     }
 }
@@ -325,14 +395,20 @@ struct PeerRetry {
     peers: Vec<(NodeId, Vec<SocketAddr>)>,
     failures: std::collections::BTreeMap<NodeId, u32>,
     commands: mpsc::Sender<DriverCommand>,
+    dht: Option<Dht>,
 }
 
 impl PeerRetry {
-    fn new(peers: Vec<(NodeId, Vec<SocketAddr>)>, commands: mpsc::Sender<DriverCommand>) -> Self {
+    fn new(
+        peers: Vec<(NodeId, Vec<SocketAddr>)>,
+        commands: mpsc::Sender<DriverCommand>,
+        dht: Option<Dht>,
+    ) -> Self {
         Self {
             peers,
             failures: Default::default(),
             commands,
+            dht,
         }
     }
 
@@ -348,6 +424,12 @@ impl PeerRetry {
                 let n = self.failures.entry(*peer).or_insert(0);
                 *n += 1;
                 let wait = retry_delay(*n);
+                if let (Some(dht), true) = (&self.dht, direct.is_empty()) {
+                    // The record may have led nowhere (the peer moved): ask the DHT again.
+                    dht.forget(*peer);
+                    spawn_dht_connect(dht.clone(), *peer, self.commands.clone(), wait);
+                    return;
+                }
                 let (tx, peer, direct) = (self.commands.clone(), *peer, direct.clone());
                 tokio::spawn(async move {
                     tokio::time::sleep(wait).await;
@@ -356,6 +438,119 @@ impl PeerRetry {
             }
             _ => {}
         }
+    }
+}
+
+/// Starts mDNS for a node bound at `local`: a configured peer without addresses that appears on
+/// the LAN (or changes its addresses) is connected to at once, at those addresses.
+fn start_mdns(
+    me: NodeId,
+    local: SocketAddr,
+    peers: &[(NodeId, Vec<SocketAddr>)],
+    commands: mpsc::Sender<DriverCommand>,
+) -> Option<Mdns> {
+    let only = (!local.ip().is_unspecified()).then_some(local.ip());
+    let wanted: HashSet<NodeId> = peers
+        .iter()
+        .filter(|(_, d)| d.is_empty())
+        .map(|(p, _)| *p)
+        .collect();
+    let on_learn = move |node: NodeId, addrs: Vec<SocketAddr>| {
+        if wanted.contains(&node) {
+            // From the mDNS thread: never block it (a full queue drops this one; the peer's
+            // next announcement, or the retry, tries again).
+            let _ = commands.try_send(DriverCommand::Connect(node, addrs));
+        }
+    };
+    match Mdns::start(me, local.port(), only, on_learn) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(target: "shipworm::discovery", "{e}; LAN discovery is off");
+            None
+        }
+    }
+}
+
+/// After `wait`, looks `peer` up in the DHT, registers with the rendezvous its record names (as
+/// for a ticket's), and connects; a failed lookup is logged and the attempt goes on through our
+/// own rendezvous, if any (the engine says why it fails, and the peer is tried again later).
+fn spawn_dht_connect(
+    dht: Dht,
+    peer: NodeId,
+    commands: mpsc::Sender<DriverCommand>,
+    wait: Duration,
+) {
+    tokio::spawn(async move {
+        tokio::time::sleep(wait).await;
+        match dht.resolve(peer).await {
+            Ok(record) => {
+                for server in super::record_servers(&record).await {
+                    let _ = commands
+                        .send(DriverCommand::AddTicketRendezvous(server, peer))
+                        .await;
+                }
+            }
+            Err(e) => tracing::warn!(target: "shipworm::discovery", "{e}"),
+        }
+        let _ = commands
+            .send(DriverCommand::Connect(peer, Vec::new()))
+            .await;
+    });
+}
+
+/// The record we publish: our configured rendezvous servers that have confirmed our
+/// registration, in the configured order (names kept as given). It changes when one more
+/// confirms; the publisher then publishes at once.
+struct PublishedRecord {
+    servers: Vec<(SocketAddr, RendezvousAddr)>,
+    confirmed: Vec<bool>,
+    tx: tokio::sync::watch::Sender<Option<Record>>,
+}
+
+impl PublishedRecord {
+    fn new(
+        names: &[RendezvousAddr],
+        resolved: &[crate::io::resolve::Resolved],
+        tx: tokio::sync::watch::Sender<Option<Record>>,
+    ) -> Self {
+        let servers: Vec<(SocketAddr, RendezvousAddr)> = resolved
+            .iter()
+            .zip(names)
+            .map(|(r, n)| {
+                (
+                    shipworm_tunnel::wire::addr::normalize(r.register),
+                    n.clone(),
+                )
+            })
+            .take(shipworm_tunnel::ticket::MAX_RENDEZVOUS)
+            .collect();
+        Self {
+            confirmed: vec![false; servers.len()],
+            servers,
+            tx,
+        }
+    }
+
+    fn on_event(&mut self, e: &NodeEvent) {
+        let NodeEvent::Registered { server, .. } = e else {
+            return;
+        };
+        let server = shipworm_tunnel::wire::addr::normalize(*server);
+        let Some(i) = self.servers.iter().position(|(s, _)| *s == server) else {
+            return;
+        };
+        if self.confirmed[i] {
+            return;
+        }
+        self.confirmed[i] = true;
+        let rendezvous = self
+            .servers
+            .iter()
+            .zip(&self.confirmed)
+            .filter(|(_, c)| **c)
+            .map(|((_, n), _)| n.clone())
+            .collect();
+        self.tx.send_replace(Some(Record { rendezvous }));
     }
 }
 

@@ -21,6 +21,7 @@ use std::time::Duration;
 use shipworm_tunnel::{Identity, NodeId, RendezvousAddr, Ticket};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::discovery::{mdns, Dht, DhtError, Mdns, Record};
 use crate::engine::paths::CandidateKind;
 use crate::engine::{ConnectError, Diagnostics, NodeEvent};
 use crate::io::driver::{DriverCommand, DriverStats};
@@ -58,6 +59,13 @@ pub enum NodeError {
     /// The node carries the overlay on a TUN interface, so QUIC runs over the kernel's sockets.
     #[error("this node carries the overlay on a TUN interface: use the kernel's sockets to reach overlay addresses")]
     TunMode,
+    /// Nothing names the peer: no ticket, no rendezvous, no DHT, and it did not answer on the
+    /// LAN.
+    #[error("{0} did not answer on the LAN (mDNS) and no rendezvous or DHT is configured to introduce it: is it running `up` or `listen` on this network?")]
+    NotOnLan(NodeId),
+    /// Looking the peer up (the DHT) failed, and nothing else names it.
+    #[error("{0}")]
+    Discovery(#[from] DhtError),
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
@@ -66,7 +74,8 @@ pub enum NodeError {
 /// Whom to connect to.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// By NodeId, through our own rendezvous.
+    /// By NodeId alone: through the rendezvous its DHT record names (with
+    /// [`Builder::dht`]) and through our own rendezvous.
     Node(NodeId),
     /// By ticket: its rendezvous and direct addresses too.
     Ticket(Ticket),
@@ -92,6 +101,7 @@ struct Running {
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Option<Counters>>,
     portmap: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    publisher: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
 }
 
 /// A running node.
@@ -106,6 +116,8 @@ pub struct Node {
     inner_mtu: usize,
     running: std::sync::Mutex<Option<Running>>,
     pipe: Option<Arc<Pipe>>,
+    dht: Option<Dht>,
+    mdns: Option<Mdns>,
 }
 
 impl std::fmt::Debug for Node {
@@ -205,8 +217,45 @@ impl Node {
         target: impl Into<Target>,
         alpn: &[u8],
     ) -> Result<quinn::Connection, NodeError> {
+        let mut looked_up = false;
         let (peer, direct) = match target.into() {
-            Target::Node(n) => (n, Vec::new()),
+            Target::Node(n) => {
+                // The LAN first: a peer there is reached directly, at the addresses it
+                // announced (claims, checked like any other candidate).
+                let mut direct = match &self.mdns {
+                    Some(m) => m.wait_for(n, mdns::LAN_WAIT).await,
+                    None => Vec::new(),
+                };
+                if let (Some(dht), true) = (&self.dht, direct.is_empty()) {
+                    match dht.resolve(n).await {
+                        Ok(record) => {
+                            looked_up = true;
+                            for server in record_servers(&record).await {
+                                self.command(DriverCommand::AddTicketRendezvous(server, n))
+                                    .await?;
+                            }
+                        }
+                        // Nothing else could name the peer: the lookup's error is the answer
+                        // (unless it announced itself on the LAN meanwhile).
+                        Err(e) if self.rendezvous.is_empty() => {
+                            direct = self.mdns.as_ref().map(|m| m.addrs(n)).unwrap_or_default();
+                            if direct.is_empty() {
+                                return Err(e.into());
+                            }
+                        }
+                        // Our own rendezvous may still know it.
+                        Err(e) => tracing::debug!(target: "shipworm::discovery", "{e}"),
+                    }
+                }
+                if direct.is_empty()
+                    && !looked_up
+                    && self.rendezvous.is_empty()
+                    && self.mdns.is_some()
+                {
+                    return Err(NodeError::NotOnLan(n));
+                }
+                (n, direct)
+            }
             Target::Ticket(t) => {
                 for r in t.rendezvous() {
                     if let Ok(server) = resolve(r).await {
@@ -221,7 +270,13 @@ impl Node {
             }
         };
         let endpoint = self.endpoint.as_ref().ok_or(NodeError::TunMode)?;
-        self.ensure_path(peer, direct).await?;
+        if let Err(e) = self.ensure_path(peer, direct).await {
+            if let (true, Some(dht)) = (looked_up, &self.dht) {
+                // The record led nowhere (the peer may have moved): ask the DHT next time.
+                dht.forget(peer);
+            }
+            return Err(e);
+        }
         let config = tls::client_config(&self.identity, peer, alpn)
             .map_err(|e| NodeError::Setup(e.to_string()))?;
         let config = quinn::crypto::rustls::QuicClientConfig::try_from(config)
@@ -312,6 +367,10 @@ impl Node {
             .take()?;
         let _ = running.stop.send(());
         let counters = running.task.await.ok().flatten();
+        if let Some((stop, task)) = running.publisher {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         if let Some((stop, task)) = running.portmap {
             // The mapping is removed from the gateway before the task ends.
             let _ = stop.send(());
@@ -320,8 +379,23 @@ impl Node {
         if let Some(pipe) = &self.pipe {
             pipe.close();
         }
+        if let Some(m) = &self.mdns {
+            m.shutdown();
+        }
         counters
     }
+}
+
+/// The registration addresses of the rendezvous servers a record names (those that resolve).
+pub(crate) async fn record_servers(record: &Record) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for r in &record.rendezvous {
+        match resolve(r).await {
+            Ok(server) => out.push(server.register),
+            Err(e) => tracing::debug!(target: "shipworm::discovery", "{e}"),
+        }
+    }
+    out
 }
 
 /// How a path looks to a human: "direct IPv4 via 203.0.113.5:41641 (reflexive), rtt 12.3 ms".

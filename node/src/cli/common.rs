@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use shipworm::api::Builder;
+use shipworm::discovery::{dht, DhtOptions};
 use shipworm::engine::{ConnectError, NodeEvent};
 use shipworm::io::portmap;
 use shipworm::{Identity, Node, NodeError, NodeId, RendezvousAddr, Target, Ticket};
@@ -44,6 +45,62 @@ pub struct Common {
     /// Control socket of `up` (default: shipworm.sock beside the identity file).
     #[arg(long, global = true)]
     pub control: Option<PathBuf>,
+    /// Publish this node's record (its rendezvous servers, never its addresses) under its
+    /// NodeId, so peers can connect by NodeId alone. Opt-in: anyone can then see which
+    /// rendezvous the node uses (docs/discovery.md).
+    #[arg(long, global = true, value_enum, value_name = "WHERE")]
+    pub publish: Option<Publish>,
+    /// A Mainline DHT bootstrap node HOST:PORT (repeatable): use a private DHT instead of the
+    /// public one.
+    #[arg(long = "dht-bootstrap", global = true, value_name = "HOST:PORT")]
+    pub dht_bootstrap: Vec<String>,
+    /// Never use the DHT (not even to find a peer named by NodeId alone).
+    #[arg(long, global = true, conflicts_with_all = ["publish", "dht_bootstrap"])]
+    pub no_dht: bool,
+    /// No LAN discovery: do not announce this node by mDNS or listen for others (on by default
+    /// for `up` and `listen`, and for `connect`, `ping` and `forward` to a bare NodeId).
+    #[arg(long, global = true, env = "SHIPWORM_NO_MDNS")]
+    pub no_mdns: bool,
+}
+
+/// Where `--publish` publishes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Publish {
+    /// BitTorrent's Mainline DHT (BEP 44 signed items, via pkarr).
+    Dht,
+}
+
+/// What a peer argument names: a ticket, or a bare NodeId to look up.
+#[derive(Debug, Clone)]
+pub enum PeerArg {
+    /// A ticket: NodeId, rendezvous and direct addresses.
+    Ticket(Ticket),
+    /// A NodeId alone: found through the DHT (or our own `--rendezvous`).
+    Node(NodeId),
+}
+
+impl PeerArg {
+    /// The peer's NodeId.
+    pub fn node_id(&self) -> NodeId {
+        match self {
+            Self::Ticket(t) => t.node_id(),
+            Self::Node(n) => *n,
+        }
+    }
+}
+
+impl std::str::FromStr for PeerArg {
+    type Err = String;
+
+    /// A ticket (`sw1…`) or a NodeId.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(n) = s.parse::<NodeId>() {
+            return Ok(Self::Node(n));
+        }
+        s.parse::<Ticket>()
+            .map(Self::Ticket)
+            .map_err(|e| format!("`{s}` is neither a NodeId nor a ticket: {e}"))
+    }
 }
 
 /// The default UDP port of a long-lived node (`up`).
@@ -82,6 +139,29 @@ impl Common {
             b = b.rendezvous(r.clone());
         }
         b
+    }
+
+    /// The DHT settings, if this run uses the DHT: to publish (`--publish dht`), with a private
+    /// DHT named (`--dht-bootstrap`), or to find a peer named by NodeId alone (`bare_peer`) when
+    /// no `--rendezvous` could introduce it. `None`: the DHT is not touched.
+    pub fn dht_options(&self, bare_peer: bool) -> anyhow::Result<Option<DhtOptions>> {
+        let publish = self.publish == Some(Publish::Dht);
+        let wanted = !self.no_dht
+            && (publish
+                || !self.dht_bootstrap.is_empty()
+                || (bare_peer && self.rendezvous.is_empty()));
+        if !wanted {
+            return Ok(None);
+        }
+        let bootstrap = match self.dht_bootstrap.is_empty() {
+            true => None,
+            false => Some(dht::resolve_bootstrap(&self.dht_bootstrap).map_err(anyhow::Error::msg)?),
+        };
+        Ok(Some(DhtOptions {
+            bootstrap,
+            publish,
+            port: None,
+        }))
     }
 
     /// The control socket path: `--control`, else beside the identity file.
@@ -149,26 +229,34 @@ pub fn unreachable(e: NodeError) -> anyhow::Error {
     .into()
 }
 
-/// Starts a node and connects to the ticket's peer over QUIC speaking `alpn`, saying on stderr
-/// what takes time; returns the node, the connection and how long connecting took.
+/// Starts a node and connects to the peer (by ticket, or by NodeId through the DHT) over QUIC
+/// speaking `alpn`, saying on stderr what takes time; returns the node, the connection and how
+/// long connecting took.
 pub async fn dial(
     common: &Common,
-    ticket: Ticket,
+    peer: PeerArg,
     alpn: &[u8],
 ) -> anyhow::Result<(Node, quinn::Connection, Duration)> {
-    let node = common.builder(0)?.spawn().await?;
-    // What the first step is: a rendezvous introduction, or straight to the ticket's addresses.
-    let first_step = if ticket.rendezvous().is_empty() {
-        "handshake with the ticket's addresses…"
-    } else {
-        "introducing through the rendezvous…"
+    let bare = matches!(peer, PeerArg::Node(_));
+    let mut builder = common.builder(0)?.mdns(bare && !common.no_mdns);
+    if let Some(o) = common.dht_options(bare)? {
+        builder = builder.dht(o);
+    }
+    let node = builder.spawn().await?;
+    // What the first step is: finding the peer by its NodeId, a rendezvous introduction, or
+    // straight to the ticket's addresses.
+    let first_step = match &peer {
+        PeerArg::Node(_) => "looking it up (DHT, LAN), then introducing…",
+        PeerArg::Ticket(t) if t.rendezvous().is_empty() => "handshake with the ticket's addresses…",
+        PeerArg::Ticket(_) => "introducing through the rendezvous…",
     };
-    let shown = progress(&node, ticket.node_id(), first_step);
+    let shown = progress(&node, peer.node_id(), first_step);
     let started = Instant::now();
-    let conn = node
-        .connect(Target::Ticket(ticket), alpn)
-        .await
-        .map_err(unreachable);
+    let target = match peer {
+        PeerArg::Ticket(t) => Target::Ticket(t),
+        PeerArg::Node(n) => Target::Node(n),
+    };
+    let conn = node.connect(target, alpn).await.map_err(unreachable);
     shown.abort();
     Ok((node, conn?, started.elapsed()))
 }

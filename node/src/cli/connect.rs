@@ -1,21 +1,21 @@
-//! `shipworm connect TICKET`: connect to a `listen`ing peer and pipe stdin/stdout.
+//! `shipworm connect TICKET|NODEID`: connect to a `listen`ing peer and pipe stdin/stdout.
 
 use shipworm::apps::{pipe, PIPE_ALPN};
-use shipworm::Ticket;
 
-use crate::common::{dial, lost, Common};
+use crate::common::{dial, lost, Common, PeerArg};
 
 /// Arguments of `connect`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The peer's ticket.
-    ticket: Ticket,
+    /// The peer: its ticket, or its NodeId alone (found through the DHT, or through our
+    /// `--rendezvous`).
+    peer: PeerArg,
 }
 
 /// Connects and pipes.
 pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
-    let peer = args.ticket.node_id();
-    let (node, conn, took) = dial(&common, args.ticket, PIPE_ALPN).await?;
+    let peer = args.peer.node_id();
+    let (node, conn, took) = dial(&common, args.peer, PIPE_ALPN).await?;
     eprintln!(
         "connected: {} in {:.1} ms ({})",
         peer.fmt_short(),

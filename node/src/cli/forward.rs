@@ -1,18 +1,18 @@
-//! `shipworm forward TICKET --port P`: a local TCP port forwarded to a port on the peer.
+//! `shipworm forward TICKET|NODEID --port P`: a local TCP port forwarded to a port on the peer.
 
 use std::net::SocketAddr;
 
 use anyhow::Context;
 use shipworm::apps::{forward, FORWARD_ALPN};
-use shipworm::Ticket;
 
-use crate::common::{dial, shutdown, Common};
+use crate::common::{dial, shutdown, Common, PeerArg};
 
 /// Arguments of `forward`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The peer's ticket.
-    ticket: Ticket,
+    /// The peer: its ticket, or its NodeId alone (found through the DHT, or through our
+    /// `--rendezvous`).
+    peer: PeerArg,
     /// Local address to listen on.
     #[arg(long, default_value = "127.0.0.1:0")]
     local: SocketAddr,
@@ -27,8 +27,8 @@ pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.local)
         .await
         .with_context(|| format!("cannot listen on {}", args.local))?;
-    let peer = args.ticket.node_id();
-    let (node, conn, _) = dial(&common, args.ticket, FORWARD_ALPN).await?;
+    let peer = args.peer.node_id();
+    let (node, conn, _) = dial(&common, args.peer, FORWARD_ALPN).await?;
     eprintln!(
         "forwarding {} -> port {} on {} ({})",
         listener.local_addr()?,

@@ -34,7 +34,15 @@ pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
         // The persistent file is not even read: a fresh key, in memory only.
         common.builder_with(Identity::generate(), 0)
     };
-    let node = builder.alpn(PIPE_ALPN).spawn().await?;
+    let builder = match common.dht_options(false)? {
+        Some(o) => builder.dht(o),
+        None => builder,
+    };
+    let node = builder
+        .mdns(!common.no_mdns)
+        .alpn(PIPE_ALPN)
+        .spawn()
+        .await?;
     let ticket = usable_ticket(&node, &common).await?;
     // The ticket alone on its line, for copy-paste and scripts.
     eprintln!("{ticket}");

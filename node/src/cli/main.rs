@@ -9,6 +9,7 @@ mod common;
 mod connect;
 mod control;
 mod demo;
+mod dht_node;
 mod files;
 mod forward;
 mod id;
@@ -42,7 +43,8 @@ enum Command {
     /// Print a ticket, accept one peer, and pipe its stream to stdout and stdin to it (netcat).
     /// Runs under a fresh identity each time unless told otherwise: the ticket is the capability.
     Listen(listen::Args),
-    /// Connect to a `listen`ing peer and pipe stdin/stdout.
+    /// Connect to a `listen`ing peer (by ticket, or by NodeId through the DHT) and pipe
+    /// stdin/stdout.
     Connect(connect::Args),
     /// Forward a local TCP port to a port on the peer (which runs `up --forward-port PORT`).
     Forward(forward::Args),
@@ -52,6 +54,9 @@ enum Command {
     Netcheck,
     /// Measure round trips to a peer (running `up`) and show the path they take.
     Ping(ping::Args),
+    /// Run a Mainline DHT server node: the bootstrap of a private DHT (no --dht-bootstrap: a new
+    /// network), or one more node of one.
+    DhtNode(dht_node::Args),
     /// Run an embedded rendezvous server (the same service as `shipworm-rendezvous`, default
     /// settings; use that binary for a configured deployment).
     Rendezvous(rendezvous::Args),
@@ -61,8 +66,12 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                // Port mappings are news a user wants to see (they decide what connects).
-                .unwrap_or_else(|_| "warn,stun_types=error,shipworm::io::portmap=info".into()),
+                // Port mappings and DHT publications are news a user wants to see (they decide what
+                // connects).
+                .unwrap_or_else(|_| {
+                    "warn,stun_types=error,shipworm::io::portmap=info,shipworm::discovery=info"
+                        .into()
+                }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -78,6 +87,7 @@ fn main() -> ExitCode {
         Command::Netcheck => common::block_on(netcheck::run(common)),
         Command::Ping(args) => common::block_on(ping::run(common, args)),
         Command::Rendezvous(args) => common::block_on(rendezvous::run(args)),
+        Command::DhtNode(args) => common::block_on(dht_node::run(common, args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

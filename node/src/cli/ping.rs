@@ -1,17 +1,17 @@
-//! `shipworm ping TICKET`: round trips through QUIC and the tunnel, and the path they take.
+//! `shipworm ping TICKET|NODEID`: round trips through QUIC and the tunnel, and the path they take.
 
 use std::time::Duration;
 
 use shipworm::apps::{ping, PING_ALPN};
-use shipworm::Ticket;
 
-use crate::common::{dial, lost, Common};
+use crate::common::{dial, lost, Common, PeerArg};
 
 /// Arguments of `ping`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The peer's ticket.
-    ticket: Ticket,
+    /// The peer: its ticket, or its NodeId alone (found through the DHT, or through our
+    /// `--rendezvous`).
+    peer: PeerArg,
     /// How many pings.
     #[arg(short = 'c', long, default_value_t = 4)]
     count: u32,
@@ -19,8 +19,8 @@ pub struct Args {
 
 /// Pings `count` times, 200 ms apart.
 pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
-    let peer = args.ticket.node_id();
-    let (node, conn, took) = dial(&common, args.ticket, PING_ALPN).await?;
+    let peer = args.peer.node_id();
+    let (node, conn, took) = dial(&common, args.peer, PING_ALPN).await?;
     let connect_ms = took.as_secs_f64() * 1e3;
     let path = shipworm::api::describe_path(&node, peer).await;
     if !common.json {

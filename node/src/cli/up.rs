@@ -38,7 +38,9 @@ pub struct Args {
     /// Without --tun: peers may forward to any local port.
     #[arg(long)]
     forward_any: bool,
-    /// A peer: NODEID or NODEID@HOST:PORT (repeatable). Listed peers may always send to us.
+    /// A peer: NODEID or NODEID@HOST:PORT (repeatable). Listed peers may always send to us. A
+    /// bare NODEID is looked up in the DHT when the DHT is on (`--publish dht`,
+    /// `--dht-bootstrap`, or no `--rendezvous`).
     #[arg(long = "peer")]
     peers: Vec<PeerSpec>,
     /// More NodeIds allowed to send to us, one per line.
@@ -70,6 +72,10 @@ pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
     for p in &args.peers {
         builder = builder.peer(p.id, p.endpoint.into_iter().collect());
     }
+    if let Some(o) = common.dht_options(args.peers.iter().any(|p| p.endpoint.is_none()))? {
+        builder = builder.dht(o);
+    }
+    builder = builder.mdns(!common.no_mdns);
     builder = match args.tun {
         true => builder.tun(TunOptions {
             name: args.tun_name.clone(),
