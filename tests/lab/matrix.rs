@@ -167,9 +167,10 @@ impl Lab {
             hosts: [a.host, b.host],
             routers: [a.router, b.router],
             router_ifs: [a.ifs, b.ifs],
+            // A public site has no NAT: its edge is its (forwarding) router.
             edge: [
-                a.nats.last().cloned().unwrap_or_default(),
-                b.nats.last().cloned().unwrap_or_default(),
+                a.nats.last().cloned().unwrap_or_else(|| a.router.clone()),
+                b.nats.last().cloned().unwrap_or_else(|| b.router.clone()),
             ],
             nats: [a.nats, b.nats],
             public_ip: [a.public_ip, b.public_ip],
