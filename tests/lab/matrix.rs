@@ -160,6 +160,8 @@ impl Lab {
             "[2001:db8::2]:3478".to_string()
         });
         let [a, b]: [Site; 2] = sites.try_into().ok().unwrap();
+        // A public site has no NAT: its edge is its (forwarding) router.
+        let edge = [&a, &b].map(|s| s.nats.last().unwrap_or(&s.router).clone());
         let mut m = Matrix {
             rendezvous: format!("{net}.0.2:3478"),
             rendezvous_v6,
@@ -167,11 +169,7 @@ impl Lab {
             hosts: [a.host, b.host],
             routers: [a.router, b.router],
             router_ifs: [a.ifs, b.ifs],
-            // A public site has no NAT: its edge is its (forwarding) router.
-            edge: [
-                a.nats.last().cloned().unwrap_or_else(|| a.router.clone()),
-                b.nats.last().cloned().unwrap_or_else(|| b.router.clone()),
-            ],
+            edge,
             nats: [a.nats, b.nats],
             public_ip: [a.public_ip, b.public_ip],
             wan,
