@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use shipworm_tests::lab::{
-    can_run, nat_ruleset, Filtering, Lab, Matrix, RouterKind, NODE_PORT, V6,
+    can_run, nat_ruleset, Filtering, Lab, Matrix, RouterKind, SharedNat, NODE_PORT, V6,
 };
 
 fn make_file(path: &Path, len: usize, seed: u8) -> blake3::Hash {
@@ -358,6 +358,33 @@ fn ten_percent_loss_on_the_internet_still_delivers_everything() {
     transfer(&mut lab, &m, 10 << 20, |_| {});
 }
 
+/// The external ports of a NAT's flows in `conntrack -L` output: the reply direction's
+/// destination port, the second `dport=` of each line.
+fn external_ports(flows: &str) -> Vec<u16> {
+    flows
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .filter_map(|w| w.strip_prefix("dport="))
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// A 1 MiB transfer from host A to host B behind one shared NAT; A's `connected: ` line.
+fn transfer_behind(lab: &mut Lab, s: &SharedNat) -> String {
+    let (la, _) = transfer_between(
+        lab,
+        [&s.hosts[0], &s.hosts[1]],
+        [&s.rendezvous, &s.rendezvous],
+        1 << 20,
+        |_| {},
+    );
+    connected_line(&la).to_string()
+}
+
 /// The `connected: ` line of a log.
 fn connected_line(log: &str) -> &str {
     log.lines()
@@ -419,13 +446,9 @@ fn a_rebinding_that_changes_the_external_port_mid_transfer_loses_no_data() {
     });
     // The flow to B now leaves from a port the old router never used.
     let flows = lab.conntrack(&router, &["-p", "udp", "-d", "5.5.2.2"]);
-    let moved = flows.lines().any(|l| {
-        l.split_whitespace()
-            .filter_map(|w| w.strip_prefix("dport="))
-            .nth(1)
-            .and_then(|p| p.parse::<u16>().ok())
-            .is_some_and(|p| (30000..40000).contains(&p))
-    });
+    let moved = external_ports(&flows)
+        .iter()
+        .any(|p| (30000..40000).contains(p));
     assert!(moved, "A's external port never changed:\n{flows}");
 }
 
@@ -500,14 +523,7 @@ fn two_hosts_behind_one_nat_on_one_lan_meet_over_the_lan() {
     let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), "lan2");
     // Both bind the same port, so the NAT cannot keep it for both flows to the rendezvous.
     let s = lab.shared_nat("5.5", true, false);
-    let (la, _) = transfer_between(
-        &mut lab,
-        [&s.hosts[0], &s.hosts[1]],
-        [&s.rendezvous, &s.rendezvous],
-        1 << 20,
-        |_| {},
-    );
-    let line = connected_line(&la);
+    let line = transfer_behind(&mut lab, &s);
     assert!(
         line.contains(&format!("via {}:{NODE_PORT}", s.host_ips[1])),
         "not over the LAN: {line}"
@@ -518,16 +534,7 @@ fn two_hosts_behind_one_nat_on_one_lan_meet_over_the_lan() {
         &s.router,
         &["-p", "udp", "-d", "5.5.0.2", "--dport", "3478"],
     );
-    let mut external: Vec<u16> = flows
-        .lines()
-        .filter_map(|l| {
-            l.split_whitespace()
-                .filter_map(|w| w.strip_prefix("dport="))
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .collect();
+    let mut external = external_ports(&flows);
     external.sort_unstable();
     external.dedup();
     assert!(
@@ -543,14 +550,7 @@ fn two_hosts_on_separate_segments_of_one_nat_meet_through_its_hairpin() {
     }
     let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), "hp");
     let s = lab.shared_nat("5.5", false, true);
-    let (la, _) = transfer_between(
-        &mut lab,
-        [&s.hosts[0], &s.hosts[1]],
-        [&s.rendezvous, &s.rendezvous],
-        1 << 20,
-        |_| {},
-    );
-    let line = connected_line(&la);
+    let line = transfer_behind(&mut lab, &s);
     assert!(
         line.contains(&format!("via {}:", s.public_ip)),
         "not through the hairpin: {line}"
