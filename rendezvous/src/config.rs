@@ -24,12 +24,18 @@
 //! max_registrations_per_prefix = 64
 //! register_prefix_rate = { per_second = 20, burst = 40 }
 //! register_load_threshold = 1000
+//! relay = false                   # the relay role (`--relay`)
+//! relay_allow = []                # NodeIds that may use the relay; empty: every registered node
+//! relay_node_bytes_per_second = 2000000
+//! relay_node_burst_bytes = 262144
+//! relay_max_sessions = 10000
+//! relay_max_sessions_per_node = 32
 //! ```
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::server::ServerConfig;
+use crate::server::{RelayConfig, ServerConfig};
 use crate::table::RateLimit;
 
 /// The default port (the STUN port).
@@ -86,6 +92,18 @@ pub struct Config {
     pub register_prefix_rate: RateLimit,
     /// Signature checks per second above which REGISTERs need a cookie.
     pub register_load_threshold: u32,
+    /// The relay role: carry tunnel packets between registered nodes.
+    pub relay: bool,
+    /// NodeIds (text form) that may use the relay; empty: every registered node.
+    pub relay_allow: Vec<String>,
+    /// Bytes per second one node may send through the relay.
+    pub relay_node_bytes_per_second: u64,
+    /// Bytes one node may send through the relay back to back.
+    pub relay_node_burst_bytes: u64,
+    /// Most relay sessions (pairs of nodes) at once.
+    pub relay_max_sessions: usize,
+    /// Most relay sessions one node may be part of.
+    pub relay_max_sessions_per_node: u16,
 }
 
 /// `"off"` or `""` is `None`; anything else must be a socket address.
@@ -103,6 +121,7 @@ pub fn parse_optional_addr(s: &str) -> Result<Option<SocketAddr>, String> {
 impl Default for Config {
     fn default() -> Self {
         let core = ServerConfig::default();
+        let relay = RelayConfig::default();
         Self {
             listen: SocketAddr::from(([0u16; 8], DEFAULT_PORT)),
             alt_listen: Some(SocketAddr::from(([0u16; 8], DEFAULT_ALT_PORT))),
@@ -124,6 +143,12 @@ impl Default for Config {
             max_registrations_per_prefix: core.max_registrations_per_prefix,
             register_prefix_rate: core.register_prefix_rate,
             register_load_threshold: core.register_load_threshold,
+            relay: false,
+            relay_allow: Vec::new(),
+            relay_node_bytes_per_second: relay.node_bytes_per_second,
+            relay_node_burst_bytes: relay.node_burst_bytes,
+            relay_max_sessions: relay.max_sessions,
+            relay_max_sessions_per_node: relay.max_sessions_per_node,
         }
     }
 }
@@ -131,7 +156,24 @@ impl Default for Config {
 impl Config {
     /// Checks every value (the server's own addresses are known only once bound).
     pub fn validate(&self) -> Result<(), String> {
+        self.relay_allow()?;
         self.core(0, vec![self.listen]).validate()
+    }
+
+    /// The relay allowlist, parsed; the error names the entry that is not a NodeId.
+    fn relay_allow(&self) -> Result<Option<std::collections::BTreeSet<[u8; 32]>>, String> {
+        if self.relay_allow.is_empty() {
+            return Ok(None);
+        }
+        let mut set = std::collections::BTreeSet::new();
+        for text in &self.relay_allow {
+            let id: shipworm_tunnel::NodeId = text
+                .trim()
+                .parse()
+                .map_err(|e| format!("relay_allow: `{text}` is not a NodeId: {e}"))?;
+            set.insert(*id.as_bytes());
+        }
+        Ok(Some(set))
     }
 
     /// The protocol core's configuration, announcing `alt_stun_port`, for a server reached at
@@ -157,6 +199,17 @@ impl Config {
             max_registrations_per_prefix: self.max_registrations_per_prefix,
             register_prefix_rate: self.register_prefix_rate,
             register_load_threshold: self.register_load_threshold,
+            relay: self.relay.then(|| RelayConfig {
+                // Checked by `validate`; an entry that is not a NodeId allows nobody here.
+                allow: self
+                    .relay_allow()
+                    .unwrap_or_else(|_| Some(Default::default())),
+                node_bytes_per_second: self.relay_node_bytes_per_second,
+                node_burst_bytes: self.relay_node_burst_bytes,
+                max_sessions: self.relay_max_sessions,
+                max_sessions_per_node: self.relay_max_sessions_per_node,
+                ..RelayConfig::default()
+            }),
         }
     }
 }
@@ -257,5 +310,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("must exceed twice max_clock_skew"), "{err}");
+
+        let c = Config::from_toml("relay = true\nrelay_max_sessions = 7\n").unwrap();
+        let relay = c.core(0, vec![c.listen]).relay.expect("relay on");
+        assert_eq!((relay.allow, relay.max_sessions), (None, 7));
+        assert_eq!(
+            Config::default().core(0, vec![]).relay,
+            None,
+            "off by default"
+        );
+        let err = Config::from_toml("relay = true\nrelay_allow = [\"nope\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`nope` is not a NodeId"), "{err}");
+        let err = Config::from_toml("relay = true\nrelay_node_bytes_per_second = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 1500"), "{err}");
     }
 }

@@ -33,6 +33,19 @@ struct Args {
     /// REGISTER is accepted only if signed for one of the server's addresses.
     #[arg(long = "public-addr", value_name = "ADDR")]
     public_addr: Vec<SocketAddr>,
+    /// Turn on the relay role: carry end-to-end encrypted tunnel packets between registered
+    /// nodes that cannot reach each other directly (off by default).
+    #[arg(long)]
+    relay: bool,
+    /// A NodeId that may use the relay (repeatable); without any, every registered node may.
+    #[arg(long = "relay-allow", value_name = "NODEID")]
+    relay_allow: Vec<String>,
+    /// Bytes per second one node may send through the relay.
+    #[arg(long, value_name = "BYTES")]
+    relay_rate: Option<u64>,
+    /// Most relay sessions (pairs of nodes) at once.
+    #[arg(long, value_name = "N")]
+    relay_max_sessions: Option<usize>,
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
     check_config: bool,
@@ -91,6 +104,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         config.max_nodes = n;
     }
     config.public_addrs.extend(args.public_addr.iter().copied());
+    config.relay |= args.relay;
+    config.relay_allow.extend(args.relay_allow.iter().cloned());
+    if let Some(r) = args.relay_rate {
+        config.relay_node_bytes_per_second = r;
+        config.relay_node_burst_bytes = config.relay_node_burst_bytes.max(r / 4);
+    }
+    if let Some(n) = args.relay_max_sessions {
+        config.relay_max_sessions = n;
+    }
     config
         .validate()
         .map_err(anyhow::Error::msg)
@@ -99,6 +121,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         println!("{config:#?}");
         return Ok(());
     }
+    let config_relay = config.relay;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -109,8 +132,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         let metrics = server
             .metrics_addr()
             .map_or("off".to_string(), |a| a.to_string());
+        let relay = if config_relay { "on" } else { "off" };
         tracing::info!(
-            "listening on {} (second STUN port {alt}, metrics {metrics})",
+            "listening on {} (second STUN port {alt}, metrics {metrics}, relay {relay})",
             server.local_addr()
         );
         tokio::select! {

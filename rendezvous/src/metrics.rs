@@ -45,6 +45,8 @@ pub struct Snapshot {
     pub registered: usize,
     /// The table's bound.
     pub max_nodes: usize,
+    /// Relay sessions open (0 without the relay role).
+    pub relay_sessions: usize,
 }
 
 impl Snapshot {
@@ -54,6 +56,7 @@ impl Snapshot {
             stats: server.stats().clone(),
             registered: server.registered(),
             max_nodes: server.config().max_nodes,
+            relay_sessions: server.relay_sessions(),
         }
     }
 }
@@ -121,6 +124,12 @@ impl Collector for ServerCollector {
             "Configured bound on registered nodes.",
             gauge(snap.max_nodes),
         )?;
+        single(
+            &mut e,
+            "relay_sessions",
+            "Relay sessions open (pairs of nodes exchanging packets through this relay).",
+            gauge(snap.relay_sessions),
+        )?;
         // Counter names get their `_total` suffix from the encoder.
         counters(
             &mut e,
@@ -168,6 +177,16 @@ impl Collector for ServerCollector {
                 "retries_sent",
                 "RETRY messages sent (cookies asked for under load).",
                 s.retries_sent,
+            ),
+            (
+                "relayed_packets",
+                "Tunnel packets relayed.",
+                s.relayed_packets,
+            ),
+            (
+                "relayed_bytes",
+                "Bytes of tunnel packets relayed (without the relay's own headers).",
+                s.relayed_bytes,
             ),
             ("received_bytes", "Bytes received.", s.received_bytes),
             ("sent_packets", "Datagrams sent.", s.sent),
@@ -312,6 +331,7 @@ mod tests {
             stats,
             registered: 7,
             max_nodes: 9,
+            relay_sessions: 3,
         });
         let mut text = String::new();
         prometheus_text::encode(&mut text, &registry(rx)).unwrap();
@@ -320,6 +340,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("shipworm_rendezvous_max_nodes 9\n"), "{text}");
+        assert!(
+            text.contains("shipworm_rendezvous_relay_sessions 3\n"),
+            "{text}"
+        );
         assert!(
             text.contains("shipworm_rendezvous_drops_total{reason=\"wrong_port\"} 4\n"),
             "{text}"

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use shipworm_rendezvous::server::{DropReason, PacketKind, Server, ServerConfig, Socket};
+use shipworm_rendezvous::server::{
+    DropReason, PacketKind, RelayConfig, Server, ServerConfig, Socket,
+};
 use shipworm_rendezvous::table::RateLimit;
 use shipworm_rendezvous::wire::stun;
 use shipworm_rendezvous::wire::*;
@@ -1093,4 +1095,146 @@ proptest! {
         let out = h.send(a, &refresh);
         prop_assert!(out[0].2.len() <= refresh.len());
     }
+}
+
+fn relay_msg(from: &Identity, token: [u8; TOKEN_LEN], to: &Identity, packet: &[u8]) -> Vec<u8> {
+    Message::Relay(Relay {
+        tx: 0,
+        node: *from.node_id().as_bytes(),
+        token,
+        target: *to.node_id().as_bytes(),
+        packet,
+    })
+    .to_vec()
+}
+
+fn relay_config(c: RelayConfig) -> ServerConfig {
+    ServerConfig {
+        relay: Some(c),
+        ..config()
+    }
+}
+
+#[test]
+fn a_relay_carries_packets_between_registered_nodes_only_and_never_grows_them() {
+    let (a, b, c) = (id(1), id(2), id(3));
+    let (a_at, b_at) = (addr("203.0.113.1:1000"), addr("[2001:db8::2]:2000"));
+    let mut h = Harness::new(relay_config(RelayConfig::default()));
+    // REGISTERED says that this server relays.
+    let tx = h.next_tx();
+    let ts = h.unix_ms();
+    let out = h.send(a_at, &signed(&a, tx, ts));
+    let Message::Registered(r) = parse(&out[0].2) else {
+        panic!("{out:?}")
+    };
+    assert!(r.relay());
+    h.advance(Duration::from_millis(1));
+    let ta = h.register(&a, a_at);
+    let tb = h.register(&b, b_at);
+    // An IPv4 node and an IPv6 node: the packet crosses families, unchanged, marked with its
+    // sender as the relay authenticated it, and shorter than the request.
+    let packet = [0xD4u8; 1200];
+    let req = relay_msg(&a, ta, &b, &packet);
+    let out = h.send(a_at, &req);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].1, b_at);
+    assert!(out[0].2.len() < req.len());
+    let Message::Relayed(f) = parse(&out[0].2) else {
+        panic!("{out:?}")
+    };
+    assert_eq!((f.from, f.packet), (*a.node_id().as_bytes(), &packet[..]));
+    let out = h.send(b_at, &relay_msg(&b, tb, &a, &[0xD4, 1]));
+    assert_eq!(out[0].1, a_at);
+    assert_eq!(
+        h.server.relay_sessions(),
+        1,
+        "one session for both directions"
+    );
+    assert_eq!(h.server.stats().relayed_packets, 2);
+
+    // A wrong token, another source address, or an unknown target: nothing is carried.
+    let out = h.send(a_at, &relay_msg(&a, [0; TOKEN_LEN], &b, &[1]));
+    assert_eq!(only_error(&out), ErrorCode::NotRegistered);
+    let out = h.send(addr("203.0.113.9:1000"), &relay_msg(&a, ta, &b, &[1]));
+    assert_eq!(only_error(&out), ErrorCode::NotRegistered);
+    let out = h.send(a_at, &relay_msg(&a, ta, &c, &[1]));
+    assert_eq!(only_error(&out), ErrorCode::RelayRefused);
+    assert_eq!(h.server.stats().dropped(DropReason::RelayUnknownTarget), 1);
+    // A target whose address has not proven that it receives (a spoofed REGISTER) gets nothing.
+    let victim = addr("192.0.2.77:53");
+    h.register_unconfirmed(&c, victim);
+    let out = h.send(a_at, &relay_msg(&a, ta, &c, &[1]));
+    assert_eq!(only_error(&out), ErrorCode::RelayRefused);
+    assert!(out.iter().all(|(_, to, _)| *to != victim));
+    assert_eq!(h.server.stats().relayed_packets, 2);
+}
+
+#[test]
+fn without_the_relay_role_relay_is_dropped_unanswered_and_registered_says_so() {
+    let (a, b) = (id(1), id(2));
+    let (a_at, b_at) = (addr("203.0.113.1:1000"), addr("203.0.113.2:2000"));
+    let mut h = Harness::default();
+    let tx = h.next_tx();
+    let ts = h.unix_ms();
+    let out = h.send(a_at, &signed(&a, tx, ts));
+    let Message::Registered(r) = parse(&out[0].2) else {
+        panic!("{out:?}")
+    };
+    assert!(!r.relay());
+    h.advance(Duration::from_millis(1));
+    let ta = h.register(&a, a_at);
+    h.register(&b, b_at);
+    assert!(h.send(a_at, &relay_msg(&a, ta, &b, &[1])).is_empty());
+    assert_eq!(h.server.stats().dropped(DropReason::RelayDisabled), 1);
+    assert_eq!(h.server.stats().received(PacketKind::Relay), 1);
+}
+
+#[test]
+fn the_relay_allowlist_binds_both_ends_and_limits_hold() {
+    let (a, b, c) = (id(1), id(2), id(3));
+    let (a_at, b_at, c_at) = (
+        addr("203.0.113.1:1000"),
+        addr("203.0.113.2:2000"),
+        addr("203.0.113.3:3000"),
+    );
+    let allow = [&a, &b].map(|i| *i.node_id().as_bytes()).into();
+    let mut h = Harness::new(relay_config(RelayConfig {
+        allow: Some(allow),
+        node_bytes_per_second: 10_000,
+        node_burst_bytes: 3_000,
+        ..RelayConfig::default()
+    }));
+    let ta = h.register(&a, a_at);
+    h.register(&b, b_at);
+    // C is registered but not allowed: its REGISTERED does not offer the relay, it cannot send,
+    // and nobody can relay to it.
+    let tx = h.next_tx();
+    let ts = h.unix_ms();
+    let out = h.send(c_at, &signed(&c, tx, ts));
+    let Message::Registered(r) = parse(&out[0].2) else {
+        panic!("{out:?}")
+    };
+    assert!(!r.relay());
+    h.advance(Duration::from_millis(1));
+    let tc = h.register(&c, c_at);
+    let out = h.send(c_at, &relay_msg(&c, tc, &a, &[1]));
+    assert_eq!(only_error(&out), ErrorCode::RelayRefused);
+    let out = h.send(a_at, &relay_msg(&a, ta, &c, &[1]));
+    assert_eq!(only_error(&out), ErrorCode::RelayRefused);
+    assert_eq!(h.server.stats().dropped(DropReason::RelayNotAllowed), 2);
+    // A's byte budget: a burst of 3 000 bytes, then 10 000 a second; over it, dropped unanswered.
+    let big = [0xD4u8; 1000];
+    for _ in 0..3 {
+        assert_eq!(h.send(a_at, &relay_msg(&a, ta, &b, &big)).len(), 1);
+    }
+    assert!(h.send(a_at, &relay_msg(&a, ta, &b, &big)).is_empty());
+    assert_eq!(h.server.stats().dropped(DropReason::RelayRateLimited), 1);
+    h.advance(Duration::from_millis(100));
+    assert_eq!(h.send(a_at, &relay_msg(&a, ta, &b, &big)).len(), 1);
+    // Idle sessions end.
+    assert_eq!(h.server.relay_sessions(), 1);
+    h.advance(Duration::from_secs(61));
+    h.register(&a, a_at);
+    h.advance(Duration::from_secs(5));
+    assert_eq!(h.server.relay_sessions(), 0);
 }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::relay::RelayConfig;
 use crate::table::RateLimit;
 
 /// Tunables of the protocol core; see `docs/operations.md` for the file form.
@@ -52,6 +53,8 @@ pub struct ServerConfig {
     /// Signature checks per second above which the server is "under load": then a REGISTER must
     /// carry a valid cookie (got from a RETRY) to be checked at all.
     pub register_load_threshold: u32,
+    /// The relay role (`--relay`): off (`None`) by default.
+    pub relay: Option<RelayConfig>,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +96,7 @@ impl Default for ServerConfig {
                 burst: 40,
             },
             register_load_threshold: 1000,
+            relay: None,
         }
     }
 }
@@ -160,6 +164,9 @@ impl ServerConfig {
         }
         if self.token_rotation < Duration::from_secs(60) {
             return Err("token_rotation must be at least 60 seconds".into());
+        }
+        if let Some(relay) = &self.relay {
+            relay.validate()?;
         }
         Ok(())
     }

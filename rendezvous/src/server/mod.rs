@@ -27,16 +27,18 @@ use std::time::{Duration, Instant};
 
 mod config;
 pub mod limits;
+mod relay;
 mod stats;
 
 pub use config::ServerConfig;
+pub use relay::RelayConfig;
 pub use stats::{DropReason, PacketKind, Stats};
 
 use crate::table::{NodeTable, RegisterError};
 use crate::token::TokenKeys;
 use crate::wire::{
     self, stun, ErrorCode, ErrorMsg, IntroAck, IntroFwd, IntroStatus, Message, ParseError,
-    Registered, Retry,
+    Registered, Relayed, Retry, REGISTERED_RELAY,
 };
 use limits::{Cookies, LoadMeter, Prefix, PrefixCounts, RateCells, ReplyCredits};
 
@@ -97,6 +99,7 @@ pub struct Server {
     last_forced_sweep: Option<Instant>,
     out: Outbox,
     stats: Stats,
+    relays: relay::Relays,
 }
 
 impl Server {
@@ -135,6 +138,7 @@ impl Server {
                 next: 0,
             },
             stats: Stats::default(),
+            relays: relay::Relays::default(),
             config,
         }
     }
@@ -168,6 +172,11 @@ impl Server {
     /// Registered nodes (including expired ones not yet swept, at most [`SWEEP_INTERVAL`] old).
     pub fn registered(&self) -> usize {
         self.table.len()
+    }
+
+    /// Relay sessions open (pairs of nodes that exchanged a packet through us recently).
+    pub fn relay_sessions(&self) -> usize {
+        self.relays.sessions()
     }
 
     /// Tells the server a datagram it produced could not be sent.
@@ -231,6 +240,10 @@ impl Server {
                 self.count(PacketKind::Introduce);
                 self.handle_introduce(now, unix_ms, from, i, packet.len());
             }
+            Message::Relay(r) => {
+                self.count(PacketKind::Relay);
+                self.handle_relay(now, unix_ms, from, r, packet.len());
+            }
             _ => {
                 self.count(PacketKind::Other);
                 self.drop(DropReason::UnexpectedType);
@@ -270,6 +283,9 @@ impl Server {
             self.credits.normalize(now_ms);
             if (self.stun_global.wrapping_sub(now_ms) as i32) < 0 {
                 self.stun_global = now_ms;
+            }
+            if let Some(c) = &self.config.relay {
+                self.relays.sweep(c.session_idle, micros(self.epoch, now));
             }
             self.next_sweep = now + SWEEP_INTERVAL;
         }
@@ -408,12 +424,14 @@ impl Server {
         node: &wire::RawNodeId,
         observed: SocketAddr,
     ) -> Message<'static> {
+        let relays = self.config.relay.as_ref().is_some_and(|c| c.allows(node));
         Message::Registered(Registered {
             tx,
             lifetime_s: self.config.registration_lifetime.as_secs() as u16,
             alt_stun_port: self.config.alt_stun_port,
             token: self.tokens.issue(node, observed),
             observed,
+            flags: if relays { REGISTERED_RELAY } else { 0 },
         })
     }
 
@@ -665,6 +683,74 @@ impl Server {
         }
         self.reply(from, len, &ack(IntroStatus::Forwarded, Some(target_addr)));
     }
+    /// RELAY: a registered node's tunnel packet for another node registered here. Carried only
+    /// between nodes that proved their keys to us (a REGISTER signature, then the token from
+    /// the registered address), within each node's byte rate and the session limits; the
+    /// forward is shorter than the request, and goes only to an address that proved it receives.
+    fn handle_relay(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        from: SocketAddr,
+        r: wire::Relay<'_>,
+        len: usize,
+    ) {
+        if self.config.relay.is_none() {
+            // Not a relay: no answer, so a relay's clients learn it from REGISTERED only.
+            return self.drop(DropReason::RelayDisabled);
+        }
+        let (now_s, _) = self.clock(now);
+        let entry = match self.tokens.check(&r.node, from, &r.token) {
+            true => self.table.live_at(&r.node, from, now_s),
+            false => None,
+        };
+        let Some(sender) = entry else {
+            self.drop(DropReason::NotRegistered);
+            return self.reply_error(from, len, r.tx, ErrorCode::NotRegistered, unix_ms);
+        };
+        sender.confirm();
+        let allowed = |c: &RelayConfig| c.allows(&r.node) && c.allows(&r.target);
+        if !self.config.relay.as_ref().is_some_and(allowed) {
+            self.drop(DropReason::RelayNotAllowed);
+            return self.reply_error(from, len, r.tx, ErrorCode::RelayRefused, unix_ms);
+        }
+        let target_addr = match self.table.live(&r.target, now_s) {
+            Some(t) if t.confirmed() => t.addr(),
+            _ => {
+                self.drop(DropReason::RelayUnknownTarget);
+                return self.reply_error(from, len, r.tx, ErrorCode::RelayRefused, unix_ms);
+            }
+        };
+        let now_us = micros(self.epoch, now);
+        let admitted = match &self.config.relay {
+            Some(c) => self
+                .relays
+                .admit(c, now_us, &r.node, &r.target, r.packet.len()),
+            None => return,
+        };
+        match admitted {
+            Ok(()) => {}
+            Err(relay::Refusal::SessionLimit) => {
+                self.drop(DropReason::RelaySessionLimit);
+                return self.reply_error(from, len, r.tx, ErrorCode::RelayRefused, unix_ms);
+            }
+            // Unanswered: the sender's own transport notices loss and slows down.
+            Err(relay::Refusal::RateLimited) => return self.drop(DropReason::RelayRateLimited),
+        }
+        let fwd = Message::Relayed(Relayed {
+            tx: 0,
+            from: r.node,
+            packet: r.packet,
+        });
+        self.queue(Socket::Primary, target_addr, Some(len), &fwd);
+        self.stats.relayed_packets += 1;
+        self.stats.relayed_bytes += r.packet.len() as u64;
+    }
+}
+
+/// Microseconds from `epoch` to `now`.
+fn micros(epoch: Instant, now: Instant) -> u64 {
+    now.saturating_duration_since(epoch).as_micros() as u64
 }
 
 /// The addresses, normalised (IPv4-mapped IPv6 as IPv4) and without duplicates.

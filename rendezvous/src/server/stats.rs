@@ -33,6 +33,8 @@ labelled_enum!(
         Refresh => "refresh",
         /// INTRODUCE.
         Introduce => "introduce",
+        /// RELAY.
+        Relay => "relay",
         /// STUN on the primary port.
         Stun => "stun",
         /// STUN on the alternate port.
@@ -91,6 +93,16 @@ labelled_enum!(
         /// STUN answer larger than its request, over the per-prefix or global budget, or on the
         /// second port (dropped unanswered).
         StunExcessLimited => "stun_excess_limited",
+        /// RELAY to a server without the relay role (dropped unanswered).
+        RelayDisabled => "relay_disabled",
+        /// RELAY from or to a node not on the relay's allowlist.
+        RelayNotAllowed => "relay_not_allowed",
+        /// RELAY to a node not registered here, or not confirmed.
+        RelayUnknownTarget => "relay_unknown_target",
+        /// RELAY that would open a session over the relay's session limits.
+        RelaySessionLimit => "relay_session_limit",
+        /// RELAY over its sender's byte rate (dropped unanswered).
+        RelayRateLimited => "relay_rate_limited",
     }
 );
 
@@ -123,6 +135,10 @@ pub struct Stats {
     pub signature_checks: u64,
     /// RETRY messages sent (cookies handed out under load).
     pub retries_sent: u64,
+    /// Tunnel packets relayed.
+    pub relayed_packets: u64,
+    /// Bytes of tunnel packets relayed (without the relay's headers).
+    pub relayed_bytes: u64,
 }
 
 impl Default for Stats {
@@ -141,6 +157,8 @@ impl Default for Stats {
             introductions_answered_free: 0,
             signature_checks: 0,
             retries_sent: 0,
+            relayed_packets: 0,
+            relayed_bytes: 0,
         }
     }
 }

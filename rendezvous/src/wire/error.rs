@@ -34,6 +34,9 @@ pub enum ErrorCode {
     WrongServer = 7,
     /// Too many nodes are registered from the sender's network prefix (the per-prefix quota).
     PrefixQuota = 8,
+    /// The relay refused a RELAY: this server does not relay, the sender or the target is not on
+    /// its allowlist, or the target is not registered here.
+    RelayRefused = 9,
 }
 
 impl ErrorCode {
@@ -47,6 +50,7 @@ impl ErrorCode {
             6 => Self::BadSignature,
             7 => Self::WrongServer,
             8 => Self::PrefixQuota,
+            9 => Self::RelayRefused,
             value => {
                 return Err(ParseError::Value {
                     field: "ERROR code",

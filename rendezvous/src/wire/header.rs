@@ -44,9 +44,13 @@ pub mod kind {
     pub const ERROR: u8 = 0xC7;
     /// Server → node: under load; send the REGISTER again with this cookie.
     pub const RETRY: u8 = 0xC8;
+    /// Node → relay: carry this tunnel packet to that node (the relay role, `--relay`).
+    pub const RELAY: u8 = 0xC9;
+    /// Relay → node: a tunnel packet from that node.
+    pub const RELAYED: u8 = 0xCA;
 
     /// The type bytes of version 2.
-    pub(crate) const KNOWN: std::ops::RangeInclusive<u8> = REGISTER..=RETRY;
+    pub(crate) const KNOWN: std::ops::RangeInclusive<u8> = REGISTER..=RELAYED;
 }
 
 /// Whether `bytes` claim to be a rendezvous message (type byte `0xC0..=0xCF`).

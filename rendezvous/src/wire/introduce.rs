@@ -28,22 +28,12 @@ use super::{ParseError, RawNodeId};
 /// Chosen so that the forwarded message stays within 1232 bytes, the IPv6 minimum MTU less headers.
 pub const MAX_INTRO_PAYLOAD: usize = 1100;
 
-/// Reads an introduction payload: everything left, 1 to [`MAX_INTRO_PAYLOAD`] bytes.
 fn payload<'a>(
-    mut r: Reader<'a>,
+    r: Reader<'a>,
     name: &'static str,
     expected: &'static str,
 ) -> Result<&'a [u8], ParseError> {
-    let got = r.position() + r.remaining();
-    let payload = r.rest();
-    if payload.is_empty() || payload.len() > MAX_INTRO_PAYLOAD {
-        return Err(ParseError::Length {
-            name,
-            expected,
-            got,
-        });
-    }
-    Ok(payload)
+    super::payload(r, MAX_INTRO_PAYLOAD, name, expected)
 }
 
 /// INTRODUCE (0xC4): forward this payload to that node.

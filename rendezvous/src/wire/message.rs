@@ -8,6 +8,7 @@ use super::error::ErrorMsg;
 use super::header::{kind, Header};
 use super::introduce::{IntroAck, IntroFwd, Introduce};
 use super::register::{Refresh, Register, Registered, Retry};
+use super::relay::{Relay, Relayed};
 use super::ParseError;
 
 /// A parsed message; payloads borrow from the input.
@@ -29,6 +30,10 @@ pub enum Message<'a> {
     Error(ErrorMsg),
     /// See [`Retry`].
     Retry(Retry),
+    /// See [`Relay`].
+    Relay(Relay<'a>),
+    /// See [`Relayed`].
+    Relayed(Relayed<'a>),
 }
 
 impl<'a> Message<'a> {
@@ -45,6 +50,8 @@ impl<'a> Message<'a> {
             kind::INTRO_FWD => Message::IntroFwd(IntroFwd::parse(tx, r)?),
             kind::ERROR => Message::Error(ErrorMsg::parse(tx, r)?),
             kind::RETRY => Message::Retry(Retry::parse(tx, r)?),
+            kind::RELAY => Message::Relay(Relay::parse(tx, r)?),
+            kind::RELAYED => Message::Relayed(Relayed::parse(tx, r)?),
             other => return Err(ParseError::UnknownType(other)),
         })
     }
@@ -60,6 +67,8 @@ impl<'a> Message<'a> {
             Message::IntroFwd(_) => kind::INTRO_FWD,
             Message::Error(_) => kind::ERROR,
             Message::Retry(_) => kind::RETRY,
+            Message::Relay(_) => kind::RELAY,
+            Message::Relayed(_) => kind::RELAYED,
         }
     }
 
@@ -74,6 +83,8 @@ impl<'a> Message<'a> {
             Message::IntroFwd(m) => m.tx,
             Message::Error(m) => m.tx,
             Message::Retry(m) => m.tx,
+            Message::Relay(m) => m.tx,
+            Message::Relayed(m) => m.tx,
         }
     }
 
@@ -93,6 +104,8 @@ impl<'a> Message<'a> {
             Message::IntroFwd(m) => m.emit(out),
             Message::Error(m) => m.emit(out),
             Message::Retry(m) => m.emit(out),
+            Message::Relay(m) => m.emit(out),
+            Message::Relayed(m) => m.emit(out),
         }
     }
 
@@ -173,12 +186,53 @@ mod tests {
             alt_stun_port: 3479,
             token: [0xAA; 16],
             observed: "192.0.2.1:4000".parse().unwrap(),
+            flags: 0,
         });
         let mut want = vec![0xC3, 2, 0, 0, 0, 0, 0, 0, 0, 7, 0, 120, 0x0d, 0x97];
         want.extend_from_slice(&[0xAA; 16]);
         want.extend_from_slice(&[4, 0x0f, 0xa0, 192, 0, 2, 1]);
         assert_eq!(m.to_vec(), want);
         assert_eq!(Message::parse(&want).unwrap(), m);
+        // The relay flag is one byte more; a zero or unknown flags byte is refused (one
+        // encoding per value).
+        let Message::Registered(mut r) = m else {
+            unreachable!()
+        };
+        r.flags = REGISTERED_RELAY;
+        assert!(r.relay());
+        let relay = Message::Registered(r);
+        let mut with = want.clone();
+        with.push(1);
+        assert_eq!(relay.to_vec(), with);
+        assert_eq!(Message::parse(&with).unwrap(), relay);
+        for bad in [0u8, 2, 0x81] {
+            *with.last_mut().unwrap() = bad;
+            assert!(Message::parse(&with).is_err(), "flags {bad:#x}");
+        }
+
+        let relay = Message::Relay(Relay {
+            tx: 0,
+            node: [1; 32],
+            token: [2; 16],
+            target: [3; 32],
+            packet: &[0xD4, 9],
+        });
+        let bytes = relay.to_vec();
+        assert_eq!(bytes.len(), Relay::FIXED_LEN + 2);
+        assert_eq!(&bytes[..2], &[0xC9, 2]);
+        assert_eq!(&bytes[58..90], &[3; 32]);
+        assert_eq!(Message::parse(&bytes).unwrap(), relay);
+        let relayed = Message::Relayed(Relayed {
+            tx: 0,
+            from: [1; 32],
+            packet: &[0xD4, 9],
+        });
+        let out = relayed.to_vec();
+        assert_eq!(out.len(), Relayed::FIXED_LEN + 2);
+        assert_eq!(&out[..2], &[0xCA, 2]);
+        assert_eq!(Message::parse(&out).unwrap(), relayed);
+        // A relay never sends more than it received.
+        const { assert!(Relayed::FIXED_LEN < Relay::FIXED_LEN) };
 
         let e = Message::Error(ErrorMsg {
             tx: 1,
@@ -221,6 +275,20 @@ mod tests {
         assert!(intro(1).is_ok());
         assert!(intro(MAX_INTRO_PAYLOAD).is_ok());
         assert!(intro(MAX_INTRO_PAYLOAD + 1).is_err());
+        let relayed = |kind: u8, fixed: usize, n: usize| {
+            let mut v = vec![kind, VERSION];
+            v.resize(fixed + n, 0);
+            Message::parse(&v).map(|_| ())
+        };
+        for (kind, fixed) in [
+            (kind::RELAY, Relay::FIXED_LEN),
+            (kind::RELAYED, Relayed::FIXED_LEN),
+        ] {
+            assert!(relayed(kind, fixed, 0).is_err(), "empty packet");
+            assert!(relayed(kind, fixed, 1).is_ok());
+            assert!(relayed(kind, fixed, MAX_RELAY_PAYLOAD).is_ok());
+            assert!(relayed(kind, fixed, MAX_RELAY_PAYLOAD + 1).is_err());
+        }
     }
 
     #[test]
@@ -242,6 +310,7 @@ mod tests {
                 alt_stun_port: 3479,
                 token: [0xAA; 16],
                 observed: mapped,
+                flags: 0,
             }),
             Message::IntroAck(IntroAck {
                 tx: 1,
@@ -324,7 +393,10 @@ mod tests {
                       payload in proptest::collection::vec(any::<u8>(), 1..MAX_INTRO_PAYLOAD), n: u16) {
             let msgs = [
                 Message::Refresh(Refresh { tx, node, token }),
-                Message::Registered(Registered { tx, lifetime_s: n, alt_stun_port: n, token, observed: a }),
+                Message::Registered(Registered { tx, lifetime_s: n, alt_stun_port: n, token, observed: a, flags: 0 }),
+                Message::Registered(Registered { tx, lifetime_s: n, alt_stun_port: n, token, observed: a, flags: REGISTERED_RELAY }),
+                Message::Relay(Relay { tx, node, token, target, packet: &payload }),
+                Message::Relayed(Relayed { tx, from: node, packet: &payload }),
                 Message::Introduce(Introduce { tx, node, token, target, payload: &payload }),
                 Message::IntroAck(IntroAck { tx, status: IntroStatus::Forwarded, target_addr: Some(a) }),
                 Message::IntroAck(IntroAck { tx, status: IntroStatus::TargetRateLimited, target_addr: None }),

@@ -20,6 +20,7 @@ pub mod header;
 pub mod introduce;
 pub mod message;
 pub mod register;
+pub mod relay;
 pub mod stun;
 
 use shipworm_tunnel::identity::NODE_ID_LEN;
@@ -31,8 +32,29 @@ pub use header::{is_rendezvous_message, kind, peek_tx, Header, HEADER_LEN, VERSI
 pub use introduce::{IntroAck, IntroFwd, IntroStatus, Introduce, MAX_INTRO_PAYLOAD};
 pub use message::Message;
 pub use register::{
-    Refresh, Register, Registered, Retry, COOKIE_LEN, REGISTER_SIGNING_CONTEXT, TOKEN_LEN,
+    Refresh, Register, Registered, Retry, COOKIE_LEN, REGISTERED_RELAY, REGISTER_SIGNING_CONTEXT,
+    TOKEN_LEN,
 };
+pub use relay::{Relay, Relayed, MAX_RELAY_PAYLOAD};
+
+/// Reads an opaque payload that ends a message: everything left, 1 to `max` bytes.
+pub(crate) fn payload<'a>(
+    mut r: shipworm_tunnel::wire::Reader<'a>,
+    max: usize,
+    name: &'static str,
+    expected: &'static str,
+) -> Result<&'a [u8], ParseError> {
+    let got = r.position() + r.remaining();
+    let payload = r.rest();
+    if payload.is_empty() || payload.len() > max {
+        return Err(ParseError::Length {
+            name,
+            expected,
+            got,
+        });
+    }
+    Ok(payload)
+}
 
 /// A raw NodeId as it travels: only REGISTER's signature check proves it is a key.
 pub type RawNodeId = [u8; NODE_ID_LEN];

@@ -11,9 +11,12 @@
 //! 0        10             42           58
 //! | header | node id (32) | token (16) |
 //!
-//! REGISTERED (0xC3), 37 (IPv4) or 49 (IPv6) bytes:
+//! REGISTERED (0xC3), 37 (IPv4) or 49 (IPv6) bytes, one more with flags:
 //! 0        10              12                  14           30
-//! | header | lifetime s (u16) | alt STUN port (u16) | token (16) | observed address (7 or 19) |
+//! | header | lifetime s (u16) | alt STUN port (u16) | token (16) | observed address (7 or 19) | [flags (u8)] |
+//!
+//! The flags byte is present only when a flag is set (one encoding per value: a zero byte is
+//! refused); bit 0 ([`REGISTERED_RELAY`]) says the server relays for this node.
 //!
 //! RETRY      (0xC8), 26 bytes:
 //! 0        10           26
@@ -36,6 +39,10 @@ use super::{ParseError, RawNodeId};
 
 /// Length of the refresh token handed out in [`Registered`].
 pub const TOKEN_LEN: usize = 16;
+/// REGISTERED flag: this server relays tunnel packets for the registered node (RELAY, RELAYED).
+pub const REGISTERED_RELAY: u8 = 0x01;
+/// Every REGISTERED flag this version defines.
+const REGISTERED_FLAGS: u8 = REGISTERED_RELAY;
 /// Length of the return-routability cookie handed out in [`Retry`].
 pub const COOKIE_LEN: usize = 16;
 /// Domain separation for REGISTER signatures (version 2: the server address is signed).
@@ -239,6 +246,8 @@ pub struct Registered {
     pub token: [u8; TOKEN_LEN],
     /// The node's address as the server saw it.
     pub observed: SocketAddr,
+    /// Flags ([`REGISTERED_RELAY`]); 0 when the byte is absent.
+    pub flags: u8,
 }
 
 impl Registered {
@@ -259,6 +268,18 @@ impl Registered {
             alt_stun_port: r.u16("REGISTERED alternate STUN port")?,
             token: r.array("REGISTERED token")?,
             observed: r.addr()?,
+            flags: match r.remaining() {
+                0 => 0,
+                _ => match r.u8("REGISTERED flags")? {
+                    f if f != 0 && f & !REGISTERED_FLAGS == 0 => f,
+                    value => {
+                        return Err(ParseError::Value {
+                            field: "REGISTERED flags",
+                            value,
+                        })
+                    }
+                },
+            },
         };
         r.finish()?;
         Ok(m)
@@ -270,5 +291,13 @@ impl Registered {
         out.extend_from_slice(&self.alt_stun_port.to_be_bytes());
         out.extend_from_slice(&self.token);
         addr::emit(&self.observed, out);
+        if self.flags != 0 {
+            out.push(self.flags);
+        }
+    }
+
+    /// Whether the server relays for us.
+    pub fn relay(&self) -> bool {
+        self.flags & REGISTERED_RELAY != 0
     }
 }
