@@ -440,10 +440,18 @@ impl Sim {
         }
     }
 
-    /// Replaces the rendezvous with a fresh one (a restart: empty table, new secrets).
+    /// Replaces the rendezvous with a fresh one (a restart: empty table, new secrets), keeping
+    /// its configuration.
     pub fn restart_rendezvous(&mut self) {
+        let config = self.server.config().clone();
+        self.restart_rendezvous_with(config);
+    }
+
+    /// Replaces the rendezvous with a fresh one configured by `config` (e.g. with the relay role,
+    /// before the nodes register).
+    pub fn restart_rendezvous_with(&mut self, config: ServerConfig) {
         let rng = shipworm::tunnel::rng::from_seed(self.rng.next_u64());
-        self.server = Server::new(Self::server_config(), self.now, rng);
+        self.server = Server::new(config, self.now, rng);
     }
 
     /// Changes a site's IPv6 access (e.g. to make it one-way mid-session).

@@ -48,6 +48,7 @@ pub struct Builder {
     engine: EngineConfig,
     dht: Option<DhtOptions>,
     mdns: bool,
+    relay: bool,
 }
 
 impl Default for Builder {
@@ -65,6 +66,7 @@ impl Default for Builder {
             engine: EngineConfig::default(),
             dht: None,
             mdns: false,
+            relay: true,
         }
     }
 }
@@ -150,6 +152,15 @@ impl Builder {
         self
     }
 
+    /// Use relays (on by default): a peer no direct path reaches is reached through a
+    /// rendezvous that offers the relay role (`shipworm-rendezvous --relay`), and the session
+    /// moves to a direct path as soon as one is proven. Off: such a connection fails with the
+    /// reason, as without any relay (`--no-relay`).
+    pub fn relay(mut self, on: bool) -> Self {
+        self.relay = on;
+        self
+    }
+
     /// Engine settings (timers, birthday budget); the rendezvous and STUN lists, the accept policy
     /// and, with a TUN interface, the MTU come from the builder.
     pub fn engine_config(mut self, config: EngineConfig) -> Self {
@@ -200,6 +211,7 @@ impl Builder {
             engine: mut config,
             dht,
             mdns,
+            relay,
         } = self;
         let identity = identity.unwrap_or_else(Identity::generate);
         let me = identity.node_id();
@@ -216,6 +228,7 @@ impl Builder {
         config.rendezvous = servers.iter().map(|s| s.register).collect();
         config.stun = servers.iter().filter_map(|s| s.stun).collect();
         config.tunnel = tunnel;
+        config.relay &= relay;
         let inner_mtu = config.tunnel.mtu;
         if inner_mtu < 1280 {
             return Err(setup(&format!(

@@ -411,6 +411,12 @@ pub async fn describe_path(node: &Node, peer: NodeId) -> String {
     else {
         return "no path selected".into();
     };
+    let rtt = pair.rtt.map_or(String::new(), |r| {
+        format!(", rtt {:.1} ms", r.as_secs_f64() * 1e3)
+    });
+    if let Some(relay) = pair.relay {
+        return format!("relayed via {relay}{rtt}");
+    }
     let family = if pair.remote.is_ipv4() {
         "IPv4"
     } else {
@@ -422,10 +428,8 @@ pub async fn describe_path(node: &Node, peer: NodeId) -> String {
         CandidateKind::Mapped => "UPnP/PCP port mapping",
         CandidateKind::PeerReflexive => "peer-reflexive address",
         CandidateKind::Advertised => "address the peer advertised",
+        CandidateKind::Relayed => "relayed path",
     };
-    let rtt = pair.rtt.map_or(String::new(), |r| {
-        format!(", rtt {:.1} ms", r.as_secs_f64() * 1e3)
-    });
     format!("direct {family} via {} ({kind}){rtt}", pair.remote)
 }
 

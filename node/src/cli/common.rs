@@ -61,6 +61,10 @@ pub struct Common {
     /// for `up` and `listen`, and for `connect`, `ping` and `forward` to a bare NodeId).
     #[arg(long, global = true, env = "SHIPWORM_NO_MDNS")]
     pub no_mdns: bool,
+    /// Never relay: a peer that no direct path reaches is an error, not a relayed connection
+    /// (relays are used only where a rendezvous offers them).
+    #[arg(long, global = true)]
+    pub no_relay: bool,
 }
 
 /// Where `--publish` publishes.
@@ -134,6 +138,7 @@ impl Common {
             .identity(identity)
             .bind(bind)
             .portmap(!self.no_portmap)
+            .relay(!self.no_relay)
             .portmap_lease(Duration::from_secs(self.portmap_lease));
         for r in &self.rendezvous {
             b = b.rendezvous(r.clone());

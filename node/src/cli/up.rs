@@ -188,9 +188,11 @@ async fn narrate(node: &Node, configured: &HashSet<NodeId>, e: &NodeEvent) {
             peer.fmt_short(),
             shipworm::api::describe_path(node, *peer).await
         ),
-        NodeEvent::PathChanged { peer, path } => {
-            eprintln!("path to {} is now {path}", peer.fmt_short())
-        }
+        NodeEvent::PathChanged { peer, .. } => eprintln!(
+            "path to {} is now {}",
+            peer.fmt_short(),
+            shipworm::api::describe_path(node, *peer).await
+        ),
         NodeEvent::ConnectFailed { peer, error } => {
             let again = match configured.contains(peer) {
                 true => "; trying again later (it is a --peer)",

@@ -53,8 +53,10 @@ pub struct PeerDiagnostics {
 /// pair and RTTs are milliseconds (`rtt_ms`, `last_rtt_ms`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PairDiagnostics {
-    /// Remote address.
+    /// Remote address (for a relayed pair, its stand-in in `100::/64`).
     pub remote: SocketAddr,
+    /// The relay a relayed pair goes through.
+    pub relay: Option<SocketAddr>,
     /// How we learned it.
     pub kind: CandidateKind,
     /// Check state.
@@ -101,6 +103,7 @@ impl Engine {
                             .unwrap_or_default();
                         PairDiagnostics {
                             remote: p.remote,
+                            relay: self.relay_of(&p.remote),
                             kind: p.kind,
                             state: p.state,
                             selected: st.paths.selected == Some(i),
@@ -143,6 +146,7 @@ impl CandidateKind {
             CandidateKind::Mapped => "mapped",
             CandidateKind::PeerReflexive => "peer-reflexive",
             CandidateKind::Advertised => "advertised",
+            CandidateKind::Relayed => "relayed",
         }
     }
 }
@@ -193,8 +197,9 @@ fn ms(d: Option<Duration>) -> Option<f64> {
 
 impl Serialize for PairDiagnostics {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut o = s.serialize_struct("PairDiagnostics", 12)?;
+        let mut o = s.serialize_struct("PairDiagnostics", 13)?;
         o.serialize_field("remote", &self.remote)?;
+        o.serialize_field("relay", &self.relay)?;
         o.serialize_field("kind", &self.kind)?;
         o.serialize_field(
             "state",
@@ -269,7 +274,10 @@ impl fmt::Display for Diagnostics {
                 writeln!(
                     f,
                     "  {:<42} {:<15} {:<11} {:>9} {:>11} {:>11} {:>17}",
-                    x.remote.to_string(),
+                    match x.relay {
+                        Some(relay) => format!("via relay {relay}"),
+                        None => x.remote.to_string(),
+                    },
                     x.kind.label(),
                     if x.selected {
                         "SELECTED"

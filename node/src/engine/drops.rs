@@ -28,6 +28,18 @@ macro_rules! drop_reasons {
 }
 
 drop_reasons! {
+    /// RELAYED from a server that does not relay for us, or while we refuse relays.
+    RelayUnused => "relay_unused",
+    /// RELAYED naming no valid key, or carrying no tunnel packet.
+    RelayMalformed => "relay_malformed",
+    /// RELAYED or a relayed path with no room left for its stand-in address.
+    RelayRoutesFull => "relay_routes_full",
+    /// A datagram for a relayed path whose relay is gone (or not registered yet).
+    RelayNoRoute => "relay_no_route",
+    /// A datagram too large to relay.
+    RelayTooLarge => "relay_too_large",
+    /// The relay refused a RELAY (ERROR `RelayRefused`).
+    RelayRefused => "relay_refused",
     /// A rendezvous message that failed to parse.
     MalformedRendezvous => "malformed_rendezvous",
     /// A rendezvous message from an address that is none of our servers.
@@ -97,8 +109,14 @@ drop_reasons! {
 }
 
 /// Counters by [`DropReason`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Drops([u64; DropReason::COUNT]);
+
+impl Default for Drops {
+    fn default() -> Self {
+        Self([0; DropReason::COUNT])
+    }
+}
 
 impl Drops {
     /// Counts one drop.

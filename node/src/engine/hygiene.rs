@@ -69,7 +69,7 @@ pub fn same_prefix(a: IpAddr, b: IpAddr, bits: u8) -> bool {
 
 /// Whether a peer's claimed candidate `addr` may become a pair, given our host addresses.
 pub fn acceptable(addr: SocketAddr, hosts: impl IntoIterator<Item = SocketAddr>) -> bool {
-    if addr.port() == 0 {
+    if addr.port() == 0 || super::relay::is_relay_addr(&addr) {
         return false;
     }
     if is_global(addr) {

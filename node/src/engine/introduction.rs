@@ -77,7 +77,7 @@ impl Engine {
             Message::Retry(r) if self.servers[si].owns(r.tx) => {
                 self.on_registration_retry(now, unix_ms, si, r.cookie);
             }
-            Message::Error(e) => {
+            Message::Error(e) if e.code != wire::ErrorCode::RelayRefused => {
                 // An INTRODUCE refused for a lost registration: register again.
                 if self.intros.remove(&e.tx).is_some() {
                     self.servers[si].on_error(now, e.code, e.server_time_ms, unix_ms);
@@ -88,8 +88,12 @@ impl Engine {
             Message::Registered(_) | Message::Retry(_) => {
                 self.count_drop(DropReason::UnknownRendezvousTransaction);
             }
+            Message::Error(e) if e.code == wire::ErrorCode::RelayRefused => {
+                self.count_drop(DropReason::RelayRefused);
+            }
             Message::IntroAck(ack) => self.on_intro_ack(now, unix_ms, from, ack),
-            Message::IntroFwd(f) => self.on_intro_fwd(now, unix_ms, f),
+            Message::IntroFwd(f) => self.on_intro_fwd(now, unix_ms, from, f),
+            Message::Relayed(f) => self.on_relayed(now, unix_ms, si, f),
             _ => self.count_drop(DropReason::UnexpectedRendezvous),
         }
     }
@@ -106,6 +110,7 @@ impl Engine {
                     if let Some(st) = self.peers.get_mut(&peer) {
                         st.paths.add(a, CandidateKind::Reflexive, now);
                         st.rendezvous_addr = Some(a);
+                        st.registered_at(from);
                         // The rendezvous saw the peer register there (its token made the round
                         // trip), and this answer carries our random transaction id.
                         self.gate.verify(a, now);
@@ -131,7 +136,13 @@ impl Engine {
         }
     }
 
-    fn on_intro_fwd(&mut self, now: Instant, unix_ms: u64, f: wire::IntroFwd<'_>) {
+    fn on_intro_fwd(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        server: SocketAddr,
+        f: wire::IntroFwd<'_>,
+    ) {
         let Ok(peer) = NodeId::from_bytes(&f.from) else {
             self.count_drop(DropReason::BadIntroduction);
             return;
@@ -146,6 +157,10 @@ impl Engine {
                 self.tunnel_input(now, unix_ms, 0, from_addr, f.payload);
                 self.drain_tunnel(now, unix_ms);
                 self.introduced = None;
+                // It proved its key: it is registered at that server (a relay, perhaps).
+                if let Some(st) = self.peers.get_mut(&peer) {
+                    st.registered_at(server);
+                }
             }
             Ok(packet::Packet::Resp { receiver, .. }) => {
                 // An answer to our own message 1: the index must be one we gave that peer.

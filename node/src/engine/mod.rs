@@ -43,6 +43,7 @@ mod observed;
 pub mod paths;
 mod probing;
 pub mod registration;
+pub mod relay;
 mod session;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -62,6 +63,7 @@ use session::PeerState;
 pub use diagnostics::{Diagnostics, PairDiagnostics, PeerDiagnostics};
 pub use drops::{DropReason, Drops};
 pub use events::{ConnectError, NodeEvent};
+pub use relay::is_relay_addr;
 
 /// Most local candidates kept.
 pub const MAX_LOCAL_CANDIDATES: usize = 16;
@@ -105,6 +107,11 @@ pub struct EngineConfig {
     /// STUN servers asked for reflexive addresses every `refresh_interval` (for example a
     /// rendezvous' address of the family we do not register over).
     pub stun: Vec<SocketAddr>,
+    /// Use relays (servers whose REGISTERED offers it) for peers no direct path reaches.
+    pub relay: bool,
+    /// How long a session waits for a direct path before a relayed one is tried (at once when
+    /// both NATs map per destination).
+    pub relay_after: Duration,
 }
 
 impl Default for EngineConfig {
@@ -117,6 +124,8 @@ impl Default for EngineConfig {
             connect_timeout: Duration::from_secs(10),
             birthday: BirthdayConfig::default(),
             stun: Vec::new(),
+            relay: true,
+            relay_after: relay::DEFAULT_RELAY_AFTER,
         }
     }
 }
@@ -215,6 +224,8 @@ pub struct Engine {
     /// to leave after the tunnel's (the order they were caused in).
     deferring: bool,
     deferred: Vec<Transmit>,
+    /// The stand-in addresses of relayed paths.
+    routes: relay::Routes,
 }
 
 /// Sizes of the engine's tables (what a flood could grow).
@@ -234,6 +245,8 @@ pub struct StateSizes {
     pub indices: usize,
     /// Observed addresses reported by peers.
     pub observed: usize,
+    /// Relayed paths' stand-in addresses.
+    pub relay_routes: usize,
 }
 
 impl StateSizes {
@@ -246,6 +259,7 @@ impl StateSizes {
             + self.gate
             + self.indices
             + self.observed
+            + self.relay_routes
     }
 }
 
@@ -261,6 +275,8 @@ impl Engine {
             .map(|s| Registration::new(*s, now, config.refresh_interval))
             .collect();
         let tunnel_rng = shipworm_tunnel::rng::fork(&mut rng);
+        let mut route_key = [0u8; 32];
+        rng.fill_bytes(&mut route_key);
         let tunnel = Tunnel::new(identity.clone(), config.tunnel.clone(), now, tunnel_rng);
         Self {
             me: identity.node_id(),
@@ -303,6 +319,7 @@ impl Engine {
             observed: observed::Observed::default(),
             deferring: false,
             deferred: Vec::new(),
+            routes: relay::Routes::new(route_key),
         }
     }
 
@@ -316,6 +333,7 @@ impl Engine {
             gate: self.gate.len(),
             indices: self.our_index.len() + self.their_index.len(),
             observed: self.observed.len(),
+            relay_routes: self.routes.len(),
         }
     }
 
@@ -389,6 +407,15 @@ impl Engine {
     }
 
     fn push_transmit_via(&mut self, local: u16, dest: SocketAddr, contents: Vec<u8>) {
+        // A relayed path's datagram goes to its relay, wrapped.
+        let (dest, contents) = if relay::is_relay_addr(&dest) {
+            match self.wrap_relayed(dest, contents) {
+                Some(wrapped) => wrapped,
+                None => return,
+            }
+        } else {
+            (dest, contents)
+        };
         if self.deferring {
             // Bounded by what one round of tunnel events can ask for; the bound of the queue
             // applies when they are released.
@@ -515,6 +542,7 @@ impl Engine {
             if st.established {
                 st.paths.expire(now, &timing);
                 self.reselect(now, unix_ms, peer);
+                self.relay_due(now, peer);
                 self.probe_due(now, peer);
                 // Through the gate before the birthday probes, which have a budget of their own.
                 self.drain_tunnel(now, unix_ms);

@@ -29,16 +29,20 @@ pub enum CandidateKind {
     /// A peer's address from its ticket or handshake, which do not say how it was learned
     /// (host, reflexive or mapped): remote candidates only.
     Advertised,
+    /// Through a relay (the remote address is the path's stand-in in `100::/64`): the lowest
+    /// priority, used only while no direct pair works.
+    Relayed,
 }
 
 impl CandidateKind {
     /// Every kind, in declaration order.
-    pub const ALL: [CandidateKind; 5] = [
+    pub const ALL: [CandidateKind; 6] = [
         CandidateKind::Host,
         CandidateKind::Reflexive,
         CandidateKind::Mapped,
         CandidateKind::PeerReflexive,
         CandidateKind::Advertised,
+        CandidateKind::Relayed,
     ];
 }
 
@@ -101,6 +105,12 @@ impl Pair {
     }
 
     fn new(local: u16, remote: SocketAddr, kind: CandidateKind, now: Instant) -> Self {
+        // However it was first seen (a probe's source, say), a relayed path is one.
+        let kind = if super::relay::is_relay_addr(&remote) {
+            CandidateKind::Relayed
+        } else {
+            kind
+        };
         Self {
             local,
             remote,
@@ -329,8 +339,9 @@ impl Paths {
     pub fn select(&mut self) -> Option<usize> {
         let score = |p: &Pair| {
             let rtt = p.rank_rtt().unwrap_or(Duration::MAX);
-            // Equal within a millisecond counts as equal; then IPv6 first.
-            (rtt.as_millis(), p.remote.is_ipv4())
+            // Any direct pair before a relayed one; equal within a millisecond counts as
+            // equal; then IPv6 first.
+            (p.kind == CandidateKind::Relayed, rtt.as_millis(), p.remote.is_ipv4())
         };
         let best = self
             .pairs
@@ -358,7 +369,9 @@ impl Paths {
                 // Move only for a clearly better path: 10 % and at least 2 ms faster, or same
                 // speed on IPv6 where the current one is IPv4.
                 let margin = (crtt / 10).max(Duration::from_millis(2));
-                let faster = nrtt + margin < crtt;
+                // Off a relay as soon as a direct pair is proven, whatever its RTT.
+                let direct = c.kind == CandidateKind::Relayed && n.kind != CandidateKind::Relayed;
+                let faster = direct || nrtt + margin < crtt;
                 let v6_upgrade = c.remote.is_ipv4()
                     && n.remote.is_ipv6()
                     && nrtt.as_millis() <= crtt.as_millis();

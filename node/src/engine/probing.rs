@@ -132,8 +132,10 @@ impl Engine {
         let first = !st.connected;
         st.connected = true;
         st.connecting = None;
-        // Hole punched: the birthday spray is over; spare sockets may go.
-        if st.birthday.take().is_some() || !self.spare_sockets.is_empty() {
+        // Hole punched: the birthday spray is over; spare sockets may go. On a relayed path
+        // punching goes on.
+        let relayed = super::relay::is_relay_addr(&path);
+        if !relayed && (st.birthday.take().is_some() || !self.spare_sockets.is_empty()) {
             self.release_sockets(local);
         }
         self.tunnel

@@ -95,6 +95,8 @@ pub struct Registration {
     /// The last REGISTER carried a cookie (the server then knows our address receives).
     sent_cookie: bool,
     observed: Option<SocketAddr>,
+    /// The server's last REGISTERED said it relays for us.
+    relay: bool,
     alt_stun_port: u16,
     waiting: Waiting,
     tx: u64,
@@ -117,6 +119,7 @@ impl Registration {
             cookie_resends: 0,
             sent_cookie: false,
             observed: None,
+            relay: false,
             alt_stun_port: 0,
             waiting: Waiting::Nothing,
             tx: 0,
@@ -133,7 +136,12 @@ impl Registration {
         self.observed
     }
 
-    /// The token for INTRODUCE, while registered.
+    /// Whether the server said it relays for us (REGISTERED's relay flag).
+    pub fn relays(&self) -> bool {
+        self.relay
+    }
+
+    /// The token for INTRODUCE and RELAY, while registered.
     pub fn token(&self) -> Option<[u8; TOKEN_LEN]> {
         self.token
     }
@@ -219,6 +227,7 @@ impl Registration {
 
     /// Handles REGISTERED.
     pub fn on_registered(&mut self, now: Instant, r: &Registered) -> RegEvent {
+        self.relay = r.relay();
         let changed = self.observed != Some(r.observed);
         let answered_register = self.waiting == Waiting::Register;
         self.token = Some(r.token);

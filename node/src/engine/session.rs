@@ -73,6 +73,11 @@ pub(super) struct PeerState {
     pub(super) last_active: Instant,
     /// Its outstanding probes (its share of the probe table).
     pub(super) probes_out: usize,
+    /// When its current session was established (a relayed path waits for a direct one from
+    /// then).
+    pub(super) established_at: Option<Instant>,
+    /// Our servers it is known to be registered at (it was introduced or relayed through them).
+    pub(super) relays: Vec<SocketAddr>,
 }
 
 impl PeerState {
@@ -98,6 +103,15 @@ impl PeerState {
             their_indices: Vec::new(),
             last_active: now,
             probes_out: 0,
+            established_at: None,
+            relays: Vec::new(),
+        }
+    }
+
+    /// Notes that the peer is registered at `server`.
+    pub(super) fn registered_at(&mut self, server: SocketAddr) {
+        if !self.relays.contains(&server) && self.relays.len() < super::MAX_RENDEZVOUS {
+            self.relays.push(server);
         }
     }
 
@@ -182,6 +196,7 @@ impl Engine {
             }
         }
         self.observed.forget_peer(&id);
+        self.routes.forget_peer(&id);
     }
 
     /// Forgets peers without a session or an attempt for [`PEER_IDLE_EXPIRY`].
@@ -256,7 +271,10 @@ impl Engine {
     /// from there, a rendezvous' observation, our servers) take anything; others get a fixed
     /// budget, and what goes there on behalf of a peer is charged to what that peer sent us.
     pub(super) fn admit(&mut self, now: Instant, dest: SocketAddr, contents: &[u8]) -> bool {
+        // A relayed path's datagram reaches only the peer, through a relay that checked both
+        // ends' registrations: no third party can be its target.
         if self.birthday_sending
+            || super::relay::is_relay_addr(&dest)
             || self.gate.is_verified(dest, now)
             || self.servers.iter().any(|r| r.server == dest)
         {
@@ -442,8 +460,11 @@ impl Engine {
                 // Our random transaction id came back from where we sent it: return
                 // routability proven.
                 self.gate.verify(remote, now);
-                // Where the peer saw us: its claim, kept until confirmed.
-                self.observed_by_peer(now, peer, observed);
+                // Where the peer saw us: its claim, kept until confirmed (through a relay it sees
+                // only our stand-in: nothing to learn).
+                if !super::relay::is_relay_addr(&remote) {
+                    self.observed_by_peer(now, peer, observed);
+                }
                 if let Some(st) = self.peers.get_mut(&peer) {
                     st.last_active = now;
                     // A birthday probe that hit has no pair yet: it becomes one.
@@ -543,6 +564,9 @@ impl Engine {
         let Some(st) = self.peers.get_mut(&peer) else {
             return;
         };
+        if !st.established {
+            st.established_at = Some(now);
+        }
         st.established = true;
         st.last_active = now;
         st.handshake_from = Some(from);
@@ -604,7 +628,15 @@ impl Engine {
         };
         let both_hard = self.we_are_hard() && peer_is_hard(st.peer_flags);
         let waited = now.saturating_duration_since(started);
-        if st.established && !st.connected && both_hard && waited >= self.config.paths.check_period
+        // A relayed pair still being checked may yet connect us.
+        let relay_pending = st.paths.pairs.iter().any(|p| {
+            p.kind == CandidateKind::Relayed && p.state != PairState::Failed
+        });
+        if st.established
+            && !st.connected
+            && both_hard
+            && !relay_pending
+            && waited >= self.config.paths.check_period
         {
             self.fail(peer, ConnectError::NoDirectPathPossible);
         } else if waited >= self.config.connect_timeout {
