@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use shipworm_rendezvous::wire::stun;
 use shipworm_rendezvous::wire::{
     ErrorCode, ErrorMsg, IntroAck, IntroFwd, IntroStatus, Introduce, Message, Refresh, Register,
-    Registered, Retry, COOKIE_LEN, MAX_INTRO_PAYLOAD,
+    Registered, Relay, Relayed, Retry, COOKIE_LEN, MAX_INTRO_PAYLOAD,
 };
 use shipworm_tunnel::wire::addr;
 use shipworm_tunnel::wire::frame::Frame;
@@ -57,6 +57,18 @@ fn rendezvous_messages() -> Seeds {
                 alt_stun_port: 3479,
                 token: [9; 16],
                 observed: server,
+                flags: 0,
+            }),
+        ));
+        m.push((
+            format!("registered-relay-{fam}"),
+            Message::Registered(Registered {
+                tx: 1,
+                lifetime_s: 120,
+                alt_stun_port: 3479,
+                token: [9; 16],
+                observed: server,
+                flags: shipworm_rendezvous::wire::REGISTERED_RELAY,
             }),
         ));
         m.push((
@@ -77,6 +89,24 @@ fn rendezvous_messages() -> Seeds {
             }),
         ));
     }
+    m.push((
+        "relay".into(),
+        Message::Relay(Relay {
+            tx: 0,
+            node,
+            token: [9; 16],
+            target: [4; 32],
+            packet: &payload,
+        }),
+    ));
+    m.push((
+        "relayed".into(),
+        Message::Relayed(Relayed {
+            tx: 0,
+            from: node,
+            packet: &payload,
+        }),
+    ));
     m.push((
         "refresh".into(),
         Message::Refresh(Refresh {
@@ -331,6 +361,7 @@ fn regressions() -> [(&'static str, Seeds); 2] {
         alt_stun_port: 3479,
         token: [9; 16],
         observed,
+        flags: 0,
     })
     .to_vec();
     let mut answer = Vec::new();

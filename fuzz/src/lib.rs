@@ -19,7 +19,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use shipworm_rendezvous::server::{Server, ServerConfig, Socket};
+use shipworm_rendezvous::server::{RelayConfig, Server, ServerConfig, Socket};
 use shipworm_rendezvous::wire::{stun, Message};
 use shipworm_tunnel::wire::frame::Frame;
 use shipworm_tunnel::wire::packet::Packet;
@@ -49,11 +49,12 @@ pub fn rendezvous_message(data: &[u8]) {
 pub fn rendezvous_server(data: &[u8]) {
     let now = Instant::now();
     let primary: SocketAddr = "198.51.100.1:3478".parse().expect("literal address");
-    let mut server = Server::new(
-        ServerConfig::for_addresses(vec![primary]),
-        now,
-        shipworm_tunnel::rng::from_seed(0),
-    );
+    // With the relay role on, so that RELAY's checks are fuzzed too.
+    let config = ServerConfig {
+        relay: Some(RelayConfig::default()),
+        ..ServerConfig::for_addresses(vec![primary])
+    };
+    let mut server = Server::new(config, now, shipworm_tunnel::rng::from_seed(0));
     let from = "203.0.113.1:5".parse().expect("literal address");
     for packet in data.split(|b| *b == 0xFF) {
         server.handle_packet(now, 1_800_000_000_000, Socket::Primary, from, packet);

@@ -61,7 +61,11 @@ fn symmetric_pairs_connect_through_the_relay_and_carry_data() {
             assert!(sim.send_ip(1, 0, format!("back {n}").as_bytes()));
         }
         sim.run_until(sim.elapsed() + Duration::from_millis(300), |_| false);
-        assert_eq!((packets(&sim, 1), packets(&sim, 0)), (20, 20), "seed {seed}");
+        assert_eq!(
+            (packets(&sim, 1), packets(&sim, 0)),
+            (20, 20),
+            "seed {seed}"
+        );
         assert!(sim.server.stats().relayed_packets >= 40);
         // Punching went on (the birthday run of a hard pair), without success.
         assert!(sim.nodes[0].engine.connected_peers().contains(&sim.id(1)));
@@ -99,7 +103,8 @@ fn without_a_relay_the_clear_error_stays() {
 fn block_direct(sim: &mut Sim) -> Rc<Cell<bool>> {
     let on = Rc::new(Cell::new(true));
     let flag = on.clone();
-    let server = |a: std::net::SocketAddr| a.ip() == RENDEZVOUS_V4.ip() || a.ip() == RENDEZVOUS_V6.ip();
+    let server =
+        |a: std::net::SocketAddr| a.ip() == RENDEZVOUS_V4.ip() || a.ip() == RENDEZVOUS_V6.ip();
     sim.lose_matching(u32::MAX, move |src, dst, _| {
         flag.get() && !server(src) && !server(dst)
     });
@@ -148,10 +153,18 @@ fn a_relayed_session_moves_to_direct_when_it_works_and_back_when_it_dies() {
     let opened = sim.elapsed();
     stream(&mut sim, &mut sent, Duration::from_secs(5));
     let direct = sim.selected(0, 1).expect("a path");
-    assert!(!is_relay_addr(&direct), "still relayed {:?} after the firewall opened", sim.elapsed() - opened);
+    assert!(
+        !is_relay_addr(&direct),
+        "still relayed {:?} after the firewall opened",
+        sim.elapsed() - opened
+    );
     assert!(sim.selected(1, 0).is_some_and(|a| !is_relay_addr(&a)));
     sim.run_until(sim.elapsed() + Duration::from_millis(300), |_| false);
-    assert_eq!(packets(&sim, 1), sent, "moving to the direct path lost packets");
+    assert_eq!(
+        packets(&sim, 1),
+        sent,
+        "moving to the direct path lost packets"
+    );
     // The direct path dies: back on the relay within a few seconds.
     blocked.set(true);
     stream(&mut sim, &mut sent, Duration::from_secs(4));

@@ -341,7 +341,11 @@ impl Paths {
             let rtt = p.rank_rtt().unwrap_or(Duration::MAX);
             // Any direct pair before a relayed one; equal within a millisecond counts as
             // equal; then IPv6 first.
-            (p.kind == CandidateKind::Relayed, rtt.as_millis(), p.remote.is_ipv4())
+            (
+                p.kind == CandidateKind::Relayed,
+                rtt.as_millis(),
+                p.remote.is_ipv4(),
+            )
         };
         let best = self
             .pairs

@@ -729,6 +729,7 @@ mod tests {
             alt_stun_port: 0,
             token: [0; shipworm_rendezvous::wire::TOKEN_LEN],
             observed: "192.0.2.7:4000".parse().unwrap(),
+            flags: 0,
         }
     }
 

@@ -183,9 +183,11 @@ impl Engine {
             return;
         };
         if st.paths.selected.is_some()
-            || st.paths.pairs.iter().any(|p| {
-                p.kind == CandidateKind::Relayed && p.state != PairState::Failed
-            })
+            || st
+                .paths
+                .pairs
+                .iter()
+                .any(|p| p.kind == CandidateKind::Relayed && p.state != PairState::Failed)
         {
             return;
         }

@@ -629,9 +629,11 @@ impl Engine {
         let both_hard = self.we_are_hard() && peer_is_hard(st.peer_flags);
         let waited = now.saturating_duration_since(started);
         // A relayed pair still being checked may yet connect us.
-        let relay_pending = st.paths.pairs.iter().any(|p| {
-            p.kind == CandidateKind::Relayed && p.state != PairState::Failed
-        });
+        let relay_pending = st
+            .paths
+            .pairs
+            .iter()
+            .any(|p| p.kind == CandidateKind::Relayed && p.state != PairState::Failed);
         if st.established
             && !st.connected
             && both_hard

@@ -49,6 +49,7 @@ fn registered(tx: u64) -> Vec<u8> {
         alt_stun_port: 0,
         token: [9; TOKEN_LEN],
         observed: "203.0.113.10:40000".parse().unwrap(),
+        flags: 0,
     })
     .to_vec()
 }
