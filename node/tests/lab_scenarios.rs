@@ -3,7 +3,8 @@
 //! established connection; a NAT mapping flush mid-transfer loses no data, also when the new
 //! mapping has another external port; a lossy internet still carries the data intact; an idle
 //! session outlives 10 s UDP mapping timeouts; two hosts behind one NAT meet over their LAN or
-//! through a hairpinning router.
+//! through a hairpinning router; a rendezvous and a node with two addresses answer from the one
+//! that was asked.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
