@@ -3,7 +3,8 @@
 //! established connection; a NAT mapping flush mid-transfer loses no data, also when the new
 //! mapping has another external port; a lossy internet still carries the data intact; an idle
 //! session outlives 10 s UDP mapping timeouts; two hosts behind one NAT meet over their LAN or
-//! through a hairpinning router.
+//! through a hairpinning router; a rendezvous and a node with two addresses answer from the one
+//! that was asked.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -612,4 +613,151 @@ fn netcheck_tells_each_router_kind_by_its_mapping() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// `shipworm --json netcheck` from `ns` against the rendezvous `rdv`: its output, or a failure
+/// naming what was wrong.
+fn netcheck(lab: &Lab, ns: &str, rdv: &str, key: &str) -> Result<String, String> {
+    let mut args = args_via(lab, rdv, key, &["--no-portmap", "--json", "netcheck"]);
+    args.insert(0, lab.bin.to_string_lossy().into_owned());
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(&args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Registered, and both STUN ports answered (a home router maps independently of the
+    // destination).
+    match out.status.success()
+        && text.contains("\"registered\":true")
+        && text.contains("\"maps_per_destination\":false")
+    {
+        true => Ok(text),
+        false => Err(format!(
+            "netcheck via {rdv}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    }
+}
+
+#[test]
+fn a_rendezvous_with_two_addresses_answers_from_the_one_each_node_asked() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), "two");
+    let m = lab.matrix_v6(
+        "5.5",
+        [RouterKind::Home, RouterKind::Home],
+        [V6::Firewalled, V6::Firewalled],
+    );
+    // A second address of each family on the rendezvous host, as a VPS's floating address: on
+    // `lo`, routed to the host by the internet. The kernel's own choice of source toward the
+    // sites stays the first address (5.5.0.2, 2001:db8::2), so only answering from the address
+    // that was asked gets through the sites' routers, which let in only replies.
+    let (second, second6) = ("5.5.9.2", "2001:db8:9::2");
+    lab.exec(
+        &m.rdv,
+        &["ip", "addr", "add", &format!("{second}/32"), "dev", "lo"],
+    );
+    lab.exec(
+        &m.rdv,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{second6}/128"),
+            "dev",
+            "lo",
+            "nodad",
+        ],
+    );
+    lab.exec(&m.wan, &["ip", "route", "add", second, "via", "5.5.0.2"]);
+    lab.exec(
+        &m.wan,
+        &["ip", "route", "add", second6, "via", "2001:db8::2"],
+    );
+    // The rendezvous reads its addresses (what REGISTERs may be signed for) at start.
+    lab.kill_child(m.rendezvous_child);
+    lab.start_matrix_rendezvous(&m, "rendezvous2");
+    let (first, second, second6) = (
+        m.rendezvous.clone(),
+        format!("{second}:3478"),
+        format!("[{second6}]:3478"),
+    );
+
+    // Registration and both STUN ports, at each address.
+    let mut wrong = Vec::new();
+    for (k, rdv) in [&first, &second, &second6].into_iter().enumerate() {
+        if let Err(e) = netcheck(&lab, &m.hosts[0], rdv, &format!("n{k}.key")) {
+            wrong.push(e);
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+
+    // B registers at the second address only, so its ticket names that one; A registers at the
+    // first, and at B's through the ticket. Both routers drop unsolicited datagrams: only the
+    // introduction through the second address brings A's handshake to B.
+    let (la, lb) = transfer_via(&mut lab, &m, [&first, &second], 1 << 20, |_| {});
+    let ticket: shipworm::Ticket = lb
+        .lines()
+        .find(|l| l.starts_with("sw1"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        ticket
+            .rendezvous()
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>(),
+        std::slice::from_ref(&second)
+    );
+    let a_line = la.lines().find(|l| l.starts_with("connected: ")).unwrap();
+    assert!(a_line.contains("direct"), "A: {a_line}");
+}
+
+#[test]
+fn a_node_with_two_addresses_answers_from_the_one_its_peer_dialled() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), "twon");
+    // A behind a home router; B on a public site (its host address 192.168.2.2 is routed) with
+    // a second address on `lo`, routed to it. A knows B only at the second address; the kernel's
+    // own choice of source toward A is 192.168.2.2, which A's router does not let in.
+    let m = lab.matrix("5.5", [RouterKind::Home, RouterKind::Public]);
+    let second = "5.5.8.2";
+    lab.exec(
+        &m.hosts[1],
+        &["ip", "addr", "add", &format!("{second}/32"), "dev", "lo"],
+    );
+    lab.exec(&m.wan, &["ip", "route", "add", second, "via", "5.5.2.2"]);
+    lab.exec(
+        &m.routers[1],
+        &["ip", "route", "add", second, "via", "192.168.2.2"],
+    );
+    let (a_key, a_id, a_ov) = lab.identity("a");
+    let (b_key, b_id, b_ov) = lab.identity("b");
+    let tun = |n: &str| format!("s{}{n}", lab.tag);
+    let (ta, tb) = (tun("a"), tun("b"));
+    let listen = format!("[::]:{NODE_PORT}");
+    let (ha, hb) = (m.hosts[0].clone(), m.hosts[1].clone());
+    lab.up(&hb, &b_key, &tb, &listen, &[a_id]);
+    lab.up(
+        &ha,
+        &a_key,
+        &ta,
+        &listen,
+        &[format!("{b_id}@{second}:{NODE_PORT}")],
+    );
+    let (ok, out) = lab.ping(&ha, &b_ov, 5);
+    assert!(
+        ok,
+        "ping A -> B failed:\n{out}\nA: {}\nB: {}",
+        lab.log(&ta),
+        lab.log(&tb)
+    );
+    let (ok, out) = lab.ping(&hb, &a_ov, 2);
+    assert!(ok, "ping B -> A failed:\n{out}");
 }

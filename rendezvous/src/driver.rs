@@ -5,13 +5,19 @@
 //! batch every datagram that is not a REGISTER (REFRESH, INTRODUCE, STUN: a hash or less each)
 //! is served first, and REGISTERs (which may cost a signature check) after them, so a flood of
 //! REGISTERs delays registered nodes by at most one batch.
+//!
+//! Every datagram leaves from the local address the request it answers arrived at (quinn-udp
+//! reports it as `RecvMeta::dst_ip` from `IP_PKTINFO` / `IPV6_PKTINFO`, and sets it again as
+//! `Transmit::src_ip`): on a host with several addresses, a `[::]` socket would otherwise let the
+//! kernel pick the source, and a NAT in front of the client drops an answer from an address it
+//! never sent to (`docs/protocol.md` §"Answering from the address that was asked").
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use quinn_udp::{RecvMeta, UdpSocketState};
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -20,7 +26,9 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::metrics::{self, Snapshot};
 use crate::server::{Server, Socket};
-use crate::udp::{bind_udp_with_buffer, recv_buffer_size, BoundSocket, SERVER_RECV_BUFFER};
+use crate::udp::{
+    bind_udp_with_buffer, recv_buffer_size, reply_source, BoundSocket, SERVER_RECV_BUFFER,
+};
 use crate::wire::kind;
 
 /// `recvmmsg` calls per wake-up before yielding to other events.
@@ -77,16 +85,31 @@ impl Udp {
         }
     }
 
-    async fn send(&self, contents: &[u8], dest: SocketAddr) -> bool {
+    /// Sends `contents` to `dest` from local address `src` (the OS chooses when `None`), waiting
+    /// while the socket's buffer is full.
+    async fn send(&self, contents: &[u8], src: Option<IpAddr>, dest: SocketAddr) -> bool {
         let Some(dest) = self.dest(dest) else {
             return false;
         };
-        match self.socket.try_send_to(contents, dest) {
-            Ok(_) => true,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.socket.send_to(contents, dest).await.is_ok()
+        let transmit = Transmit {
+            destination: dest,
+            ecn: None,
+            contents,
+            segment_size: None,
+            src_ip: src.and_then(|ip| reply_source(ip, dest, self.dual_stack)),
+        };
+        loop {
+            match self.socket.try_io(Interest::WRITABLE, || {
+                self.state.try_send((&self.socket).into(), &transmit)
+            }) {
+                Ok(()) => return true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.socket.writable().await.is_err() {
+                        return false;
+                    }
+                }
+                Err(_) => return false,
             }
-            Err(_) => false,
         }
     }
 }
@@ -382,13 +405,13 @@ async fn pump(
                     if (datagram.first() == Some(&kind::REGISTER)) != registers {
                         continue;
                     }
-                    server.handle_packet(now, wall, which, m.addr, datagram);
+                    server.handle_packet_at(now, wall, which, m.dst_ip, m.addr, datagram);
                     while let Some(t) = server.poll_transmit() {
                         let out = match t.socket {
                             Socket::Primary => primary,
                             Socket::Alt => alt.unwrap_or(primary),
                         };
-                        if !out.send(t.contents, t.dest).await {
+                        if !out.send(t.contents, t.src, t.dest).await {
                             server.record_send_error();
                         }
                     }

@@ -1,7 +1,7 @@
 //! Binding the one UDP socket of a node or server: dual-stack where the OS allows it.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
 
 use socket2::{Domain, Protocol, Socket as RawSocket, Type};
 
@@ -72,4 +72,68 @@ pub fn bind_udp_with_buffer(addr: SocketAddr, recv_buffer: usize) -> io::Result<
 /// The receive buffer the kernel granted `socket` (Linux reports twice the usable size).
 pub fn recv_buffer_size(socket: &StdUdpSocket) -> io::Result<usize> {
     socket2::SockRef::from(socket).recv_buffer_size()
+}
+
+/// The source address to give a datagram to `dest` so that it leaves from `local`, a local address
+/// a datagram arrived at (`RecvMeta::dst_ip` of quinn-udp, IPv4 possibly IPv4-mapped), in the form
+/// the socket wants (IPv4-mapped on a dual-stack socket). `None` (the OS chooses) when `local`
+/// cannot be a source: another family than `dest`, unspecified, multicast or broadcast (a reply
+/// from those would be refused with `EINVAL`, which quinn-udp takes as a reason to turn GSO off).
+pub fn reply_source(local: IpAddr, dest: SocketAddr, dual_stack: bool) -> Option<IpAddr> {
+    let local = local.to_canonical();
+    let unicast = match local {
+        IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast()),
+        IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
+    };
+    if !unicast || local.is_ipv4() != dest.ip().to_canonical().is_ipv4() {
+        return None;
+    }
+    Some(match local {
+        IpAddr::V4(v4) if dual_stack => IpAddr::V6(v4.to_ipv6_mapped()),
+        ip => ip,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_source_is_a_unicast_address_of_the_destination_family_in_socket_form() {
+        let v4 = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let to4: SocketAddr = "192.0.2.9:5".parse().unwrap();
+        let to4_mapped: SocketAddr = "[::ffff:192.0.2.9]:5".parse().unwrap();
+        let to6: SocketAddr = "[2001:db8::9]:5".parse().unwrap();
+        // As the kernel reports it on a dual-stack socket (mapped), and on an IPv4 socket.
+        assert_eq!(
+            reply_source(v4("::ffff:127.0.0.2"), to4_mapped, true),
+            Some(v4("::ffff:127.0.0.2"))
+        );
+        assert_eq!(
+            reply_source(v4("127.0.0.2"), to4, true),
+            Some(v4("::ffff:127.0.0.2"))
+        );
+        assert_eq!(
+            reply_source(v4("127.0.0.2"), to4, false),
+            Some(v4("127.0.0.2"))
+        );
+        assert_eq!(
+            reply_source(v4("2001:db8::2"), to6, true),
+            Some(v4("2001:db8::2"))
+        );
+        // Across families, or from what cannot be a source: the OS chooses.
+        assert_eq!(reply_source(v4("2001:db8::2"), to4_mapped, true), None);
+        assert_eq!(reply_source(v4("::ffff:192.0.2.2"), to6, true), None);
+        for bad in [
+            "255.255.255.255",
+            "224.0.0.251",
+            "0.0.0.0",
+            "::ffff:255.255.255.255",
+        ] {
+            assert_eq!(reply_source(v4(bad), to4, true), None, "{bad}");
+        }
+        for bad in ["ff02::fb", "::"] {
+            assert_eq!(reply_source(v4(bad), to6, true), None, "{bad}");
+        }
+    }
 }

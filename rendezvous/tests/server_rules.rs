@@ -1,6 +1,6 @@
 //! The rendezvous server's rules, proven on the sans-IO core with a virtual clock.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -73,6 +73,25 @@ impl Harness {
         let mut out = Vec::new();
         while let Some(t) = self.server.poll_transmit() {
             out.push((t.socket, t.dest, t.contents.to_vec()));
+        }
+        out
+    }
+
+    /// As [`Harness::send_on`], for a datagram that arrived at local address `local`; what was
+    /// sent, with its source address.
+    fn send_at(
+        &mut self,
+        socket: Socket,
+        local: IpAddr,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Vec<(Option<IpAddr>, SocketAddr, Vec<u8>)> {
+        let (now, unix) = (self.now(), self.unix_ms());
+        self.server
+            .handle_packet_at(now, unix, socket, Some(local), from, bytes);
+        let mut out = Vec::new();
+        while let Some(t) = self.server.poll_transmit() {
+            out.push((t.src, t.dest, t.contents.to_vec()));
         }
         out
     }
@@ -357,6 +376,91 @@ fn no_state_is_kept_before_a_valid_signature() {
     assert_eq!(only_error(&out), ErrorCode::NotRegistered);
     assert_eq!(h.server.registered(), 0);
     assert_eq!(h.server.stats().dropped(DropReason::BadSignature), 2);
+}
+
+#[test]
+fn every_datagram_leaves_from_the_address_its_request_arrived_at() {
+    let mut h = Harness::default();
+    let (a, b, c) = (
+        addr("203.0.113.5:40000"),
+        addr("203.0.113.6:40000"),
+        addr("[2001:db8::c]:50000"),
+    );
+    let ta = h.register(&id(1), a);
+    h.register(&id(2), b);
+    h.register(&id(3), c);
+    // The second IPv4 address of the host, as a dual-stack socket reports it (IPv4-mapped).
+    let second: IpAddr = "::ffff:11.0.113.2".parse().unwrap();
+    let want = Some("11.0.113.2".parse::<IpAddr>().unwrap());
+    let sources = |out: &[(Option<IpAddr>, SocketAddr, Vec<u8>)]| -> Vec<Option<IpAddr>> {
+        out.iter().map(|(src, _, _)| *src).collect()
+    };
+
+    // STUN on both ports.
+    for socket in [Socket::Primary, Socket::Alt] {
+        let (request, _) = stun::binding_request();
+        let out = h.send_at(socket, second, a, &request);
+        assert_eq!(sources(&out), [want], "{socket:?}");
+    }
+    // A refused REGISTER's ERROR, and a REFRESH's REGISTERED.
+    let tx = h.next_tx();
+    let wrong = Message::Register(Register::signed(
+        &id(4),
+        tx,
+        h.unix_ms(),
+        addr("192.0.2.1:3478"),
+    ));
+    assert_eq!(
+        sources(&h.send_at(Socket::Primary, second, a, &wrong.to_vec())),
+        [want]
+    );
+    let refresh = Message::Refresh(Refresh {
+        tx,
+        node: *id(1).node_id().as_bytes(),
+        token: ta,
+    });
+    assert_eq!(
+        sources(&h.send_at(Socket::Primary, second, a, &refresh.to_vec())),
+        [want]
+    );
+
+    // An introduction: the forward to a node of the same family leaves from the address the
+    // INTRODUCE came to (its sender dialled the address of the target's ticket), and so does
+    // the acknowledgement.
+    let intro = |h: &mut Harness, target: &Identity| {
+        let tx = h.next_tx();
+        let msg = Message::Introduce(Introduce {
+            tx,
+            node: *id(1).node_id().as_bytes(),
+            token: ta,
+            target: *target.node_id().as_bytes(),
+            payload: b"m1",
+        });
+        h.send_at(Socket::Primary, second, a, &msg.to_vec())
+    };
+    let out = intro(&mut h, &id(2));
+    assert_eq!(out.iter().map(|(_, d, _)| *d).collect::<Vec<_>>(), [b, a]);
+    assert_eq!(sources(&out), [want, want]);
+    // To an IPv6 node the OS picks the IPv6 source; the acknowledgement still leaves from the
+    // address asked.
+    let out = intro(&mut h, &id(3));
+    assert_eq!(out.iter().map(|(_, d, _)| *d).collect::<Vec<_>>(), [c, a]);
+    assert_eq!(sources(&out), [None, want]);
+
+    // An IPv6 request is answered from its IPv6 destination.
+    let v6: IpAddr = "2001:db8::2:2".parse().unwrap();
+    let (request, _) = stun::binding_request();
+    assert_eq!(
+        sources(&h.send_at(Socket::Primary, v6, c, &request)),
+        [Some(v6)]
+    );
+
+    // A driver that does not say where a packet arrived lets the OS choose, as before.
+    let (request, _) = stun::binding_request();
+    let (now, unix) = (h.now(), h.unix_ms());
+    h.server
+        .handle_packet(now, unix, Socket::Primary, a, &request);
+    assert_eq!(h.server.poll_transmit().map(|t| t.src), Some(None));
 }
 
 #[test]

@@ -2,14 +2,14 @@
 //! the binary, and a real STUN client. (Nodes registering and introducing themselves through the
 //! service are tested with the node's own engine, in the workspace's `tests/rendezvous_service.rs`.)
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shipworm_rendezvous::config::Config;
 use shipworm_rendezvous::driver::{unix_ms, Rendezvous};
 use shipworm_rendezvous::server::DropReason;
-use shipworm_rendezvous::wire::{stun, Message, Register};
+use shipworm_rendezvous::wire::{stun, ErrorCode, Message, Register};
 use shipworm_tunnel::Identity;
 use tokio::net::UdpSocket;
 
@@ -166,6 +166,69 @@ impl Drop for Binary {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// One datagram to `to` from `sock`; the answer and the address it came from (two seconds).
+async fn ask(sock: &UdpSocket, to: SocketAddr, request: &[u8]) -> (Vec<u8>, SocketAddr) {
+    sock.send_to(request, to).await.unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("no answer to a request sent to {to}"))
+        .unwrap();
+    (buf[..n].to_vec(), from)
+}
+
+#[tokio::test]
+async fn a_dual_stack_server_answers_from_the_loopback_address_that_was_asked() {
+    // Linux routes all of 127/8 to `lo`: 127.0.0.2 is a second local address that nothing
+    // configures, and a reply to 127.0.0.1 from a socket that lets the kernel choose leaves from
+    // 127.0.0.1. The client socket is unconnected, so a reply from the wrong address still
+    // arrives and the assertion names it.
+    let config = Config {
+        listen: "[::]:0".parse().unwrap(),
+        alt_listen: Some("[::]:0".parse().unwrap()),
+        ..Config::default()
+    };
+    let rdv = Rendezvous::bind(config).await.unwrap();
+    let (port, alt_port) = (rdv.local_addr().port(), rdv.alt_addr().unwrap().port());
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let id = Identity::from_seed(&[3; 32]);
+    for (k, ip) in ["127.0.0.2", "127.0.0.1", "127.0.0.2"]
+        .into_iter()
+        .enumerate()
+    {
+        let ip: IpAddr = ip.parse().unwrap();
+        for server in [SocketAddr::new(ip, port), SocketAddr::new(ip, alt_port)] {
+            let (request, tx) = stun::binding_request();
+            let (answer, from) = ask(&sock, server, &request).await;
+            assert_eq!(from, server, "the STUN answer to {server} came from {from}");
+            assert_eq!(
+                stun::parse_binding_response(&answer, tx).ok(),
+                Some(sock.local_addr().unwrap())
+            );
+        }
+        // A REGISTER is answered from the same address: REGISTERED where it is signed for the
+        // address asked (127.0.0.1 is an interface address), ERROR (wrong server) at 127.0.0.2,
+        // which no interface lists.
+        let server = SocketAddr::new(ip, port);
+        let register =
+            Message::Register(Register::signed(&id, k as u64, unix_ms(), server)).to_vec();
+        let (answer, from) = ask(&sock, server, &register).await;
+        assert_eq!(
+            from, server,
+            "the answer to a REGISTER to {server} came from {from}"
+        );
+        let signed_for_an_interface = ip == IpAddr::from([127, 0, 0, 1]);
+        match (Message::parse(&answer).unwrap(), signed_for_an_interface) {
+            (Message::Registered(r), true) => assert_eq!(r.tx, k as u64),
+            (Message::Error(e), false) => {
+                assert_eq!((e.tx, e.code), (k as u64, ErrorCode::WrongServer))
+            }
+            (other, _) => panic!("unexpected answer from {server}: {other:?}"),
+        }
+    }
+    assert_eq!(rdv.shutdown().await.stats.send_errors, 0);
 }
 
 /// Starts the binary with `args` (which should bind port 0: it names the ports it got, so no

@@ -21,8 +21,11 @@
 //!   target; a target's relayed answer rides on a credit of the introduction it answers.
 //! - The node table is bounded, and so is each source prefix's share of it.
 //! - Malformed input is dropped and counted; nothing here panics on untrusted bytes.
+//! - Every datagram leaves from the local address the packet it answers arrived at, when the
+//!   driver says which ([`Server::handle_packet_at`]): a host with several addresses answers from
+//!   the one that was asked (`docs/protocol.md` §"Answering from the address that was asked").
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 mod config;
@@ -63,16 +66,24 @@ pub struct Transmit<'a> {
     pub socket: Socket,
     /// To whom (IPv4 peers as IPv4, never IPv4-mapped).
     pub dest: SocketAddr,
+    /// From which local address: the one the packet it answers arrived at (IPv4 as IPv4). `None`
+    /// when the driver did not say, or for a forward to another address family: the OS chooses.
+    pub src: Option<IpAddr>,
     /// The bytes.
     pub contents: &'a [u8],
 }
 
+/// One queued datagram: socket, source address, destination, bytes.
+type Slot = (Socket, Option<IpAddr>, SocketAddr, Vec<u8>);
+
 /// Up to two datagrams produced by one packet, in reused buffers.
 #[derive(Debug)]
 struct Outbox {
-    slots: [(Socket, SocketAddr, Vec<u8>); 2],
+    slots: [Slot; 2],
     len: usize,
     next: usize,
+    /// The local address the packet being handled arrived at (normalised), if known.
+    local: Option<IpAddr>,
 }
 
 /// The server state.
@@ -113,6 +124,7 @@ impl Server {
         let empty = || {
             (
                 Socket::Primary,
+                None,
                 SocketAddr::from(([0, 0, 0, 0], 0)),
                 Vec::with_capacity(MAX_DATAGRAM),
             )
@@ -136,6 +148,7 @@ impl Server {
                 slots: [empty(), empty()],
                 len: 0,
                 next: 0,
+                local: None,
             },
             stats: Stats::default(),
             relays: relay::Relays::default(),
@@ -190,7 +203,9 @@ impl Server {
     }
 
     /// Handles one datagram that arrived on `socket` from `from` at `now`; `unix_ms` is the wall
-    /// clock (ms since the Unix epoch), used only to judge REGISTER timestamps.
+    /// clock (ms since the Unix epoch), used only to judge REGISTER timestamps. What it sends
+    /// carries no source address (the OS chooses one); a driver that knows the local address the
+    /// datagram arrived at calls [`Server::handle_packet_at`].
     pub fn handle_packet(
         &mut self,
         now: Instant,
@@ -199,11 +214,29 @@ impl Server {
         from: SocketAddr,
         packet: &[u8],
     ) {
+        self.handle_packet_at(now, unix_ms, socket, None, from, packet)
+    }
+
+    /// As [`Server::handle_packet`], for a datagram that arrived at local address `local` (the
+    /// destination address of its IP header, `IP_PKTINFO` / `IPV6_PKTINFO`): every reply carries
+    /// it as [`Transmit::src`], and so does an introduction forwarded to a node of the same
+    /// address family (the node dialled us at the address its peer's ticket names, which is the
+    /// one the peer registered at).
+    pub fn handle_packet_at(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        socket: Socket,
+        local: Option<IpAddr>,
+        from: SocketAddr,
+        packet: &[u8],
+    ) {
         if self.out.next < self.out.len {
             self.stats.send_errors += (self.out.len - self.out.next) as u64;
         }
         self.out.len = 0;
         self.out.next = 0;
+        self.out.local = local.map(|ip| ip.to_canonical());
         self.stats.received_bytes += packet.len() as u64;
         let from = shipworm_tunnel::wire::addr::normalize(from);
 
@@ -256,13 +289,14 @@ impl Server {
         if self.out.next >= self.out.len {
             return None;
         }
-        let (socket, dest, ref buf) = self.out.slots[self.out.next];
+        let (socket, src, dest, ref buf) = self.out.slots[self.out.next];
         self.out.next += 1;
         self.stats.sent += 1;
         self.stats.sent_bytes += buf.len() as u64;
         Some(Transmit {
             socket,
             dest,
+            src,
             contents: buf,
         })
     }
@@ -315,15 +349,25 @@ impl Server {
 
     /// Queues `msg` to `dest`, unless it is longer than `limit` (the request it answers).
     fn queue(&mut self, socket: Socket, dest: SocketAddr, limit: Option<usize>, msg: &Message<'_>) {
+        let src = self.source_for(dest);
         let slot = &mut self.out.slots[self.out.len];
-        slot.2.clear();
-        msg.emit(&mut slot.2);
-        if limit.is_some_and(|limit| slot.2.len() > limit) {
+        slot.3.clear();
+        msg.emit(&mut slot.3);
+        if limit.is_some_and(|limit| slot.3.len() > limit) {
             return self.drop(DropReason::ReplyTooLarge);
         }
         slot.0 = socket;
-        slot.1 = dest;
+        slot.1 = src;
+        slot.2 = dest;
         self.out.len += 1;
+    }
+
+    /// The source address of a datagram to `dest`: the address the packet being handled arrived
+    /// at, if it is of `dest`'s family (a forward across families leaves it to the OS).
+    fn source_for(&self, dest: SocketAddr) -> Option<IpAddr> {
+        self.out
+            .local
+            .filter(|local| local.is_ipv4() == dest.is_ipv4())
     }
 
     fn reply(&mut self, to: SocketAddr, request_len: usize, msg: &Message<'_>) {
@@ -381,11 +425,13 @@ impl Server {
                         return self.drop(DropReason::StunExcessLimited);
                     }
                 }
+                let src = self.source_for(from);
                 let slot = &mut self.out.slots[self.out.len];
                 slot.0 = socket;
-                slot.1 = from;
-                slot.2.clear();
-                slot.2.extend_from_slice(&buf[..n]);
+                slot.1 = src;
+                slot.2 = from;
+                slot.3.clear();
+                slot.3.extend_from_slice(&buf[..n]);
                 self.out.len += 1;
             }
             Err(stun::StunError::NotBindingRequest) => self.drop(DropReason::StunNotBinding),
