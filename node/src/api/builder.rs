@@ -12,8 +12,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{Node, NodeError, Running};
 use crate::discovery::{Dht, DhtOptions, Mdns, Record};
+use crate::engine::nat64::Nat64Prefix;
 use crate::engine::{Engine, EngineConfig, NodeEvent};
 use crate::io::driver::{self, DriverCommand, LocalSide};
+use crate::io::nat64::Nat64;
 use crate::io::resolve::resolve_all;
 use crate::quic::socket::{OverlaySocket, Pipe};
 use crate::quic::{tls, transport_config};
@@ -48,6 +50,7 @@ pub struct Builder {
     engine: EngineConfig,
     dht: Option<DhtOptions>,
     mdns: bool,
+    nat64: Nat64,
 }
 
 impl Default for Builder {
@@ -65,6 +68,7 @@ impl Default for Builder {
             engine: EngineConfig::default(),
             dht: None,
             mdns: false,
+            nat64: Nat64::Discover,
         }
     }
 }
@@ -150,8 +154,16 @@ impl Builder {
         self
     }
 
-    /// Engine settings (timers, birthday budget); the rendezvous and STUN lists, the accept policy
-    /// and, with a TUN interface, the MTU come from the builder.
+    /// How a host without IPv4 finds the NAT64 prefix it reaches IPv4 peers and rendezvous
+    /// servers through ([`Nat64`]; default: ask `ipv4only.arpa`, else `64:ff9b::/96`). A host
+    /// with an IPv4 route never uses one (`docs/operations.md` §"NAT64").
+    pub fn nat64(mut self, setting: Nat64) -> Self {
+        self.nat64 = setting;
+        self
+    }
+
+    /// Engine settings (timers, birthday budget); the rendezvous and STUN lists, the NAT64 prefix,
+    /// the accept policy and, with a TUN interface, the MTU come from the builder.
     pub fn engine_config(mut self, config: EngineConfig) -> Self {
         self.engine = config;
         self
@@ -200,10 +212,19 @@ impl Builder {
             engine: mut config,
             dht,
             mdns,
+            nat64,
         } = self;
         let identity = identity.unwrap_or_else(Identity::generate);
         let me = identity.node_id();
-        let servers = resolve_all(&rendezvous).await.map_err(|e| setup(&e))?;
+        let (nat64, how) = crate::io::nat64::decide(nat64).await;
+        if nat64.is_some() {
+            tracing::info!(target: "shipworm::io::nat64", "no IPv4 route: {how}");
+        } else {
+            tracing::debug!(target: "shipworm::io::nat64", "{how}");
+        }
+        let servers = resolve_all(&rendezvous, nat64.as_ref())
+            .await
+            .map_err(|e| setup(&e))?;
         if dht.as_ref().is_some_and(|o| o.publish) && rendezvous.is_empty() {
             return Err(setup(
                 &"publishing to the DHT needs a rendezvous to name: give --rendezvous HOST:PORT",
@@ -216,6 +237,7 @@ impl Builder {
         config.rendezvous = servers.iter().map(|s| s.register).collect();
         config.stun = servers.iter().filter_map(|s| s.stun).collect();
         config.tunnel = tunnel;
+        config.nat64 = nat64;
         let inner_mtu = config.tunnel.mtu;
         if inner_mtu < 1280 {
             return Err(setup(&format!(
@@ -251,9 +273,13 @@ impl Builder {
         for (peer, direct) in &peers {
             match (&dht_client, direct.is_empty()) {
                 // Looked up first; the connection starts when the lookup ends, found or not.
-                (Some(dht), true) => {
-                    spawn_dht_connect(dht.clone(), *peer, commands_tx.clone(), Duration::ZERO)
-                }
+                (Some(dht), true) => spawn_dht_connect(
+                    dht.clone(),
+                    *peer,
+                    commands_tx.clone(),
+                    Duration::ZERO,
+                    nat64,
+                ),
                 _ => engine.connect(now, driver::unix_ms(), *peer, direct),
             }
         }
@@ -272,7 +298,7 @@ impl Builder {
         let mdns = mdns
             .then(|| start_mdns(me, local_addr, &peers, commands_tx.clone()))
             .flatten();
-        let retry = PeerRetry::new(peers, commands_tx.clone(), dht_client.clone());
+        let retry = PeerRetry::new(peers, commands_tx.clone(), dht_client.clone(), nat64);
         let (record_tx, record_rx) = tokio::sync::watch::channel(None);
         let mut published = PublishedRecord::new(&rendezvous, &servers, record_tx);
         let publisher = match (&dht_client, &dht) {
@@ -342,6 +368,7 @@ impl Builder {
             pipe,
             dht: dht_client,
             mdns,
+            nat64,
         })
     }
 }
@@ -396,6 +423,7 @@ struct PeerRetry {
     failures: std::collections::BTreeMap<NodeId, u32>,
     commands: mpsc::Sender<DriverCommand>,
     dht: Option<Dht>,
+    nat64: Option<Nat64Prefix>,
 }
 
 impl PeerRetry {
@@ -403,12 +431,14 @@ impl PeerRetry {
         peers: Vec<(NodeId, Vec<SocketAddr>)>,
         commands: mpsc::Sender<DriverCommand>,
         dht: Option<Dht>,
+        nat64: Option<Nat64Prefix>,
     ) -> Self {
         Self {
             peers,
             failures: Default::default(),
             commands,
             dht,
+            nat64,
         }
     }
 
@@ -427,7 +457,7 @@ impl PeerRetry {
                 if let (Some(dht), true) = (&self.dht, direct.is_empty()) {
                     // The record may have led nowhere (the peer moved): ask the DHT again.
                     dht.forget(*peer);
-                    spawn_dht_connect(dht.clone(), *peer, self.commands.clone(), wait);
+                    spawn_dht_connect(dht.clone(), *peer, self.commands.clone(), wait, self.nat64);
                     return;
                 }
                 let (tx, peer, direct) = (self.commands.clone(), *peer, direct.clone());
@@ -479,12 +509,13 @@ fn spawn_dht_connect(
     peer: NodeId,
     commands: mpsc::Sender<DriverCommand>,
     wait: Duration,
+    nat64: Option<Nat64Prefix>,
 ) {
     tokio::spawn(async move {
         tokio::time::sleep(wait).await;
         match dht.resolve(peer).await {
             Ok(record) => {
-                for server in super::record_servers(&record).await {
+                for server in super::record_servers(&record, nat64.as_ref()).await {
                     let _ = commands
                         .send(DriverCommand::AddTicketRendezvous(server, peer))
                         .await;

@@ -29,7 +29,7 @@
 //! `diagnostics` is the `status` view; `drops` the counters; `events` what the node hears;
 //! `gate` the send gate every tunnel datagram passes (return routability before volume),
 //! `hygiene` which claimed candidates may become pairs, `observed` what peers say they see of
-//! us.
+//! us, `nat64` a peer's IPv4 candidates as IPv6 ones when we have no IPv4.
 
 pub mod birthday;
 mod diagnostics;
@@ -38,6 +38,7 @@ mod events;
 pub mod gate;
 pub mod hygiene;
 mod introduction;
+pub mod nat64;
 mod nat_check;
 mod observed;
 pub mod paths;
@@ -105,6 +106,10 @@ pub struct EngineConfig {
     /// STUN servers asked for reflexive addresses every `refresh_interval` (for example a
     /// rendezvous' address of the family we do not register over).
     pub stun: Vec<SocketAddr>,
+    /// The NAT64 prefix through which a peer's global IPv4 candidates are reached, as their
+    /// RFC 6052 synthesis (`nat64`). Set only when the host has no IPv4 route of its own
+    /// (`crate::io::nat64` decides); `None`: IPv4 candidates stay as they are.
+    pub nat64: Option<nat64::Nat64Prefix>,
 }
 
 impl Default for EngineConfig {
@@ -117,6 +122,7 @@ impl Default for EngineConfig {
             connect_timeout: Duration::from_secs(10),
             birthday: BirthdayConfig::default(),
             stun: Vec::new(),
+            nat64: None,
         }
     }
 }
