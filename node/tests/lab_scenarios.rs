@@ -10,7 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use shipworm_tests::lab::{
-    can_run, nat_ruleset, Filtering, Lab, Matrix, RouterKind, SharedNat, NODE_PORT, V6,
+    can_run, can_run_nat64, nat_ruleset, Filtering, Lab, Matrix, RouterKind, SharedNat, NODE_PORT,
+    V6,
 };
 
 fn make_file(path: &Path, len: usize, seed: u8) -> blake3::Hash {
@@ -760,4 +761,75 @@ fn a_node_with_two_addresses_answers_from_the_one_its_peer_dialled() {
     );
     let (ok, out) = lab.ping(&hb, &a_ov, 2);
     assert!(ok, "ping B -> A failed:\n{out}");
+}
+
+/// The `connected: ` lines of A and B.
+fn connected_lines<'a>(la: &'a str, lb: &'a str) -> (&'a str, &'a str) {
+    (connected_line(la), connected_line(lb))
+}
+
+#[test]
+fn an_ipv6_only_site_behind_nat64_reaches_an_ipv4_only_site_through_the_discovered_prefix() {
+    if !can_run_nat64() {
+        return;
+    }
+    let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), "n64");
+    // A network-specific prefix: the well-known fallback would lead nowhere, so only the
+    // prefix learned from the DNS64 answer for ipv4only.arpa (RFC 7050) can work. The IPv6-only
+    // host connects; the rendezvous and B exist for it only as IPv4 addresses (B's ticket names
+    // the rendezvous by IPv4), which it reaches as syntheses in the prefix.
+    let s = lab.nat64_sites("5.5", "2001:db8:64::/96", true);
+    let rdv = s.rendezvous.clone();
+    let (la, lb) = transfer_between(
+        &mut lab,
+        [&s.v6_host, &s.v4_host],
+        [&rdv, &rdv],
+        1 << 20,
+        |_| {},
+    );
+    assert!(
+        la.contains("NAT64 prefix 2001:db8:64::/96 (from ipv4only.arpa, RFC 7050)"),
+        "A did not learn the prefix:\n{la}\nDNS64:\n{}",
+        lab.log("dns64")
+    );
+    let (a, b) = connected_lines(&la, &lb);
+    eprintln!("A (IPv6-only) {a}\nB (IPv4-only) {b}");
+    // B's public address, synthesized: the path crosses the NAT64.
+    assert!(
+        a.contains("direct IPv6 via [2001:db8:64::505:202]:"),
+        "A chose: {a}"
+    );
+    // B sees A at the NAT64 router's public IPv4 address.
+    assert!(b.contains("direct IPv4 via 5.5.1.2:"), "B chose: {b}");
+}
+
+#[test]
+fn an_ipv4_only_site_reaches_an_ipv6_only_one_behind_nat64_with_the_well_known_fallback() {
+    if !can_run_nat64() {
+        return;
+    }
+    let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), "n64w");
+    // No DNS64: discovery fails, and the IPv6-only node falls back to 64:ff9b::/96, which is
+    // what tayga translates here. The IPv4-only host connects, so the IPv6-only node answers
+    // an introduction (INTRO_FWD) whose address it must synthesize before message 2 can leave.
+    let s = lab.nat64_sites("5.5", "64:ff9b::/96", false);
+    let rdv = s.rendezvous.clone();
+    let (la, lb) = transfer_between(
+        &mut lab,
+        [&s.v4_host, &s.v6_host],
+        [&rdv, &rdv],
+        1 << 20,
+        |_| {},
+    );
+    assert!(
+        lb.contains("NAT64 prefix 64:ff9b::/96 (the well-known fallback: "),
+        "B did not fall back to the well-known prefix:\n{lb}"
+    );
+    let (a, b) = connected_lines(&la, &lb);
+    eprintln!("A (IPv4-only) {a}\nB (IPv6-only) {b}");
+    assert!(a.contains("direct IPv4 via 5.5.1.2:"), "A chose: {a}");
+    assert!(
+        b.contains("direct IPv6 via [64:ff9b::505:202]:"),
+        "B chose: {b}"
+    );
 }

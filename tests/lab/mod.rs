@@ -7,13 +7,16 @@
 //! - `routers.rs`: nftables rulesets of the NAT routers (home, full cone, symmetric, UPnP) and
 //!   miniupnpd with its options ([`Miniupnpd`]: LAN interfaces, allowed networks, NAT-PMP/PCP);
 //! - `topology.rs`: the two-site topology ([`Sites`]);
-//! - `matrix.rs`: the NAT matrix ([`Matrix`], [`RouterKind`], [`V6`]).
+//! - `matrix.rs`: the NAT matrix ([`Matrix`], [`RouterKind`], [`V6`]);
+//! - `nat64.rs`: an IPv6-only site behind tayga, a real NAT64 ([`Nat64Sites`]).
 
 mod matrix;
+mod nat64;
 mod routers;
 mod topology;
 
 pub use matrix::{direct_possible, Matrix, RouterKind, CGNAT_NEIGHBOURS, NODE_PORT, V6};
+pub use nat64::{can_run_nat64, Nat64Sites};
 pub use routers::{
     address_restricted_router, carrier_router, full_cone_router, hairpin_router, home_router,
     nat_ruleset, sequential_router, symmetric_router, upnp_router, Filtering, Miniupnpd,

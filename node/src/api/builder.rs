@@ -12,8 +12,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{Node, NodeError, Running};
 use crate::discovery::{Dht, DhtOptions, Mdns, Record};
+use crate::engine::nat64::Nat64Prefix;
 use crate::engine::{Engine, EngineConfig, NodeEvent};
 use crate::io::driver::{self, DriverCommand, LocalSide};
+use crate::io::nat64::Nat64;
 use crate::io::resolve::resolve_all;
 use crate::quic::socket::{OverlaySocket, Pipe};
 use crate::quic::{tls, transport_config};
@@ -49,6 +51,7 @@ pub struct Builder {
     dht: Option<DhtOptions>,
     mdns: bool,
     relay: bool,
+    nat64: Nat64,
 }
 
 impl Default for Builder {
@@ -67,6 +70,7 @@ impl Default for Builder {
             dht: None,
             mdns: false,
             relay: true,
+            nat64: Nat64::Discover,
         }
     }
 }
@@ -163,6 +167,16 @@ impl Builder {
 
     /// Engine settings (timers, birthday budget); the rendezvous and STUN lists, the accept policy
     /// and, with a TUN interface, the MTU come from the builder.
+    /// How a host without IPv4 finds the NAT64 prefix it reaches IPv4 peers and rendezvous
+    /// servers through ([`Nat64`]; default: ask `ipv4only.arpa`, else `64:ff9b::/96`). A host
+    /// with an IPv4 route never uses one (`docs/operations.md` §"NAT64").
+    pub fn nat64(mut self, setting: Nat64) -> Self {
+        self.nat64 = setting;
+        self
+    }
+
+    /// Engine settings (timers, birthday budget); the rendezvous and STUN lists, the NAT64 prefix,
+    /// the accept policy and, with a TUN interface, the MTU come from the builder.
     pub fn engine_config(mut self, config: EngineConfig) -> Self {
         self.engine = config;
         self
@@ -212,10 +226,19 @@ impl Builder {
             dht,
             mdns,
             relay,
+            nat64,
         } = self;
         let identity = identity.unwrap_or_else(Identity::generate);
         let me = identity.node_id();
-        let servers = resolve_all(&rendezvous).await.map_err(|e| setup(&e))?;
+        let (nat64, how) = crate::io::nat64::decide(nat64).await;
+        if nat64.is_some() {
+            tracing::info!(target: "shipworm::io::nat64", "no IPv4 route: {how}");
+        } else {
+            tracing::debug!(target: "shipworm::io::nat64", "{how}");
+        }
+        let servers = resolve_all(&rendezvous, nat64.as_ref())
+            .await
+            .map_err(|e| setup(&e))?;
         if dht.as_ref().is_some_and(|o| o.publish) && rendezvous.is_empty() {
             return Err(setup(
                 &"publishing to the DHT needs a rendezvous to name: give --rendezvous HOST:PORT",
@@ -229,6 +252,7 @@ impl Builder {
         config.stun = servers.iter().filter_map(|s| s.stun).collect();
         config.tunnel = tunnel;
         config.relay &= relay;
+        config.nat64 = nat64;
         let inner_mtu = config.tunnel.mtu;
         if inner_mtu < 1280 {
             return Err(setup(&format!(
@@ -264,9 +288,13 @@ impl Builder {
         for (peer, direct) in &peers {
             match (&dht_client, direct.is_empty()) {
                 // Looked up first; the connection starts when the lookup ends, found or not.
-                (Some(dht), true) => {
-                    spawn_dht_connect(dht.clone(), *peer, commands_tx.clone(), Duration::ZERO)
-                }
+                (Some(dht), true) => spawn_dht_connect(
+                    dht.clone(),
+                    *peer,
+                    commands_tx.clone(),
+                    Duration::ZERO,
+                    nat64,
+                ),
                 _ => engine.connect(now, driver::unix_ms(), *peer, direct),
             }
         }
@@ -285,7 +313,7 @@ impl Builder {
         let mdns = mdns
             .then(|| start_mdns(me, local_addr, &peers, commands_tx.clone()))
             .flatten();
-        let retry = PeerRetry::new(peers, commands_tx.clone(), dht_client.clone());
+        let retry = PeerRetry::new(peers, commands_tx.clone(), dht_client.clone(), nat64);
         let (record_tx, record_rx) = tokio::sync::watch::channel(None);
         let mut published = PublishedRecord::new(&rendezvous, &servers, record_tx);
         let publisher = match (&dht_client, &dht) {
@@ -355,6 +383,7 @@ impl Builder {
             pipe,
             dht: dht_client,
             mdns,
+            nat64,
         })
     }
 }
@@ -409,6 +438,7 @@ struct PeerRetry {
     failures: std::collections::BTreeMap<NodeId, u32>,
     commands: mpsc::Sender<DriverCommand>,
     dht: Option<Dht>,
+    nat64: Option<Nat64Prefix>,
 }
 
 impl PeerRetry {
@@ -416,12 +446,14 @@ impl PeerRetry {
         peers: Vec<(NodeId, Vec<SocketAddr>)>,
         commands: mpsc::Sender<DriverCommand>,
         dht: Option<Dht>,
+        nat64: Option<Nat64Prefix>,
     ) -> Self {
         Self {
             peers,
             failures: Default::default(),
             commands,
             dht,
+            nat64,
         }
     }
 
@@ -440,7 +472,7 @@ impl PeerRetry {
                 if let (Some(dht), true) = (&self.dht, direct.is_empty()) {
                     // The record may have led nowhere (the peer moved): ask the DHT again.
                     dht.forget(*peer);
-                    spawn_dht_connect(dht.clone(), *peer, self.commands.clone(), wait);
+                    spawn_dht_connect(dht.clone(), *peer, self.commands.clone(), wait, self.nat64);
                     return;
                 }
                 let (tx, peer, direct) = (self.commands.clone(), *peer, direct.clone());
@@ -492,12 +524,13 @@ fn spawn_dht_connect(
     peer: NodeId,
     commands: mpsc::Sender<DriverCommand>,
     wait: Duration,
+    nat64: Option<Nat64Prefix>,
 ) {
     tokio::spawn(async move {
         tokio::time::sleep(wait).await;
         match dht.resolve(peer).await {
             Ok(record) => {
-                for server in super::record_servers(&record).await {
+                for server in super::record_servers(&record, nat64.as_ref()).await {
                     let _ = commands
                         .send(DriverCommand::AddTicketRendezvous(server, peer))
                         .await;

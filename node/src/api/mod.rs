@@ -118,6 +118,9 @@ pub struct Node {
     pipe: Option<Arc<Pipe>>,
     dht: Option<Dht>,
     mdns: Option<Mdns>,
+    /// The NAT64 prefix a ticket's or record's IPv4 rendezvous is reached through (the host has
+    /// no IPv4), as the engine's.
+    nat64: Option<crate::engine::nat64::Nat64Prefix>,
 }
 
 impl std::fmt::Debug for Node {
@@ -230,7 +233,7 @@ impl Node {
                     match dht.resolve(n).await {
                         Ok(record) => {
                             looked_up = true;
-                            for server in record_servers(&record).await {
+                            for server in record_servers(&record, self.nat64.as_ref()).await {
                                 self.command(DriverCommand::AddTicketRendezvous(server, n))
                                     .await?;
                             }
@@ -258,7 +261,7 @@ impl Node {
             }
             Target::Ticket(t) => {
                 for r in t.rendezvous() {
-                    if let Ok(server) = resolve(r).await {
+                    if let Ok(server) = resolve(r, self.nat64.as_ref()).await {
                         self.command(DriverCommand::AddTicketRendezvous(
                             server.register,
                             t.node_id(),
@@ -387,10 +390,13 @@ impl Node {
 }
 
 /// The registration addresses of the rendezvous servers a record names (those that resolve).
-pub(crate) async fn record_servers(record: &Record) -> Vec<SocketAddr> {
+pub(crate) async fn record_servers(
+    record: &Record,
+    nat64: Option<&crate::engine::nat64::Nat64Prefix>,
+) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for r in &record.rendezvous {
-        match resolve(r).await {
+        match resolve(r, nat64).await {
             Ok(server) => out.push(server.register),
             Err(e) => tracing::debug!(target: "shipworm::discovery", "{e}"),
         }

@@ -65,6 +65,16 @@ pub struct Common {
     /// (relays are used only where a rendezvous offers them).
     #[arg(long, global = true)]
     pub no_relay: bool,
+    /// The NAT64 prefix (PREFIX/LEN, e.g. 64:ff9b::/96) through which a host without an IPv4
+    /// route reaches IPv4 peers and rendezvous servers; `off` never synthesizes. Default: the
+    /// prefix the resolver's answer to ipv4only.arpa embeds (RFC 7050), else 64:ff9b::/96.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PREFIX/LEN",
+        default_value = "discover"
+    )]
+    pub nat64_prefix: shipworm::io::nat64::Nat64,
 }
 
 /// Where `--publish` publishes.
@@ -139,7 +149,8 @@ impl Common {
             .bind(bind)
             .portmap(!self.no_portmap)
             .relay(!self.no_relay)
-            .portmap_lease(Duration::from_secs(self.portmap_lease));
+            .portmap_lease(Duration::from_secs(self.portmap_lease))
+            .nat64(self.nat64_prefix);
         for r in &self.rendezvous {
             b = b.rendezvous(r.clone());
         }

@@ -27,13 +27,20 @@ fn is_global_v4(ip: Ipv4Addr) -> bool {
 
 fn is_global_v6(ip: Ipv6Addr) -> bool {
     let s = ip.segments();
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        // The NAT64 well-known prefix 64:ff9b::/96 (RFC 6052 §2.1) stands for the IPv4 address
+        // in its last 32 bits, and may embed only a global one (§3.1): as global as that is.
+        let o = ip.octets();
+        return is_global_v4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+    }
     !(ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
         || (s[0] & 0xFE00) == 0xFC00 // unique local, fc00::/7 (the overlay too)
         || (s[0] & 0xFFC0) == 0xFE80 // link-local
         || (s[0] & 0xFFC0) == 0xFEC0 // site-local (deprecated)
-        || (s[0] == 0x0100 && s[1..4] == [0, 0, 0])) // discard-only, 100::/64
+        || (s[0] == 0x0100 && s[1..4] == [0, 0, 0]) // discard-only, 100::/64
+        || s[..3] == [0x64, 0xff9b, 1]) // NAT64 local use, 64:ff9b:1::/48 (RFC 8215)
 }
 
 /// Whether `addr` is a global unicast address (documentation ranges count as global: the
@@ -89,6 +96,24 @@ pub fn acceptable(addr: SocketAddr, hosts: impl IntoIterator<Item = SocketAddr>)
     })
 }
 
+/// Whether `synthesized`, the NAT64 synthesis of a peer's claimed IPv4 candidate `claimed`
+/// (`engine::nat64`), may become a pair. The peer chose only the IPv4 part, and it must be
+/// global: we have no IPv4 LAN for it to lie on, RFC 6052 §3.1 forbids the well-known prefix for
+/// others, and through a translator a private address would reach hosts near the translator.
+/// The prefix is ours (configured, or our own resolver's), never the peer's; a synthesis in
+/// 64:ff9b::/96 is global exactly when its IPv4 is ([`is_global`]), and a local-use prefix
+/// (RFC 8215's 64:ff9b:1::/48, a ULA) is our network's translator, which is what it is for.
+pub fn acceptable_synthesis(claimed: SocketAddr, synthesized: SocketAddr) -> bool {
+    let ip = synthesized.ip();
+    claimed.is_ipv4()
+        && synthesized.is_ipv6()
+        && claimed.port() != 0
+        && synthesized.port() == claimed.port()
+        && is_global(claimed)
+        && !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast())
+        && !matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xFFC0) == 0xFE80)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +140,13 @@ mod tests {
             "[fd5b:7a1e:9c03::1]:7300",
             "[ff02::1]:9",
             "198.51.100.7:0",
+            // The NAT64 well-known prefix embedding a private, shared or loopback IPv4: a
+            // translator near us would aim at hosts near it.
+            "[64:ff9b::192.168.1.9]:1",
+            "[64:ff9b::10.0.0.1]:1",
+            "[64:ff9b::100.64.0.1]:1",
+            "[64:ff9b::127.0.0.1]:1",
+            "[64:ff9b:1::505:202]:1",
         ] {
             assert!(!acceptable(a(bad), hosts), "{bad}");
         }
@@ -124,8 +156,33 @@ mod tests {
             "[2001:db8:1::9]:1",
             "[2001:db8:7::9]:1",
             "8.8.8.8:53",
+            "[64:ff9b::8.8.8.8]:53",
+            "[64:ff9b::5.5.2.2]:51820",
         ] {
             assert!(acceptable(a(good), hosts), "{good}");
+        }
+    }
+
+    #[test]
+    fn a_nat64_synthesis_passes_only_for_a_global_ipv4() {
+        for (claimed, synthesized, ok) in [
+            ("5.5.2.2:51820", "[64:ff9b::5.5.2.2]:51820", true),
+            ("5.5.2.2:51820", "[2001:db8:64::5.5.2.2]:51820", true),
+            ("5.5.2.2:51820", "[64:ff9b:1::505:202]:51820", true),
+            ("192.168.2.2:51820", "[64:ff9b::192.168.2.2]:51820", false),
+            ("100.64.0.1:1", "[2001:db8:64::100.64.0.1]:1", false),
+            ("127.0.0.1:22", "[2001:db8:64::127.0.0.1]:22", false),
+            ("5.5.2.2:0", "[64:ff9b::5.5.2.2]:0", false),
+            ("5.5.2.2:51820", "[64:ff9b::5.5.2.2]:1", false),
+            ("5.5.2.2:51820", "[ff02::5.5.2.2]:51820", false),
+            ("5.5.2.2:51820", "[fe80::5.5.2.2]:51820", false),
+            ("[2001:db8::1]:1", "[2001:db8::1]:1", false),
+        ] {
+            assert_eq!(
+                acceptable_synthesis(a(claimed), a(synthesized)),
+                ok,
+                "{claimed} as {synthesized}"
+            );
         }
     }
 }

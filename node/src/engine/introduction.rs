@@ -28,6 +28,9 @@ impl Engine {
             });
             return;
         }
+        // Without IPv4 of our own, IPv4 addresses are reached through NAT64.
+        let direct: Vec<SocketAddr> = direct.iter().map(|d| self.via_nat64(*d)).collect();
+        let direct = direct.as_slice();
         // Our own attempt: state for it even before the peer proved anything (bounded).
         let Some(state) = self.peer_state(peer, now) else {
             self.push_event(NodeEvent::ConnectFailed {
@@ -106,7 +109,7 @@ impl Engine {
         match ack.status {
             IntroStatus::Forwarded => {
                 if let Some(a) = ack.target_addr {
-                    let a = shipworm_tunnel::wire::addr::normalize(a);
+                    let a = self.via_nat64(a);
                     if let Some(st) = self.peers.get_mut(&peer) {
                         st.paths.add(a, CandidateKind::Reflexive, now);
                         st.rendezvous_addr = Some(a);
@@ -150,7 +153,8 @@ impl Engine {
         // INTRO_FWD is not authenticated (anyone can send it from the rendezvous' address):
         // no state comes of it, only of the handshake it carries once the tunnel proved the key,
         // and that key must be the one the INTRO_FWD names.
-        let from_addr = shipworm_tunnel::wire::addr::normalize(f.from_addr);
+        // Where the rendezvous saw the peer (through NAT64 when we have no IPv4 of our own).
+        let from_addr = self.via_nat64(f.from_addr);
         match packet::Packet::parse(f.payload) {
             Ok(packet::Packet::Init { .. }) => {
                 self.introduced = Some(peer);

@@ -29,7 +29,7 @@
 //! `diagnostics` is the `status` view; `drops` the counters; `events` what the node hears;
 //! `gate` the send gate every tunnel datagram passes (return routability before volume),
 //! `hygiene` which claimed candidates may become pairs, `observed` what peers say they see of
-//! us.
+//! us, `nat64` a peer's IPv4 candidates as IPv6 ones when we have no IPv4.
 
 pub mod birthday;
 mod diagnostics;
@@ -38,6 +38,7 @@ mod events;
 pub mod gate;
 pub mod hygiene;
 mod introduction;
+pub mod nat64;
 mod nat_check;
 mod observed;
 pub mod paths;
@@ -112,6 +113,10 @@ pub struct EngineConfig {
     /// How long a session waits for a direct path before a relayed one is tried (at once when
     /// both NATs map per destination).
     pub relay_after: Duration,
+    /// The NAT64 prefix through which a peer's global IPv4 candidates are reached, as their
+    /// RFC 6052 synthesis (`nat64`). Set only when the host has no IPv4 route of its own
+    /// (`crate::io::nat64` decides); `None`: IPv4 candidates stay as they are.
+    pub nat64: Option<nat64::Nat64Prefix>,
 }
 
 impl Default for EngineConfig {
@@ -126,6 +131,7 @@ impl Default for EngineConfig {
             stun: Vec::new(),
             relay: true,
             relay_after: relay::DEFAULT_RELAY_AFTER,
+            nat64: None,
         }
     }
 }

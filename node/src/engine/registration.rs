@@ -84,6 +84,9 @@ pub struct TicketUse {
 pub struct Registration {
     /// The server.
     pub server: SocketAddr,
+    /// The address the server knows itself by, when we reach it at a NAT64 synthesis of it
+    /// (`nat64::unsynthesized`): what a REGISTER is signed for. `None`: `server`.
+    signed_for: Option<SocketAddr>,
     /// `Some` for a ticket's rendezvous (kept while needed), `None` for one of ours (kept).
     pub ticket: Option<TicketUse>,
     token: Option<[u8; TOKEN_LEN]>,
@@ -112,6 +115,7 @@ impl Registration {
     pub fn new(server: SocketAddr, now: Instant, refresh_interval: Duration) -> Self {
         Self {
             server: addr::normalize(server),
+            signed_for: None,
             ticket: None,
             token: None,
             cookie: None,
@@ -200,8 +204,10 @@ impl Registration {
                     // Sent on the backoff schedule: a new allowance of immediate resends.
                     self.cookie_resends = 0;
                 }
-                // Signed for the address we send it to: worthless at any other server.
-                let register = Register::signed(identity, tx, ts, self.server);
+                // Signed for the address we send it to (as the server knows it, past a NAT64):
+                // worthless at any other server.
+                let register =
+                    Register::signed(identity, tx, ts, self.signed_for.unwrap_or(self.server));
                 let cookie = self
                     .cookie
                     .filter(|(_, got)| now.saturating_duration_since(*got) < COOKIE_REUSE)
@@ -403,6 +409,9 @@ impl Engine {
         self.expire_ticket_registrations(now);
         for i in 0..self.servers.len() {
             let tx = self.next_id();
+            let server = self.servers[i].server;
+            let itself = super::nat64::unsynthesized(self.config.nat64.as_ref(), server);
+            self.servers[i].signed_for = (itself != server).then_some(itself);
             if let Some(req) = self.servers[i].poll(now, unix_ms, &self.identity, tx) {
                 let server = self.servers[i].server;
                 self.push_transmit(server, req);

@@ -15,9 +15,7 @@ use super::birthday::Birthday;
 use super::gate::PEER_UNVERIFIED_TARGETS;
 use super::nat_check::peer_is_hard;
 use super::paths::{CandidateKind, PairState, Paths};
-use super::{
-    hygiene, ConnectError, DropReason, Engine, NodeEvent, INDICES_PER_PEER, PEER_IDLE_EXPIRY,
-};
+use super::{ConnectError, DropReason, Engine, NodeEvent, INDICES_PER_PEER, PEER_IDLE_EXPIRY};
 
 /// ADVERT frames a peer may send at once, and then one per [`ADVERT_INTERVAL`].
 const ADVERT_BURST: u32 = 4;
@@ -415,8 +413,8 @@ impl Engine {
                     .tunnel
                     .peer_candidates(&peer)
                     .iter()
-                    .copied()
-                    .filter(|c| Some(*c) != from && hygiene::acceptable(*c, hosts.iter().copied()))
+                    .filter_map(|c| self.claimed_candidate(*c, &hosts))
+                    .filter(|c| Some(*c) != from)
                     .take(MAX_CLAIMED_PAIRS)
                     .collect();
                 if !to.is_empty() {
@@ -512,7 +510,7 @@ impl Engine {
     }
 
     /// Pairs from a peer's claimed candidates: only acceptable addresses (global, or on one of
-    /// our subnets), at most [`MAX_CLAIMED_PAIRS`] of them.
+    /// our subnets, or a NAT64 synthesis of a global IPv4), at most [`MAX_CLAIMED_PAIRS`] of them.
     fn add_claimed(&mut self, now: Instant, peer: NodeId, candidates: &[SocketAddr]) {
         let hosts: Vec<SocketAddr> = self
             .local
@@ -521,13 +519,17 @@ impl Engine {
             .map(|c| c.addr)
             .collect();
         let mut refused = 0;
+        // Without IPv4 of our own, an IPv4 candidate becomes its NAT64 synthesis.
+        let claimed: Vec<Option<SocketAddr>> = candidates
+            .iter()
+            .map(|c| self.claimed_candidate(*c, &hosts))
+            .collect();
         if let Some(st) = self.peers.get_mut(&peer) {
-            for c in candidates {
-                let c = shipworm_tunnel::wire::addr::normalize(*c);
-                if !hygiene::acceptable(c, hosts.iter().copied()) {
+            for c in claimed {
+                let Some(c) = c else {
                     refused += 1;
                     continue;
-                }
+                };
                 let known = st.paths.pairs.iter().any(|p| p.local == 0 && p.remote == c);
                 if !known && st.claimed_pairs() >= MAX_CLAIMED_PAIRS {
                     refused += 1;

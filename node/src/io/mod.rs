@@ -5,6 +5,7 @@
 //!   (TUN interface or QUIC pipe) and the clock.
 //! - [`batch_udp`]: the node's UDP socket with GSO/GRO and `recvmmsg` batches (quinn-udp).
 //! - [`host`]: host candidates from the interfaces; [`resolve`]: rendezvous names to addresses.
+//! - [`nat64`]: the NAT64 prefix of a host without IPv4 (configured, RFC 7050, fallback).
 //! - [`tun`]: the TUN interface of `up --tun` (Linux).
 //! - [`portmap`]: gateway port mappings (PCP, NAT-PMP, UPnP IGD).
 //! - [`metrics`]: the node's Prometheus metrics.
@@ -13,6 +14,7 @@ pub mod batch_udp;
 pub mod driver;
 pub mod host;
 pub mod metrics;
+pub mod nat64;
 pub mod portmap;
 pub mod resolve;
 #[cfg(target_os = "linux")]
