@@ -833,3 +833,78 @@ fn an_ipv4_only_site_reaches_an_ipv6_only_one_behind_nat64_with_the_well_known_f
         "B chose: {b}"
     );
 }
+
+/// Drops every UDP datagram router `ns` would forward (a network that lets only TCP through).
+fn block_udp(lab: &Lab, ns: &str) {
+    lab.nft(
+        ns,
+        "table inet blockudp {\n chain forward {\n  type filter hook forward priority -10; policy accept;\n  meta l4proto udp drop\n }\n}\n",
+    );
+}
+
+/// Replaces the matrix's rendezvous with one started with `extra` arguments.
+fn restart_rendezvous_with(lab: &mut Lab, m: &mut Matrix, extra: &[&str]) {
+    lab.kill_child(m.rendezvous_child);
+    m.rendezvous_child = lab.start_matrix_rendezvous_with(m, "rendezvous-relay", extra);
+}
+
+#[test]
+fn a_site_that_blocks_udp_connects_through_the_relay_over_tcp() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), "tcp");
+    let mut m = lab.matrix("5.5", [RouterKind::Home, RouterKind::Home]);
+    restart_rendezvous_with(&mut lab, &mut m, &["--relay", "--relay-tcp", "[::]:443"]);
+    block_udp(&lab, &m.routers[0]);
+    let started = Instant::now();
+    let (la, lb) = transfer(&mut lab, &m, 4 << 20, |_| {});
+    let line = connected_line(&la);
+    let rdv_ip = m.rendezvous.rsplit_once(':').unwrap().0.to_string();
+    assert!(
+        line.contains(&format!("relayed via {}", m.rendezvous)),
+        "A's path is not the relay: {line}\nA:\n{la}\nB:\n{lb}"
+    );
+    assert!(
+        la.contains(&format!("trying its relay over TCP at {rdv_ip}:443")),
+        "A did not say why it used TCP:\n{la}"
+    );
+    eprintln!(
+        "UDP-blocked site: {line}; whole transfer {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn without_a_relay_a_udp_blocked_site_hears_that_its_udp_gets_no_answer() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), "nou");
+    let m = lab.matrix("5.5", [RouterKind::Home, RouterKind::Home]);
+    block_udp(&lab, &m.routers[0]);
+    let b_args = args(&lab, &m, "b.key", &["listen"]);
+    let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
+    let hosts = m.hosts.clone();
+    lab.run_cli(&hosts[1], "b", &b_args, None, None);
+    let ticket = wait_line(&lab, "b", "sw1", Duration::from_secs(15));
+    let a_args = args(&lab, &m, "a.key", &["connect", &ticket]);
+    let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let a = lab.run_cli(&hosts[0], "a", &a_args, None, None);
+    let exit = lab.wait_child(a, Duration::from_secs(20));
+    let took = started.elapsed();
+    let la = lab.log("a");
+    assert_eq!(exit.and_then(|s| s.code()), Some(3), "{la}");
+    assert!(
+        la.contains(&format!("no answer from rendezvous {}", m.rendezvous))
+            && la.contains("is UDP blocked on this network?"),
+        "the error does not name the cause:\n{la}"
+    );
+    assert!(
+        !la.contains("no answer from the peer"),
+        "it blames the peer:\n{la}"
+    );
+    assert!(took <= Duration::from_secs(12), "took {took:?}:\n{la}");
+    eprintln!("UDP-blocked site without a relay: told in {took:?}");
+}

@@ -30,6 +30,7 @@
 //! relay_node_burst_bytes = 262144
 //! relay_max_sessions = 10000
 //! relay_max_sessions_per_node = 32
+//! relay_tcp = "[::]:443"          # the relay over TLS for networks that block UDP; "off" to disable
 //! ```
 
 use std::net::SocketAddr;
@@ -104,6 +105,12 @@ pub struct Config {
     pub relay_max_sessions: usize,
     /// Most relay sessions one node may be part of.
     pub relay_max_sessions_per_node: u16,
+    /// The relay's TCP listener (TLS): registration, introductions and relayed packets for nodes
+    /// whose UDP gets no answer. Used only with `relay`.
+    #[cfg_attr(feature = "bin", serde(deserialize_with = "file::optional_addr"))]
+    pub relay_tcp: Option<SocketAddr>,
+    /// Most TCP connections to the relay at once.
+    pub relay_tcp_max_connections: usize,
 }
 
 /// `"off"` or `""` is `None`; anything else must be a socket address.
@@ -149,6 +156,8 @@ impl Default for Config {
             relay_node_burst_bytes: relay.node_burst_bytes,
             relay_max_sessions: relay.max_sessions,
             relay_max_sessions_per_node: relay.max_sessions_per_node,
+            relay_tcp: Some(SocketAddr::from(([0u16; 8], crate::tcp::DEFAULT_TCP_PORT))),
+            relay_tcp_max_connections: 10_000,
         }
     }
 }

@@ -12,6 +12,7 @@
 //! kernel pick the source, and a NAT in front of the client drops an answer from an address it
 //! never sent to (`docs/protocol.md` §"Answering from the address that was asked").
 
+use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -41,6 +42,104 @@ const ADDRESS_REFRESH: Duration = Duration::from_secs(30);
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a summary line is logged.
 const LOG_INTERVAL: Duration = Duration::from_secs(300);
+/// A relay TCP connection must finish its TLS handshake within this.
+const TCP_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A relay TCP connection without a frame for this long is closed (nodes refresh every 25 s).
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Datagrams queued toward one TCP connection; more are dropped (counted as send errors).
+const TCP_QUEUE: usize = 256;
+
+/// What the relay's TCP connections tell the serving loop.
+enum TcpEvent {
+    /// A connection finished its TLS handshake: datagrams to `peer` go into `out`.
+    Open(SocketAddr, mpsc::Sender<Vec<u8>>),
+    /// A datagram from `peer`, which connected to local address `local`.
+    Frame(SocketAddr, IpAddr, Vec<u8>),
+    /// The connection from `peer` ended.
+    Closed(SocketAddr),
+}
+
+/// The open relay TCP connections, by the client's address (a TCP address never shares a UDP
+/// client's port: a client is either here or on the UDP socket).
+type TcpClients = HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>;
+
+/// Accepts relay TCP connections (at most `max` at once) and runs each until it ends.
+async fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    events: mpsc::Sender<TcpEvent>,
+    max: usize,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Full: this one is closed at once; the ones we serve keep their share.
+            continue;
+        };
+        let peer = shipworm_tunnel::wire::addr::normalize(peer);
+        let local = tcp.local_addr().map(|a| a.ip().to_canonical());
+        let (acceptor, events) = (acceptor.clone(), events.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let Ok(local) = local else { return };
+            let _ = tcp.set_nodelay(true);
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(TCP_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
+            if events.send(TcpEvent::Open(peer, out_tx)).await.is_err() {
+                return;
+            }
+            let (mut rd, mut wr) = tokio::io::split(tls);
+            let reader = async {
+                let mut buf = Vec::with_capacity(crate::tcp::MAX_FRAME);
+                loop {
+                    match tokio::time::timeout(
+                        TCP_IDLE_TIMEOUT,
+                        crate::tcp::read_frame(&mut rd, &mut buf),
+                    )
+                    .await
+                    {
+                        Ok(Ok(true)) => {
+                            let frame = TcpEvent::Frame(peer, local, buf.clone());
+                            if events.send(frame).await.is_err() {
+                                return;
+                            }
+                        }
+                        _ => return,
+                    }
+                }
+            };
+            let writer = async {
+                use tokio::io::AsyncWriteExt;
+                while let Some(d) = out_rx.recv().await {
+                    if crate::tcp::write_frame(&mut wr, &d).await.is_err() {
+                        return;
+                    }
+                    // Whatever else is queued goes in the same flush.
+                    while let Ok(d) = out_rx.try_recv() {
+                        if crate::tcp::write_frame(&mut wr, &d).await.is_err() {
+                            return;
+                        }
+                    }
+                    if wr.flush().await.is_err() {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = reader => {}
+                _ = writer => {}
+            }
+            let _ = events.send(TcpEvent::Closed(peer)).await;
+        });
+    }
+}
 
 /// A tokio UDP socket with the address form it needs for destinations, and its batch state.
 struct Udp {
@@ -125,6 +224,8 @@ pub fn unix_ms() -> u64 {
 pub struct Rendezvous {
     local: SocketAddr,
     alt: Option<SocketAddr>,
+    relay_tcp: Option<SocketAddr>,
+    tcp_task: Option<JoinHandle<()>>,
     metrics: Option<SocketAddr>,
     snapshot: watch::Receiver<Snapshot>,
     stop: watch::Sender<bool>,
@@ -157,6 +258,30 @@ impl Rendezvous {
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         let public = config.public_addrs.clone();
         let server = Server::new(core, Instant::now(), shipworm_tunnel::rng::from_os());
+        let (tcp_tx, tcp_rx) = mpsc::channel::<TcpEvent>(1024);
+        let (relay_tcp, tcp_task) = match config.relay_tcp.filter(|_| config.relay) {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot bind the relay's TCP listener {addr}: {e}{}",
+                        if e.kind() == io::ErrorKind::PermissionDenied {
+                            " (ports below 1024 need root or CAP_NET_BIND_SERVICE; choose another \
+                             with --relay-tcp ADDR, or --relay-tcp off)"
+                        } else {
+                            ""
+                        }
+                    )
+                })?;
+                let bound = listener.local_addr()?;
+                let acceptor = crate::tcp::acceptor()?;
+                let max = config.relay_tcp_max_connections;
+                (
+                    Some(bound),
+                    Some(tokio::spawn(serve_tcp(listener, acceptor, tcp_tx, max))),
+                )
+            }
+            None => (None, None),
+        };
 
         let (snap_tx, snapshot) = watch::channel(Snapshot::of(&server));
         let (stop, stop_rx) = watch::channel(false);
@@ -183,6 +308,7 @@ impl Rendezvous {
             dual_stack = primary.dual_stack,
             alt = ?alt_local,
             metrics = ?metrics,
+            relay_tcp = ?relay_tcp,
             max_nodes = config.max_nodes,
             addresses = ?server.config().addresses,
             "rendezvous serving"
@@ -192,10 +318,14 @@ impl Rendezvous {
             a.extend(public.iter().copied());
             a
         };
-        let task = tokio::spawn(run(server, primary, alt, snap_tx, stop_rx, addresses));
+        let task = tokio::spawn(run(
+            server, primary, alt, tcp_rx, snap_tx, stop_rx, addresses,
+        ));
         Ok(Self {
             local,
             alt: alt_local,
+            relay_tcp,
+            tcp_task,
             metrics,
             snapshot,
             stop,
@@ -214,6 +344,11 @@ impl Rendezvous {
         self.alt
     }
 
+    /// The relay's TCP listener's address (with the relay role and `relay_tcp`).
+    pub fn relay_tcp_addr(&self) -> Option<SocketAddr> {
+        self.relay_tcp
+    }
+
     /// The metrics listener's address.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics
@@ -227,6 +362,9 @@ impl Rendezvous {
     /// Stops serving, waits for the loop to finish and returns the final counters.
     pub async fn shutdown(self) -> Snapshot {
         let _ = self.stop.send(true);
+        if let Some(t) = self.tcp_task {
+            t.abort();
+        }
         if let Some(t) = self.metrics_task {
             let _ = t.await;
         }
@@ -305,6 +443,7 @@ async fn run(
     mut server: Server,
     primary: Udp,
     alt: Option<Udp>,
+    mut tcp_rx: mpsc::Receiver<TcpEvent>,
     snap_tx: watch::Sender<Snapshot>,
     mut stop: watch::Receiver<bool>,
     addresses: impl Fn() -> Vec<SocketAddr>,
@@ -315,6 +454,7 @@ async fn run(
     log.tick().await;
     let mut refresh = tokio::time::interval(ADDRESS_REFRESH);
     refresh.tick().await;
+    let mut tcp = TcpClients::new();
     loop {
         let deadline = server
             .poll_timeout()
@@ -327,18 +467,30 @@ async fn run(
             // select would never reach the second port's STUN checks.
             r = primary.socket.readable() => {
                 r?;
-                pump(&mut server, &primary, alt.as_ref(), Socket::Primary, &mut batch).await?;
+                pump(&mut server, &primary, alt.as_ref(), &tcp, Socket::Primary, &mut batch).await?;
                 if let Some(a) = alt.as_ref() {
-                    pump(&mut server, &primary, Some(a), Socket::Alt, &mut batch).await?;
+                    pump(&mut server, &primary, Some(a), &tcp, Socket::Alt, &mut batch).await?;
                 }
             }
             r = readable(alt.as_ref()) => {
                 r?;
                 if let Some(a) = alt.as_ref() {
-                    pump(&mut server, &primary, Some(a), Socket::Alt, &mut batch).await?;
+                    pump(&mut server, &primary, Some(a), &tcp, Socket::Alt, &mut batch).await?;
                 }
-                pump(&mut server, &primary, alt.as_ref(), Socket::Primary, &mut batch).await?;
+                pump(&mut server, &primary, alt.as_ref(), &tcp, Socket::Primary, &mut batch).await?;
             }
+            Some(ev) = tcp_rx.recv() => match ev {
+                TcpEvent::Open(peer, out) => {
+                    tcp.insert(peer, out);
+                }
+                TcpEvent::Closed(peer) => {
+                    tcp.remove(&peer);
+                }
+                TcpEvent::Frame(peer, local, datagram) => {
+                    server.handle_packet_at(Instant::now(), unix_ms(), Socket::Primary, Some(local), peer, &datagram);
+                    send_all(&mut server, &primary, alt.as_ref(), &tcp).await;
+                }
+            },
             _ = tokio::time::sleep_until(deadline.into()) => server.handle_timeout(Instant::now()),
             _ = publish.tick() => { let _ = snap_tx.send(Snapshot::of(&server)); }
             _ = refresh.tick() => server.set_addresses(&addresses()),
@@ -366,6 +518,7 @@ async fn pump(
     server: &mut Server,
     primary: &Udp,
     alt: Option<&Udp>,
+    tcp: &TcpClients,
     which: Socket,
     batch: &mut Batch,
 ) -> io::Result<()> {
@@ -406,18 +559,31 @@ async fn pump(
                         continue;
                     }
                     server.handle_packet_at(now, wall, which, m.dst_ip, m.addr, datagram);
-                    while let Some(t) = server.poll_transmit() {
-                        let out = match t.socket {
-                            Socket::Primary => primary,
-                            Socket::Alt => alt.unwrap_or(primary),
-                        };
-                        if !out.send(t.contents, t.src, t.dest).await {
-                            server.record_send_error();
-                        }
-                    }
+                    send_all(server, primary, alt, tcp).await;
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Sends what the server has to send: to a relay TCP client over its connection, to anyone else
+/// over UDP.
+async fn send_all(server: &mut Server, primary: &Udp, alt: Option<&Udp>, tcp: &TcpClients) {
+    while let Some(t) = server.poll_transmit() {
+        let dest = shipworm_tunnel::wire::addr::normalize(t.dest);
+        let sent = match tcp.get(&dest) {
+            Some(conn) if t.socket == Socket::Primary => conn.try_send(t.contents.to_vec()).is_ok(),
+            _ => {
+                let out = match t.socket {
+                    Socket::Primary => primary,
+                    Socket::Alt => alt.unwrap_or(primary),
+                };
+                out.send(t.contents, t.src, t.dest).await
+            }
+        };
+        if !sent {
+            server.record_send_error();
+        }
+    }
 }

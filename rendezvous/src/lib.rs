@@ -53,6 +53,8 @@ pub mod server;
 #[cfg(feature = "server")]
 pub mod table;
 #[cfg(feature = "server")]
+pub mod tcp;
+#[cfg(feature = "server")]
 pub mod token;
 #[cfg(feature = "server")]
 pub mod udp;

@@ -46,6 +46,10 @@ struct Args {
     /// Most relay sessions (pairs of nodes) at once.
     #[arg(long, value_name = "N")]
     relay_max_sessions: Option<usize>,
+    /// The relay's TCP listener (TLS) for nodes whose UDP is blocked, or "off" (default
+    /// [::]:443; used only with --relay).
+    #[arg(long, value_parser = maybe_addr, value_name = "ADDR")]
+    relay_tcp: Option<MaybeAddr>,
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
     check_config: bool,
@@ -113,6 +117,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = args.relay_max_sessions {
         config.relay_max_sessions = n;
     }
+    if let Some(a) = args.relay_tcp {
+        config.relay_tcp = a.0;
+    }
     config
         .validate()
         .map_err(anyhow::Error::msg)
@@ -132,7 +139,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         let metrics = server
             .metrics_addr()
             .map_or("off".to_string(), |a| a.to_string());
-        let relay = if config_relay { "on" } else { "off" };
+        let relay = match (config_relay, server.relay_tcp_addr()) {
+            (false, _) => "off".to_string(),
+            (true, None) => "on, UDP only".to_string(),
+            (true, Some(tcp)) => format!("on, TCP {tcp}"),
+        };
         tracing::info!(
             "listening on {} (second STUN port {alt}, metrics {metrics}, relay {relay})",
             server.local_addr()

@@ -440,21 +440,24 @@ impl Lab {
 
     /// (Re)starts the matrix's rendezvous, logging to `log`; returns its child index.
     pub fn start_matrix_rendezvous(&mut self, m: &Matrix, log: &str) -> usize {
+        self.start_matrix_rendezvous_with(m, log, &[])
+    }
+
+    /// As [`Lab::start_matrix_rendezvous`], with more arguments (`--relay`...).
+    pub fn start_matrix_rendezvous_with(&mut self, m: &Matrix, log: &str, extra: &[&str]) -> usize {
         let bin = self.bin.to_string_lossy().into_owned();
         let rdv_ns = m.rdv.clone();
         // Dual-stack sockets, as the rendezvous's defaults: IPv4 and IPv6 on the same ports.
-        let i = self.spawn(
-            &rdv_ns,
-            log,
-            &[
-                &bin,
-                "rendezvous",
-                "--listen",
-                "[::]:3478",
-                "--alt-listen",
-                "[::]:3479",
-            ],
-        );
+        let mut args = vec![
+            bin.as_str(),
+            "rendezvous",
+            "--listen",
+            "[::]:3478",
+            "--alt-listen",
+            "[::]:3479",
+        ];
+        args.extend_from_slice(extra);
+        let i = self.spawn(&rdv_ns, log, &args);
         assert!(
             self.wait_log(log, "rendezvous on", Duration::from_secs(10)),
             "{}",

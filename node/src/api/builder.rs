@@ -51,6 +51,7 @@ pub struct Builder {
     dht: Option<DhtOptions>,
     mdns: bool,
     relay: bool,
+    relay_tcp_port: Option<u16>,
     nat64: Nat64,
 }
 
@@ -70,6 +71,7 @@ impl Default for Builder {
             dht: None,
             mdns: false,
             relay: true,
+            relay_tcp_port: Some(shipworm_rendezvous::tcp::DEFAULT_TCP_PORT),
             nat64: Nat64::Discover,
         }
     }
@@ -165,6 +167,15 @@ impl Builder {
         self
     }
 
+    /// The TCP port of a rendezvous' relay (TLS), tried when the rendezvous does not answer our
+    /// UDP within about 2 s (a network that blocks UDP): registration, introductions and
+    /// relayed packets then travel over that one connection, and UDP is tried again every 10 s.
+    /// Default 443; `None`: never.
+    pub fn relay_tcp_port(mut self, port: Option<u16>) -> Self {
+        self.relay_tcp_port = port;
+        self
+    }
+
     /// Engine settings (timers, birthday budget); the rendezvous and STUN lists, the accept policy
     /// and, with a TUN interface, the MTU come from the builder.
     /// How a host without IPv4 finds the NAT64 prefix it reaches IPv4 peers and rendezvous
@@ -226,6 +237,7 @@ impl Builder {
             dht,
             mdns,
             relay,
+            relay_tcp_port,
             nat64,
         } = self;
         let identity = identity.unwrap_or_else(Identity::generate);
@@ -252,6 +264,7 @@ impl Builder {
         config.stun = servers.iter().filter_map(|s| s.stun).collect();
         config.tunnel = tunnel;
         config.relay &= relay;
+        config.relay_tcp_port = relay_tcp_port;
         config.nat64 = nat64;
         let inner_mtu = config.tunnel.mtu;
         if inner_mtu < 1280 {

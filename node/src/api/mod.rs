@@ -200,6 +200,9 @@ impl Node {
             loop {
                 match events.recv().await {
                     Ok(NodeEvent::Registered { .. }) => return true,
+                    // No answer over UDP: waiting longer only delays the error (a relay over
+                    // TCP, if any, registers us while the attempt runs).
+                    Ok(NodeEvent::RendezvousSilent { .. }) => return false,
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         if confirmed(self.status().await) {

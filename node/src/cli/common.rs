@@ -65,6 +65,10 @@ pub struct Common {
     /// (relays are used only where a rendezvous offers them).
     #[arg(long, global = true)]
     pub no_relay: bool,
+    /// The TCP port of the rendezvous' relay, tried when the rendezvous does not answer our
+    /// UDP (a network that blocks UDP); 0: never.
+    #[arg(long, global = true, value_name = "PORT", default_value_t = shipworm::rendezvous::tcp::DEFAULT_TCP_PORT)]
+    pub relay_tcp_port: u16,
     /// The NAT64 prefix (PREFIX/LEN, e.g. 64:ff9b::/96) through which a host without an IPv4
     /// route reaches IPv4 peers and rendezvous servers; `off` never synthesizes. Default: the
     /// prefix the resolver's answer to ipv4only.arpa embeds (RFC 7050), else 64:ff9b::/96.
@@ -149,6 +153,7 @@ impl Common {
             .bind(bind)
             .portmap(!self.no_portmap)
             .relay(!self.no_relay)
+            .relay_tcp_port((self.relay_tcp_port != 0).then_some(self.relay_tcp_port))
             .portmap_lease(Duration::from_secs(self.portmap_lease))
             .nat64(self.nat64_prefix);
         for r in &self.rendezvous {
@@ -232,7 +237,12 @@ pub fn unreachable(e: NodeError) -> anyhow::Error {
         NodeError::Connect(ConnectError::UnknownPeer(server)) => {
             format!(" (is the peer running and registered at {server}?)")
         }
-        NodeError::Connect(ConnectError::NoDirectPathPossible) => String::new(),
+        NodeError::Connect(ConnectError::NoDirectPathPossible) => {
+            " (a rendezvous started with --relay would carry it)".into()
+        }
+        NodeError::Connect(ConnectError::RendezvousUnreachable(_)) => {
+            " (check the address and port; where UDP is blocked, a rendezvous with --relay is also reached over TCP)".into()
+        }
         NodeError::Timeout(_) | NodeError::Connect(_) => {
             " (is the peer running, and does it allow us?)".into()
         }
@@ -277,6 +287,21 @@ pub async fn dial(
     Ok((node, conn?, started.elapsed()))
 }
 
+/// What to tell the user when a rendezvous does not answer our UDP.
+pub fn silent_rendezvous(
+    server: std::net::SocketAddr,
+    tcp: Option<std::net::SocketAddr>,
+) -> String {
+    match tcp {
+        Some(tcp) => format!(
+            "no answer from rendezvous {server} over UDP (is UDP blocked here?): trying its relay over TCP at {tcp}"
+        ),
+        None => format!(
+            "no answer from rendezvous {server} over UDP (is UDP blocked here, or is the address wrong?)"
+        ),
+    }
+}
+
 /// Prints connection progress on stderr once connecting takes more than a moment, starting
 /// with `first_step`.
 pub fn progress(
@@ -297,6 +322,9 @@ pub fn progress(
                     eprintln!("connecting to {}: {first_step}", peer.fmt_short());
                 }
                 e = events.recv() => match e {
+                    Ok(NodeEvent::RendezvousSilent { server, tcp }) => {
+                        eprintln!("{}", silent_rendezvous(server, tcp));
+                    }
                     Ok(NodeEvent::Established { peer: p }) if p == peer && shown => {
                         eprintln!("handshake done after {:.1} s; punching…", start.elapsed().as_secs_f64());
                     }

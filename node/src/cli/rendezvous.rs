@@ -19,6 +19,13 @@ pub struct Args {
     /// for the address a node dials, and refused for any other.
     #[arg(long = "public-addr", value_name = "ADDR")]
     public_addr: Vec<SocketAddr>,
+    /// Turn on the relay role: carry end-to-end encrypted tunnel packets between registered
+    /// nodes that no direct path joins.
+    #[arg(long)]
+    relay: bool,
+    /// The relay's TCP listener (TLS) for nodes whose UDP is blocked, or "off" (with --relay).
+    #[arg(long, value_name = "ADDR", default_value = "[::]:443")]
+    relay_tcp: String,
 }
 
 /// Serves until interrupted.
@@ -27,11 +34,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         listen: args.listen,
         alt_listen: args.alt_listen,
         public_addrs: args.public_addr,
+        relay: args.relay,
+        relay_tcp: shipworm::rendezvous::config::parse_optional_addr(&args.relay_tcp)
+            .map_err(|e| anyhow::anyhow!("--relay-tcp: {e}"))?,
         ..Config::default()
     };
     let rdv = Rendezvous::bind(config).await?;
+    let relay = match (args.relay, rdv.relay_tcp_addr()) {
+        (false, _) => "off".to_string(),
+        (true, None) => "on, UDP only".to_string(),
+        (true, Some(tcp)) => format!("on, TCP {tcp}"),
+    };
     eprintln!(
-        "rendezvous on {} (second STUN port {:?})",
+        "rendezvous on {} (second STUN port {:?}, relay {relay})",
         rdv.local_addr(),
         rdv.alt_addr().map(|a| a.port())
     );

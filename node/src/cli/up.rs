@@ -183,6 +183,9 @@ async fn narrate(node: &Node, configured: &HashSet<NodeId>, e: &NodeEvent) {
             eprintln!("registered at {server}: seen as {observed}")
         }
         NodeEvent::RegistrationRefused { reason, .. } => eprintln!("rendezvous: {reason}"),
+        NodeEvent::RendezvousSilent { server, tcp } => {
+            eprintln!("{}", crate::common::silent_rendezvous(*server, *tcp))
+        }
         NodeEvent::Connected { peer, .. } => eprintln!(
             "connected to {} ({})",
             peer.fmt_short(),

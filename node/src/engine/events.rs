@@ -23,6 +23,9 @@ pub enum ConnectError {
     /// Both NATs map per destination and neither side holds a port mapping.
     #[error("no direct path possible: both sides map per destination and have no port mapping (enable UPnP or NAT-PMP on one side)")]
     NoDirectPathPossible,
+    /// No rendezvous ever answered us: over UDP (nor over a relay's TCP port, if one was tried).
+    #[error("no answer from rendezvous {0}: our UDP to it gets no answer (is UDP blocked on this network?) and no relay over TCP could be reached")]
+    RendezvousUnreachable(SocketAddr),
 }
 
 /// What the node should know.
@@ -34,6 +37,15 @@ pub enum NodeEvent {
         server: SocketAddr,
         /// Our address as it sees it.
         observed: SocketAddr,
+    },
+    /// A rendezvous has not answered our UDP for a while (`EngineConfig::udp_fallback_after`
+    /// since we started or switched transport): UDP may be blocked. `tcp` is where the relay
+    /// listens over TCP, to try instead (when relays are used).
+    RendezvousSilent {
+        /// The server.
+        server: SocketAddr,
+        /// Its relay's TCP address, if we use relays.
+        tcp: Option<SocketAddr>,
     },
     /// A rendezvous refused us for a reason to show the user.
     RegistrationRefused {

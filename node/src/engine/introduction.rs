@@ -70,6 +70,9 @@ impl Engine {
             self.count_drop(DropReason::MalformedRendezvous);
             return;
         };
+        // It answers (even a refusal says that our datagrams reach it and its reach us).
+        self.servers[si].heard();
+        self.unreachable = None;
         match msg {
             Message::Registered(r) if self.servers[si].owns(r.tx) => {
                 self.on_registered(now, si, &r);

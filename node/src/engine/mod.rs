@@ -113,6 +113,11 @@ pub struct EngineConfig {
     /// How long a session waits for a direct path before a relayed one is tried (at once when
     /// both NATs map per destination).
     pub relay_after: Duration,
+    /// A rendezvous that has not answered our UDP for this long is reported silent
+    /// ([`NodeEvent::RendezvousSilent`]): the driver then tries its relay over TCP.
+    pub udp_fallback_after: Duration,
+    /// The TCP port of the rendezvous' relay (TLS), tried when its UDP is silent; `None`: never.
+    pub relay_tcp_port: Option<u16>,
     /// The NAT64 prefix through which a peer's global IPv4 candidates are reached, as their
     /// RFC 6052 synthesis (`nat64`). Set only when the host has no IPv4 route of its own
     /// (`crate::io::nat64` decides); `None`: IPv4 candidates stay as they are.
@@ -131,6 +136,8 @@ impl Default for EngineConfig {
             stun: Vec::new(),
             relay: true,
             relay_after: relay::DEFAULT_RELAY_AFTER,
+            udp_fallback_after: Duration::from_secs(2),
+            relay_tcp_port: Some(shipworm_rendezvous::tcp::DEFAULT_TCP_PORT),
             nat64: None,
         }
     }
@@ -232,6 +239,9 @@ pub struct Engine {
     deferred: Vec<Transmit>,
     /// The stand-in addresses of relayed paths.
     routes: relay::Routes,
+    /// A rendezvous that never answered, neither over UDP nor over its relay's TCP port (set
+    /// when the TCP attempt failed, cleared when any rendezvous answers).
+    unreachable: Option<SocketAddr>,
 }
 
 /// Sizes of the engine's tables (what a flood could grow).
@@ -326,6 +336,7 @@ impl Engine {
             deferring: false,
             deferred: Vec::new(),
             routes: relay::Routes::new(route_key),
+            unreachable: None,
         }
     }
 
@@ -569,7 +580,13 @@ impl Engine {
         }
         let timing = &self.config.paths;
         let stun = (!self.config.stun.is_empty()).then_some(self.next_stun);
-        let reg = self.servers.iter().map(|r| r.next_action()).chain(stun);
+        let after = self.config.udp_fallback_after;
+        let reg = self
+            .servers
+            .iter()
+            .flat_map(|r| [Some(r.next_action()), r.silence_due(after)])
+            .flatten()
+            .chain(stun);
         let tunnel = self.tunnel.poll_timeout();
         let paths = self
             .peers

@@ -108,6 +108,15 @@ pub struct Registration {
     next: Instant,
     last_timestamp: u64,
     refresh_interval: Duration,
+    /// We reach the server over its relay's TCP port (our UDP got no answer).
+    over_tcp: bool,
+    /// Since when we have been waiting for a first answer on the current transport (`None`:
+    /// it answered).
+    silent_since: Option<Instant>,
+    /// The silence was reported.
+    silence_reported: bool,
+    /// The server answered us at least once, on any transport.
+    answered: bool,
 }
 
 impl Registration {
@@ -124,6 +133,10 @@ impl Registration {
             sent_cookie: false,
             observed: None,
             relay: false,
+            over_tcp: false,
+            silent_since: Some(now),
+            silence_reported: false,
+            answered: false,
             alt_stun_port: 0,
             waiting: Waiting::Nothing,
             tx: 0,
@@ -138,6 +151,57 @@ impl Registration {
     /// Our address as the server saw it last.
     pub fn observed(&self) -> Option<SocketAddr> {
         self.observed
+    }
+
+    /// Notes a message from the server (it answers on the current transport).
+    pub fn heard(&mut self) {
+        self.silent_since = None;
+        self.answered = true;
+    }
+
+    /// Whether the server ever answered us.
+    pub fn answered(&self) -> bool {
+        self.answered
+    }
+
+    /// Whether we reach the server over TCP.
+    pub fn over_tcp(&self) -> bool {
+        self.over_tcp
+    }
+
+    /// Whether the server has been silent on the current transport for `after` (once: true the
+    /// first time only).
+    pub fn newly_silent(&mut self, now: Instant, after: Duration) -> bool {
+        let silent = self
+            .silent_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= after);
+        if silent && !self.silence_reported {
+            self.silence_reported = true;
+            return true;
+        }
+        false
+    }
+
+    /// When the silence is to be reported (if it has not been, and the server has not answered).
+    pub fn silence_due(&self, after: Duration) -> Option<Instant> {
+        match (self.silent_since, self.silence_reported) {
+            (Some(t), false) => Some(t + after),
+            _ => None,
+        }
+    }
+
+    /// Moves to (or off) the relay's TCP port: a full registration goes out at once there (the
+    /// server's table then holds the address of that transport).
+    pub fn set_transport(&mut self, now: Instant, tcp: bool) {
+        if self.over_tcp == tcp {
+            return;
+        }
+        self.over_tcp = tcp;
+        self.token = None;
+        self.waiting = Waiting::Nothing;
+        self.next = now;
+        self.silent_since = Some(now);
+        self.silence_reported = false;
     }
 
     /// Whether the server said it relays for us (REGISTERED's relay flag).
@@ -416,16 +480,51 @@ impl Engine {
                 let server = self.servers[i].server;
                 self.push_transmit(server, req);
             }
+            if self.servers[i].newly_silent(now, self.config.udp_fallback_after) {
+                let tcp = self
+                    .config
+                    .relay_tcp_port
+                    .filter(|_| self.config.relay && !self.servers[i].over_tcp())
+                    .map(|port| SocketAddr::new(server.ip(), port));
+                self.push_event(NodeEvent::RendezvousSilent { server, tcp });
+            }
         }
+    }
+
+    /// Tells the engine that it now reaches `server` over its relay's TCP port (`tcp`), or over
+    /// UDP again: it registers there again at once.
+    pub fn set_rendezvous_tcp(&mut self, now: Instant, server: SocketAddr, tcp: bool) {
+        let server = addr::normalize(server);
+        if let Some(r) = self.servers.iter_mut().find(|r| r.server == server) {
+            r.set_transport(now, tcp);
+        }
+    }
+
+    /// Tells the engine that `server`, silent over UDP, could not be reached over its relay's
+    /// TCP port either: attempts that wait only for a rendezvous end soon with that cause
+    /// instead of blaming the peer.
+    pub fn rendezvous_unreachable(&mut self, server: SocketAddr) {
+        if !self.any_rendezvous_answered() {
+            self.unreachable = Some(addr::normalize(server));
+        }
+    }
+
+    /// Whether any rendezvous ever answered us.
+    pub(super) fn any_rendezvous_answered(&self) -> bool {
+        self.servers.iter().any(|r| r.answered())
     }
 
     /// REGISTERED from server `si`, for the transaction it waits for.
     pub(super) fn on_registered(&mut self, now: Instant, si: usize, r: &wire::Registered) {
         let from = self.servers[si].server;
+        let over_tcp = self.servers[si].over_tcp();
         if let RegEvent::Registered { observed, changed } = self.servers[si].on_registered(now, r) {
-            self.add_local_candidate(observed, CandidateKind::Reflexive);
-            if changed || self.maps_per_destination.is_none() {
-                self.check_mapping(from, r.alt_stun_port, observed);
+            // Over TCP the server sees our TCP connection's address: no candidate for UDP.
+            if !over_tcp {
+                self.add_local_candidate(observed, CandidateKind::Reflexive);
+                if changed || self.maps_per_destination.is_none() {
+                    self.check_mapping(from, r.alt_stun_port, observed);
+                }
             }
             if changed {
                 self.push_event(NodeEvent::Registered {

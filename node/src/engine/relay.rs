@@ -191,7 +191,9 @@ impl Engine {
         {
             return;
         }
-        let hopeless = both_hard && peer_is_hard(st.peer_flags);
+        // Reaching every rendezvous over TCP means that our UDP is blocked: no direct path.
+        let udp_blocked = !self.servers.is_empty() && self.servers.iter().all(|r| r.over_tcp());
+        let hopeless = (both_hard && peer_is_hard(st.peer_flags)) || udp_blocked;
         let waited = st
             .established_at
             .is_some_and(|t| now.saturating_duration_since(t) >= relay_after);

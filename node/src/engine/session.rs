@@ -17,6 +17,9 @@ use super::nat_check::peer_is_hard;
 use super::paths::{CandidateKind, PairState, Paths};
 use super::{ConnectError, DropReason, Engine, NodeEvent, INDICES_PER_PEER, PEER_IDLE_EXPIRY};
 
+/// How long a connection attempt goes on once no rendezvous can be reached (UDP silent, TCP
+/// refused): long enough for a direct handshake to the ticket's addresses.
+const UNREACHABLE_PATIENCE: Duration = Duration::from_secs(2);
 /// ADVERT frames a peer may send at once, and then one per [`ADVERT_INTERVAL`].
 const ADVERT_BURST: u32 = 4;
 /// See [`ADVERT_BURST`].
@@ -494,7 +497,8 @@ impl Engine {
                     .get(&peer)
                     .is_some_and(|p| p.connecting.is_some())
                 {
-                    self.fail(peer, ConnectError::HandshakeTimeout);
+                    let error = self.handshake_failure();
+                    self.fail(peer, error);
                 }
             }
             TunnelEvent::Closed { peer } => {
@@ -620,6 +624,17 @@ impl Engine {
         out
     }
 
+    /// Why a handshake never completed: no rendezvous ever answered us (not the peer's fault),
+    /// or the peer did not answer.
+    fn handshake_failure(&self) -> ConnectError {
+        match self.servers.first() {
+            Some(r) if !self.any_rendezvous_answered() => {
+                ConnectError::RendezvousUnreachable(r.server)
+            }
+            _ => ConnectError::HandshakeTimeout,
+        }
+    }
+
     /// Ends a connection attempt that took too long, or that cannot work (both NATs hard).
     pub(super) fn connect_timeout(&mut self, now: Instant, peer: NodeId) {
         let Some(st) = self.peers.get(&peer) else {
@@ -630,6 +645,13 @@ impl Engine {
         };
         let both_hard = self.we_are_hard() && peer_is_hard(st.peer_flags);
         let waited = now.saturating_duration_since(started);
+        // No rendezvous answers over UDP or TCP: a handshake that has not completed in the
+        // time a direct one takes will not (the peer's answer would come through a rendezvous).
+        if let (false, Some(server)) = (st.established, self.unreachable) {
+            if waited >= UNREACHABLE_PATIENCE {
+                return self.fail(peer, ConnectError::RendezvousUnreachable(server));
+            }
+        }
         // A relayed pair still being checked may yet connect us.
         let relay_pending = st
             .paths
@@ -647,7 +669,7 @@ impl Engine {
             let error = if st.established {
                 ConnectError::NoDirectPath
             } else {
-                ConnectError::HandshakeTimeout
+                self.handshake_failure()
             };
             self.fail(peer, error);
         }

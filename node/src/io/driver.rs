@@ -12,6 +12,7 @@ use tun_rs::AsyncDevice;
 use crate::engine::paths::CandidateKind;
 use crate::engine::{Engine, NodeEvent};
 use crate::io::batch_udp::BatchSocket;
+use crate::io::relay_tcp::{LinkEvent, Links};
 
 /// Spare buffers the engine is topped up to from the QUIC pipe's.
 const SPARE_TARGET: usize = 64;
@@ -119,10 +120,17 @@ pub async fn run(
         _ => None,
     };
     let mut stats = DriverStats::default();
+    // TCP connections to relays standing in for rendezvous whose UDP is silent.
+    let mut links = Links::default();
+    let mut udp_heard: Vec<SocketAddr> = Vec::new();
     tokio::pin!(stop);
     loop {
         let deadline = engine
             .poll_timeout()
+            .into_iter()
+            .chain(links.next_udp_retry())
+            .chain(links.next_retry())
+            .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
             _ = &mut stop => break,
@@ -132,12 +140,42 @@ pub async fn run(
                 // are drained once for all of it.
                 let (now, wall) = (Instant::now(), unix_ms());
                 for _ in 0..RECV_ROUNDS {
-                    match udp.try_recv(|from, d| engine.handle_packet(now, wall, from, d)) {
+                    let got = udp.try_recv(|from, d| {
+                        let from = shipworm_tunnel::wire::addr::normalize(from);
+                        if links.wants(&from) && !udp_heard.contains(&from) {
+                            udp_heard.push(from);
+                        }
+                        engine.handle_packet(now, wall, from, d)
+                    });
+                    match got {
                         Ok(_) => {}
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         // ICMP errors of earlier sends surface here on Linux; they are not fatal.
                         Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset) => {}
                         Err(e) => return Err(e),
+                    }
+                }
+                // A rendezvous reached over TCP answered over UDP: back to UDP.
+                for server in udp_heard.drain(..) {
+                    if links.udp_works(&server) {
+                        tracing::info!(%server, "the rendezvous answers over UDP again: leaving its relay's TCP port");
+                        engine.set_rendezvous_tcp(now, server, false);
+                    }
+                }
+            }
+            Some(ev) = links.next() => {
+                links.note(&ev);
+                let (now, wall) = (Instant::now(), unix_ms());
+                match ev {
+                    LinkEvent::Up(server) => {
+                        tracing::info!(%server, "reaching the rendezvous over its relay's TCP port");
+                        engine.set_rendezvous_tcp(now, server, true);
+                    }
+                    LinkEvent::Datagram(server, d) => engine.handle_packet(now, wall, server, &d),
+                    LinkEvent::Down(server, why) => {
+                        tracing::warn!(%server, "{why}");
+                        engine.set_rendezvous_tcp(now, server, false);
+                        engine.rendezvous_unreachable(server);
                     }
                 }
             }
@@ -182,9 +220,27 @@ pub async fn run(
                     let _ = reply.send((stats.clone(), engine.tunnel_stats().clone()));
                 }
             },
-            _ = tokio::time::sleep_until(deadline.into()) => engine.handle_timeout(Instant::now(), unix_ms()),
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                let now = Instant::now();
+                engine.handle_timeout(now, unix_ms());
+                links.retry_due(now);
+                // While on TCP, UDP is tried again now and then: any answer moves us back.
+                for server in links.udp_retry_due(now) {
+                    let (req, _) = shipworm_rendezvous::wire::stun::binding_request();
+                    let dest = if dual_stack { shipworm_tunnel::wire::addr::to_dual_stack(server) } else { server };
+                    if udp.send(dest, &req).await.is_err() {
+                        stats.send_errors += 1;
+                    }
+                }
+            }
         }
         while let Some(t) = engine.poll_transmit() {
+            if t.local == 0 && links.is_up(&t.dest) {
+                if !links.send(&t.dest, t.contents) {
+                    stats.send_errors += 1;
+                }
+                continue;
+            }
             if t.local != 0 {
                 match extra.get(&t.local) {
                     Some((s, _)) if t.dest.is_ipv4() => {
@@ -241,6 +297,10 @@ pub async fn run(
                     engine.sockets_opened(*first, opened);
                     continue;
                 }
+                NodeEvent::RendezvousSilent {
+                    server,
+                    tcp: Some(tcp),
+                } => links.want(*server, *tcp),
                 NodeEvent::CloseSockets { ids } => {
                     for id in ids {
                         if let Some((_, task)) = extra.remove(id) {

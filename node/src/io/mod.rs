@@ -16,6 +16,7 @@ pub mod host;
 pub mod metrics;
 pub mod nat64;
 pub mod portmap;
+pub mod relay_tcp;
 pub mod resolve;
 #[cfg(target_os = "linux")]
 pub mod tun;
