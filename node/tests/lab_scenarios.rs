@@ -908,3 +908,47 @@ fn without_a_relay_a_udp_blocked_site_hears_that_its_udp_gets_no_answer() {
     assert!(took <= Duration::from_secs(12), "took {took:?}:\n{la}");
     eprintln!("UDP-blocked site without a relay: told in {took:?}");
 }
+
+#[test]
+fn a_node_on_the_tcp_relay_moves_back_to_udp_when_udp_works_again() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), "tcb");
+    let mut m = lab.matrix("5.5", [RouterKind::Home, RouterKind::Home]);
+    restart_rendezvous_with(&mut lab, &mut m, &["--relay", "--relay-tcp", "[::]:443"]);
+    block_udp(&lab, &m.routers[0]);
+    let router = m.routers[0].clone();
+    let rdv_ip = m.rendezvous.rsplit_once(':').unwrap().0.to_string();
+    // 40 MB through the relay (2 MB/s a node by default) lasts long past the 10 s after which
+    // UDP is tried again. UDP to the rendezvous opens; between the sites it stays blocked, so
+    // the session stays relayed, now over UDP.
+    let started = Instant::now();
+    let (la, _) = transfer(&mut lab, &m, 40 << 20, |lab| {
+        assert!(connected_line(&lab.log("a")).contains("relayed via"));
+        lab.exec(&router, &["nft", "delete", "table", "inet", "blockudp"]);
+        lab.nft(
+            &router,
+            &format!(
+                "table inet blockudp {{\n chain forward {{\n  type filter hook forward priority -10; policy accept;\n  meta l4proto udp ip saddr != {rdv_ip} ip daddr != {rdv_ip} drop\n }}\n}}\n"
+            ),
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !lab
+            .log("a")
+            .contains("the rendezvous answers over UDP again")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "A stayed on TCP:\n{}",
+                lab.log("a")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    assert!(connected_line(&la).contains("relayed via"));
+    eprintln!(
+        "relayed over TCP, then over UDP: 40 MB intact in {:?}",
+        started.elapsed()
+    );
+}

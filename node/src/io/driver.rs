@@ -158,7 +158,7 @@ pub async fn run(
                 // A rendezvous reached over TCP answered over UDP: back to UDP.
                 for server in udp_heard.drain(..) {
                     if links.udp_works(&server) {
-                        tracing::info!(%server, "the rendezvous answers over UDP again: leaving its relay's TCP port");
+                        tracing::info!(target: "shipworm::io::relay_tcp", %server, "the rendezvous answers over UDP again: leaving its relay's TCP port");
                         engine.set_rendezvous_tcp(now, server, false);
                     }
                 }
@@ -168,12 +168,12 @@ pub async fn run(
                 let (now, wall) = (Instant::now(), unix_ms());
                 match ev {
                     LinkEvent::Up(server) => {
-                        tracing::info!(%server, "reaching the rendezvous over its relay's TCP port");
+                        tracing::info!(target: "shipworm::io::relay_tcp", %server, "reaching the rendezvous over its relay's TCP port");
                         engine.set_rendezvous_tcp(now, server, true);
                     }
                     LinkEvent::Datagram(server, d) => engine.handle_packet(now, wall, server, &d),
                     LinkEvent::Down(server, why) => {
-                        tracing::warn!(%server, "{why}");
+                        tracing::warn!(target: "shipworm::io::relay_tcp", %server, "{why}");
                         engine.set_rendezvous_tcp(now, server, false);
                         engine.rendezvous_unreachable(server);
                     }
