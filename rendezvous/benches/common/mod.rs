@@ -1,0 +1,346 @@
+//! What the rendezvous benches share: a counting allocator, a closed-loop load generator over
+//! loopback sockets, the server on its own thread, and bare baselines (an echo server, a
+//! forwarder).
+
+// Each bench binary uses its own part of this module.
+#![allow(dead_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+
+use shipworm_rendezvous::config::Config;
+use shipworm_rendezvous::driver::Rendezvous;
+use shipworm_rendezvous::table::RateLimit;
+use shipworm_rendezvous::wire::{Message, Refresh, Register};
+use shipworm_tunnel::Identity;
+
+/// Counts live heap bytes.
+pub struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Live heap bytes now.
+pub fn live_bytes() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// Client sockets (each a distinct source address, as distinct nodes would be).
+pub const SOCKETS: usize = 128;
+/// Requests in flight per socket.
+pub const WINDOW: usize = 8;
+
+/// Runs a closed-loop load: every reply of interest on a socket triggers the next request from
+/// that socket. Returns (replies counted per second, other datagrams per second).
+pub fn load(
+    server: SocketAddr,
+    sockets: &[UdpSocket],
+    duration: Duration,
+    mut next: impl FnMut(usize) -> Vec<u8>,
+    is_reply: impl Fn(&[u8]) -> bool,
+) -> (f64, f64) {
+    let mut buf = [0u8; 2048];
+    let mut replies = 0u64;
+    let mut others = 0u64;
+    let mut last_seen = vec![Instant::now(); sockets.len()];
+    for (i, s) in sockets.iter().enumerate() {
+        for _ in 0..WINDOW {
+            let _ = s.send_to(&next(i), server);
+        }
+    }
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        let now = Instant::now();
+        for (i, s) in sockets.iter().enumerate() {
+            loop {
+                match s.recv_from(&mut buf) {
+                    Ok((n, _)) => {
+                        if is_reply(&buf[..n]) {
+                            replies += 1;
+                            last_seen[i] = now;
+                            let _ = s.send_to(&next(i), server);
+                        } else {
+                            others += 1;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => break,
+                }
+            }
+            // Refill a window that lost packets (loopback drops under overload).
+            if now.duration_since(last_seen[i]) > Duration::from_millis(50) {
+                last_seen[i] = now;
+                for _ in 0..WINDOW {
+                    let _ = s.send_to(&next(i), server);
+                }
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    // Drain what is still in flight so the next phase starts clean.
+    std::thread::sleep(Duration::from_millis(100));
+    for s in sockets {
+        while s.recv_from(&mut buf).is_ok() {}
+    }
+    (replies as f64 / secs, others as f64 / secs)
+}
+
+/// [`SOCKETS`] non-blocking client sockets on loopback.
+pub fn client_sockets() -> Vec<UdpSocket> {
+    (0..SOCKETS)
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect()
+}
+
+/// A bare tokio UDP echo server, shaped like the rendezvous driver (one task on a current-thread
+/// runtime, up to 64 datagrams a wake-up).
+pub fn spawn_echo() -> SocketAddr {
+    let std = UdpSocket::bind("127.0.0.1:0").unwrap();
+    std.set_nonblocking(true).unwrap();
+    let addr = std.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let sock = tokio::net::UdpSocket::from_std(std).unwrap();
+            let mut buf = [0u8; 2048];
+            loop {
+                sock.readable().await.unwrap();
+                for _ in 0..64 {
+                    match sock.try_recv_from(&mut buf) {
+                        Ok((n, from)) => {
+                            if sock.try_send_to(&buf[..n], from).is_err() {
+                                let _ = sock.send_to(&buf[..n], from).await;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+        });
+    });
+    addr
+}
+
+/// A bare UDP forwarder with the rendezvous driver's socket and loop minus the server: the
+/// same socket setup (`udp::bind_udp_with_buffer` with the server's receive buffer), the same
+/// `recvmmsg` batches (`quinn-udp`, 32 datagrams a call, up to 8 calls a wake-up) and the same
+/// send call, on a current-thread runtime of its own thread. A datagram from `pairs[k].0` goes to
+/// `pairs[k].1` and back: a fixed table looked up by source address, and nothing else.
+pub fn spawn_forwarder(pairs: Vec<(SocketAddr, SocketAddr)>) -> SocketAddr {
+    use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+    use std::io::IoSliceMut;
+    use tokio::io::Interest;
+
+    let mut table = std::collections::HashMap::new();
+    for (a, b) in pairs {
+        table.insert(a, b);
+        table.insert(b, a);
+    }
+    let bound = shipworm_rendezvous::udp::bind_udp_with_buffer(
+        "127.0.0.1:0".parse().unwrap(),
+        shipworm_rendezvous::udp::SERVER_RECV_BUFFER,
+    )
+    .unwrap();
+    let addr = bound.socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let state = UdpSocketState::new((&bound.socket).into()).unwrap();
+            let sock = tokio::net::UdpSocket::from_std(bound.socket).unwrap();
+            // As the driver: room for a GRO train where the socket has GRO.
+            let len = if state.gro_segments() > 1 {
+                65_536
+            } else {
+                2048
+            };
+            let mut bufs = vec![vec![0u8; len]; 32];
+            let mut meta = vec![RecvMeta::default(); 32];
+            loop {
+                sock.readable().await.unwrap();
+                for _ in 0..8 {
+                    let n = {
+                        let mut iovs: Vec<IoSliceMut<'_>> =
+                            bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+                        match sock.try_io(Interest::READABLE, || {
+                            state.recv((&sock).into(), &mut iovs, &mut meta)
+                        }) {
+                            Ok(n) => n,
+                            Err(_) => break,
+                        }
+                    };
+                    let datagrams = meta[..n].iter().zip(&bufs).flat_map(|(m, buf)| {
+                        let data = &buf[..m.len.min(buf.len())];
+                        let stride = if m.stride == 0 { data.len() } else { m.stride };
+                        data.chunks(stride.max(1)).map(move |d| (m.addr, d))
+                    });
+                    for (from, datagram) in datagrams {
+                        let Some(&dest) = table.get(&from) else {
+                            continue;
+                        };
+                        let transmit = Transmit {
+                            destination: dest,
+                            ecn: None,
+                            contents: datagram,
+                            segment_size: None,
+                            src_ip: None,
+                        };
+                        loop {
+                            match sock.try_io(Interest::WRITABLE, || {
+                                state.try_send((&sock).into(), &transmit)
+                            }) {
+                                Ok(()) => break,
+                                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                                    if sock.writable().await.is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    });
+    addr
+}
+
+/// The server's configuration for a ceiling measurement on loopback: every client is on
+/// 127.0.0.1, one source prefix, which the defaults would hold to a few registrations and
+/// signature checks a second, so those limits are lifted.
+pub fn unlimited_config() -> Config {
+    let unlimited = RateLimit {
+        per_second: 1000,
+        burst: u32::MAX,
+    };
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        alt_listen: None,
+        sender_intro_rate: unlimited,
+        pair_intro_rate: unlimited,
+        target_intro_rate: unlimited,
+        register_prefix_rate: unlimited,
+        max_registrations_per_prefix: u16::MAX,
+        register_load_threshold: u32::MAX,
+        ..Config::default()
+    }
+}
+
+/// The rendezvous driver (`driver::Rendezvous`) on a current-thread runtime of its own thread,
+/// as in production; returns its address.
+pub fn spawn_rendezvous(config: Config) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let rdv = Rendezvous::bind(config).await.unwrap();
+            tx.send(rdv.local_addr()).unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv().unwrap()
+}
+
+pub fn unix_ms() -> u64 {
+    shipworm_rendezvous::driver::unix_ms()
+}
+
+/// The `i`-th of a bench's identities (distinct for every `i` below 16 million and `salt`).
+pub fn identity(i: usize, salt: u8) -> Identity {
+    let mut seed = [salt; 32];
+    seed[0] = (i % 251) as u8 + 1;
+    seed[1] = (i / 251) as u8;
+    seed[2] = salt ^ (i / (251 * 256)) as u8;
+    Identity::from_seed(&seed)
+}
+
+/// Registers `id` from `socket` at the driver at `rdv` (a signed REGISTER, resent until
+/// answered) and returns its token; leaves the socket non-blocking.
+pub fn register_from(socket: &UdpSocket, id: &Identity, rdv: SocketAddr) -> [u8; 16] {
+    let mut buf = [0u8; 2048];
+    socket.set_nonblocking(false).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // A transaction id no reply of a load phase carries.
+    let tx = u64::MAX - 1;
+    let mut ts = unix_ms();
+    loop {
+        ts += 1;
+        socket
+            .send_to(
+                &Message::Register(Register::signed(id, tx, ts, rdv)).to_vec(),
+                rdv,
+            )
+            .unwrap();
+        while let Ok((n, _)) = socket.recv_from(&mut buf) {
+            if let Ok(Message::Registered(r)) = Message::parse(&buf[..n]) {
+                if r.tx == tx {
+                    socket.set_nonblocking(true).unwrap();
+                    return r.token;
+                }
+            }
+        }
+    }
+}
+
+/// Confirms `id`'s registration from `socket` with one REFRESH (as a node does after its first
+/// REGISTERED: only confirmed nodes are sent introductions or relayed packets).
+pub fn confirm_from(socket: &UdpSocket, id: &Identity, token: [u8; 16], rdv: SocketAddr) {
+    let mut buf = [0u8; 2048];
+    socket.set_nonblocking(false).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let tx = u64::MAX - 2;
+    let refresh = Message::Refresh(Refresh {
+        tx,
+        node: *id.node_id().as_bytes(),
+        token,
+    })
+    .to_vec();
+    loop {
+        socket.send_to(&refresh, rdv).unwrap();
+        while let Ok((n, _)) = socket.recv_from(&mut buf) {
+            if let Ok(Message::Registered(r)) = Message::parse(&buf[..n]) {
+                if r.tx == tx {
+                    socket.set_nonblocking(true).unwrap();
+                    return;
+                }
+            }
+        }
+    }
+}
