@@ -67,8 +67,7 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 // Port mappings, DHT publications, a NAT64 prefix in use and a move to or from a
-                // relay over TCP are news a user wants
-                // to see (they decide what connects).
+                // relay over TCP are news a user wants to see (they decide what connects).
                 .unwrap_or_else(|_| {
                     "warn,stun_types=error,shipworm::io::portmap=info,shipworm::discovery=info,\
                      shipworm::io::nat64=info,shipworm::io::relay_tcp=info"
