@@ -118,6 +118,8 @@ pub struct Matrix {
     pub wan: String,
     /// The lab child running the rendezvous.
     pub rendezvous_child: usize,
+    /// Extra flags of `shipworm rendezvous` (e.g. `--relay`), on every (re)start.
+    pub rendezvous_flags: Vec<String>,
 }
 
 impl Lab {
@@ -130,6 +132,18 @@ impl Lab {
     /// `2001:db8:N::2`, routed across the internet namespace (and across the carrier of a CGNAT
     /// site, which routes IPv6 natively, as carriers do).
     pub fn matrix_v6(&mut self, net: &str, kinds: [RouterKind; 2], v6: [V6; 2]) -> Matrix {
+        self.matrix_with(net, kinds, v6, &[])
+    }
+
+    /// As [`Lab::matrix_v6`], the rendezvous started with `rendezvous_flags` (`["--relay"]`: with
+    /// the relay role).
+    pub fn matrix_with(
+        &mut self,
+        net: &str,
+        kinds: [RouterKind; 2],
+        v6: [V6; 2],
+        rendezvous_flags: &[&str],
+    ) -> Matrix {
         let t = self.tag.clone();
         let name = |s: &str| format!("{s}{t}");
         let wan = self.ns("w");
@@ -174,6 +188,7 @@ impl Lab {
             public_ip: [a.public_ip, b.public_ip],
             wan,
             rendezvous_child: 0,
+            rendezvous_flags: rendezvous_flags.iter().map(|f| f.to_string()).collect(),
         };
         m.rendezvous_child = self.start_matrix_rendezvous(&m, "rendezvous");
         m
@@ -443,18 +458,16 @@ impl Lab {
         let bin = self.bin.to_string_lossy().into_owned();
         let rdv_ns = m.rdv.clone();
         // Dual-stack sockets, as the rendezvous's defaults: IPv4 and IPv6 on the same ports.
-        let i = self.spawn(
-            &rdv_ns,
-            log,
-            &[
-                &bin,
-                "rendezvous",
-                "--listen",
-                "[::]:3478",
-                "--alt-listen",
-                "[::]:3479",
-            ],
-        );
+        let mut args = vec![
+            bin.as_str(),
+            "rendezvous",
+            "--listen",
+            "[::]:3478",
+            "--alt-listen",
+            "[::]:3479",
+        ];
+        args.extend(m.rendezvous_flags.iter().map(String::as_str));
+        let i = self.spawn(&rdv_ns, log, &args);
         assert!(
             self.wait_log(log, "rendezvous on", Duration::from_secs(10)),
             "{}",

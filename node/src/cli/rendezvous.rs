@@ -19,6 +19,11 @@ pub struct Args {
     /// for the address a node dials, and refused for any other.
     #[arg(long = "public-addr", value_name = "ADDR")]
     public_addr: Vec<SocketAddr>,
+    /// Turn on the relay role: carry end-to-end encrypted tunnel packets between registered
+    /// nodes that cannot reach each other directly (off by default, as in
+    /// `shipworm-rendezvous --relay`).
+    #[arg(long)]
+    relay: bool,
 }
 
 /// Serves until interrupted.
@@ -27,13 +32,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         listen: args.listen,
         alt_listen: args.alt_listen,
         public_addrs: args.public_addr,
+        relay: args.relay,
         ..Config::default()
     };
     let rdv = Rendezvous::bind(config).await?;
     eprintln!(
-        "rendezvous on {} (second STUN port {:?})",
+        "rendezvous on {} (second STUN port {:?}, relay {})",
         rdv.local_addr(),
-        rdv.alt_addr().map(|a| a.port())
+        rdv.alt_addr().map(|a| a.port()),
+        if args.relay { "on" } else { "off" }
     );
     crate::common::shutdown().await;
     rdv.shutdown().await;
