@@ -6,54 +6,19 @@
 //! through a hairpinning router; a rendezvous and a node with two addresses answer from the one
 //! that was asked.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use shipworm_tests::lab::{
-    can_run, can_run_nat64, nat_ruleset, Filtering, Lab, Matrix, RouterKind, SharedNat, NODE_PORT,
-    V6,
+    can_run, can_run_nat64, line, make_file, nat_ruleset, Filtering, Lab, Matrix, Pipe, RouterKind,
+    SharedNat, NODE_PORT, V6,
 };
-
-fn make_file(path: &Path, len: usize, seed: u8) -> blake3::Hash {
-    let mut out = vec![0u8; len];
-    blake3::Hasher::new_derive_key("shipworm lab")
-        .update(&[seed])
-        .finalize_xof()
-        .fill(&mut out);
-    std::fs::write(path, &out).unwrap();
-    blake3::hash(&out)
-}
 
 fn args(lab: &Lab, m: &Matrix, key: &str, rest: &[&str]) -> Vec<String> {
     args_via(lab, &m.rendezvous, key, rest)
 }
 
 fn args_via(lab: &Lab, rendezvous: &str, key: &str, rest: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = vec![
-        "--identity".into(),
-        lab.dir.join(key).to_string_lossy().into_owned(),
-        "--rendezvous".into(),
-        rendezvous.into(),
-        "--bind".into(),
-        format!("[::]:{NODE_PORT}"),
-    ];
-    v.extend(rest.iter().map(|s| s.to_string()));
-    v
-}
-
-fn wait_line(lab: &Lab, log: &str, prefix: &str, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(l) = lab.log(log).lines().find(|l| l.starts_with(prefix)) {
-            return l.to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no `{prefix}` in {log}:\n{}",
-            lab.log(log)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    lab.node_args(key, rendezvous, &format!("[::]:{NODE_PORT}"), &[], rest)
 }
 
 /// B listens, A connects; `len` bytes each way (A → B) and 1 MiB back; `during` runs while the
@@ -88,45 +53,7 @@ fn transfer_between(
     len: usize,
     during: impl FnOnce(&mut Lab),
 ) -> (String, String) {
-    let (to_b, to_a) = (lab.dir.join("to_b.bin"), lab.dir.join("to_a.bin"));
-    let (h_b, h_a) = (make_file(&to_b, len, 1), make_file(&to_a, 1 << 20, 2));
-    let (out_b, out_a) = (lab.dir.join("b.out"), lab.dir.join("a.out"));
-    let b_args = args_via(lab, rdv[1], "b.key", &["listen"]);
-    let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
-    let listener = lab.run_cli(hosts[1], "b", &b_args, Some(&to_a), Some(&out_b));
-    let ticket = wait_line(lab, "b", "sw1", Duration::from_secs(15));
-    let a_args = args_via(lab, rdv[0], "a.key", &["connect", &ticket]);
-    let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
-    let connector = lab.run_cli(hosts[0], "a", &a_args, Some(&to_b), Some(&out_a));
-    let connected = Instant::now() + Duration::from_secs(15);
-    while !lab.log("a").lines().any(|l| l.starts_with("connected: ")) {
-        assert!(
-            Instant::now() < connected && lab.wait_child(connector, Duration::ZERO).is_none(),
-            "A never connected:\nA:\n{}\nB:\n{}",
-            lab.log("a"),
-            lab.log("b")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    during(lab);
-    let a = lab.wait_child(connector, Duration::from_secs(180));
-    let b = lab.wait_child(listener, Duration::from_secs(30));
-    let (la, lb) = (lab.log("a"), lab.log("b"));
-    assert!(
-        a.is_some_and(|s| s.success()) && b.is_some_and(|s| s.success()),
-        "exit {a:?} / {b:?}\nA:\n{la}\nB:\n{lb}"
-    );
-    assert_eq!(
-        blake3::hash(&std::fs::read(&out_b).unwrap()),
-        h_b,
-        "A -> B data differs\nA:\n{la}"
-    );
-    assert_eq!(
-        blake3::hash(&std::fs::read(&out_a).unwrap()),
-        h_a,
-        "B -> A data differs\nB:\n{lb}"
-    );
-    (la, lb)
+    lab.pipe_transfer(&Pipe::new(hosts, rdv, len), during)
 }
 
 #[test]
@@ -305,12 +232,12 @@ fn a_rendezvous_restart_keeps_established_connections_and_nodes_register_again()
     let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
     let hb = m.hosts[1].clone();
     let listener = lab.run_cli(&hb, "b", &b_args, Some(&to_a), Some(&out_b));
-    let ticket = wait_line(&lab, "b", "sw1", Duration::from_secs(15));
+    let ticket = lab.wait_line("b", "sw1", Duration::from_secs(15));
     let a_args = args(&lab, &m, "a.key", &["connect", &ticket]);
     let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
     let ha = m.hosts[0].clone();
     let connector = lab.run_cli(&ha, "a", &a_args, Some(&to_b), None);
-    wait_line(&lab, "a", "connected: ", Duration::from_secs(15));
+    lab.wait_line("a", "connected: ", Duration::from_secs(15));
     // The rendezvous dies and comes back empty, mid-transfer.
     lab.kill_child(m.rendezvous_child);
     std::thread::sleep(Duration::from_millis(500));
@@ -333,7 +260,7 @@ fn a_rendezvous_restart_keeps_established_connections_and_nodes_register_again()
     let b2_args = args(&lab, &m, "b.key", &["listen"]);
     let b2_args: Vec<&str> = b2_args.iter().map(String::as_str).collect();
     let l2 = lab.run_cli(&hb, "b2", &b2_args, Some(&to_a), Some(&out_b2));
-    let ticket = wait_line(&lab, "b2", "sw1", Duration::from_secs(15));
+    let ticket = lab.wait_line("b2", "sw1", Duration::from_secs(15));
     let a2_args = args(&lab, &m, "a.key", &["connect", &ticket]);
     let a2_args: Vec<&str> = a2_args.iter().map(String::as_str).collect();
     let c2 = lab.run_cli(&ha, "a2", &a2_args, Some(&to_b2), None);
@@ -389,9 +316,7 @@ fn transfer_behind(lab: &mut Lab, s: &SharedNat) -> String {
 
 /// The `connected: ` line of a log.
 fn connected_line(log: &str) -> &str {
-    log.lines()
-        .find(|l| l.starts_with("connected: "))
-        .unwrap_or_default()
+    line(log, "connected: ")
 }
 
 #[test]
@@ -566,15 +491,9 @@ fn without_hairpinning_separate_segments_of_one_nat_get_a_clear_failure() {
     }
     let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), "nohp");
     let s = lab.shared_nat("5.5", false, false);
-    let b_args = args_via(&lab, &s.rendezvous, "b.key", &["listen"]);
-    let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
-    lab.run_cli(&s.hosts[1], "b", &b_args, None, None);
-    let ticket = wait_line(&lab, "b", "sw1", Duration::from_secs(15));
-    let a_args = args_via(&lab, &s.rendezvous, "a.key", &["connect", &ticket]);
-    let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
-    let a = lab.run_cli(&s.hosts[0], "a", &a_args, None, None);
-    let status = lab.wait_child(a, Duration::from_secs(30));
-    let log = lab.log("a");
+    let rdv = s.rendezvous.as_str();
+    let pipe = Pipe::new([&s.hosts[0], &s.hosts[1]], [rdv, rdv], 1 << 10);
+    let (status, _, log) = lab.connect_attempt(&pipe, Duration::from_secs(30));
     assert_eq!(status.and_then(|s| s.code()), Some(3), "{log}");
     assert!(log.contains("no direct path"), "{log}");
 }
@@ -842,20 +761,18 @@ fn block_udp(lab: &Lab, ns: &str) {
     );
 }
 
-/// Replaces the matrix's rendezvous with one started with `extra` arguments.
-fn restart_rendezvous_with(lab: &mut Lab, m: &mut Matrix, extra: &[&str]) {
-    lab.kill_child(m.rendezvous_child);
-    m.rendezvous_child = lab.start_matrix_rendezvous_with(m, "rendezvous-relay", extra);
-}
-
 #[test]
 fn a_site_that_blocks_udp_connects_through_the_relay_over_tcp() {
     if !can_run() {
         return;
     }
     let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), "tcp");
-    let mut m = lab.matrix("5.5", [RouterKind::Home, RouterKind::Home]);
-    restart_rendezvous_with(&mut lab, &mut m, &["--relay", "--relay-tcp", "[::]:443"]);
+    let m = lab.matrix_with(
+        "5.5",
+        [RouterKind::Home, RouterKind::Home],
+        [V6::None, V6::None],
+        &["--relay", "--relay-tcp", "[::]:443"],
+    );
     block_udp(&lab, &m.routers[0]);
     let started = Instant::now();
     let (la, lb) = transfer(&mut lab, &m, 4 << 20, |_| {});
@@ -887,7 +804,7 @@ fn without_a_relay_a_udp_blocked_site_hears_that_its_udp_gets_no_answer() {
     let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
     let hosts = m.hosts.clone();
     lab.run_cli(&hosts[1], "b", &b_args, None, None);
-    let ticket = wait_line(&lab, "b", "sw1", Duration::from_secs(15));
+    let ticket = lab.wait_line("b", "sw1", Duration::from_secs(15));
     let a_args = args(&lab, &m, "a.key", &["connect", &ticket]);
     let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
     let started = Instant::now();
@@ -915,8 +832,12 @@ fn a_node_on_the_tcp_relay_moves_back_to_udp_when_udp_works_again() {
         return;
     }
     let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), "tcb");
-    let mut m = lab.matrix("5.5", [RouterKind::Home, RouterKind::Home]);
-    restart_rendezvous_with(&mut lab, &mut m, &["--relay", "--relay-tcp", "[::]:443"]);
+    let m = lab.matrix_with(
+        "5.5",
+        [RouterKind::Home, RouterKind::Home],
+        [V6::None, V6::None],
+        &["--relay", "--relay-tcp", "[::]:443"],
+    );
     block_udp(&lab, &m.routers[0]);
     let router = m.routers[0].clone();
     let rdv_ip = m.rendezvous.rsplit_once(':').unwrap().0.to_string();

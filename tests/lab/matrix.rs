@@ -118,6 +118,8 @@ pub struct Matrix {
     pub wan: String,
     /// The lab child running the rendezvous.
     pub rendezvous_child: usize,
+    /// Extra flags of `shipworm rendezvous` (e.g. `--relay`), on every (re)start.
+    pub rendezvous_flags: Vec<String>,
 }
 
 impl Lab {
@@ -130,6 +132,18 @@ impl Lab {
     /// `2001:db8:N::2`, routed across the internet namespace (and across the carrier of a CGNAT
     /// site, which routes IPv6 natively, as carriers do).
     pub fn matrix_v6(&mut self, net: &str, kinds: [RouterKind; 2], v6: [V6; 2]) -> Matrix {
+        self.matrix_with(net, kinds, v6, &[])
+    }
+
+    /// As [`Lab::matrix_v6`], the rendezvous started with `rendezvous_flags` (`["--relay"]`: with
+    /// the relay role).
+    pub fn matrix_with(
+        &mut self,
+        net: &str,
+        kinds: [RouterKind; 2],
+        v6: [V6; 2],
+        rendezvous_flags: &[&str],
+    ) -> Matrix {
         let t = self.tag.clone();
         let name = |s: &str| format!("{s}{t}");
         let wan = self.ns("w");
@@ -174,6 +188,7 @@ impl Lab {
             public_ip: [a.public_ip, b.public_ip],
             wan,
             rendezvous_child: 0,
+            rendezvous_flags: rendezvous_flags.iter().map(|f| f.to_string()).collect(),
         };
         m.rendezvous_child = self.start_matrix_rendezvous(&m, "rendezvous");
         m
@@ -440,11 +455,6 @@ impl Lab {
 
     /// (Re)starts the matrix's rendezvous, logging to `log`; returns its child index.
     pub fn start_matrix_rendezvous(&mut self, m: &Matrix, log: &str) -> usize {
-        self.start_matrix_rendezvous_with(m, log, &[])
-    }
-
-    /// As [`Lab::start_matrix_rendezvous`], with more arguments (`--relay`...).
-    pub fn start_matrix_rendezvous_with(&mut self, m: &Matrix, log: &str, extra: &[&str]) -> usize {
         let bin = self.bin.to_string_lossy().into_owned();
         let rdv_ns = m.rdv.clone();
         // Dual-stack sockets, as the rendezvous's defaults: IPv4 and IPv6 on the same ports.
@@ -456,7 +466,7 @@ impl Lab {
             "--alt-listen",
             "[::]:3479",
         ];
-        args.extend_from_slice(extra);
+        args.extend(m.rendezvous_flags.iter().map(String::as_str));
         let i = self.spawn(&rdv_ns, log, &args);
         assert!(
             self.wait_log(log, "rendezvous on", Duration::from_secs(10)),

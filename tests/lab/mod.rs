@@ -8,12 +8,14 @@
 //!   miniupnpd with its options ([`Miniupnpd`]: LAN interfaces, allowed networks, NAT-PMP/PCP);
 //! - `topology.rs`: the two-site topology ([`Sites`]);
 //! - `matrix.rs`: the NAT matrix ([`Matrix`], [`RouterKind`], [`V6`]);
-//! - `nat64.rs`: an IPv6-only site behind tayga, a real NAT64 ([`Nat64Sites`]).
+//! - `nat64.rs`: an IPv6-only site behind tayga, a real NAT64 ([`Nat64Sites`]);
+//! - `transfer.rs`: `listen` / `connect` transfers with checksums ([`Pipe`]).
 
 mod matrix;
 mod nat64;
 mod routers;
 mod topology;
+mod transfer;
 
 pub use matrix::{direct_possible, Matrix, RouterKind, CGNAT_NEIGHBOURS, NODE_PORT, V6};
 pub use nat64::{can_run_nat64, Nat64Sites};
@@ -23,6 +25,7 @@ pub use routers::{
     MAPPING_TIMEOUT, PORT_BLOCK,
 };
 pub use topology::{SharedNat, Sites};
+pub use transfer::{line, make_file, Pipe, Started};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -357,3 +357,26 @@ pub async fn shutdown() {
         _ = term.recv() => {}
     }
 }
+
+/// Says on stderr each time the path to `peer` changes (relayed to direct and back, IPv4 to
+/// IPv6), as `up` does: "path to PEER is now direct IPv4 via …". The caller subscribes `events`
+/// as early as it can (`listen` before its peer comes), so that no change is missed. Never
+/// returns.
+pub async fn narrate_paths(
+    node: &Node,
+    mut events: tokio::sync::broadcast::Receiver<NodeEvent>,
+    peer: NodeId,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(NodeEvent::PathChanged { peer: p, .. }) if p == peer => eprintln!(
+                "path to {} is now {}",
+                peer.fmt_short(),
+                shipworm::api::describe_path(node, peer).await
+            ),
+            Err(RecvError::Closed) => std::future::pending::<()>().await,
+            _ => {}
+        }
+    }
+}

@@ -2,7 +2,7 @@
 
 use shipworm::apps::{pipe, PIPE_ALPN};
 
-use crate::common::{dial, lost, Common, PeerArg};
+use crate::common::{dial, lost, narrate_paths, Common, PeerArg};
 
 /// Arguments of `connect`.
 #[derive(clap::Args, Debug)]
@@ -16,6 +16,7 @@ pub struct Args {
 pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
     let peer = args.peer.node_id();
     let (node, conn, took) = dial(&common, args.peer, PIPE_ALPN).await?;
+    let events = node.events();
     eprintln!(
         "connected: {} in {:.1} ms ({})",
         peer.fmt_short(),
@@ -23,7 +24,10 @@ pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
         shipworm::api::describe_path(&node, peer).await
     );
     let (send, recv) = conn.open_bi().await.map_err(lost)?;
-    let r = pipe::pipe(send, recv, tokio::io::stdin(), tokio::io::stdout()).await;
+    let r = tokio::select! {
+        r = pipe::pipe(send, recv, tokio::io::stdin(), tokio::io::stdout()) => r,
+        _ = narrate_paths(&node, events, peer) => unreachable!("narrate_paths never returns"),
+    };
     conn.close(0u32.into(), b"done");
     node.close().await;
     r.map(|_| ()).map_err(lost)

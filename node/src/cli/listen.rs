@@ -13,7 +13,7 @@ use std::time::Duration;
 use shipworm::apps::{pipe, PIPE_ALPN};
 use shipworm::{Identity, Node, Ticket};
 
-use crate::common::{lost, Common};
+use crate::common::{lost, narrate_paths, Common};
 
 /// `listen`'s own flags.
 #[derive(clap::Args, Debug)]
@@ -46,6 +46,7 @@ pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
     let ticket = usable_ticket(&node, &common).await?;
     // The ticket alone on its line, for copy-paste and scripts.
     eprintln!("{ticket}");
+    let events = node.events();
     let Some((peer, conn)) = node.accept().await else {
         anyhow::bail!("node stopped before a peer came")
     };
@@ -58,7 +59,10 @@ pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
         .accept_bi()
         .await
         .map_err(|e| lost(format!("peer went away: {e}")))?;
-    let r = pipe::pipe(send, recv, tokio::io::stdin(), tokio::io::stdout()).await;
+    let r = tokio::select! {
+        r = pipe::pipe(send, recv, tokio::io::stdin(), tokio::io::stdout()) => r,
+        _ = narrate_paths(&node, events, peer) => unreachable!("narrate_paths never returns"),
+    };
     conn.close(0u32.into(), b"done");
     node.close().await;
     r.map(|_| ()).map_err(lost)
