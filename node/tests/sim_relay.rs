@@ -180,3 +180,35 @@ fn a_relayed_session_moves_to_direct_when_it_works_and_back_when_it_dies() {
     // it until the failure detector (1 s) moved the session.
     assert!(got + 60 >= sent, "{got} of {sent}");
 }
+
+#[test]
+fn a_relay_restart_costs_a_relayed_session_less_than_its_failure_detector() {
+    let mut sim = Sim::new(
+        21,
+        vec![site(NatModel::symmetric()), site(NatModel::symmetric())],
+    );
+    sim.restart_rendezvous_with(relay_server());
+    sim.connect(0, 1);
+    assert!(sim.run_until(Duration::from_secs(8), |s| {
+        s.connected(0, 1) && s.connected(1, 0)
+    }));
+    sim.run_until(sim.elapsed() + Duration::from_secs(3), |_| false);
+    // The relay restarts: it forgets both registrations. The next RELAY is refused as "not
+    // registered", and the nodes register again at once instead of at their next refresh.
+    sim.restart_rendezvous();
+    let restarted = sim.elapsed();
+    let before = packets(&sim, 1);
+    while sim.elapsed() < restarted + Duration::from_secs(40) && packets(&sim, 1) == before {
+        assert!(sim.send_ip(0, 1, b"after the restart"));
+        let next = sim.elapsed() + Duration::from_millis(100);
+        sim.run_until(next, |_| false);
+    }
+    let took = sim.elapsed() - restarted;
+    eprintln!("relayed again {took:?} after the relay restarted");
+    assert!(packets(&sim, 1) > before, "nothing got through the relay after its restart");
+    // Before the path's failure detector (1 s) would make the nodes introduce themselves again.
+    assert!(
+        took < EngineConfig::default().paths.path_timeout,
+        "the relayed session came back only after {took:?}"
+    );
+}

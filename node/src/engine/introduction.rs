@@ -87,6 +87,14 @@ impl Engine {
                 // An INTRODUCE refused for a lost registration: register again.
                 if self.intros.remove(&e.tx).is_some() {
                     self.servers[si].on_error(now, e.code, e.server_time_ms, unix_ms);
+                } else if e.tx == 0
+                    && e.code == wire::ErrorCode::NotRegistered
+                    && self.servers[si].token().is_some()
+                {
+                    // A RELAY (transaction 0) refused for a lost registration (a relay restart):
+                    // register again now, not at the next refresh. Once per registration: the
+                    // token is gone until it is renewed, so forged errors gain nothing more.
+                    self.servers[si].on_error(now, e.code, e.server_time_ms, unix_ms);
                 } else {
                     self.count_drop(DropReason::UnknownRendezvousTransaction);
                 }

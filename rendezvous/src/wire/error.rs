@@ -34,8 +34,9 @@ pub enum ErrorCode {
     WrongServer = 7,
     /// Too many nodes are registered from the sender's network prefix (the per-prefix quota).
     PrefixQuota = 8,
-    /// The relay refused a RELAY: this server does not relay, the sender or the target is not on
-    /// its allowlist, or the target is not registered here.
+    /// The relay refused a RELAY: the sender or the target is not on its allowlist, the target
+    /// is not registered here (or has not confirmed its address), or no session is free. (A
+    /// server without the relay role drops RELAY unanswered.)
     RelayRefused = 9,
 }
 
