@@ -205,7 +205,10 @@ fn a_relay_restart_costs_a_relayed_session_less_than_its_failure_detector() {
     }
     let took = sim.elapsed() - restarted;
     eprintln!("relayed again {took:?} after the relay restarted");
-    assert!(packets(&sim, 1) > before, "nothing got through the relay after its restart");
+    assert!(
+        packets(&sim, 1) > before,
+        "nothing got through the relay after its restart"
+    );
     // Before the path's failure detector (1 s) would make the nodes introduce themselves again.
     assert!(
         took < EngineConfig::default().paths.path_timeout,

@@ -30,6 +30,7 @@
 //! relay_node_burst_bytes = 262144
 //! relay_max_sessions = 10000
 //! relay_max_sessions_per_node = 32
+//! relay_max_sessions_per_prefix = 16 # sessions the nodes of one registration prefix may open
 //! relay_tcp = "[::]:443"          # the relay over TLS for networks that block UDP; "off" to disable
 //! ```
 
@@ -105,6 +106,8 @@ pub struct Config {
     pub relay_max_sessions: usize,
     /// Most relay sessions one node may be part of.
     pub relay_max_sessions_per_node: u16,
+    /// Most relay sessions the nodes of one source prefix may open.
+    pub relay_max_sessions_per_prefix: u16,
     /// The relay's TCP listener (TLS): registration, introductions and relayed packets for nodes
     /// whose UDP gets no answer. Used only with `relay`.
     #[cfg_attr(feature = "bin", serde(deserialize_with = "file::optional_addr"))]
@@ -156,6 +159,7 @@ impl Default for Config {
             relay_node_burst_bytes: relay.node_burst_bytes,
             relay_max_sessions: relay.max_sessions,
             relay_max_sessions_per_node: relay.max_sessions_per_node,
+            relay_max_sessions_per_prefix: relay.max_sessions_per_prefix,
             relay_tcp: Some(SocketAddr::from(([0u16; 8], crate::tcp::DEFAULT_TCP_PORT))),
             relay_tcp_max_connections: 10_000,
         }
@@ -217,6 +221,7 @@ impl Config {
                 node_burst_bytes: self.relay_node_burst_bytes,
                 max_sessions: self.relay_max_sessions,
                 max_sessions_per_node: self.relay_max_sessions_per_node,
+                max_sessions_per_prefix: self.relay_max_sessions_per_prefix,
                 ..RelayConfig::default()
             }),
         }

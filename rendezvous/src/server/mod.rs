@@ -768,10 +768,11 @@ impl Server {
             }
         };
         let now_us = micros(self.epoch, now);
+        let prefix = *self.prefix(from).as_bytes();
         let admitted = match &self.config.relay {
             Some(c) => self
                 .relays
-                .admit(c, now_us, &r.node, &r.target, r.packet.len()),
+                .admit(c, now_us, (&r.node, prefix), &r.target, r.packet.len()),
             None => return,
         };
         match admitted {

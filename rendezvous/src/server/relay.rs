@@ -2,8 +2,9 @@
 //! exchange tunnel packets through this server, and how much.
 //!
 //! A *session* is an unordered pair of registered nodes that exchanged a packet through the relay
-//! recently. Sessions are bounded in all and per node; each node's sending rate in bytes is a
-//! GCRA (token bucket) of its own. State exists only for nodes that proved their key
+//! recently. Sessions are bounded in all, per node, and per source prefix of the node that opened
+//! them (so that many keys registered from one network cannot take a target's places or the
+//! table); each node's sending rate in bytes is a GCRA (token bucket) of its own. State exists only for nodes that proved their key
 //! (registration) and named a registered target, so a stranger's flood creates none.
 
 use std::collections::{BTreeSet, HashMap};
@@ -25,6 +26,8 @@ pub struct RelayConfig {
     pub max_sessions: usize,
     /// Most sessions one node may be part of.
     pub max_sessions_per_node: u16,
+    /// Most sessions the nodes of one source prefix (the registration prefix) may open.
+    pub max_sessions_per_prefix: u16,
     /// A session without packets for this long ends (and frees its place).
     pub session_idle: Duration,
 }
@@ -39,6 +42,8 @@ impl Default for RelayConfig {
             node_burst_bytes: 256 * 1024,
             max_sessions: 10_000,
             max_sessions_per_node: 32,
+            // Half a node's share: one network needs several to fill a target's places.
+            max_sessions_per_prefix: 16,
             session_idle: Duration::from_secs(60),
         }
     }
@@ -54,8 +59,15 @@ impl RelayConfig {
                     .into(),
             );
         }
-        if self.max_sessions == 0 || self.max_sessions_per_node == 0 {
-            return Err("relay max_sessions and max_sessions_per_node must be at least 1".into());
+        if self.max_sessions == 0
+            || self.max_sessions_per_node == 0
+            || self.max_sessions_per_prefix == 0
+        {
+            return Err(
+                "relay max_sessions, max_sessions_per_node and max_sessions_per_prefix must be \
+                 at least 1"
+                    .into(),
+            );
         }
         if self.session_idle < Duration::from_secs(5) {
             return Err("relay session_idle must be at least 5 seconds".into());
@@ -78,10 +90,15 @@ pub(crate) enum Refusal {
     RateLimited,
 }
 
+/// A source prefix (the registration prefix of a node's address), as the server computes it.
+pub(crate) type PrefixKey = [u8; 17];
+
 #[derive(Debug, Clone, Copy)]
 struct Session {
     /// Last packet, µs since the server started.
     last_us: u64,
+    /// The source prefix of the node that opened it (its share is freed when it ends).
+    opener: PrefixKey,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -97,6 +114,8 @@ struct NodeUse {
 pub(crate) struct Relays {
     sessions: HashMap<(RawNodeId, RawNodeId), Session>,
     nodes: HashMap<RawNodeId, NodeUse>,
+    /// Sessions opened from each source prefix.
+    prefixes: HashMap<PrefixKey, u16>,
 }
 
 fn key(a: &RawNodeId, b: &RawNodeId) -> (RawNodeId, RawNodeId) {
@@ -124,7 +143,7 @@ impl Relays {
         &mut self,
         c: &RelayConfig,
         now_us: u64,
-        sender: &RawNodeId,
+        (sender, prefix): (&RawNodeId, PrefixKey),
         target: &RawNodeId,
         len: usize,
     ) -> Result<(), Refusal> {
@@ -136,7 +155,12 @@ impl Relays {
                     .get(n)
                     .is_some_and(|u| u.sessions >= c.max_sessions_per_node)
             };
-            if self.sessions.len() >= c.max_sessions || full(sender) || full(target) {
+            let prefix_full = self
+                .prefixes
+                .get(&prefix)
+                .is_some_and(|n| *n >= c.max_sessions_per_prefix);
+            if self.sessions.len() >= c.max_sessions || full(sender) || full(target) || prefix_full
+            {
                 return Err(Refusal::SessionLimit);
             }
         }
@@ -154,13 +178,24 @@ impl Relays {
             return Err(Refusal::RateLimited);
         }
         use_.tat_us = tat + cost;
-        if new {
-            self.nodes.entry(*sender).or_default().sessions += 1;
-            if sender != target {
-                self.nodes.entry(*target).or_default().sessions += 1;
+        let opener = match self.sessions.get(&k) {
+            Some(s) => s.opener,
+            None => {
+                self.nodes.entry(*sender).or_default().sessions += 1;
+                if sender != target {
+                    self.nodes.entry(*target).or_default().sessions += 1;
+                }
+                *self.prefixes.entry(prefix).or_default() += 1;
+                prefix
             }
-        }
-        self.sessions.insert(k, Session { last_us: now_us });
+        };
+        self.sessions.insert(
+            k,
+            Session {
+                last_us: now_us,
+                opener,
+            },
+        );
         Ok(())
     }
 
@@ -168,9 +203,13 @@ impl Relays {
     pub(crate) fn sweep(&mut self, idle: Duration, now_us: u64) {
         let idle = idle.as_micros() as u64;
         let nodes = &mut self.nodes;
+        let prefixes = &mut self.prefixes;
         self.sessions.retain(|(a, b), s| {
             let keep = now_us.saturating_sub(s.last_us) < idle;
             if !keep {
+                if let Some(n) = prefixes.get_mut(&s.opener) {
+                    *n = n.saturating_sub(1);
+                }
                 for n in [a, b] {
                     if let Some(u) = nodes.get_mut(n) {
                         u.sessions = u.sessions.saturating_sub(1);
@@ -184,12 +223,15 @@ impl Relays {
         });
         self.nodes
             .retain(|_, u| u.sessions > 0 || u.tat_us > now_us);
+        self.prefixes.retain(|_, n| *n > 0);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const P: PrefixKey = [7; 17];
 
     fn cfg() -> RelayConfig {
         RelayConfig {
@@ -206,17 +248,17 @@ mod tests {
         let c = cfg();
         let mut r = Relays::default();
         let (a, b) = ([1; 32], [2; 32]);
-        assert_eq!(r.admit(&c, 0, &a, &b, 1500), Ok(()));
-        assert_eq!(r.admit(&c, 0, &a, &b, 1500), Ok(()));
-        assert_eq!(r.admit(&c, 0, &a, &b, 1), Err(Refusal::RateLimited));
+        assert_eq!(r.admit(&c, 0, (&a, P), &b, 1500), Ok(()));
+        assert_eq!(r.admit(&c, 0, (&a, P), &b, 1500), Ok(()));
+        assert_eq!(r.admit(&c, 0, (&a, P), &b, 1), Err(Refusal::RateLimited));
         // The other direction has its own budget.
-        assert_eq!(r.admit(&c, 0, &b, &a, 1500), Ok(()));
+        assert_eq!(r.admit(&c, 0, (&b, P), &a, 1500), Ok(()));
         // 10 000 B/s: 150 ms earn 1500 bytes back.
         assert_eq!(
-            r.admit(&c, 149_000, &a, &b, 1500),
+            r.admit(&c, 149_000, (&a, P), &b, 1500),
             Err(Refusal::RateLimited)
         );
-        assert_eq!(r.admit(&c, 150_000, &a, &b, 1500), Ok(()));
+        assert_eq!(r.admit(&c, 150_000, (&a, P), &b, 1500), Ok(()));
         assert_eq!(r.sessions(), 1);
     }
 
@@ -225,21 +267,53 @@ mod tests {
         let c = cfg();
         let mut r = Relays::default();
         let n = |i: u8| [i; 32];
-        assert_eq!(r.admit(&c, 0, &n(1), &n(2), 10), Ok(()));
-        assert_eq!(r.admit(&c, 0, &n(1), &n(3), 10), Ok(()));
+        assert_eq!(r.admit(&c, 0, (&n(1), P), &n(2), 10), Ok(()));
+        assert_eq!(r.admit(&c, 0, (&n(1), P), &n(3), 10), Ok(()));
         // Node 1 is in two sessions: its third is refused, others may still open one.
-        assert_eq!(r.admit(&c, 0, &n(1), &n(4), 10), Err(Refusal::SessionLimit));
-        assert_eq!(r.admit(&c, 0, &n(4), &n(1), 10), Err(Refusal::SessionLimit));
-        assert_eq!(r.admit(&c, 0, &n(4), &n(5), 10), Ok(()));
+        assert_eq!(
+            r.admit(&c, 0, (&n(1), P), &n(4), 10),
+            Err(Refusal::SessionLimit)
+        );
+        assert_eq!(
+            r.admit(&c, 0, (&n(4), P), &n(1), 10),
+            Err(Refusal::SessionLimit)
+        );
+        assert_eq!(r.admit(&c, 0, (&n(4), P), &n(5), 10), Ok(()));
         // Three in all.
-        assert_eq!(r.admit(&c, 0, &n(6), &n(7), 10), Err(Refusal::SessionLimit));
+        assert_eq!(
+            r.admit(&c, 0, (&n(6), P), &n(7), 10),
+            Err(Refusal::SessionLimit)
+        );
         // A known session goes on.
-        assert_eq!(r.admit(&c, 1, &n(2), &n(1), 10), Ok(()));
+        assert_eq!(r.admit(&c, 1, (&n(2), P), &n(1), 10), Ok(()));
         r.sweep(Duration::from_secs(60), 60_000_000);
         assert_eq!(r.sessions(), 1, "only the one used at 1 µs is left");
-        assert_eq!(r.admit(&c, 60_000_000, &n(6), &n(7), 10), Ok(()));
+        assert_eq!(r.admit(&c, 60_000_000, (&n(6), P), &n(7), 10), Ok(()));
         r.sweep(Duration::from_secs(60), 200_000_000);
         assert_eq!((r.sessions(), r.nodes()), (0, 0), "nothing is kept");
+    }
+
+    #[test]
+    fn one_source_prefix_opens_at_most_its_share_of_sessions() {
+        let c = RelayConfig {
+            max_sessions_per_prefix: 2,
+            ..cfg()
+        };
+        let mut r = Relays::default();
+        let n = |i: u8| [i; 32];
+        let other: PrefixKey = [8; 17];
+        assert_eq!(r.admit(&c, 0, (&n(1), P), &n(9), 10), Ok(()));
+        assert_eq!(r.admit(&c, 0, (&n(2), P), &n(9), 10), Ok(()));
+        // A third key from the same network is refused; another network is not.
+        assert_eq!(
+            r.admit(&c, 0, (&n(3), P), &n(8), 10),
+            Err(Refusal::SessionLimit)
+        );
+        assert_eq!(r.admit(&c, 0, (&n(4), other), &n(8), 10), Ok(()));
+        // The target answering on an open session does not count again.
+        assert_eq!(r.admit(&c, 0, (&n(9), other), &n(1), 10), Ok(()));
+        r.sweep(Duration::from_secs(60), 60_000_000);
+        assert_eq!(r.admit(&c, 60_000_000, (&n(3), P), &n(8), 10), Ok(()));
     }
 
     #[test]
@@ -247,7 +321,7 @@ mod tests {
         let c = cfg();
         let mut r = Relays::default();
         assert_eq!(
-            r.admit(&c, 0, &[1; 32], &[2; 32], 4000),
+            r.admit(&c, 0, (&[1; 32], P), &[2; 32], 4000),
             Err(Refusal::RateLimited)
         );
         assert_eq!((r.sessions(), r.nodes()), (0, 0));
