@@ -766,30 +766,38 @@ fn a_site_that_blocks_udp_connects_through_the_relay_over_tcp() {
     if !can_run() {
         return;
     }
-    let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), "tcp");
-    let m = lab.matrix_with(
-        "5.5",
-        [RouterKind::Home, RouterKind::Home],
-        [V6::None, V6::None],
-        &["--relay", "--relay-tcp", "[::]:443"],
-    );
-    block_udp(&lab, &m.routers[0]);
-    let started = Instant::now();
-    let (la, lb) = transfer(&mut lab, &m, 4 << 20, |_| {});
-    let line = connected_line(&la);
-    let rdv_ip = m.rendezvous.rsplit_once(':').unwrap().0.to_string();
-    assert!(
-        line.contains(&format!("relayed via {}", m.rendezvous)),
-        "A's path is not the relay: {line}\nA:\n{la}\nB:\n{lb}"
-    );
-    assert!(
-        la.contains(&format!("trying its relay over TCP at {rdv_ip}:443")),
-        "A did not say why it used TCP:\n{la}"
-    );
-    eprintln!(
-        "UDP-blocked site: {line}; whole transfer {:?}",
-        started.elapsed()
-    );
+    // Against an easy peer, a symmetric one and one behind a carrier NAT: every one is reached.
+    for (i, peer) in [RouterKind::Home, RouterKind::Symmetric, RouterKind::Cgnat]
+        .into_iter()
+        .enumerate()
+    {
+        let mut lab = Lab::new(env!("CARGO_BIN_EXE_shipworm"), &format!("tcp{i}"));
+        let m = lab.matrix_with(
+            "5.5",
+            [RouterKind::Home, peer],
+            [V6::None, V6::None],
+            &["--relay", "--relay-tcp", "[::]:443"],
+        );
+        block_udp(&lab, &m.routers[0]);
+        let started = Instant::now();
+        let (la, lb) = transfer(&mut lab, &m, 4 << 20, |_| {});
+        let line = connected_line(&la);
+        let rdv_ip = m.rendezvous.rsplit_once(':').unwrap().0.to_string();
+        let name = peer.name();
+        assert!(
+            line.contains(&format!("relayed via {}", m.rendezvous))
+                && connected_line(&lb).contains("relayed via"),
+            "UDP-blocked x {name}: not relayed: {line}\nA:\n{la}\nB:\n{lb}"
+        );
+        assert!(
+            la.contains(&format!("trying its relay over TCP at {rdv_ip}:443")),
+            "UDP-blocked x {name}: A did not say why it used TCP:\n{la}"
+        );
+        eprintln!(
+            "UDP-blocked x {name}: {line}; whole transfer {:?}",
+            started.elapsed()
+        );
+    }
 }
 
 #[test]
