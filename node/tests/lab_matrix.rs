@@ -209,7 +209,12 @@ fn relay_row(a: RouterKind, b: RouterKind) -> bool {
 /// relaying or not; prints their table, writes it into `docs/lab.md` between
 /// `<!-- MARKER:begin -->` and `<!-- MARKER:end -->` with `SHIPWORM_LAB_WRITE` (stamped with
 /// `how` it ran), and fails listing every row that did not hold.
+/// One matrix at a time: the birthday rows (256 sockets and a paced spray per pair) are timed
+/// against the machine's load, and two matrices at once on two cores have made one miss.
+static ONE_MATRIX: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run_matrix(relay: bool, run: impl Fn(RouterKind, RouterKind) -> bool, marker: &str, how: &str) {
+    let _one = ONE_MATRIX.lock().unwrap_or_else(|e| e.into_inner());
     let only = std::env::var("SHIPWORM_LAB_PAIRS").ok();
     assert!(
         only.is_none() || std::env::var_os("CI").is_none(),
