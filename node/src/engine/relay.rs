@@ -125,9 +125,7 @@ impl Engine {
             return;
         };
         if let Some(st) = self.peers.get_mut(&peer) {
-            if !st.relays.contains(&relay) {
-                st.relays.push(relay);
-            }
+            st.registered_at(relay);
         }
         // Replies to it may use what it cost, as for a packet straight from its source.
         self.reply = Some((from, f.packet.len() as u64));

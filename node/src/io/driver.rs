@@ -139,11 +139,15 @@ pub async fn run(
                 // Whatever is waiting, in a few batched calls: the transmits and events it causes
                 // are drained once for all of it.
                 let (now, wall) = (Instant::now(), unix_ms());
+                // Sources are looked at only while some rendezvous is reached over TCP.
+                let watch = links.any_wanted();
                 for _ in 0..RECV_ROUNDS {
                     let got = udp.try_recv(|from, d| {
-                        let from = shipworm_tunnel::wire::addr::normalize(from);
-                        if links.wants(&from) && !udp_heard.contains(&from) {
-                            udp_heard.push(from);
+                        if watch {
+                            let from = shipworm_tunnel::wire::addr::normalize(from);
+                            if links.wants(&from) && !udp_heard.contains(&from) {
+                                udp_heard.push(from);
+                            }
                         }
                         engine.handle_packet(now, wall, from, d)
                     });

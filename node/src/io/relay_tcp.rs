@@ -105,6 +105,12 @@ impl Links {
             .min()
     }
 
+    /// Whether any rendezvous is reached (or to be reached) over TCP: the receive path asks this
+    /// before looking at a datagram's source.
+    pub fn any_wanted(&self) -> bool {
+        !self.wanted.is_empty()
+    }
+
     /// Whether `server` is reached (or to be reached) over TCP.
     pub fn wants(&self, server: &SocketAddr) -> bool {
         self.wanted.contains_key(server)
