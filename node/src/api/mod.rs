@@ -200,9 +200,6 @@ impl Node {
             loop {
                 match events.recv().await {
                     Ok(NodeEvent::Registered { .. }) => return true,
-                    // No answer over UDP: waiting longer only delays the error (a relay over
-                    // TCP, if any, registers us while the attempt runs).
-                    Ok(NodeEvent::RendezvousSilent { .. }) => return false,
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         if confirmed(self.status().await) {
@@ -313,8 +310,23 @@ impl Node {
         if has_path(&self.status().await?) {
             return Ok(());
         }
-        // Registration first (a ticket's rendezvous may be new to us).
-        self.registered(Duration::from_secs(5)).await;
+        // Registration first (a ticket's rendezvous may be new to us), unless a rendezvous is
+        // silent over UDP: waiting longer would only delay the error, and a relay over TCP, if
+        // any, registers us while the attempt runs (its introduction waits for that).
+        let mut silence = self.events.subscribe();
+        let silent = async {
+            loop {
+                match silence.recv().await {
+                    Ok(NodeEvent::RendezvousSilent { .. })
+                    | Err(broadcast::error::RecvError::Closed) => return,
+                    _ => {}
+                }
+            }
+        };
+        tokio::select! {
+            _ = self.registered(Duration::from_secs(5)) => {}
+            _ = silent => {}
+        }
         self.command(DriverCommand::Connect(peer, direct)).await?;
         let wait = async {
             loop {
