@@ -26,6 +26,7 @@ use shipworm_tunnel::rng::RngCore;
 use shipworm_tunnel::NodeId;
 
 use super::nat_check::{is_public_v4, peer_is_easy, peer_is_hard, peer_is_sequential};
+use super::paths::CandidateKind;
 use super::{DropReason, Engine, NodeEvent};
 
 /// The probe budget and pace.
@@ -216,7 +217,12 @@ impl Engine {
         let Some(st) = self.peers.get(&peer) else {
             return;
         };
-        if st.paths.selected.is_some() {
+        // A relayed path does not end punching: the session moves off it once a probe hits.
+        if st
+            .paths
+            .selected
+            .is_some_and(|i| st.paths.pairs[i].kind != CandidateKind::Relayed)
+        {
             return;
         }
         let we_hard = self.we_are_hard();
