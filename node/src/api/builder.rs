@@ -33,6 +33,9 @@ pub struct TunOptions {
     pub name: String,
     /// Inner MTU (at least 1280, the IPv6 minimum).
     pub mtu: u16,
+    /// Segmentation offloads on the interface (TSO out, GRO in; `io::tun`), where the kernel
+    /// allows them. On by default in the CLI; off gives one packet per read and write.
+    pub offload: bool,
 }
 
 /// Builds a [`Node`].
@@ -411,7 +414,7 @@ enum Local {
 
 #[cfg(target_os = "linux")]
 fn open_tun(me: NodeId, t: &TunOptions) -> Result<tun_rs::AsyncDevice, NodeError> {
-    crate::io::tun::open_tun(&t.name, me.overlay_addr(), t.mtu)
+    crate::io::tun::open_tun(&t.name, me.overlay_addr(), t.mtu, t.offload)
         .map_err(|e| NodeError::Setup(e.to_string()))
 }
 

@@ -32,6 +32,10 @@ pub struct Args {
     /// Inner MTU of the interface.
     #[arg(long, default_value_t = 1280)]
     mtu: u16,
+    /// No segmentation offloads on the interface: one packet per read and write (slower; for
+    /// kernels that misbehave with them, and for comparison).
+    #[arg(long)]
+    no_offload: bool,
     /// Without --tun: a local port peers may forward to (repeatable).
     #[arg(long = "forward-port")]
     forward_ports: Vec<u16>,
@@ -80,6 +84,7 @@ pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
         true => builder.tun(TunOptions {
             name: args.tun_name.clone(),
             mtu: args.mtu,
+            offload: !args.no_offload,
         }),
         false => builder.alpn(PING_ALPN).alpn(FORWARD_ALPN),
     };
@@ -106,7 +111,12 @@ pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let carrier = match args.tun {
-        true => format!("on {} (mtu {})", args.tun_name, args.mtu),
+        true => format!(
+            "on {} (mtu {}{})",
+            args.tun_name,
+            args.mtu,
+            if args.no_offload { ", no offloads" } else { "" }
+        ),
         false => "(QUIC only)".into(),
     };
     eprintln!(
@@ -147,13 +157,15 @@ pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
     }
     if let Some((local, tunnel)) = node.close().await {
         eprintln!(
-            "down: {} packets in, {} out, {} handshakes; dropped locally: {} not from the overlay, {} to unknown peers, {} the interface refused",
+            "down: {} packets in, {} out, {} handshakes; {} large segments split (offload); dropped locally: {} not from the overlay, {} to unknown peers, {} the interface refused, {} unusable reads",
             tunnel.packets_in,
             tunnel.packets_out,
             tunnel.handshakes_completed,
+            local.tun_large_reads,
             local.not_overlay,
             local.no_peer,
-            local.tun_write_errors
+            local.tun_write_errors,
+            local.tun_bad_reads
         );
     }
     Ok(())

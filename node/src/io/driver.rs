@@ -13,11 +13,15 @@ use crate::engine::paths::CandidateKind;
 use crate::engine::{Engine, NodeEvent};
 use crate::io::batch_udp::BatchSocket;
 use crate::io::relay_tcp::{LinkEvent, Links};
+use crate::io::tun::{TunIo, READ_BUDGET, WRITE_BATCH};
 
 /// Spare buffers the engine is topped up to from the QUIC pipe's.
 const SPARE_TARGET: usize = 64;
 /// Receive calls (each a batch of datagrams) per wake-up, so timers and sends get their turn.
 const RECV_ROUNDS: usize = 4;
+/// Datagrams handled per wake-up at most (the calls stop once past it): what they cause must fit
+/// the engine's event queue until the driver drains it.
+const RECV_BUDGET: usize = shipworm_tunnel::tunnel::MAX_QUEUED / 2;
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> u64 {
@@ -37,19 +41,26 @@ pub struct DriverStats {
     pub too_big: u64,
     /// Datagrams the socket refused.
     pub send_errors: u64,
-    /// Packets the TUN interface refused (the node goes on; the count says it happened).
+    /// Packets the TUN interface refused (the node goes on; the count says it happened). A
+    /// failed coalesced write counts its whole batch.
     pub tun_write_errors: u64,
+    /// TUN reads that brought one large segment (segmentation offload), split here.
+    pub tun_large_reads: u64,
+    /// TUN reads whose offload header or segment could not be used (dropped).
+    pub tun_bad_reads: u64,
 }
 
 impl DriverStats {
     /// Every counter with its name (for metrics and reports).
-    pub fn fields(&self) -> [(&'static str, u64); 5] {
+    pub fn fields(&self) -> [(&'static str, u64); 7] {
         let Self {
             not_overlay,
             no_peer,
             too_big,
             send_errors,
             tun_write_errors,
+            tun_large_reads,
+            tun_bad_reads,
         } = self;
         // Destructured, so a new counter fails to compile until it is listed here too.
         [
@@ -58,6 +69,8 @@ impl DriverStats {
             ("too_big", *too_big),
             ("send_errors", *send_errors),
             ("tun_write_errors", *tun_write_errors),
+            ("tun_large_reads", *tun_large_reads),
+            ("tun_bad_reads", *tun_bad_reads),
         ]
     }
 }
@@ -109,10 +122,9 @@ pub async fn run(
     > = Default::default();
     let (extra_tx, mut extra_rx) = tokio::sync::mpsc::channel::<(u16, SocketAddr, Vec<u8>)>(1024);
     let mut udp = BatchSocket::new(socket)?;
-    let mut tun_buf = vec![0u8; 65536];
     let mut quic_out: Vec<Vec<u8>> = Vec::new();
-    let tun = match local {
-        LocalSide::Tun(t) => Some(t),
+    let mut tun = match local {
+        LocalSide::Tun(t) => Some(TunIo::new(t, t.mtu()?)),
         _ => None,
     };
     let pipe = match local {
@@ -141,6 +153,7 @@ pub async fn run(
                 let (now, wall) = (Instant::now(), unix_ms());
                 // Sources are looked at only while some rendezvous is reached over TCP.
                 let watch = links.any_wanted();
+                let mut handled = 0;
                 for _ in 0..RECV_ROUNDS {
                     let got = udp.try_recv(|from, d| {
                         if watch {
@@ -152,7 +165,12 @@ pub async fn run(
                         engine.handle_packet(now, wall, from, d)
                     });
                     match got {
-                        Ok(_) => {}
+                        Ok(n) => {
+                            handled += n;
+                            if handled >= RECV_BUDGET {
+                                break;
+                            }
+                        }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         // ICMP errors of earlier sends surface here on Linux; they are not fatal.
                         Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset) => {}
@@ -183,26 +201,32 @@ pub async fn run(
                     }
                 }
             }
-            r = async { match tun { Some(t) => t.recv(&mut tun_buf).await, None => std::future::pending().await } } => {
-                let n = r?;
-                match engine.send_ip(Instant::now(), unix_ms(), &tun_buf[..n]) {
-                    Ok(()) => {}
-                    Err(SendError::BadPacket(_)) => stats.not_overlay += 1,
-                    Err(SendError::NoPeer(_)) => stats.no_peer += 1,
-                    Err(SendError::TooBig { .. }) => stats.too_big += 1,
+            r = async { match tun.as_mut() { Some(t) => t.read().await, None => std::future::pending().await } } => {
+                r?;
+                // What the interface holds now, in a few reads (each up to a 64 KiB segment,
+                // split): the datagrams they become leave together in GSO trains.
+                if let Some(t) = tun.as_mut() {
+                    let (now, wall) = (Instant::now(), unix_ms());
+                    let mut taken = 0;
+                    loop {
+                        for packet in t.packets() {
+                            send_local(engine, &mut stats, now, wall, packet);
+                            taken += 1;
+                        }
+                        if taken >= READ_BUDGET || !t.try_read()? {
+                            break;
+                        }
+                    }
+                    (stats.tun_large_reads, stats.tun_bad_reads) = (t.large_reads, t.bad_reads);
                 }
             }
             _ = std::future::poll_fn(|cx| match pipe {
                 Some(p) => p.poll_outbound(cx, &mut quic_out),
                 None => std::task::Poll::Pending,
             }) => {
+                let (now, wall) = (Instant::now(), unix_ms());
                 for packet in &quic_out {
-                    match engine.send_ip(Instant::now(), unix_ms(), packet) {
-                        Ok(()) => {}
-                        Err(SendError::NoPeer(_)) => stats.no_peer += 1,
-                        Err(SendError::TooBig { .. }) => stats.too_big += 1,
-                        Err(SendError::BadPacket(_)) => stats.not_overlay += 1,
-                    }
+                    send_local(engine, &mut stats, now, wall, packet);
                 }
                 // Their buffers go back for quinn's next packets.
                 if let Some(p) = pipe {
@@ -315,12 +339,14 @@ pub async fn run(
                 }
                 _ => {}
             }
-            match (e, tun, pipe) {
+            match (e, tun.as_mut(), pipe) {
+                // Written together after the loop, coalesced per flow.
                 (NodeEvent::Packet { packet, .. } | NodeEvent::Local(packet), Some(t), _) => {
-                    if t.send(&packet).await.is_err() {
-                        stats.tun_write_errors += 1;
-                    }
+                    t.queue(&packet);
                     engine.recycle(packet);
+                    if t.queued() >= WRITE_BATCH {
+                        stats.tun_write_errors += t.flush().await;
+                    }
                 }
                 (NodeEvent::Packet { packet, .. }, None, Some(p)) => {
                     if let Some(unwanted) = p.deliver(packet) {
@@ -329,6 +355,9 @@ pub async fn run(
                 }
                 (e, _, _) => on_event(&e),
             }
+        }
+        if let Some(t) = tun.as_mut() {
+            stats.tun_write_errors += t.flush().await;
         }
         // Packets quinn has read leave their buffers in the pipe: the tunnel opens the next
         // ones into them (a receiver has few sends of its own to recycle).
@@ -346,4 +375,20 @@ pub async fn run(
         p.close();
     }
     Ok(stats)
+}
+
+/// Seals a packet from the local side (the interface or quinn), counting a refusal by its cause.
+fn send_local(
+    engine: &mut Engine,
+    stats: &mut DriverStats,
+    now: Instant,
+    wall: u64,
+    packet: &[u8],
+) {
+    match engine.send_ip(now, wall, packet) {
+        Ok(()) => {}
+        Err(SendError::BadPacket(_)) => stats.not_overlay += 1,
+        Err(SendError::NoPeer(_)) => stats.no_peer += 1,
+        Err(SendError::TooBig { .. }) => stats.too_big += 1,
+    }
 }

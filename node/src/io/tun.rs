@@ -4,21 +4,214 @@
 //! The interface gets our overlay address with the overlay's /48 prefix, so the kernel routes the
 //! whole overlay into it; its MTU is the tunnel's inner MTU. Which peers may send into it is the
 //! tunnel's [`shipworm_tunnel::tunnel::Accept`] policy.
+//!
+//! # Offloads
+//!
+//! With offloads on (the default), the interface speaks the virtio-net header (`IFF_VNET_HDR`):
+//! - **out** (TSO): the kernel hands over a TCP or UDP segment of up to 64 KiB in one read, with
+//!   its segment size; it is split here (`tun_rs`'s `gso_split`, checksums included) into
+//!   packets of at most the interface's MTU, each sealed as one datagram. The split is the
+//!   kernel's own segmentation moved into userspace, so the inner MTU semantics hold: no packet
+//!   over the MTU leaves, and one that would be (a raw socket ignoring the MTU) still gets its
+//!   ICMPv6 Packet Too Big from the tunnel.
+//! - **in** (GRO): the packets one receive batch opens are coalesced per TCP/UDP flow
+//!   (`tun_rs`'s GRO table) and written as a few large segments, so the kernel's stack runs once
+//!   per segment rather than once per packet.
+//!
+//! One read of 64 KiB and one write of several packets replace about fifty system calls each
+//! way. Where the kernel refuses the offload, the interface is opened without it and every read
+//! and write is one packet, as before.
 
 use std::io;
 use std::net::Ipv6Addr;
 
-use tun_rs::{AsyncDevice, DeviceBuilder};
+use tun_rs::{AsyncDevice, DeviceBuilder, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 use shipworm_tunnel::overlay;
 
-/// Creates and brings up a TUN interface named `name` with `addr`/48 and `mtu`. Needs
-/// CAP_NET_ADMIN and `/dev/net/tun`.
-pub fn open_tun(name: &str, addr: Ipv6Addr, mtu: u16) -> io::Result<AsyncDevice> {
-    DeviceBuilder::new()
-        .name(name)
-        .ipv6(addr, overlay::PREFIX_LEN)
-        .mtu(mtu)
-        .build_async()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot create TUN interface {name}: {e} (needs root or CAP_NET_ADMIN, and /dev/net/tun)")))
+/// Room in front of a packet written to the interface, for the virtio-net header.
+const HEADROOM: usize = VIRTIO_NET_HDR_LEN;
+/// Largest read: the virtio-net header and a 64 KiB segment.
+const MAX_READ: usize = VIRTIO_NET_HDR_LEN + 65_535;
+/// Packets split from reads per wake-up before the driver seals and sends them: enough for a few
+/// 64 KiB segments, well under the engine's transmit queue.
+pub const READ_BUDGET: usize = 256;
+/// Packets written per batch at most (the driver flushes when this many are queued): the GRO
+/// table's size, and the bound of the write buffers kept.
+pub const WRITE_BATCH: usize = IDEAL_BATCH_SIZE;
+/// Write buffers kept for reuse: one batch's. Memory: each has room for 64 KiB but only a
+/// coalesced segment's head fills it, so what is resident is about one page per buffer plus
+/// the heads (at most 8 MiB).
+const POOL: usize = WRITE_BATCH;
+/// Capacity of a write buffer: a coalesced segment of 64 KiB, with the headroom the GRO code
+/// asks for.
+const WRITE_CAPACITY: usize = 2 * HEADROOM + 65_535;
+
+/// Creates and brings up a TUN interface named `name` with `addr`/48 and `mtu`, with
+/// segmentation offloads when `offload` and the kernel allows them. Needs CAP_NET_ADMIN and
+/// `/dev/net/tun`.
+pub fn open_tun(name: &str, addr: Ipv6Addr, mtu: u16, offload: bool) -> io::Result<AsyncDevice> {
+    let build = |offload: bool| {
+        DeviceBuilder::new()
+            .name(name)
+            .ipv6(addr, overlay::PREFIX_LEN)
+            .mtu(mtu)
+            .offload(offload)
+            .build_async()
+    };
+    let dev = match build(offload) {
+        Ok(dev) => Ok(dev),
+        Err(e) if offload => {
+            tracing::warn!(target: "shipworm::io::tun", "TUN offloads refused ({e}): one packet per read and write");
+            build(false)
+        }
+        Err(e) => Err(e),
+    };
+    dev.map_err(|e| io::Error::new(e.kind(), format!("cannot create TUN interface {name}: {e} (needs root or CAP_NET_ADMIN, and /dev/net/tun)")))
+}
+
+/// Whether `dev` was opened with offloads (the virtio-net header on every read and write).
+pub fn offloaded(dev: &AsyncDevice) -> bool {
+    dev.tcp_gso()
+}
+
+/// Batched reads from and writes to a TUN interface, with its buffers.
+pub struct TunIo<'a> {
+    dev: &'a AsyncDevice,
+    /// One raw read (virtio-net header and segment).
+    raw: Vec<u8>,
+    /// The packets the last reads were split into, and their sizes.
+    segments: Vec<Vec<u8>>,
+    sizes: Vec<usize>,
+    /// How many of `segments` hold packets.
+    read: usize,
+    /// Packets to write, each after [`HEADROOM`] bytes.
+    out: Vec<Vec<u8>>,
+    pool: Vec<Vec<u8>>,
+    gro: GROTable,
+    /// Reads that brought one large segment split into several packets.
+    pub large_reads: u64,
+    /// Reads whose offload header or segment could not be used (dropped, counted).
+    pub bad_reads: u64,
+}
+
+impl<'a> TunIo<'a> {
+    /// Buffers for `dev`, whose MTU is `mtu` (no packet read from it is larger: a segment is
+    /// split into packets of the MTU).
+    pub fn new(dev: &'a AsyncDevice, mtu: u16) -> Self {
+        // The first buffer takes a packet that is not split whole, even one over the MTU (the
+        // interface's MTU changed behind our back): the tunnel answers it with Packet Too Big
+        // rather than the read cutting it short.
+        let mut segments = vec![vec![0; usize::from(mtu).max(1280)]; IDEAL_BATCH_SIZE];
+        segments[0] = vec![0; MAX_READ];
+        Self {
+            dev,
+            raw: vec![0; MAX_READ],
+            segments,
+            sizes: vec![0; IDEAL_BATCH_SIZE],
+            read: 0,
+            out: Vec::with_capacity(IDEAL_BATCH_SIZE),
+            pool: Vec::new(),
+            gro: GROTable::default(),
+            large_reads: 0,
+            bad_reads: 0,
+        }
+    }
+
+    /// Waits for the interface to have a packet and reads it (split if it is a large segment);
+    /// [`TunIo::packets`] gives them. A read the offload code cannot use is counted and reads as
+    /// no packets; an error of the device itself is returned.
+    pub async fn read(&mut self) -> io::Result<()> {
+        let r = self
+            .dev
+            .recv_multiple(&mut self.raw, &mut self.segments, &mut self.sizes, 0)
+            .await;
+        self.took(r)
+    }
+
+    /// One more read without waiting: `Ok(false)` when nothing is waiting.
+    pub fn try_read(&mut self) -> io::Result<bool> {
+        let r = self
+            .dev
+            .try_recv_multiple(&mut self.raw, &mut self.segments, &mut self.sizes, 0);
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            r => self.took(r).map(|()| true),
+        }
+    }
+
+    fn took(&mut self, r: io::Result<usize>) -> io::Result<()> {
+        self.read = 0;
+        match r {
+            Ok(n) => {
+                self.read = n;
+                if n > 1 {
+                    self.large_reads += 1;
+                }
+                Ok(())
+            }
+            // The device's own errors carry an OS code; the offload code's (a header or segment
+            // it cannot split) do not, and cost only that read.
+            Err(e) if e.raw_os_error().is_none() => {
+                self.bad_reads += 1;
+                tracing::debug!(target: "shipworm::io::tun", "unusable TUN read: {e}");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The packets of the last read.
+    pub fn packets(&self) -> impl Iterator<Item = &[u8]> {
+        self.segments[..self.read]
+            .iter()
+            .zip(&self.sizes)
+            .map(|(b, &n)| &b[..n.min(b.len())])
+    }
+
+    /// Queues `packet` for the next [`TunIo::flush`].
+    pub fn queue(&mut self, packet: &[u8]) {
+        // Any packet may become the head of a coalesced segment, which grows in place: the GRO
+        // code coalesces only into a buffer with room for 64 KiB.
+        let mut buf = self
+            .pool
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(WRITE_CAPACITY));
+        buf.clear();
+        buf.resize(HEADROOM, 0);
+        buf.extend_from_slice(packet);
+        self.out.push(buf);
+    }
+
+    /// Packets queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Writes the queued packets, coalesced per flow where offloads are on. Returns how many
+    /// may not have been written (a whole batch when a write of it failed).
+    pub async fn flush(&mut self) -> u64 {
+        if self.out.is_empty() {
+            return 0;
+        }
+        let mut failed = 0;
+        tracing::trace!(target: "shipworm::io::tun", packets = self.out.len(), "TUN write batch");
+        if let Err(e) = self
+            .dev
+            .send_multiple(&mut self.gro, &mut self.out, HEADROOM)
+            .await
+        {
+            // The device refused a write (the others of the batch were still written). Which
+            // packets it carried is lost in the coalescing: the whole batch is counted, an upper
+            // bound, and nothing is written twice.
+            tracing::debug!(target: "shipworm::io::tun", "TUN write failed: {e}");
+            failed = self.out.len() as u64;
+        }
+        for buf in self.out.drain(..) {
+            if self.pool.len() < POOL {
+                self.pool.push(buf);
+            }
+        }
+        failed
+    }
 }
