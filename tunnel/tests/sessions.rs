@@ -462,6 +462,63 @@ fn a_local_packet_over_the_mtu_gets_packet_too_big() {
     assert_eq!(net.delivered_to_b().len(), 1);
 }
 
+/// A packet sealed in place (`send_ip_in`) arrives as the copying path's would: before the
+/// session (queued, then sent), on it, and refused for the same causes.
+#[test]
+fn a_packet_sealed_in_place_arrives_like_a_copied_one() {
+    use shipworm_tunnel::tunnel::SEND_HEADROOM;
+    let mut net = Net::new(
+        14,
+        clean(),
+        TunnelConfig::default(),
+        TunnelConfig::default(),
+    );
+    let (a, b) = net.ids();
+    let in_place = |payload: &[u8]| {
+        let mut buf = vec![0xEE; SEND_HEADROOM];
+        buf.extend_from_slice(&ipv6_udp(a.overlay_addr(), b.overlay_addr(), payload));
+        buf
+    };
+    // Before any session: held, and sent once the handshake is done.
+    net.connect();
+    let (now, unix) = (net.now, net.unix());
+    net.a.send_ip_in(now, unix, in_place(b"early")).unwrap();
+    net.run(Duration::from_millis(100));
+    assert!(net.established());
+    let (now, unix) = (net.now, net.unix());
+    net.a
+        .send_ip_in(now, unix, in_place(b"on the session"))
+        .unwrap();
+    net.send_from_a(b"copied").unwrap();
+    net.run(Duration::from_millis(50));
+    let got = net.delivered_to_b();
+    let expect = [&b"early"[..], b"on the session", b"copied"]
+        .map(|p| ipv6_udp(a.overlay_addr(), b.overlay_addr(), p));
+    assert_eq!(got, expect.to_vec());
+
+    // Refused: too big (with Packet Too Big for the local stack), not our source, no room.
+    let (now, unix) = (net.now, net.unix());
+    let err = net
+        .a
+        .send_ip_in(now, unix, in_place(&[0; 1400]))
+        .unwrap_err();
+    assert!(matches!(err, SendError::TooBig { mtu: 1280, .. }), "{err}");
+    net.collect();
+    assert!(net.a_events.iter().any(|e| matches!(e, Event::Local(_))));
+    let mut spoofed = vec![0; SEND_HEADROOM];
+    spoofed.extend_from_slice(&ipv6_udp(b.overlay_addr(), b.overlay_addr(), b"x"));
+    let err = net.a.send_ip_in(now, unix, spoofed).unwrap_err();
+    assert!(matches!(err, SendError::BadPacket(_)), "{err}");
+    let err = net.a.send_ip_in(now, unix, vec![0; 3]).unwrap_err();
+    assert!(matches!(err, SendError::BadPacket(_)), "{err}");
+    net.run(Duration::from_millis(50));
+    assert_eq!(
+        net.delivered_to_b().len(),
+        3,
+        "nothing refused was delivered"
+    );
+}
+
 #[test]
 fn sessions_rekey_by_time_without_losing_traffic() {
     let cfg = TunnelConfig {

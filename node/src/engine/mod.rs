@@ -502,6 +502,19 @@ impl Engine {
         r
     }
 
+    /// As [`Engine::send_ip`], for a packet after [`shipworm_tunnel::tunnel::SEND_HEADROOM`]
+    /// bytes of room in `buf`, sealed in place (one copy fewer).
+    pub fn send_ip_in(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        buf: Vec<u8>,
+    ) -> Result<(), SendError> {
+        let r = self.tunnel.send_ip_in(now, unix_ms, buf);
+        self.drain_tunnel(now, unix_ms);
+        r
+    }
+
     /// Handles one datagram from the socket.
     pub fn handle_packet(&mut self, now: Instant, unix_ms: u64, from: SocketAddr, bytes: &[u8]) {
         self.handle_packet_on(now, unix_ms, 0, from, bytes);

@@ -123,6 +123,8 @@ pub async fn run(
     let (extra_tx, mut extra_rx) = tokio::sync::mpsc::channel::<(u16, SocketAddr, Vec<u8>)>(1024);
     let mut udp = BatchSocket::new(socket)?;
     let mut quic_out: Vec<Vec<u8>> = Vec::new();
+    // Buffers of datagrams sent, for quinn's next packets.
+    let mut sent: Vec<Vec<u8>> = Vec::new();
     let mut tun = match local {
         LocalSide::Tun(t) => Some(TunIo::new(t, t.mtu()?)),
         _ => None,
@@ -224,13 +226,10 @@ pub async fn run(
                 Some(p) => p.poll_outbound(cx, &mut quic_out),
                 None => std::task::Poll::Pending,
             }) => {
+                // Sealed in place; their buffers come back as the datagrams leave.
                 let (now, wall) = (Instant::now(), unix_ms());
-                for packet in &quic_out {
-                    send_local(engine, &mut stats, now, wall, packet);
-                }
-                // Their buffers go back for quinn's next packets.
-                if let Some(p) = pipe {
-                    p.recycle(quic_out.drain(..));
+                for packet in quic_out.drain(..) {
+                    count_refusal(&mut stats, engine.send_ip_in(now, wall, packet));
                 }
             }
             Some((local, from, bytes)) = extra_rx.recv() => {
@@ -294,10 +293,17 @@ pub async fn run(
             if udp.send(dest, &t.contents).await.is_err() {
                 stats.send_errors += 1;
             }
-            engine.recycle(t.contents);
+            // quinn builds its next packets in them (the tunnel sealed its last ones in place).
+            match pipe {
+                Some(_) => sent.push(t.contents),
+                None => engine.recycle(t.contents),
+            }
         }
         if udp.flush().await.is_err() {
             stats.send_errors += 1;
+        }
+        if let Some(p) = pipe {
+            p.recycle(sent.drain(..));
         }
         while let Some(e) = engine.poll_event() {
             match &e {
@@ -377,7 +383,7 @@ pub async fn run(
     Ok(stats)
 }
 
-/// Seals a packet from the local side (the interface or quinn), counting a refusal by its cause.
+/// Seals a packet from the interface, counting a refusal by its cause.
 fn send_local(
     engine: &mut Engine,
     stats: &mut DriverStats,
@@ -385,7 +391,12 @@ fn send_local(
     wall: u64,
     packet: &[u8],
 ) {
-    match engine.send_ip(now, wall, packet) {
+    count_refusal(stats, engine.send_ip(now, wall, packet));
+}
+
+/// Counts a local packet the tunnel refused, by its cause.
+fn count_refusal(stats: &mut DriverStats, sent: Result<(), SendError>) {
+    match sent {
         Ok(()) => {}
         Err(SendError::BadPacket(_)) => stats.not_overlay += 1,
         Err(SendError::NoPeer(_)) => stats.no_peer += 1,

@@ -15,6 +15,7 @@ use std::task::{Context, Poll, Waker};
 
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
+use shipworm_tunnel::tunnel::SEND_HEADROOM;
 
 /// The UDP port of every node's QUIC endpoint on its overlay address.
 pub const QUIC_PORT: u16 = 7300;
@@ -29,7 +30,7 @@ const MAX_SPARE: usize = 256;
 
 #[derive(Default)]
 struct Queues {
-    /// IPv6 packets from QUIC, for the tunnel.
+    /// IPv6 packets from QUIC, for the tunnel, each after [`SEND_HEADROOM`] bytes of room.
     out: VecDeque<Vec<u8>>,
     /// (source, IPv6 packet, offset of the UDP payload in it) from the tunnel, for QUIC.
     inbound: VecDeque<(SocketAddr, Vec<u8>, usize)>,
@@ -69,7 +70,8 @@ impl Pipe {
         self.q.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Driver side: waits for, then takes, the IPv6 packets QUIC wants sent.
+    /// Driver side: waits for, then takes, the IPv6 packets QUIC wants sent (each after
+    /// [`SEND_HEADROOM`] bytes of room, for [`shipworm_tunnel::tunnel::Tunnel::send_ip_in`]).
     pub fn poll_outbound(&self, cx: &mut Context<'_>, into: &mut Vec<Vec<u8>>) -> Poll<()> {
         let mut q = self.lock();
         if q.out.is_empty() {
@@ -212,9 +214,11 @@ impl AsyncUdpSocket for OverlaySocket {
             q.spare.drain(keep..).collect()
         };
         for datagram in transmit.contents.chunks(segment) {
+            // Built after room for the tunnel's header: it is sealed in place.
             let mut packet = spare.pop().unwrap_or_default();
             packet.clear();
-            packet.reserve(datagram.len() + 48);
+            packet.reserve(SEND_HEADROOM + datagram.len() + 48);
+            packet.resize(SEND_HEADROOM, 0);
             etherparse::PacketBuilder::ipv6(self.pipe.local.octets(), dst.ip().octets(), 64)
                 .udp(QUIC_PORT, dst.port())
                 .write(&mut packet, datagram)

@@ -53,6 +53,10 @@ use peers::Peer;
 
 /// Bound of the transmit and event queues.
 pub const MAX_QUEUED: usize = 1024;
+/// Room a buffer given to [`Tunnel::send_ip_in`] leaves in front of its packet: the transport
+/// header's (a data frame is the bare packet, so header and packet are the whole datagram before
+/// its tag).
+pub const SEND_HEADROOM: usize = crate::wire::packet::TRANSPORT_HEADER_LEN;
 /// Most spare buffers kept.
 const MAX_POOLED: usize = 256;
 /// Buffers larger than this are not kept (a big one given back would sit there unused).
