@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use shipworm::engine::NodeEvent;
+use shipworm::rendezvous::server::DropReason;
 use shipworm_tests::sim::{NatModel, Sim, SiteConfig};
 
 #[test]
@@ -160,4 +161,40 @@ fn an_introduction_from_a_node_not_allowed_is_refused_without_revealing_candidat
             .all(|x| x.kind != shipworm::engine::paths::CandidateKind::Advertised)),
         "A learned B's candidates: {paths:?}"
     );
+}
+
+/// `Registered` means introductions reach us: a peer that connects the moment both nodes say so
+/// is introduced on the first try (the server forwards only to an address that proved it
+/// receives; announcing before that proof made the first INTRODUCE bounce and the retry cost a
+/// quarter of a second).
+#[test]
+fn a_connect_right_after_registered_is_introduced_on_the_first_try() {
+    let mut sim = Sim::new(
+        1005,
+        vec![
+            SiteConfig::nat(Some(NatModel::port_restricted())),
+            SiteConfig::nat(Some(NatModel::port_restricted())),
+        ],
+    );
+    assert!(sim.run_until(Duration::from_secs(5), |s| {
+        (0..2).all(|i| s.saw(i, |e| matches!(e, NodeEvent::Registered { .. })))
+    }));
+    let t0 = sim.elapsed();
+    sim.connect(0, 1);
+    assert!(sim.run_until(t0 + Duration::from_secs(5), |s| s.connected(0, 1)));
+    let owd = sim.one_way(0, 1);
+    let took = sim
+        .when(0, |e| matches!(e, NodeEvent::Connected { .. }))
+        .unwrap()
+        - t0;
+    // Ideal: A -> rendezvous -> A (introduction), then a direct round trip; the probe the
+    // responder starts adds half a round trip. Within 6 one-way delays, far under a retry.
+    assert!(
+        took <= owd * 6,
+        "connected {took:?} after Registered, one-way delay {owd:?}: {:?}",
+        sim.nodes[0].events
+    );
+    let stats = sim.server.stats();
+    assert_eq!(stats.dropped(DropReason::TargetUnconfirmed), 0, "{stats:?}");
+    assert_eq!(stats.dropped(DropReason::UnknownPeer), 0, "{stats:?}");
 }

@@ -58,6 +58,10 @@ pub enum RegEvent {
         observed: SocketAddr,
         /// Whether it differs from the last one (first registration, or the NAT rebound).
         changed: bool,
+        /// The server knows the address receives, so it forwards introductions to us: the
+        /// REGISTER carried a cookie, or this answers the token coming back (a REFRESH). After a
+        /// plain REGISTER the confirming REFRESH goes at once and its answer says so.
+        confirmed: bool,
     },
     /// The server refused us for a reason a retry will not fix soon.
     Refused(String),
@@ -98,6 +102,8 @@ pub struct Registration {
     /// The last REGISTER carried a cookie (the server then knows our address receives).
     sent_cookie: bool,
     observed: Option<SocketAddr>,
+    /// The address last announced as registered (confirmed at the server).
+    announced: Option<SocketAddr>,
     /// The server's last REGISTERED said it relays for us.
     relay: bool,
     alt_stun_port: u16,
@@ -132,6 +138,7 @@ impl Registration {
             cookie_resends: 0,
             sent_cookie: false,
             observed: None,
+            announced: None,
             relay: false,
             over_tcp: false,
             silent_since: Some(now),
@@ -304,7 +311,8 @@ impl Registration {
         self.observed = Some(r.observed);
         self.alt_stun_port = r.alt_stun_port;
         self.waiting = Waiting::Nothing;
-        if answered_register && !self.sent_cookie {
+        let confirmed = !answered_register || self.sent_cookie;
+        if !confirmed {
             // Show the server at once that our address receives (the token comes back from it):
             // only then are introductions forwarded to us.
             self.next = now;
@@ -317,7 +325,16 @@ impl Registration {
         RegEvent::Registered {
             observed: r.observed,
             changed,
+            confirmed,
         }
+    }
+
+    /// Whether `observed`, confirmed at the server, is news to announce (first registration, or
+    /// a new address); records it as announced.
+    pub fn announce(&mut self, observed: SocketAddr) -> bool {
+        let news = self.announced != Some(observed);
+        self.announced = Some(observed);
+        news
     }
 
     /// Handles RETRY (the server is under load): the REGISTER goes again at once with the cookie,
@@ -518,7 +535,13 @@ impl Engine {
     pub(super) fn on_registered(&mut self, now: Instant, si: usize, r: &wire::Registered) {
         let from = self.servers[si].server;
         let over_tcp = self.servers[si].over_tcp();
-        if let RegEvent::Registered { observed, changed } = self.servers[si].on_registered(now, r) {
+        let event = self.servers[si].on_registered(now, r);
+        if let RegEvent::Registered {
+            observed,
+            changed,
+            confirmed,
+        } = event
+        {
             // Over TCP the server sees our TCP connection's address: no candidate for UDP.
             if !over_tcp {
                 self.add_local_candidate(observed, CandidateKind::Reflexive);
@@ -526,7 +549,9 @@ impl Engine {
                     self.check_mapping(from, r.alt_stun_port, observed);
                 }
             }
-            if changed {
+            // Announced once the server forwards introductions to us (one round trip after a
+            // plain REGISTER): a peer introduced the moment we say we are registered reaches us.
+            if confirmed && self.servers[si].announce(observed) {
                 self.push_event(NodeEvent::Registered {
                     server: from,
                     observed,
