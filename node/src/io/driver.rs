@@ -125,6 +125,8 @@ pub async fn run(
     let mut quic_out: Vec<Vec<u8>> = Vec::new();
     // Buffers of datagrams sent, for quinn's next packets.
     let mut sent: Vec<Vec<u8>> = Vec::new();
+    // Packets opened for quinn, handed over in one go.
+    let mut for_quic: Vec<Vec<u8>> = Vec::new();
     let mut tun = match local {
         LocalSide::Tun(t) => Some(TunIo::new(t, t.mtu()?)),
         _ => None,
@@ -354,16 +356,22 @@ pub async fn run(
                         stats.tun_write_errors += t.flush().await;
                     }
                 }
-                (NodeEvent::Packet { packet, .. }, None, Some(p)) => {
-                    if let Some(unwanted) = p.deliver(packet) {
-                        engine.recycle(unwanted);
-                    }
-                }
+                // Handed to quinn together after the loop.
+                (NodeEvent::Packet { packet, .. }, None, Some(_)) => for_quic.push(packet),
                 (e, _, _) => on_event(&e),
             }
         }
         if let Some(t) = tun.as_mut() {
             stats.tun_write_errors += t.flush().await;
+        }
+        if let Some(p) = pipe {
+            if !for_quic.is_empty() {
+                p.deliver(&mut for_quic);
+                // What quinn did not take (not for it, or its queue is full).
+                for b in for_quic.drain(..) {
+                    engine.recycle(b);
+                }
+            }
         }
         // Packets quinn has read leave their buffers in the pipe: the tunnel opens the next
         // ones into them (a receiver has few sends of its own to recycle).

@@ -106,22 +106,28 @@ impl Pipe {
         }
     }
 
-    /// Driver side: an IPv6 packet from the tunnel. Keeps it if it is UDP to our QUIC port;
-    /// gives it back otherwise (or when the queue is full), for the caller to reuse.
-    pub fn deliver(&self, mut packet: Vec<u8>) -> Option<Vec<u8>> {
-        let Some((src, offset, end)) = quic_datagram(&packet) else {
-            return Some(packet);
-        };
+    /// Driver side: IPv6 packets from the tunnel, under one lock. Keeps those that are UDP to
+    /// our QUIC port; leaves the others (and any the full queue has no room for) in `packets`,
+    /// for the caller to reuse.
+    pub fn deliver(&self, packets: &mut Vec<Vec<u8>>) {
         let mut q = self.lock();
-        if q.inbound.len() >= PIPE_CAPACITY {
-            return Some(packet);
+        let before = q.inbound.len();
+        packets.retain_mut(|packet| {
+            let Some((src, offset, end)) = quic_datagram(packet) else {
+                return true;
+            };
+            if q.inbound.len() >= PIPE_CAPACITY {
+                return true;
+            }
+            packet.truncate(end);
+            q.inbound.push_back((src, std::mem::take(packet), offset));
+            false
+        });
+        if q.inbound.len() > before {
+            if let Some(w) = q.recv_waker.take() {
+                w.wake();
+            }
         }
-        packet.truncate(end);
-        q.inbound.push_back((src, packet, offset));
-        if let Some(w) = q.recv_waker.take() {
-            w.wake();
-        }
-        None
     }
 
     /// Driver side: the node stops; pending receives end.
@@ -204,26 +210,25 @@ impl AsyncUdpSocket for OverlaySocket {
             .unwrap_or(transmit.contents.len())
             .max(1);
         let count = transmit.contents.len().div_ceil(segment);
-        if self.pipe.lock().out.len() + count > PIPE_CAPACITY {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let mut packets = Vec::with_capacity(count);
-        let mut spare: Vec<Vec<u8>> = {
+        // Room checked and spare buffers taken under one lock; the packets built outside it.
+        let mut packets: Vec<Vec<u8>> = {
             let mut q = self.pipe.lock();
+            if q.out.len() + count > PIPE_CAPACITY {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
             let keep = q.spare.len().saturating_sub(count);
             q.spare.drain(keep..).collect()
         };
-        for datagram in transmit.contents.chunks(segment) {
+        packets.resize_with(count, Vec::new);
+        for (packet, datagram) in packets.iter_mut().zip(transmit.contents.chunks(segment)) {
             // Built after room for the tunnel's header: it is sealed in place.
-            let mut packet = spare.pop().unwrap_or_default();
             packet.clear();
             packet.reserve(SEND_HEADROOM + datagram.len() + 48);
             packet.resize(SEND_HEADROOM, 0);
             etherparse::PacketBuilder::ipv6(self.pipe.local.octets(), dst.ip().octets(), 64)
                 .udp(QUIC_PORT, dst.port())
-                .write(&mut packet, datagram)
+                .write(packet, datagram)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-            packets.push(packet);
         }
         let mut q = self.pipe.lock();
         if q.out.len() + count > PIPE_CAPACITY {
