@@ -22,7 +22,7 @@ RDV=5.5.0.2:3478                # the rendezvous, on the wan namespace (the lab'
 WG_PORT=51900                   # WireGuard's UDP port (shipworm's `up` uses 51820)
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d "/tmp/${P}XXXXXX")
-RESULTS=$WORK/results           # one line per test: path|streams|mtu|bits/s|bits|tunnel cpu s|machine cpu s
+RESULTS=$WORK/results   # per test: path|streams|mtu|bits/s|bits|tunnel CPU s|machine CPU s|other cores
 TUN_PIDS=()                     # the tunnel processes of the test being run
 declare -A ID ADDR              # NodeId and overlay address of sides a and b
 
@@ -245,12 +245,14 @@ proc_ticks() {
     done
     echo "$t"
 }
-# CPU ticks of the whole machine from /proc/stat's cpu line: "PROCESSES ALL", where PROCESSES is
-# user + nice + system (what processes' utime + stime add up to) and ALL adds irq, softirq, steal.
+# Busy CPU ticks of the whole machine from /proc/stat's cpu line: all but idle, iowait and
+# steal. With tick-based accounting (no CONFIG_IRQ_TIME_ACCOUNTING, as here) a tick spent in an
+# interrupt or softirq is also charged to the task it interrupted, so irq and softirq belong in
+# the sum that the processes' utime + stime are compared with.
 machine_ticks() {
-    local user nice sys irq softirq steal
-    read -r _ user nice sys _ _ irq softirq steal _ </proc/stat   # _: idle, iowait
-    echo "$((user + nice + sys)) $((user + nice + sys + irq + softirq + steal))"
+    local user nice sys irq softirq
+    read -r _ user nice sys _ _ irq softirq _ </proc/stat   # _: idle, iowait; then steal...
+    echo $((user + nice + sys + irq + softirq))
 }
 
 # measure PATH STREAMS MTU DEST: one iperf3 test from A to DEST, CPU sampled around it. The
@@ -268,16 +270,16 @@ measure() {
     python3 - "$json" "$path" "$streams" "$mtu" "$((t1 - t0))" "$((s1 - s0))" "$m0" "$m1" \
         >>"$RESULTS" <<'EOF'
 import json, os, sys
-f, path, streams, mtu, tun, server, m0, m1 = sys.argv[1:]
+f, path, streams, mtu, tun, helpers, m0, m1 = sys.argv[1:]
 hz = os.sysconf("SC_CLK_TCK")
 end = json.load(open(f))["end"]
 got = end["sum_received"]
-(p0, a0), (p1, a1) = (map(int, m.split()) for m in (m0, m1))
 # iperf3's client reports its own CPU (getrusage) as a percentage of the test's time.
 client = end["cpu_utilization_percent"]["host_total"] / 100 * end["sum_sent"]["seconds"]
-others = ((p1 - p0 - int(tun) - int(server)) / hz - client) / got["seconds"]
+mach = (int(m1) - int(m0)) / hz
+others = (mach - (int(tun) + int(helpers)) / hz - client) / got["seconds"]
 tun = int(tun) / hz if path != "underlay" else -1
-print(f"{path}|{streams}|{mtu}|{got['bits_per_second']}|{got['bytes'] * 8}|{tun}|{(a1 - a0) / hz}|{others}")
+print(f"{path}|{streams}|{mtu}|{got['bits_per_second']}|{got['bytes'] * 8}|{tun}|{mach}|{others}")
 EOF
 }
 
