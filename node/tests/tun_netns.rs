@@ -122,8 +122,7 @@ fn down_count(log: &str, label: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {label:?} in {line}"));
     before
         .split(|c: char| !c.is_ascii_digit())
-        .filter(|w| !w.is_empty())
-        .last()
+        .rfind(|w| !w.is_empty())
         .and_then(|w| w.parse().ok())
         .unwrap_or_else(|| panic!("no count before {label:?} in {line}"))
 }
