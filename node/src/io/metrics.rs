@@ -136,6 +136,12 @@ impl Collector for NodeCollector {
             "reason",
             DropReason::ALL.map(|r| (r.label(), d.drops.get(r))),
         )?;
+        single(
+            &mut e,
+            "tun_large_reads",
+            "TUN reads that brought one large segment (segmentation offload), split into packets.",
+            ConstCounter::new(local.tun_large_reads),
+        )?;
         counters(
             &mut e,
             "local_drops",
