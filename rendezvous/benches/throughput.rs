@@ -51,7 +51,7 @@ fn main() {
     let (phase, rounds) = if quick {
         (Duration::from_millis(500), 4)
     } else {
-        (Duration::from_secs(1), 9)
+        (Duration::from_secs(1), 15)
     };
     let n_register = if quick { 30_000 } else { 100_000 };
     let memory_nodes = if quick { 100_000 } else { 1_000_000 };
@@ -159,15 +159,16 @@ fn main() {
     }
 
     // Rounds of echo, refreshes and introductions, the order turning from round to round. Each
-    // line also says how much CPU the process got (server and generator threads together; two
-    // cores would be 200 %): a phase that got less than its neighbours was squeezed by other work.
+    // line also says how much CPU the process got (generator and server threads together; two
+    // cores would be 200 %): a phase that got less than the others of its round was squeezed by
+    // other work, and its ratio means little.
     println!("echo: {intro_len}-byte datagrams; ratios against the echo of the same round");
     let (mut refresh_ratios, mut intro_ratios) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let mut rates = [(0.0, 0.0, 0.0); 3];
         for k in 0..3 {
             let which = (round + k) % 3;
-            let cpu = cpu_seconds();
+            let (cpu, wall) = (cpu_seconds(), Instant::now());
             let (rate, fwd) = match which {
                 0 => (echo_load(), 0.0),
                 1 => load(rdv, &socks, phase, |i| refreshes[i].clone(), registered),
@@ -179,27 +180,26 @@ fn main() {
                     |b| b.first() == Some(&wire::kind::INTRO_ACK),
                 ),
             };
-            // `load` drains for 100 ms after its phase, with the server idle.
-            let share = (cpu_seconds() - cpu) / phase.as_secs_f64();
+            // Over the phase and the drain that follows it (`load` waits 100 ms for what is in
+            // flight, the threads mostly idle).
+            let share = (cpu_seconds() - cpu) / wall.elapsed().as_secs_f64();
             rates[which] = (rate, fwd, share);
         }
-        let [(echo_rate, _, echo_cpu), (refresh_rate, _, refresh_cpu), (intro_rate, fwd_rate, intro_cpu)] =
-            rates;
-        let (rr, ir) = (refresh_rate / echo_rate, intro_rate / echo_rate);
-        refresh_ratios.push(rr);
-        intro_ratios.push(ir);
+        let [(echo, _, echo_cpu), (refresh, _, refresh_cpu), (intro, fwd, intro_cpu)] = rates;
+        refresh_ratios.push(refresh / echo);
+        intro_ratios.push(intro / echo);
         println!(
-            "round {round}: echo {echo_rate:>7.0}/s [cpu {:>3.0} %] | refreshes {refresh_rate:>7.0}/s = {:>3.0} % [cpu {:>3.0} %] | \
-             introductions {intro_rate:>7.0}/s = {:>3.0} % [cpu {:>3.0} %; {fwd_rate:.0} forwards/s]",
+            "round {round:>2}: echo {echo:>6.0}/s (cpu {:>3.0} %) | refreshes {refresh:>6.0}/s (cpu {:>3.0} %) = {:>3.0} % \
+             | introductions {intro:>6.0}/s (cpu {:>3.0} %) = {:>3.0} %, {fwd:.0} forwards/s",
             100.0 * echo_cpu,
-            100.0 * rr,
             100.0 * refresh_cpu,
-            100.0 * ir,
+            100.0 * refresh / echo,
             100.0 * intro_cpu,
+            100.0 * intro / echo,
         );
     }
     println!(
-        "median of {rounds} rounds' ratios to the echo: token refreshes {:.0} %, introductions (ack + forward each) {:.0} %",
+        "median of {rounds} rounds, against the echo: token refreshes {:.0} %, introductions (ack + forward each) {:.0} %",
         100.0 * median(&mut refresh_ratios),
         100.0 * median(&mut intro_ratios),
     );
