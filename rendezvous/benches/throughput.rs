@@ -1,9 +1,11 @@
-//! Rendezvous throughput over loopback next to a bare tokio UDP echo server measured in the same
-//! run, and memory per registered node. Run on demand:
+//! Rendezvous throughput over loopback next to a bare UDP echo server with the driver's own socket,
+//! receive loop and batched sends (`common::spawn_echo`), measured in the same run, in rounds;
+//! and memory per registered node. Run on demand:
 //!
 //! ```sh
 //! cargo bench -p shipworm-rendezvous --bench throughput            # full run
 //! cargo bench -p shipworm-rendezvous --bench throughput -- --quick # shorter phases
+//! cargo bench -p shipworm-rendezvous --bench throughput -- --quick --only introductions # 10 s
 //! ```
 //!
 //! Results are written up in `docs/performance.md`.
@@ -21,16 +23,39 @@ use shipworm_rendezvous::table::NodeTable;
 use shipworm_rendezvous::wire::{self, Introduce, Message, Refresh, Register};
 use shipworm_tunnel::Identity;
 
+/// CPU time this process has used, in seconds (user and system, all threads; Linux), or 0.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields 14 and 15 (utime, stime), counted after the parenthesised command name.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|t| t.parse::<f64>().ok()).sum()
+    });
+    // USER_HZ is 100 on every Linux architecture the bench runs on.
+    ticks / 100.0
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let phase = if quick {
-        Duration::from_secs(1)
+    // Short phases in many rounds: the two cores are shared, and what other work leaves us
+    // drifts over seconds, so each rate is compared with the echo of its own round.
+    let (phase, rounds) = if quick {
+        (Duration::from_millis(500), 4)
     } else {
-        Duration::from_secs(4)
+        (Duration::from_secs(1), 15)
     };
     let n_register = if quick { 30_000 } else { 100_000 };
     let memory_nodes = if quick { 100_000 } else { 1_000_000 };
-    println!("shipworm rendezvous throughput: {SOCKETS} client sockets x {WINDOW} in flight, {phase:?} per phase, loopback");
+    println!("shipworm rendezvous throughput: {SOCKETS} client sockets x {WINDOW} in flight, {rounds} rounds of {phase:?} per phase, loopback");
 
     // Requests of the size of an introduction, so the echo ceiling moves the same bytes.
     let ids: Vec<Identity> = (0..SOCKETS).map(|i| identity(i, 9)).collect();
@@ -38,10 +63,10 @@ fn main() {
     let intro_len = Introduce::FIXED_LEN + payload.len();
 
     let echo = spawn_echo();
-    let socks = client_sockets();
+    let echo_socks = client_sockets();
     let echo_pkt = vec![0xEEu8; intro_len];
-    let (echo_rate, _) = load(echo, &socks, phase, |_| echo_pkt.clone(), |_| true);
-    println!("echo ceiling ({intro_len}-byte datagrams): {echo_rate:>10.0} replies/s");
+    let echo_load = || load(echo, &echo_socks, phase, |_| echo_pkt.clone(), |_| true).0;
+    let first_echo = echo_load();
 
     let rdv = spawn_rendezvous(unlimited_config());
     let socks = client_sockets();
@@ -70,13 +95,14 @@ fn main() {
     let (reg_rate, _) = load(
         rdv,
         &socks,
-        phase.min(Duration::from_secs(2)),
+        Duration::from_secs(2),
         |_| registers.pop().unwrap_or_default(),
         registered,
     );
+    let echo_after = echo_load();
     println!(
-        "signed registrations:               {reg_rate:>10.0} /s   ({:.0} % of echo)",
-        100.0 * reg_rate / echo_rate
+        "signed registrations: {reg_rate:.0} /s ({:.0} % of the echo just before and after, {first_echo:.0} and {echo_after:.0} replies/s)",
+        200.0 * reg_rate / (first_echo + echo_after)
     );
 
     // One node per socket, registered from that socket; keep their tokens.
@@ -98,12 +124,6 @@ fn main() {
             .to_vec()
         })
         .collect();
-    let (refresh_rate, _) = load(rdv, &socks, phase, |i| refreshes[i].clone(), registered);
-    println!(
-        "token refreshes:                    {refresh_rate:>10.0} /s   ({:.0} % of echo)",
-        100.0 * refresh_rate / echo_rate
-    );
-
     let intros: Vec<Vec<u8>> = (0..SOCKETS)
         .map(|i| {
             let target = &ids[(i + 1) % SOCKETS];
@@ -118,16 +138,70 @@ fn main() {
         })
         .collect();
     assert_eq!(intros[0].len(), intro_len);
-    let (intro_rate, fwd_rate) = load(
-        rdv,
-        &socks,
-        phase,
-        |i| intros[i].clone(),
-        |b| b.first() == Some(&wire::kind::INTRO_ACK),
-    );
+
+    // `--only echo|refreshes|introductions`: that phase alone for ten seconds, then exit; for a
+    // profiler or a syscall count attached to the process meanwhile.
+    if let Some(only) = std::env::args().skip_while(|a| a != "--only").nth(1) {
+        let ten = Duration::from_secs(10);
+        let (rate, _) = match only.as_str() {
+            "echo" => load(echo, &echo_socks, ten, |_| echo_pkt.clone(), |_| true),
+            "refreshes" => load(rdv, &socks, ten, |i| refreshes[i].clone(), registered),
+            _ => load(
+                rdv,
+                &socks,
+                ten,
+                |i| intros[i].clone(),
+                |b| b.first() == Some(&wire::kind::INTRO_ACK),
+            ),
+        };
+        println!("{only} alone: {rate:.0} /s");
+        return;
+    }
+
+    // Rounds of echo, refreshes and introductions, the order turning from round to round. Each
+    // line also says how much CPU the process got (generator and server threads together; two
+    // cores would be 200 %): a phase that got less than the others of its round was squeezed by
+    // other work, and its ratio means little.
+    println!("echo: {intro_len}-byte datagrams; ratios against the echo of the same round");
+    let (mut refresh_ratios, mut intro_ratios) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let mut rates = [(0.0, 0.0, 0.0); 3];
+        for k in 0..3 {
+            let which = (round + k) % 3;
+            let (cpu, wall) = (cpu_seconds(), Instant::now());
+            let (rate, fwd) = match which {
+                0 => (echo_load(), 0.0),
+                1 => load(rdv, &socks, phase, |i| refreshes[i].clone(), registered),
+                _ => load(
+                    rdv,
+                    &socks,
+                    phase,
+                    |i| intros[i].clone(),
+                    |b| b.first() == Some(&wire::kind::INTRO_ACK),
+                ),
+            };
+            // Over the phase and the drain that follows it (`load` waits 100 ms for what is in
+            // flight, the threads mostly idle).
+            let share = (cpu_seconds() - cpu) / wall.elapsed().as_secs_f64();
+            rates[which] = (rate, fwd, share);
+        }
+        let [(echo, _, echo_cpu), (refresh, _, refresh_cpu), (intro, fwd, intro_cpu)] = rates;
+        refresh_ratios.push(refresh / echo);
+        intro_ratios.push(intro / echo);
+        println!(
+            "round {round:>2}: echo {echo:>6.0}/s (cpu {:>3.0} %) | refreshes {refresh:>6.0}/s (cpu {:>3.0} %) = {:>3.0} % \
+             | introductions {intro:>6.0}/s (cpu {:>3.0} %) = {:>3.0} %, {fwd:.0} forwards/s",
+            100.0 * echo_cpu,
+            100.0 * refresh_cpu,
+            100.0 * refresh / echo,
+            100.0 * intro_cpu,
+            100.0 * intro / echo,
+        );
+    }
     println!(
-        "introductions (ack + forward each): {intro_rate:>10.0} /s   ({:.0} % of echo; {fwd_rate:.0} forwards/s seen)",
-        100.0 * intro_rate / echo_rate
+        "median of {rounds} rounds, against the echo: token refreshes {:.0} %, introductions (ack + forward each) {:.0} %",
+        100.0 * median(&mut refresh_ratios),
+        100.0 * median(&mut intro_ratios),
     );
 
     // Memory per registered node: the table is the only per-node state. The worst point is just

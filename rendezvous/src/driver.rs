@@ -1,10 +1,15 @@
 //! The tokio driver: [`Rendezvous`] owns the sockets, the clock and the metrics endpoint, and
 //! pumps the sans-IO [`Server`].
 //!
-//! Datagrams arrive in `recvmmsg` batches (`quinn-udp`) into a large receive buffer. Within each
-//! batch every datagram that is not a REGISTER (REFRESH, INTRODUCE, STUN: a hash or less each)
-//! is served first, and REGISTERs (which may cost a signature check) after them, so a flood of
-//! REGISTERs delays registered nodes by at most one batch.
+//! Datagrams arrive in `recvmmsg` batches (`quinn-udp`, [`RecvBatch`]) into a large receive
+//! buffer. Within each batch every datagram that is not a REGISTER (REFRESH, INTRODUCE, STUN: a
+//! hash or less each) is served first, and REGISTERs (which may cost a signature check) after
+//! them, so a flood of REGISTERs delays registered nodes by at most one batch.
+//!
+//! What the server sends is gathered ([`SendBatch`]) and leaves in `sendmmsg` calls: the replies
+//! to a batch's other datagrams before its REGISTERs are checked, the REGISTERs' replies after.
+//! An introduction's two datagrams (the forward and the acknowledgement) go to two destinations,
+//! so GSO cannot carry them; `sendmmsg` does, with the datagrams of the whole batch.
 //!
 //! Every datagram leaves from the local address the request it answers arrived at (quinn-udp
 //! reports it as `RecvMeta::dst_ip` from `IP_PKTINFO` / `IPV6_PKTINFO`, and sets it again as
@@ -13,29 +18,27 @@
 //! never sent to (`docs/protocol.md` §"Answering from the address that was asked").
 
 use std::collections::HashMap;
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
-use tokio::io::Interest;
+use quinn_udp::UdpSocketState;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::metrics::{self, Snapshot};
-use crate::server::{Server, Socket};
+use crate::server::{Server, Socket, MAX_DATAGRAM, MAX_TRANSMITS};
 use crate::udp::{
-    bind_udp_with_buffer, recv_buffer_size, reply_source, BoundSocket, SERVER_RECV_BUFFER,
+    bind_udp_with_buffer, recv_buffer_size, reply_source, BoundSocket, RecvBatch, SendBatch,
+    SERVER_RECV_BUFFER,
 };
 use crate::wire::kind;
 
 /// `recvmmsg` calls per wake-up before yielding to other events.
-const RECV_ROUNDS: usize = 8;
-/// Receive buffers per `recvmmsg`.
-const RECV_BUFFERS: usize = 32;
+pub const RECV_ROUNDS: usize = 8;
 /// How often the interface addresses (what REGISTERs may be signed for) are read again.
 const ADDRESS_REFRESH: Duration = Duration::from_secs(30);
 /// How often the metrics snapshot is refreshed.
@@ -184,32 +187,36 @@ impl Udp {
         }
     }
 
-    /// Sends `contents` to `dest` from local address `src` (the OS chooses when `None`), waiting
-    /// while the socket's buffer is full.
-    async fn send(&self, contents: &[u8], src: Option<IpAddr>, dest: SocketAddr) -> bool {
+    /// Queues `contents` to `dest` from local address `src` (the OS chooses when `None`) on
+    /// `out`, this socket's batch; `false` if this socket cannot reach `dest` or the batch is
+    /// full.
+    fn queue(
+        &self,
+        out: &mut SendBatch,
+        contents: &[u8],
+        src: Option<IpAddr>,
+        dest: SocketAddr,
+    ) -> bool {
         let Some(dest) = self.dest(dest) else {
             return false;
         };
-        let transmit = Transmit {
-            destination: dest,
-            ecn: None,
-            contents,
-            segment_size: None,
-            src_ip: src.and_then(|ip| reply_source(ip, dest, self.dual_stack)),
-        };
-        loop {
-            match self.socket.try_io(Interest::WRITABLE, || {
-                self.state.try_send((&self.socket).into(), &transmit)
-            }) {
-                Ok(()) => return true,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.socket.writable().await.is_err() {
-                        return false;
-                    }
-                }
-                Err(_) => return false,
-            }
-        }
+        let src = src.and_then(|ip| reply_source(ip, dest, self.dual_stack));
+        out.push(contents, dest, src)
+    }
+}
+
+/// What waits to be sent on each UDP socket.
+#[derive(Default)]
+struct Outgoing {
+    primary: SendBatch,
+    alt: SendBatch,
+}
+
+impl Outgoing {
+    /// Whether one more packet's datagrams fit without a flush.
+    fn has_room(&self) -> bool {
+        let bytes = MAX_TRANSMITS * MAX_DATAGRAM;
+        self.primary.has_room(MAX_TRANSMITS, bytes) && self.alt.has_room(MAX_TRANSMITS, bytes)
     }
 }
 
@@ -418,27 +425,6 @@ pub fn own_addresses(local: SocketAddr, dual_stack: bool) -> Vec<SocketAddr> {
     out
 }
 
-/// Receive buffers for one socket's `recvmmsg` batches.
-struct Batch {
-    bufs: Vec<Vec<u8>>,
-    meta: Vec<RecvMeta>,
-}
-
-impl Batch {
-    fn new(udp: &Udp) -> Self {
-        // One GRO train fills up to 64 KiB; without GRO a buffer holds one datagram.
-        let len = if udp.state.gro_segments() > 1 {
-            65_536
-        } else {
-            2048
-        };
-        Self {
-            bufs: vec![vec![0u8; len]; RECV_BUFFERS],
-            meta: vec![RecvMeta::default(); RECV_BUFFERS],
-        }
-    }
-}
-
 async fn run(
     mut server: Server,
     primary: Udp,
@@ -448,7 +434,8 @@ async fn run(
     mut stop: watch::Receiver<bool>,
     addresses: impl Fn() -> Vec<SocketAddr>,
 ) -> io::Result<Snapshot> {
-    let mut batch = Batch::new(&primary);
+    let mut batch = RecvBatch::new(&primary.state);
+    let mut out = Outgoing::default();
     let mut publish = tokio::time::interval(PUBLISH_INTERVAL);
     let mut log = tokio::time::interval(LOG_INTERVAL);
     log.tick().await;
@@ -467,17 +454,17 @@ async fn run(
             // select would never reach the second port's STUN checks.
             r = primary.socket.readable() => {
                 r?;
-                pump(&mut server, &primary, alt.as_ref(), &tcp, Socket::Primary, &mut batch).await?;
+                pump(&mut server, &primary, alt.as_ref(), &tcp, Socket::Primary, &mut batch, &mut out).await?;
                 if let Some(a) = alt.as_ref() {
-                    pump(&mut server, &primary, Some(a), &tcp, Socket::Alt, &mut batch).await?;
+                    pump(&mut server, &primary, Some(a), &tcp, Socket::Alt, &mut batch, &mut out).await?;
                 }
             }
             r = readable(alt.as_ref()) => {
                 r?;
                 if let Some(a) = alt.as_ref() {
-                    pump(&mut server, &primary, Some(a), &tcp, Socket::Alt, &mut batch).await?;
+                    pump(&mut server, &primary, Some(a), &tcp, Socket::Alt, &mut batch, &mut out).await?;
                 }
-                pump(&mut server, &primary, alt.as_ref(), &tcp, Socket::Primary, &mut batch).await?;
+                pump(&mut server, &primary, alt.as_ref(), &tcp, Socket::Primary, &mut batch, &mut out).await?;
             }
             Some(ev) = tcp_rx.recv() => match ev {
                 TcpEvent::Open(peer, out) => {
@@ -488,7 +475,8 @@ async fn run(
                 }
                 TcpEvent::Frame(peer, local, datagram) => {
                     server.handle_packet_at(Instant::now(), unix_ms(), Socket::Primary, Some(local), peer, &datagram);
-                    send_all(&mut server, &primary, alt.as_ref(), &tcp).await;
+                    queue_all(&mut server, &primary, alt.as_ref(), &tcp, &mut out);
+                    flush(&mut server, &primary, alt.as_ref(), &mut out).await;
                 }
             },
             _ = tokio::time::sleep_until(deadline.into()) => server.handle_timeout(Instant::now()),
@@ -513,77 +501,88 @@ async fn run(
 }
 
 /// Handles what waits on one socket, in up to [`RECV_ROUNDS`] batches: in each, every datagram
-/// but REGISTERs first, then the REGISTERs.
+/// but REGISTERs first, then the REGISTERs, each group's datagrams sent after it.
 async fn pump(
     server: &mut Server,
     primary: &Udp,
     alt: Option<&Udp>,
     tcp: &TcpClients,
     which: Socket,
-    batch: &mut Batch,
+    batch: &mut RecvBatch,
+    out: &mut Outgoing,
 ) -> io::Result<()> {
     let sock = match which {
         Socket::Primary => primary,
         Socket::Alt => alt.unwrap_or(primary),
     };
     for _ in 0..RECV_ROUNDS {
-        let n = {
-            let mut iovs: Vec<IoSliceMut<'_>> =
-                batch.bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-            let meta = &mut batch.meta;
-            match sock.socket.try_io(Interest::READABLE, || {
-                sock.state.recv((&sock.socket).into(), &mut iovs, meta)
-            }) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                // ICMP errors surface on the next recv on Linux; they say nothing about us.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => return Err(e),
+        match batch.try_recv(&sock.socket, &sock.state) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            // ICMP errors surface on the next recv on Linux; they say nothing about us.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                continue
             }
-        };
+            Err(e) => return Err(e),
+        }
         let now = Instant::now();
         let wall = unix_ms();
         for registers in [false, true] {
-            for (m, buf) in batch.meta[..n].iter().zip(&batch.bufs) {
-                let data = &buf[..m.len.min(buf.len())];
-                let stride = if m.stride == 0 { data.len() } else { m.stride };
-                for datagram in data.chunks(stride.max(1)) {
-                    if (datagram.first() == Some(&kind::REGISTER)) != registers {
-                        continue;
-                    }
-                    server.handle_packet_at(now, wall, which, m.dst_ip, m.addr, datagram);
-                    send_all(server, primary, alt, tcp).await;
+            for (m, datagram) in batch.datagrams() {
+                if (datagram.first() == Some(&kind::REGISTER)) != registers {
+                    continue;
                 }
+                if !out.has_room() {
+                    flush(server, primary, alt, out).await;
+                }
+                server.handle_packet_at(now, wall, which, m.dst_ip, m.addr, datagram);
+                queue_all(server, primary, alt, tcp, out);
             }
+            flush(server, primary, alt, out).await;
         }
     }
     Ok(())
 }
 
-/// Sends what the server has to send: to a relay TCP client over its connection, to anyone else
-/// over UDP.
-async fn send_all(server: &mut Server, primary: &Udp, alt: Option<&Udp>, tcp: &TcpClients) {
+/// Takes what the server has to send: to a relay TCP client over its connection, to anyone else
+/// into the batch of the socket it leaves from. Call [`flush`] before the batches fill
+/// ([`Outgoing::has_room`]).
+fn queue_all(
+    server: &mut Server,
+    primary: &Udp,
+    alt: Option<&Udp>,
+    tcp: &TcpClients,
+    out: &mut Outgoing,
+) {
     while let Some(t) = server.poll_transmit() {
         let dest = shipworm_tunnel::wire::addr::normalize(t.dest);
-        let sent = match tcp.get(&dest) {
+        let queued = match tcp.get(&dest) {
             Some(conn) if t.socket == Socket::Primary => conn.try_send(t.contents.to_vec()).is_ok(),
-            _ => {
-                let out = match t.socket {
-                    Socket::Primary => primary,
-                    Socket::Alt => alt.unwrap_or(primary),
-                };
-                out.send(t.contents, t.src, t.dest).await
-            }
+            _ => match (t.socket, alt) {
+                (Socket::Alt, Some(a)) => a.queue(&mut out.alt, t.contents, t.src, t.dest),
+                _ => primary.queue(&mut out.primary, t.contents, t.src, t.dest),
+            },
         };
-        if !sent {
+        if !queued {
             server.record_send_error();
         }
+    }
+}
+
+/// Sends what waits on both sockets, and counts what the kernel refused as send errors.
+async fn flush(server: &mut Server, primary: &Udp, alt: Option<&Udp>, out: &mut Outgoing) {
+    if !out.primary.is_empty() {
+        out.primary.flush(&primary.socket, &primary.state).await;
+    }
+    if let Some(a) = alt.filter(|_| !out.alt.is_empty()) {
+        out.alt.flush(&a.socket, &a.state).await;
+    }
+    for _ in 0..out.primary.take_failed() + out.alt.take_failed() {
+        server.record_send_error();
     }
 }

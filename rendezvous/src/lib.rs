@@ -31,13 +31,15 @@
 //!   a client (the node) needs.
 //! - [`server`]: the protocol core, a sans-IO state machine; [`table`] and [`token`] hold its node
 //!   table and its refresh tokens.
-//! - [`driver`]: runs the server on tokio sockets ([`udp`] binds them); [`config`] says how;
-//!   [`metrics`] serves Prometheus metrics over HTTP.
+//! - [`driver`]: runs the server on tokio sockets ([`udp`] binds them and batches their receives
+//!   and sends); [`config`] says how; [`metrics`] serves Prometheus metrics over HTTP.
 //!
 //! Cargo features: `server` (on by default) builds everything but [`wire`]; `bin` (on by default)
 //! adds the `shipworm-rendezvous` binary and its command line, TOML config file and log output.
 //! A client depends on this crate with `default-features = false`.
-#![forbid(unsafe_code)]
+// One module holds `unsafe` code, and says why: `udp::sendmmsg`, the system call behind batched
+// sends. Everything else, the protocol and the server above all, is safe code.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod wire;

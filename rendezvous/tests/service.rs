@@ -231,6 +231,54 @@ async fn a_dual_stack_server_answers_from_the_loopback_address_that_was_asked() 
     assert_eq!(rdv.shutdown().await.stats.send_errors, 0);
 }
 
+#[tokio::test]
+async fn requests_to_two_addresses_in_one_receive_batch_are_each_answered_from_the_address_asked() {
+    // As above, but all at once: 96 STUN requests from 48 sockets, to 127.0.0.1 and 127.0.0.2
+    // in turn, wait in the server's socket before it runs (it shares this thread), so each of
+    // its receive batches holds both addresses and its answers leave in `sendmmsg` calls that
+    // mix two source addresses.
+    let config = Config {
+        listen: "[::]:0".parse().unwrap(),
+        alt_listen: None,
+        ..Config::default()
+    };
+    let rdv = Rendezvous::bind(config).await.unwrap();
+    let port = rdv.local_addr().port();
+    let servers: Vec<SocketAddr> = ["127.0.0.1", "127.0.0.2"]
+        .iter()
+        .map(|ip| SocketAddr::new(ip.parse().unwrap(), port))
+        .collect();
+    let mut asked = Vec::new();
+    for _ in 0..48 {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut txs = Vec::new();
+        for server in &servers {
+            let (request, tx) = stun::binding_request();
+            sock.send_to(&request, server).unwrap();
+            txs.push((tx, *server));
+        }
+        sock.set_nonblocking(true).unwrap();
+        asked.push((UdpSocket::from_std(sock).unwrap(), txs));
+    }
+    for (sock, txs) in &asked {
+        let mut pending = txs.clone();
+        let mut buf = [0u8; 512];
+        while !pending.is_empty() {
+            let (n, from) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf))
+                .await
+                .expect("an answer is missing")
+                .unwrap();
+            let k = pending
+                .iter()
+                .position(|(tx, _)| stun::parse_binding_response(&buf[..n], *tx).is_ok())
+                .expect("an answer to a request of this socket");
+            let (_, server) = pending.swap_remove(k);
+            assert_eq!(from, server, "the STUN answer to {server} came from {from}");
+        }
+    }
+    assert_eq!(rdv.shutdown().await.stats.send_errors, 0);
+}
+
 /// Starts the binary with `args` (which should bind port 0: it names the ports it got, so no
 /// other process can take a port between a test's choice and the bind). Returns it with its
 /// main and second addresses, once it has said where it listens.

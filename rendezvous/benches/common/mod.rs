@@ -1,6 +1,6 @@
 //! What the rendezvous benches share: a counting allocator, a closed-loop load generator over
 //! loopback sockets, the server on its own thread, and bare baselines (an echo server, a
-//! forwarder).
+//! forwarder) made of the driver's own socket, receive loop and batched sends.
 
 // Each bench binary uses its own part of this module.
 #![allow(dead_code)]
@@ -116,122 +116,72 @@ pub fn client_sockets() -> Vec<UdpSocket> {
         .collect()
 }
 
-/// A bare tokio UDP echo server, shaped like the rendezvous driver (one task on a current-thread
-/// runtime, up to 64 datagrams a wake-up).
+/// A bare UDP echo server, the ceiling of the throughput bench: [`spawn_bare`] sending every
+/// datagram back to its sender.
 pub fn spawn_echo() -> SocketAddr {
-    let std = UdpSocket::bind("127.0.0.1:0").unwrap();
-    std.set_nonblocking(true).unwrap();
-    let addr = std.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let sock = tokio::net::UdpSocket::from_std(std).unwrap();
-            let mut buf = [0u8; 2048];
-            loop {
-                sock.readable().await.unwrap();
-                for _ in 0..64 {
-                    match sock.try_recv_from(&mut buf) {
-                        Ok((n, from)) => {
-                            if sock.try_send_to(&buf[..n], from).is_err() {
-                                let _ = sock.send_to(&buf[..n], from).await;
-                            }
-                        }
-                        Err(_) => break,
-                    }
-                }
-            }
-        });
-    });
-    addr
+    spawn_bare(Some)
 }
 
-/// A bare UDP forwarder with the rendezvous driver's socket and loop minus the server: the
-/// same socket setup (`udp::bind_udp_with_buffer` with the server's receive buffer), the same
-/// `recvmmsg` batches (`quinn-udp`, 32 datagrams a call, up to 8 calls a wake-up) and the same
-/// send call, on a current-thread runtime of its own thread. A datagram from `pairs[k].0` goes to
-/// `pairs[k].1` and back: a fixed table looked up by source address, and nothing else.
+/// A bare UDP forwarder, the baseline of the relay bench: [`spawn_bare`] sending a datagram from
+/// `pairs[k].0` to `pairs[k].1` and back (a fixed table looked up by source address).
 pub fn spawn_forwarder(pairs: Vec<(SocketAddr, SocketAddr)>) -> SocketAddr {
-    use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
-    use std::io::IoSliceMut;
-    use tokio::io::Interest;
-
     let mut table = std::collections::HashMap::new();
     for (a, b) in pairs {
         table.insert(a, b);
         table.insert(b, a);
     }
-    let bound = shipworm_rendezvous::udp::bind_udp_with_buffer(
-        "127.0.0.1:0".parse().unwrap(),
-        shipworm_rendezvous::udp::SERVER_RECV_BUFFER,
-    )
-    .unwrap();
+    spawn_bare(move |from| table.get(&from).copied())
+}
+
+/// A bare UDP server with the rendezvous driver's socket and loop minus the server, on a
+/// current-thread runtime of its own thread: the same socket setup (`udp::bind_udp_with_buffer`
+/// with the server's receive buffer), the same receives (`udp::RecvBatch`: `recvmmsg` batches of
+/// `udp::RECV_BATCH` through quinn-udp, up to `driver::RECV_ROUNDS` a wake-up) and the same sends
+/// (`udp::SendBatch`: every datagram a batch produced in `sendmmsg` calls, each from the local
+/// address its request arrived at, as the driver answers). Each datagram goes on unchanged to
+/// `route(its source)`, if that names anyone; nothing else is done.
+pub fn spawn_bare(route: impl Fn(SocketAddr) -> Option<SocketAddr> + Send + 'static) -> SocketAddr {
+    use shipworm_rendezvous::driver::RECV_ROUNDS;
+    use shipworm_rendezvous::udp::{self, RecvBatch, SendBatch};
+
+    let bound =
+        udp::bind_udp_with_buffer("127.0.0.1:0".parse().unwrap(), udp::SERVER_RECV_BUFFER).unwrap();
     let addr = bound.socket.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let state = UdpSocketState::new((&bound.socket).into()).unwrap();
-            let sock = tokio::net::UdpSocket::from_std(bound.socket).unwrap();
-            // As the driver: room for a GRO train where the socket has GRO.
-            let len = if state.gro_segments() > 1 {
-                65_536
-            } else {
-                2048
-            };
-            let mut bufs = vec![vec![0u8; len]; 32];
-            let mut meta = vec![RecvMeta::default(); 32];
-            loop {
-                sock.readable().await.unwrap();
-                for _ in 0..8 {
-                    let n = {
-                        let mut iovs: Vec<IoSliceMut<'_>> =
-                            bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-                        match sock.try_io(Interest::READABLE, || {
-                            state.recv((&sock).into(), &mut iovs, &mut meta)
-                        }) {
-                            Ok(n) => n,
-                            Err(_) => break,
+    // Named, so a profile tells the server's thread from the load generator's (`main`).
+    let thread = std::thread::Builder::new().name("bare-udp".into());
+    thread
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let state = quinn_udp::UdpSocketState::new((&bound.socket).into()).unwrap();
+                let sock = tokio::net::UdpSocket::from_std(bound.socket).unwrap();
+                let mut batch = RecvBatch::new(&state);
+                let mut out = SendBatch::new();
+                loop {
+                    sock.readable().await.unwrap();
+                    for _ in 0..RECV_ROUNDS {
+                        if batch.try_recv(&sock, &state).is_err() {
+                            break;
                         }
-                    };
-                    let datagrams = meta[..n].iter().zip(&bufs).flat_map(|(m, buf)| {
-                        let data = &buf[..m.len.min(buf.len())];
-                        let stride = if m.stride == 0 { data.len() } else { m.stride };
-                        data.chunks(stride.max(1)).map(move |d| (m.addr, d))
-                    });
-                    for (from, datagram) in datagrams {
-                        let Some(&dest) = table.get(&from) else {
-                            continue;
-                        };
-                        let transmit = Transmit {
-                            destination: dest,
-                            ecn: None,
-                            contents: datagram,
-                            segment_size: None,
-                            src_ip: None,
-                        };
-                        loop {
-                            match sock.try_io(Interest::WRITABLE, || {
-                                state.try_send((&sock).into(), &transmit)
-                            }) {
-                                Ok(()) => break,
-                                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                                    if sock.writable().await.is_err() {
-                                        break;
-                                    }
-                                }
-                                Err(_) => break,
+                        for (m, datagram) in batch.datagrams() {
+                            let Some(dest) = route(m.addr) else {
+                                continue;
+                            };
+                            if !out.has_room(1, datagram.len()) {
+                                out.flush(&sock, &state).await;
                             }
+                            let src = m.dst_ip.and_then(|ip| udp::reply_source(ip, dest, false));
+                            out.push(datagram, dest, src);
                         }
+                        out.flush(&sock, &state).await;
                     }
                 }
-            }
-        });
-    });
+            });
+        })
+        .unwrap();
     addr
 }
 
@@ -260,17 +210,20 @@ pub fn unlimited_config() -> Config {
 /// as in production; returns its address.
 pub fn spawn_rendezvous(config: Config) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let rdv = Rendezvous::bind(config).await.unwrap();
-            tx.send(rdv.local_addr()).unwrap();
-            std::future::pending::<()>().await;
-        });
-    });
+    let thread = std::thread::Builder::new().name("rendezvous".into());
+    thread
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let rdv = Rendezvous::bind(config).await.unwrap();
+                tx.send(rdv.local_addr()).unwrap();
+                std::future::pending::<()>().await;
+            });
+        })
+        .unwrap();
     rx.recv().unwrap()
 }
 

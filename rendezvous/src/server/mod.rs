@@ -49,6 +49,9 @@ use limits::{Cookies, LoadMeter, Prefix, PrefixCounts, RateCells, ReplyCredits};
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Largest datagram the server emits.
 pub const MAX_DATAGRAM: usize = 1280;
+/// Most datagrams one packet makes the server send (an introduction's forward and its
+/// acknowledgement).
+pub const MAX_TRANSMITS: usize = 2;
 
 /// Which of the server's sockets a datagram arrived on or leaves from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,10 +79,10 @@ pub struct Transmit<'a> {
 /// One queued datagram: socket, source address, destination, bytes.
 type Slot = (Socket, Option<IpAddr>, SocketAddr, Vec<u8>);
 
-/// Up to two datagrams produced by one packet, in reused buffers.
+/// Up to [`MAX_TRANSMITS`] datagrams produced by one packet, in reused buffers.
 #[derive(Debug)]
 struct Outbox {
-    slots: [Slot; 2],
+    slots: [Slot; MAX_TRANSMITS],
     len: usize,
     next: usize,
     /// The local address the packet being handled arrived at (normalised), if known.
@@ -145,7 +148,7 @@ impl Server {
             next_sweep: now + SWEEP_INTERVAL,
             last_forced_sweep: None,
             out: Outbox {
-                slots: [empty(), empty()],
+                slots: std::array::from_fn(|_| empty()),
                 len: 0,
                 next: 0,
                 local: None,

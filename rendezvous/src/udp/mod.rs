@@ -1,4 +1,13 @@
-//! Binding the one UDP socket of a node or server: dual-stack where the OS allows it.
+//! The UDP sockets of a node or server: binding them (dual-stack where the OS allows it), and the
+//! server's batched receives ([`RecvBatch`]) and sends ([`SendBatch`]).
+
+mod recv;
+mod send;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod sendmmsg;
+
+pub use recv::{RecvBatch, RECV_BATCH};
+pub use send::{SendBatch, MAX_MESSAGES, SEND_QUEUE, SEND_QUEUE_BYTES};
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
