@@ -70,11 +70,6 @@ pub fn open_tun(name: &str, addr: Ipv6Addr, mtu: u16, offload: bool) -> io::Resu
     dev.map_err(|e| io::Error::new(e.kind(), format!("cannot create TUN interface {name}: {e} (needs root or CAP_NET_ADMIN, and /dev/net/tun)")))
 }
 
-/// Whether `dev` was opened with offloads (the virtio-net header on every read and write).
-pub fn offloaded(dev: &AsyncDevice) -> bool {
-    dev.tcp_gso()
-}
-
 /// Batched reads from and writes to a TUN interface, with its buffers.
 pub struct TunIo<'a> {
     dev: &'a AsyncDevice,
