@@ -214,7 +214,7 @@ pub async fn run(
                     let mut taken = 0;
                     loop {
                         for packet in t.packets() {
-                            send_local(engine, &mut stats, now, wall, packet);
+                            count_refusal(&mut stats, engine.send_ip(now, wall, packet));
                             taken += 1;
                         }
                         if taken >= READ_BUDGET || !t.try_read()? {
@@ -389,17 +389,6 @@ pub async fn run(
         p.close();
     }
     Ok(stats)
-}
-
-/// Seals a packet from the interface, counting a refusal by its cause.
-fn send_local(
-    engine: &mut Engine,
-    stats: &mut DriverStats,
-    now: Instant,
-    wall: u64,
-    packet: &[u8],
-) {
-    count_refusal(stats, engine.send_ip(now, wall, packet));
 }
 
 /// Counts a local packet the tunnel refused, by its cause.

@@ -33,8 +33,9 @@ use shipworm_tunnel::overlay;
 const HEADROOM: usize = VIRTIO_NET_HDR_LEN;
 /// Largest read: the virtio-net header and a 64 KiB segment.
 const MAX_READ: usize = VIRTIO_NET_HDR_LEN + 65_535;
-/// Packets split from reads per wake-up before the driver seals and sends them: enough for a few
-/// 64 KiB segments, well under the engine's transmit queue.
+/// Packets split from reads per wake-up: the driver stops reading once past it (one read more
+/// adds at most a batch of 128), enough for a few 64 KiB segments and well under the engine's
+/// transmit queue.
 pub const READ_BUDGET: usize = 256;
 /// Packets written per batch at most (the driver flushes when this many are queued): the GRO
 /// table's size, and the bound of the write buffers kept.
