@@ -14,7 +14,8 @@
 //!
 //! `SHIPWORM_LAB_WRITE=1 cargo test -p shipworm --test lab_matrix -- --nocapture` (as root)
 //! also rewrites the results tables in `docs/lab.md`. `SHIPWORM_LAB_PAIRS="home/symmetric,..."`
-//! runs only the named ordered pairs, for debugging (refused in CI, where every pair runs).
+//! runs only the named ordered pairs, for debugging (refused in CI, where every pair runs);
+//! `SHIPWORM_LAB_LOGS=1` prints every row's logs, not only a failed row's.
 
 use std::path::Path;
 use std::time::Duration;
@@ -163,7 +164,7 @@ fn run_pair(a: RouterKind, b: RouterKind, i: usize, relay: bool) -> Row {
             )
         }
     };
-    if !ok {
+    if !ok || std::env::var_os("SHIPWORM_LAB_LOGS").is_some() {
         eprintln!(
             "---- {} x {}{}: {outcome}\nA:\n{log}\nB:\n{}\nrendezvous:\n{}",
             a.name(),

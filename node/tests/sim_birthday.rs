@@ -138,3 +138,68 @@ fn a_lost_intro_ack_does_not_stop_birthday_probing() {
     assert!(reintroduced >= 1, "the INTRO_ACK was not lost?");
     assert!(ok, "no connection after a lost INTRO_ACK");
 }
+
+/// Node `a` and `b` each send one packet to the other; whether each arrived (within 300 ms).
+fn both_ways(sim: &mut Sim, a: usize, b: usize) -> bool {
+    let before = [sim.nodes[a].events.len(), sim.nodes[b].events.len()];
+    sim.send_ip(a, b, b"a to b");
+    sim.send_ip(b, a, b"b to a");
+    sim.run_until(sim.elapsed() + Duration::from_millis(300), |_| false);
+    [(b, before[1]), (a, before[0])].iter().all(|&(i, n)| {
+        sim.nodes[i].events[n..]
+            .iter()
+            .any(|(_, e)| matches!(e, NodeEvent::Packet { .. }))
+    })
+}
+
+/// The hard side's NAT rebinds (its mappings are flushed: a reboot, a timeout) long after a
+/// birthday connection: every hole is gone, both sides lose every path, and a fresh handshake
+/// through the rendezvous proves both alive. Both punch again, the hard side from a full set
+/// of fresh sockets (not only the one its old path kept), and data flows both ways within a
+/// few seconds. Before, birthday probing ran once per peer and the session stayed dead.
+#[test]
+fn a_birthday_session_whose_hard_nat_rebinds_punches_again() {
+    for (name, hard) in [
+        ("random", NatModel::symmetric()),
+        ("sequential", NatModel::symmetric_sequential()),
+    ] {
+        for seed in 0..4 {
+            let mut sim = Sim::new(
+                seed,
+                vec![
+                    SiteConfig::nat(Some(hard)),
+                    SiteConfig::nat(Some(NatModel::port_restricted())),
+                ],
+            );
+            sim.connect(0, 1);
+            assert!(sim.run_until(Duration::from_secs(10), |s| s.connected(0, 1)
+                && s.connected(1, 0)));
+            sim.run_until(sim.elapsed() + Duration::from_secs(15), |_| false);
+            assert!(both_ways(&mut sim, 0, 1), "{name} {seed}: no data before");
+            let old = sim.selected(1, 0);
+            sim.flush_nat(0);
+            let t = sim.elapsed();
+            let mut back = None;
+            while back.is_none() && sim.elapsed() < t + Duration::from_secs(10) {
+                if both_ways(&mut sim, 0, 1) {
+                    back = Some(sim.elapsed() - t);
+                }
+            }
+            let opened = sim.nodes[0]
+                .events
+                .iter()
+                .filter(|(_, e)| matches!(e, NodeEvent::OpenSockets { .. }))
+                .count();
+            eprintln!("{name} seed {seed}: data both ways again after {back:?}");
+            assert!(
+                back.is_some_and(|d| d <= Duration::from_secs(6)),
+                "{name} seed {seed}: no data both ways within 6 s of the rebinding ({back:?})"
+            );
+            assert_eq!(
+                opened, 2,
+                "{name} seed {seed}: the hard side opened sockets again"
+            );
+            assert_ne!(sim.selected(1, 0), old, "{name} seed {seed}: a new hole");
+        }
+    }
+}

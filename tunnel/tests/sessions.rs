@@ -644,6 +644,50 @@ fn the_tunnel_follows_a_peer_whose_nat_rebinds() {
     assert_eq!(net.delivered_to_b().len(), 1);
 }
 
+/// With a path manager in charge (`follow_source` off), a peer's packets from an address that is
+/// not its endpoint are reported, and reported again while they keep coming from there, once a
+/// second: a path manager that had no room for the address the first time gets another chance.
+#[test]
+fn a_persistent_new_source_is_reported_again_once_a_second() {
+    let manager = TunnelConfig {
+        follow_source: false,
+        ..TunnelConfig::default()
+    };
+    let mut net = Net::new(29, clean(), TunnelConfig::default(), manager);
+    net.connect();
+    net.run(Duration::from_millis(100));
+    assert!(net.established());
+    let a = net.a.node_id();
+    let (now, unix, old) = (net.now, net.unix(), net.a_addr);
+    net.b.set_endpoint(now, unix, a, old);
+    net.a_addr = "198.51.100.10:55555".parse().unwrap();
+    let moved = net.a_addr;
+    for i in 0..25 {
+        net.send_from_a(format!("from the new address {i}").as_bytes())
+            .unwrap();
+        net.run(Duration::from_millis(100));
+    }
+    let reports = net
+        .b_events
+        .iter()
+        .filter(|e| matches!(e, Event::Source { from, .. } if *from == moved))
+        .count();
+    assert_eq!(
+        net.delivered_to_b().len(),
+        25,
+        "data from anywhere is delivered"
+    );
+    assert_eq!(
+        net.b.endpoint(&a),
+        Some(old),
+        "the manager chooses the endpoint"
+    );
+    assert_eq!(
+        reports, 3,
+        "25 packets over 2.5 s: reported at 0, 1 and 2 s"
+    );
+}
+
 #[test]
 fn packets_sent_before_the_handshake_are_delivered_once_it_completes() {
     // Jitter but no loss: the tunnel does not retransmit data, so loss could eat the packet and

@@ -76,6 +76,10 @@ pub const REINTRODUCE_AFTER: Duration = Duration::from_secs(1);
 /// Most fresh introductions per peer to get that observation.
 pub const MAX_REINTRODUCTIONS: u8 = 2;
 
+/// Birthday runs with one peer start at least this far apart: a session that keeps losing its
+/// paths does not turn into a stream of sprays.
+pub const REPUNCH_INTERVAL: Duration = Duration::from_secs(10);
+
 /// The lowest port the easy side probes (below it, NATs rarely map).
 pub const FIRST_PORT: u16 = 1024;
 
@@ -146,6 +150,17 @@ impl Engine {
                 .map(|i| first.wrapping_add(i))
                 .filter(|id| *id != 0),
         );
+    }
+
+    /// Asks the driver for `count` more spare sockets, unless a request is pending.
+    fn open_spare_sockets(&mut self, count: u16) {
+        if count == 0 || self.sockets_requested {
+            return;
+        }
+        self.sockets_requested = true;
+        let first = self.next_socket_id.max(1);
+        self.next_socket_id = first.wrapping_add(count);
+        self.push_event(NodeEvent::OpenSockets { first, count });
     }
 
     /// Closes the spare sockets once no hard-side run needs them and `socket_linger` passed
@@ -235,7 +250,11 @@ impl Engine {
             .into_iter()
             .collect();
         if st.birthday.is_none() {
-            if st.birthday_tried {
+            if st.birthday_tried
+                || st
+                    .birthday_started
+                    .is_some_and(|t| now.saturating_duration_since(t) < REPUNCH_INTERVAL)
+            {
                 return;
             }
             if theirs.is_empty() {
@@ -290,9 +309,20 @@ impl Engine {
                 return;
             };
             tracing::debug!(peer = %peer.fmt_short(), role = ?role, "birthday probing starts");
+            if matches!(role, Birthday::Hard { .. }) {
+                // A socket kept from an earlier run (a selected path's, which may have died
+                // since) does not make a run: each run probes from the full set.
+                let missing = self
+                    .config
+                    .birthday
+                    .sockets
+                    .saturating_sub(self.spare_sockets.len() as u16);
+                self.open_spare_sockets(missing);
+            }
             if let Some(st) = self.peers.get_mut(&peer) {
                 st.birthday = Some(role);
                 st.birthday_tried = true;
+                st.birthday_started = Some(now);
             }
         }
         let config = self.config.birthday.clone();
@@ -306,15 +336,9 @@ impl Engine {
                 next,
             } => {
                 if self.spare_sockets.is_empty() {
-                    if !self.sockets_requested {
-                        self.sockets_requested = true;
-                        let first = self.next_socket_id.max(1);
-                        self.next_socket_id = first.wrapping_add(config.sockets);
-                        self.push_event(NodeEvent::OpenSockets {
-                            first,
-                            count: config.sockets,
-                        });
-                    }
+                    self.open_spare_sockets(config.sockets);
+                }
+                if self.sockets_requested {
                     return;
                 }
                 if now < next {

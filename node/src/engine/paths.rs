@@ -10,9 +10,15 @@ use std::time::{Duration, Instant};
 
 /// Most pairs kept per peer.
 pub const MAX_PAIRS: usize = 32;
-/// A failed pair keeps its place this long before a new candidate may take it: a peer cannot
-/// turn our checks into a stream of probes to ever new addresses.
+/// A failed pair keeps its place this long before a candidate the peer *claims* may take it: a
+/// peer cannot turn our checks into a stream of probes to ever new addresses. An address its
+/// authenticated packets came from ([`CandidateKind::PeerReflexive`]) takes a place at once
+/// (see [`Paths::add_on`]).
 pub const FAILED_HOLD: Duration = Duration::from_secs(60);
+
+/// A pair checked this long without an answer may make room for an address the peer's packets
+/// come from (an answer takes one round trip; a spray's fresh pairs keep their place).
+pub const UNANSWERED_GRACE: Duration = Duration::from_secs(1);
 
 /// Where a remote candidate came from (serialized as its [`CandidateKind::label`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -173,6 +179,19 @@ impl Paths {
     }
 
     /// Adds a pair of our socket `local` and `remote` if new (bounded); returns its index.
+    ///
+    /// A full table makes room only in the place of an unselected pair that failed (the one
+    /// that failed longest ago) or, for an address the peer's authenticated packets came from,
+    /// also of one checked for [`UNANSWERED_GRACE`] without an answer (the oldest). A claimed
+    /// candidate waits until a pair failed at least [`FAILED_HOLD`] ago; a peer-reflexive
+    /// address (where the peer is, or where its NAT moved it) takes a failed pair's place at
+    /// once. The lab caught the need: an easy side's table full of the hard side's spare-socket
+    /// mappings refused the hard side's main mapping, and when the hard side moved its path
+    /// there and closed its spare sockets, the easy side had nowhere to send for a minute.
+    /// Answered pairs and pairs younger than the grace keep their place: during a birthday
+    /// spray hundreds of sources arrive within a round trip, and replacing pairs whose answers
+    /// are on their way would spend the send gate's budget for the peer's IP on addresses
+    /// forgotten before they answer.
     pub fn add_on(
         &mut self,
         local: u16,
@@ -197,17 +216,34 @@ impl Paths {
             return Some(i);
         }
         if self.pairs.len() >= MAX_PAIRS {
-            // Make room by dropping a pair that failed long enough ago, unselected.
-            let victim = self.pairs.iter().enumerate().position(|(i, p)| {
-                p.state == PairState::Failed
-                    && Some(i) != self.selected
-                    && p.failed_at
-                        .is_some_and(|t| now.saturating_duration_since(t) >= FAILED_HOLD)
-            })?;
+            let victim = self.victim(kind == CandidateKind::PeerReflexive, now)?;
             self.remove(victim);
         }
         self.pairs.push(Pair::new(local, remote, kind, now));
         Some(self.pairs.len() - 1)
+    }
+
+    /// The unselected failed pair a new one may replace in a full table (see [`Paths::add_on`]).
+    fn victim(&self, observed: bool, now: Instant) -> Option<usize> {
+        let since = |t: Instant| now.saturating_duration_since(t);
+        self.pairs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != self.selected)
+            .filter_map(|(i, p)| match (p.state, observed) {
+                (PairState::Failed, _) => {
+                    let at = p.failed_at?;
+                    (observed || since(at) >= FAILED_HOLD).then_some((i, (0, at)))
+                }
+                (PairState::Waiting | PairState::InProgress, true)
+                    if since(p.added) >= UNANSWERED_GRACE =>
+                {
+                    Some((i, (1, p.added)))
+                }
+                _ => None,
+            })
+            .min_by_key(|(_, key)| *key)
+            .map(|(i, _)| i)
     }
 
     /// Forgets every pair that uses one of the sockets `locals` (they were closed).
@@ -458,6 +494,89 @@ mod tests {
         assert_eq!(p.add(fresh, CandidateKind::Advertised, at(t0, 6000)), None);
         let later = at(t0, 5000) + FAILED_HOLD;
         assert!(p.add(fresh, CandidateKind::Advertised, later).is_some());
+    }
+
+    /// Where the peer's packets come from takes the place of a failed pair at once (the one that
+    /// failed longest ago), or of one checked past the grace without an answer; never the
+    /// selected pair's, an answered one's, or one whose answer may still come. A claim waits
+    /// until a pair failed long ago.
+    #[test]
+    fn an_observed_address_takes_the_place_of_a_failed_or_unanswered_pair() {
+        let t0 = Instant::now();
+        let t = PathTiming::default();
+        let mut p = Paths::default();
+        let addr = |k: u16| SocketAddr::from(([192, 0, 2, 1], k));
+        let gone = |p: &Paths, k: u16| !p.pairs.iter().any(|x| x.local == k && x.remote == addr(1));
+        // Sockets 30 and 31 are checked first and fail, 30 before 31.
+        for (k, ms) in [(30, 0), (31, 100)] {
+            let i = p
+                .add_on(k, addr(1), CandidateKind::PeerReflexive, at(t0, ms))
+                .unwrap();
+            p.sent(i, at(t0, ms + 1));
+        }
+        // Sockets 0..29 come later: 0..4 answer (0 is selected), the rest are being checked,
+        // 5 since before 6..29.
+        for k in 0..30 {
+            let ms = if k == 5 { 4_400 } else { 4_500 };
+            let i = p
+                .add_on(k, addr(1), CandidateKind::PeerReflexive, at(t0, ms))
+                .unwrap();
+            p.sent(i, at(t0, ms + 1));
+        }
+        for k in 0..5 {
+            p.answered_on(k, addr(1), at(t0, 4_501), at(t0, 4_510 + k as u64));
+        }
+        p.select();
+        assert_eq!(p.selected_path(), Some((0, addr(1))));
+        p.expire(at(t0, 5_000), &t);
+        p.expire(at(t0, 5_100), &t);
+        let state = |p: &Paths, k: u16| p.pairs.iter().find(|x| x.local == k).unwrap().state;
+        assert!(state(&p, 30) == PairState::Failed && state(&p, 31) == PairState::Failed);
+        assert!((5..30).all(|k| state(&p, k) == PairState::InProgress));
+        assert_eq!(p.pairs.len(), MAX_PAIRS);
+        let fresh = |n: u16| SocketAddr::from(([198, 51, 100, 7], n));
+        let now = at(t0, 5_200);
+        assert_eq!(
+            p.add(fresh(1), CandidateKind::Advertised, now),
+            None,
+            "a claim waits"
+        );
+        assert!(p.add(fresh(2), CandidateKind::PeerReflexive, now).is_some());
+        assert!(
+            gone(&p, 30) && !gone(&p, 31),
+            "the pair that failed first goes first"
+        );
+        assert!(p.add(fresh(3), CandidateKind::PeerReflexive, now).is_some());
+        assert!(gone(&p, 31));
+        assert_eq!(
+            p.add(fresh(4), CandidateKind::PeerReflexive, now),
+            None,
+            "pairs answered or checked for less than the grace keep their place"
+        );
+        assert!((0..30).all(|k| !gone(&p, k)));
+        // Past the grace, the pair checked longest without an answer goes; a claim still waits.
+        let past = at(t0, 4_400) + UNANSWERED_GRACE;
+        assert_eq!(p.add(fresh(4), CandidateKind::Advertised, past), None);
+        assert!(p
+            .add(fresh(4), CandidateKind::PeerReflexive, past)
+            .is_some());
+        assert!(gone(&p, 5) && (6..30).all(|k| !gone(&p, k)));
+        assert!(
+            (0..5).all(|k| !gone(&p, k)),
+            "answered pairs keep their place"
+        );
+        assert_eq!(p.selected_path(), Some((0, addr(1))));
+        // A pair that failed long ago makes room for a claim too.
+        let i = p.pairs.iter().position(|x| x.remote == fresh(2)).unwrap();
+        p.sent(i, at(t0, 5_201));
+        let failed = at(t0, 10_300);
+        p.expire(failed, &t);
+        assert_eq!(p.pairs[i].state, PairState::Failed);
+        let soon = failed + Duration::from_secs(1);
+        assert_eq!(p.add(fresh(5), CandidateKind::Advertised, soon), None);
+        assert!(p
+            .add(fresh(5), CandidateKind::Advertised, failed + FAILED_HOLD)
+            .is_some());
     }
 
     #[test]

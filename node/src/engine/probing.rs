@@ -117,9 +117,11 @@ impl Engine {
         let Some((local, path)) = after else {
             // Every path failed (a NAT rebound on one side, a link went down): introduce
             // ourselves again, through the rendezvous and to every address we know, so the
-            // other side learns where we are now and both punch again.
+            // other side learns where we are now and both punch again (birthday probing
+            // included, once the handshake completes).
             // Only to addresses that proved themselves and the rendezvous' observation: the
             // others are claims.
+            st.lost_every_path = true;
             let remotes = self.reconnect_targets(now, peer);
             let _ = self.tunnel.connect(now, unix_ms, peer, &remotes);
             return;

@@ -49,8 +49,15 @@ pub(super) struct PeerState {
     pub(super) established_before: bool,
     /// Our part in birthday punching, while it runs.
     pub(super) birthday: Option<Birthday>,
-    /// Birthday punching ran (it runs once per connection attempt).
+    /// Birthday punching ran, and is not to run again (it runs once per connection, and once
+    /// more each time the session lost every path and a fresh handshake proved the peer alive).
     pub(super) birthday_tried: bool,
+    /// When birthday punching last started (runs are at least
+    /// [`REPUNCH_INTERVAL`](super::birthday::REPUNCH_INTERVAL) apart).
+    pub(super) birthday_started: Option<Instant>,
+    /// Every direct path failed (a NAT rebound on one side): the next handshake that completes
+    /// punches again.
+    pub(super) lost_every_path: bool,
     /// The peer's address as a rendezvous observed it (INTRO_ACK to one of our transactions).
     pub(super) rendezvous_addr: Option<SocketAddr>,
     /// Birthday probing waits for `rendezvous_addr` (its INTRO_ACK was lost): since when, and
@@ -92,6 +99,8 @@ impl PeerState {
             established_before: false,
             birthday: None,
             birthday_tried: false,
+            birthday_started: None,
+            lost_every_path: false,
             rendezvous_addr: None,
             awaiting_observation: None,
             reintroductions: 0,
@@ -590,6 +599,12 @@ impl Engine {
         };
         st.paths.add(from, CandidateKind::PeerReflexive, now);
         st.peer_flags = advert.flags;
+        // The session had lost every path and the peer just proved it is alive: the holes that
+        // birthday probing made are gone (the NAT rebound, its mappings timed out), so punch
+        // again, at least `REPUNCH_INTERVAL` after the last run.
+        if std::mem::take(&mut st.lost_every_path) {
+            st.birthday_tried = false;
+        }
         let first = !st.established_before;
         st.established_before = true;
         self.add_claimed(now, peer, &advert.candidates);

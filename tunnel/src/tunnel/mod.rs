@@ -34,7 +34,7 @@ mod timers;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
@@ -63,6 +63,11 @@ const MAX_POOLED: usize = 256;
 const MAX_POOLED_CAPACITY: usize = 4096;
 /// Packets held per peer while its handshake runs.
 pub const MAX_PENDING_PACKETS: usize = 32;
+/// A peer's packets that keep coming from an address other than its endpoint are reported
+/// ([`Event::Source`]) again this often: the path manager may have had no room for the address
+/// the first time (its pair table full of pairs still being checked), and a report made once
+/// and refused would leave a peer that moved there unreachable.
+pub const SOURCE_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The tunnel endpoint.
 pub struct Tunnel {

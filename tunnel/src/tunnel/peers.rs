@@ -82,8 +82,10 @@ pub(super) struct Peer {
     pub(super) pinned: bool,
     /// Which of our sockets sends to `endpoint`.
     pub(super) endpoint_local: u16,
-    /// The last address reported in [`Event::Source`](super::Event::Source), so one new path is reported once.
-    pub(super) reported_source: Option<(u16, SocketAddr)>,
+    /// The last address reported in [`Event::Source`](super::Event::Source) and when: a new
+    /// path is reported once, and again each [`SOURCE_REPORT_INTERVAL`](super::SOURCE_REPORT_INTERVAL)
+    /// while the peer's packets keep coming from it.
+    pub(super) reported_source: Option<(u16, SocketAddr, Instant)>,
     /// Counters per remote address.
     pub(super) traffic: Vec<(SocketAddr, Traffic)>,
     /// Our message 2 left candidates out to stay no larger than message 1: they follow in an

@@ -75,8 +75,13 @@ impl Tunnel {
         if self.config.follow_source {
             peer.endpoint = Some(from);
             peer.endpoint_local = local;
-        } else if !on_endpoint && peer.reported_source != Some((local, from)) {
-            peer.reported_source = Some((local, from));
+        } else if !on_endpoint
+            && peer.reported_source.is_none_or(|(l, f, at)| {
+                (l, f) != (local, from)
+                    || now.saturating_duration_since(at) >= super::SOURCE_REPORT_INTERVAL
+            })
+        {
+            peer.reported_source = Some((local, from, now));
             new_source = Some(from);
         }
         // Parsed once; a data frame is judged while `plain` is borrowed, then leaves in it.
