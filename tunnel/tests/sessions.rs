@@ -688,6 +688,109 @@ fn a_persistent_new_source_is_reported_again_once_a_second() {
     );
 }
 
+/// Three handshakes that cross, completed in the order the simulator met on jittery links: A
+/// starts H1; B answers it and starts H2 (it measured its NAT meanwhile); A answers H2, completes
+/// H1 and starts H3; B answers H3, then completes H2; A completes H3. A's current session is H3
+/// and B's is H2, which is A's second oldest. Each side must still open what the other sends on
+/// its current session: with one older session kept, A had forgotten H2 and refused all of B's
+/// packets as an unknown index, for good.
+#[test]
+fn three_crossing_handshakes_leave_both_sides_able_to_open_what_the_other_sends() {
+    let start = Instant::now();
+    let mut a = Tunnel::new(
+        Identity::from_seed(&[0xA; 32]),
+        TunnelConfig::default(),
+        start,
+        rng::from_seed(1),
+    );
+    let mut b = Tunnel::new(
+        Identity::from_seed(&[0xB; 32]),
+        TunnelConfig::default(),
+        start,
+        rng::from_seed(2),
+    );
+    let (a_addr, b_addr): (SocketAddr, SocketAddr) = (
+        "198.51.100.10:41000".parse().unwrap(),
+        "203.0.113.20:42000".parse().unwrap(),
+    );
+    let (ida, idb) = (a.node_id(), b.node_id());
+    let out = |t: &mut Tunnel| -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| t.poll_transmit())
+            .map(|x| x.contents)
+            .collect()
+    };
+    let mut now = start;
+    let mut tick = |ms: u64| {
+        now += Duration::from_millis(ms);
+        (now, UNIX0 + now.duration_since(start).as_millis() as u64)
+    };
+    let (t, u) = tick(1);
+    a.connect(t, u, idb, &[b_addr]).unwrap();
+    let h1_init = out(&mut a).remove(0);
+    let (t, u) = tick(30);
+    b.handle_packet(t, u, a_addr, &h1_init);
+    let h1_resp = out(&mut b).remove(0);
+    let (t, u) = tick(30);
+    b.connect(t, u, ida, &[a_addr]).unwrap();
+    let h2_init = out(&mut b).remove(0);
+    let (t, u) = tick(30);
+    a.handle_packet(t, u, b_addr, &h2_init);
+    let h2_resp = out(&mut a).remove(0);
+    let (t, u) = tick(30);
+    a.handle_packet(t, u, b_addr, &h1_resp);
+    out(&mut a); // A's confirmation of H1: lost
+    let (t, u) = tick(30);
+    a.connect(t, u, idb, &[b_addr]).unwrap();
+    let h3_init = out(&mut a).remove(0);
+    let (t, u) = tick(30);
+    b.handle_packet(t, u, a_addr, &h3_init);
+    let h3_resp = out(&mut b).remove(0);
+    let (t, u) = tick(30);
+    b.handle_packet(t, u, a_addr, &h2_resp);
+    out(&mut b); // B's confirmation of H2: lost
+    let (t, u) = tick(30);
+    a.handle_packet(t, u, b_addr, &h3_resp);
+    out(&mut a);
+    assert_eq!(a.stats().handshakes_completed, 3);
+    assert_eq!(b.stats().handshakes_completed, 3);
+    while a.poll_event().is_some() {}
+    while b.poll_event().is_some() {}
+    let (t, u) = tick(10);
+    let b_to_a = one_packet(&mut b, &mut a, b_addr, t, u);
+    assert!(
+        b_to_a,
+        "B -> A refused (unknown index {})",
+        a.stats().unknown_index
+    );
+    let a_to_b = one_packet(&mut a, &mut b, a_addr, t, u);
+    assert!(
+        a_to_b,
+        "A -> B refused (unknown index {})",
+        b.stats().unknown_index
+    );
+}
+
+/// One IPv6 packet from `from` to `to` (at `from_addr`): whether it was delivered.
+fn one_packet(
+    from: &mut Tunnel,
+    to: &mut Tunnel,
+    from_addr: SocketAddr,
+    t: Instant,
+    u: u64,
+) -> bool {
+    let pkt = ipv6_udp(
+        from.node_id().overlay_addr(),
+        to.node_id().overlay_addr(),
+        b"after three crossing handshakes",
+    );
+    from.send_ip(t, u, &pkt).unwrap();
+    while let Some(d) = from.poll_transmit() {
+        to.handle_packet(t, u, from_addr, &d.contents);
+    }
+    std::iter::from_fn(|| to.poll_event())
+        .any(|e| matches!(e, Event::Packet { packet, .. } if packet == pkt))
+}
+
 #[test]
 fn packets_sent_before_the_handshake_are_delivered_once_it_completes() {
     // Jitter but no loss: the tunnel does not retransmit data, so loss could eat the packet and

@@ -320,8 +320,9 @@ impl Tunnel {
         }
     }
 
-    /// Makes `session` the peer's current one (the old current one stays for packets in
-    /// flight) and reports [`Event::Established`].
+    /// Makes `session` the peer's current one (the older ones stay, up to
+    /// [`OLDER_SESSIONS`](super::OLDER_SESSIONS), for packets in flight and for a peer whose
+    /// current session is one of them) and reports [`Event::Established`].
     pub(super) fn install(
         &mut self,
         now: Instant,
@@ -334,10 +335,15 @@ impl Tunnel {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        if let Some(old) = peer.previous.take() {
+        if let Some(old) = peer.current.replace(session) {
+            peer.previous.insert(0, old);
+        }
+        for old in peer
+            .previous
+            .drain(super::OLDER_SESSIONS.min(peer.previous.len())..)
+        {
             self.by_index.remove(&old.local_index);
         }
-        peer.previous = peer.current.replace(session);
         if self.config.follow_source {
             peer.endpoint = Some(from);
         }

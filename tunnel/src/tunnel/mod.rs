@@ -63,6 +63,14 @@ const MAX_POOLED: usize = 256;
 const MAX_POOLED_CAPACITY: usize = 4096;
 /// Packets held per peer while its handshake runs.
 pub const MAX_PENDING_PACKETS: usize = 32;
+/// Sessions kept open besides the current one, for packets in flight and for a peer that sends
+/// on another one: two handshakes that cross (each side starts one while answering the other's,
+/// as a node does when it measured its NAT meanwhile) complete in different orders on the two
+/// sides, and each side's current session may be the other's second newest. With one older
+/// session kept, three crossing handshakes left one side sending on a session the other had
+/// already forgotten: every packet refused as an unknown index, for good (the simulator found
+/// it on jittery links).
+pub const OLDER_SESSIONS: usize = 2;
 /// A peer's packets that keep coming from an address other than its endpoint are reported
 /// ([`Event::Source`]) again this often: the path manager may have had no room for the address
 /// the first time (its pair table full of pairs still being checked), and a report made once

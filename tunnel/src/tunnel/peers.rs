@@ -68,7 +68,9 @@ pub(super) struct Peer {
     pub(super) overlay: Ipv6Addr,
     pub(super) endpoint: Option<SocketAddr>,
     pub(super) current: Option<Session>,
-    pub(super) previous: Option<Session>,
+    /// Older sessions still open for packets in flight, newest first, at most
+    /// [`OLDER_SESSIONS`](super::OLDER_SESSIONS).
+    pub(super) previous: Vec<Session>,
     pub(super) pending: Option<Pending>,
     pub(super) cookie: Option<([u8; COOKIE_LEN], Instant)>,
     pub(super) last_init_timestamp: u64,
@@ -100,7 +102,7 @@ impl Peer {
             overlay: id.overlay_addr(),
             endpoint: None,
             current: None,
-            previous: None,
+            previous: Vec::new(),
             pending: None,
             cookie: None,
             last_init_timestamp: 0,
@@ -221,7 +223,7 @@ impl Tunnel {
             .peers
             .values()
             .filter(|p| {
-                !p.pinned && p.current.is_none() && p.previous.is_none() && p.pending.is_none()
+                !p.pinned && p.current.is_none() && p.previous.is_empty() && p.pending.is_none()
             })
             .min_by_key(|p| p.last_handshake)
             .map(|p| p.id);
@@ -252,7 +254,7 @@ impl Tunnel {
 
     pub(super) fn forget_sessions(&mut self, id: NodeId) {
         if let Some(p) = self.peers.get_mut(&id) {
-            for s in [p.current.take(), p.previous.take()].into_iter().flatten() {
+            for s in p.current.take().into_iter().chain(p.previous.drain(..)) {
                 self.by_index.remove(&s.local_index);
             }
             if let Some(pd) = p.pending.take() {

@@ -43,9 +43,10 @@ impl Tunnel {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        let session = [peer.current.as_mut(), peer.previous.as_mut()]
-            .into_iter()
-            .flatten()
+        let session = peer
+            .current
+            .iter_mut()
+            .chain(peer.previous.iter_mut())
             .find(|s| s.local_index == receiver);
         let Some(session) = session else {
             self.stats.unknown_index += 1;
