@@ -791,6 +791,47 @@ fn one_packet(
         .any(|e| matches!(e, Event::Packet { packet, .. } if packet == pkt))
 }
 
+/// What a peer sent us is counted whatever address it came from, even once the per-address
+/// table is full (of the ports a birthday spray aimed at, say): that count is the peer's credit
+/// at the engine's send gate, and a frozen count left the easy side of a birthday pair unable
+/// to probe the one port the hard side kept.
+#[test]
+fn a_peers_bytes_are_counted_after_the_per_address_table_is_full() {
+    let mut net = Net::new(
+        31,
+        clean(),
+        TunnelConfig::default(),
+        TunnelConfig::default(),
+    );
+    net.connect();
+    net.run(Duration::from_millis(100));
+    assert!(net.established());
+    let a = net.a.node_id();
+    // B sprays probes at 64 ports of A's IP: its table fills with them.
+    let now = net.now;
+    for port in 1..=64u16 {
+        net.b
+            .send_probe(now, a, SocketAddr::new(net.a_addr.ip(), port), port.into());
+    }
+    while net.b.poll_transmit().is_some() {}
+    let before = net.b.bytes_in(&a);
+    let table_before: u64 = net.b.traffic(&a).iter().map(|(_, t)| t.bytes_in).sum();
+    // A, rebound to a port B has never seen, sends data.
+    net.a_addr = "198.51.100.10:55555".parse().unwrap();
+    net.send_from_a(b"from a new port").unwrap();
+    net.run(Duration::from_millis(50));
+    assert_eq!(net.delivered_to_b().len(), 1);
+    let table_after: u64 = net.b.traffic(&a).iter().map(|(_, t)| t.bytes_in).sum();
+    assert_eq!(
+        table_after, table_before,
+        "the full table has no room for the new port"
+    );
+    assert!(
+        net.b.bytes_in(&a) > before,
+        "the packet's bytes count all the same"
+    );
+}
+
 #[test]
 fn packets_sent_before_the_handshake_are_delivered_once_it_completes() {
     // Jitter but no loss: the tunnel does not retransmit data, so loss could eat the packet and

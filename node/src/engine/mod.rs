@@ -380,6 +380,7 @@ impl Engine {
     }
 
     fn count_drop(&mut self, reason: DropReason) {
+        tracing::trace!(reason = reason.label(), "dropped");
         self.drops.count(reason);
     }
 

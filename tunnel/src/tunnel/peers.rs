@@ -88,8 +88,12 @@ pub(super) struct Peer {
     /// path is reported once, and again each [`SOURCE_REPORT_INTERVAL`](super::SOURCE_REPORT_INTERVAL)
     /// while the peer's packets keep coming from it.
     pub(super) reported_source: Option<(u16, SocketAddr, Instant)>,
-    /// Counters per remote address.
+    /// Counters per remote address (the first [`MAX_TRAFFIC_ENTRIES`] addresses only).
     pub(super) traffic: Vec<(SocketAddr, Traffic)>,
+    /// Bytes of its authentic transport packets, from any address: what it paid for what we
+    /// send on its behalf (the engine's send gate), which the bounded table above cannot
+    /// count once full.
+    pub(super) bytes_in: u64,
     /// Our message 2 left candidates out to stay no larger than message 1: they follow in an
     /// ADVERT once the initiator's first authentic transport packet proves its address.
     pub(super) advert_owed: bool,
@@ -115,6 +119,7 @@ impl Peer {
             endpoint_local: 0,
             reported_source: None,
             traffic: Vec::new(),
+            bytes_in: 0,
             advert_owed: false,
         }
     }
@@ -144,9 +149,14 @@ impl Tunnel {
         self.peers.get(peer).map_or(&[], |p| &p.candidates)
     }
 
-    /// Traffic counters of `peer` per remote address.
+    /// Traffic counters of `peer` per remote address (a bounded table: diagnostics).
     pub fn traffic(&self, peer: &NodeId) -> &[(SocketAddr, Traffic)] {
         self.peers.get(peer).map_or(&[], |p| &p.traffic)
+    }
+
+    /// Bytes of `peer`'s authentic transport packets, from any address (UDP payload).
+    pub fn bytes_in(&self, peer: &NodeId) -> u64 {
+        self.peers.get(peer).map_or(0, |p| p.bytes_in)
     }
 
     /// Adds a peer we always keep (a configured peer), with an address to reach it if known.

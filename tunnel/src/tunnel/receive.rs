@@ -98,9 +98,11 @@ impl Tunnel {
             Ok(Frame::Close) => (Ok(Inner::Close), None),
             Err(e) => (Err(e), None),
         };
+        let len = (packet::TRANSPORT_HEADER_LEN + sealed.len()) as u64;
+        peer.bytes_in += len;
         if let Some(t) = traffic_of(&mut peer.traffic, from) {
             t.packets_in += 1;
-            t.bytes_in += (packet::TRANSPORT_HEADER_LEN + sealed.len()) as u64;
+            t.bytes_in += len;
             if matches!(frame, Ok(Inner::Probe(_))) {
                 t.probes_in += 1;
             }
