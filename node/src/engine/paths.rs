@@ -223,7 +223,8 @@ impl Paths {
         Some(self.pairs.len() - 1)
     }
 
-    /// The unselected failed pair a new one may replace in a full table (see [`Paths::add_on`]).
+    /// The unselected pair a new one may replace in a full table, failed or (for an observed
+    /// address) long unanswered (see [`Paths::add_on`]).
     fn victim(&self, observed: bool, now: Instant) -> Option<usize> {
         let since = |t: Instant| now.saturating_duration_since(t);
         self.pairs
