@@ -204,6 +204,21 @@ fn a_birthday_session_whose_hard_nat_rebinds_punches_again() {
     }
 }
 
+/// A sequential hard side (node 0) and a port-restricted easy one on links with 15 ms of jitter,
+/// node 0 connecting to node 1.
+fn jittery_birthday_pair(seed: u64) -> Sim {
+    let jittery = |nat| SiteConfig::nat(Some(nat)).rough(0, Duration::from_millis(15), 0);
+    let mut sim = Sim::new(
+        seed,
+        vec![
+            jittery(NatModel::symmetric_sequential()),
+            jittery(NatModel::port_restricted()),
+        ],
+    );
+    sim.connect(0, 1);
+    sim
+}
+
 /// On jittery links a sequential hard side often selects one of its spare sockets first, then
 /// moves to its main socket on a faster RTT sample and closes the spare: the path the easy side
 /// selected dies under it. The easy side's pair table is full of the spare sockets' mappings
@@ -214,15 +229,7 @@ fn a_birthday_session_whose_hard_nat_rebinds_punches_again() {
 fn the_easy_side_follows_a_hard_side_that_moves_off_its_spare_socket() {
     let mut moved = 0;
     for seed in 0..16 {
-        let jittery = |nat| SiteConfig::nat(Some(nat)).rough(0, Duration::from_millis(15), 0);
-        let mut sim = Sim::new(
-            seed,
-            vec![
-                jittery(NatModel::symmetric_sequential()),
-                jittery(NatModel::port_restricted()),
-            ],
-        );
-        sim.connect(0, 1);
+        let mut sim = jittery_birthday_pair(seed);
         assert!(
             sim.run_until(Duration::from_secs(10), |s| s.connected(0, 1)
                 && s.connected(1, 0)),
@@ -274,15 +281,7 @@ fn the_easy_side_follows_a_hard_side_that_moves_off_its_spare_socket() {
 fn a_birthday_pair_on_jittery_links_connects_whatever_order_its_handshakes_complete_in() {
     let mut failed = Vec::new();
     for seed in 0..80 {
-        let jittery = |nat| SiteConfig::nat(Some(nat)).rough(0, Duration::from_millis(15), 0);
-        let mut sim = Sim::new(
-            seed,
-            vec![
-                jittery(NatModel::symmetric_sequential()),
-                jittery(NatModel::port_restricted()),
-            ],
-        );
-        sim.connect(0, 1);
+        let mut sim = jittery_birthday_pair(seed);
         if !sim.run_until(Duration::from_secs(10), |s| {
             s.connected(0, 1) && s.connected(1, 0)
         }) {
