@@ -309,6 +309,7 @@ impl Engine {
             return false;
         }
         if let Err(r) = self.gate.check(dest, now) {
+            tracing::trace!(%dest, kind, reply, "the send gate refused a datagram");
             self.count_drop(match r {
                 super::gate::Refusal::AddressBudget => DropReason::UnverifiedAddressBudget,
                 super::gate::Refusal::GlobalBudget => DropReason::UnverifiedGlobalBudget,
@@ -325,6 +326,7 @@ impl Engine {
                 return false;
             };
             if st.unverified_bytes_out + len > self.credit_in(&peer, st) {
+                tracing::trace!(%dest, kind, "no credit for a datagram");
                 self.count_drop(DropReason::NoCredit);
                 return false;
             }
