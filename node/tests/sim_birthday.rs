@@ -219,15 +219,43 @@ fn jittery_birthday_pair(seed: u64) -> Sim {
     sim
 }
 
-/// On jittery links a sequential hard side often selects one of its spare sockets first, then
-/// moves to its main socket on a faster RTT sample and closes the spare: the path the easy side
-/// selected dies under it. The easy side's pair table is full of the spare sockets' mappings
-/// then; it must still take the main mapping and move there. The lab matrix caught B -> A
-/// stalling for the whole transfer; here the longest silence of B -> A data once connected is
-/// the failover's, not the minute a refused pair waited.
+/// Both ways every 100 ms for `secs` seconds: the longest silence of B -> A data (node 1 to 0).
+fn longest_silence_to_a(sim: &mut Sim, secs: u64) -> Duration {
+    let (mut last, mut worst) = (sim.elapsed(), Duration::ZERO);
+    for _ in 0..secs * 10 {
+        let n = sim.nodes[0].events.len();
+        sim.send_ip(1, 0, b"b to a");
+        sim.send_ip(0, 1, b"a to b");
+        sim.run_until(sim.elapsed() + Duration::from_millis(100), |_| false);
+        if sim.nodes[0].events[n..]
+            .iter()
+            .any(|(_, e)| matches!(e, NodeEvent::Packet { .. }))
+        {
+            worst = worst.max(sim.elapsed() - last);
+            last = sim.elapsed();
+        }
+    }
+    worst.max(sim.elapsed() - last)
+}
+
+/// Node `i`'s selected path to node `j`: (our socket, remote address).
+fn selected_path(sim: &Sim, i: usize, j: usize) -> Option<(u16, std::net::SocketAddr)> {
+    sim.nodes[i]
+        .engine
+        .paths(&sim.id(j))
+        .and_then(|p| p.selected_path())
+}
+
+/// On jittery links a sequential hard side's birthday often hits one of its spare sockets
+/// first, and its main socket answers a moment later with a faster sample; the easy side's own
+/// hit may be yet another spare socket. The hard side stays where it is (the same remote address
+/// through the same NATs is not worth a move), keeps open the spare socket the easy side sends
+/// to, and the easy side does not move for speed to a pair answered long ago. B -> A data then
+/// never stops: before, moves and closed sockets cost gaps of 1–2 s, and in the lab QUIC's first
+/// packets waited out its retransmission timers (connects of 1, 3 and 5 s).
 #[test]
-fn the_easy_side_follows_a_hard_side_that_moves_off_its_spare_socket() {
-    let mut moved = 0;
+fn a_birthday_path_carries_data_without_gaps_on_jittery_links() {
+    let mut on_spare = 0;
     for seed in 0..16 {
         let mut sim = jittery_birthday_pair(seed);
         assert!(
@@ -235,41 +263,22 @@ fn the_easy_side_follows_a_hard_side_that_moves_off_its_spare_socket() {
                 && s.connected(1, 0)),
             "seed {seed}: no connection"
         );
-        let first = sim.nodes[0]
-            .engine
-            .paths(&sim.id(1))
-            .and_then(|p| p.selected_path());
-        // Both ways every 100 ms for 15 s: the longest B -> A silence.
-        let (mut last, mut worst) = (sim.elapsed(), Duration::ZERO);
-        for _ in 0..150 {
-            let n = sim.nodes[0].events.len();
-            sim.send_ip(1, 0, b"b to a");
-            sim.send_ip(0, 1, b"a to b");
-            sim.run_until(sim.elapsed() + Duration::from_millis(100), |_| false);
-            if sim.nodes[0].events[n..]
-                .iter()
-                .any(|(_, e)| matches!(e, NodeEvent::Packet { .. }))
-            {
-                worst = worst.max(sim.elapsed() - last);
-                last = sim.elapsed();
-            }
-        }
-        worst = worst.max(sim.elapsed() - last);
-        let now = sim.nodes[0]
-            .engine
-            .paths(&sim.id(1))
-            .and_then(|p| p.selected_path());
-        if first.is_some_and(|(l, _)| l != 0) && now.is_some_and(|(l, _)| l == 0) {
-            moved += 1;
-        }
+        let first = selected_path(&sim, 0, 1);
+        let worst = longest_silence_to_a(&mut sim, 10);
+        assert_eq!(
+            first,
+            selected_path(&sim, 0, 1),
+            "seed {seed}: the hard side moved"
+        );
+        on_spare += usize::from(first.is_some_and(|(l, _)| l != 0));
         assert!(
-            worst <= Duration::from_secs(3),
-            "seed {seed}: B -> A silent for {worst:?} (A's path {first:?} then {now:?})"
+            worst <= Duration::from_millis(500),
+            "seed {seed}: B -> A silent for {worst:?}"
         );
     }
     assert!(
-        moved >= 8,
-        "only {moved} of 16 runs moved off a spare socket"
+        on_spare >= 8,
+        "only {on_spare} of 16 runs punched on a spare socket"
     );
 }
 

@@ -76,6 +76,13 @@ pub const REINTRODUCE_AFTER: Duration = Duration::from_secs(1);
 /// Most fresh introductions per peer to get that observation.
 pub const MAX_REINTRODUCTIONS: u8 = 2;
 
+/// A spare socket the peer's packets arrived on this recently stays open when the others close:
+/// the peer may have chosen the path through it (its own birthday hit), whatever we chose.
+pub const SOCKET_IN_USE: Duration = Duration::from_millis(1500);
+
+/// Most spare sockets remembered per peer as carrying its packets (a birthday spray hits many).
+const INBOUND_SOCKETS: usize = 64;
+
 /// Birthday runs with one peer start at least this far apart: a session that keeps losing its
 /// paths does not turn into a stream of sprays.
 pub const REPUNCH_INTERVAL: Duration = Duration::from_secs(10);
@@ -164,7 +171,7 @@ impl Engine {
     }
 
     /// Closes the spare sockets once no hard-side run needs them and `socket_linger` passed
-    /// since the last round, path or no path; sockets of selected paths stay.
+    /// since the last round, path or no path; sockets in use stay.
     pub(super) fn close_idle_sockets(&mut self, now: Instant) {
         if self.sockets_close_at.is_none_or(|t| now < t)
             || self
@@ -175,20 +182,61 @@ impl Engine {
             return;
         }
         self.sockets_close_at = None;
-        let keep: Vec<u16> = self
+        self.close_unused_sockets(now);
+    }
+
+    /// Closes the spare sockets not in use, once no birthday run is going on (a path was
+    /// selected).
+    pub(super) fn release_sockets(&mut self, now: Instant) {
+        if self.peers.values().any(|p| p.birthday.is_some()) {
+            return;
+        }
+        self.close_unused_sockets(now);
+    }
+
+    /// Closes every spare socket not in use: those of selected paths, and those the peer's
+    /// packets arrived on within [`SOCKET_IN_USE`] (the hard side's birthday hit and the easy
+    /// side's may be different sockets: closing the one the peer sends to loses what it has in
+    /// flight, QUIC's first packets among them). One kept for the second reason only is looked
+    /// at again after [`SOCKET_IN_USE`].
+    fn close_unused_sockets(&mut self, now: Instant) {
+        let selected: Vec<u16> = self
             .peers
             .values()
             .filter_map(|p| p.paths.selected_path().map(|(l, _)| l))
             .collect();
+        let recent: Vec<u16> = self
+            .peers
+            .values()
+            .flat_map(|p| p.inbound_sockets.iter())
+            .filter(|(l, t)| {
+                !selected.contains(l) && now.saturating_duration_since(*t) < SOCKET_IN_USE
+            })
+            .map(|(l, _)| *l)
+            .collect();
+        if !recent.is_empty() {
+            let again = now + SOCKET_IN_USE;
+            self.sockets_close_at = Some(self.sockets_close_at.map_or(again, |t| t.min(again)));
+        }
+        let keep: Vec<u16> = selected.into_iter().chain(recent).collect();
         self.close_spare_sockets(&keep);
     }
 
-    /// Closes spare sockets except `keep` (the one a selected path uses, or 0).
-    pub(super) fn release_sockets(&mut self, keep: u16) {
-        if self.peers.values().any(|p| p.birthday.is_some()) {
+    /// The peer's authentic packet arrived on our spare socket `local`.
+    pub(super) fn inbound_on(&mut self, peer: NodeId, local: u16, now: Instant) {
+        if local == 0 {
             return;
         }
-        self.close_spare_sockets(&[keep]);
+        let Some(st) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if let Some(e) = st.inbound_sockets.iter_mut().find(|(l, _)| *l == local) {
+            e.1 = now;
+        } else if st.inbound_sockets.len() < INBOUND_SOCKETS {
+            st.inbound_sockets.push((local, now));
+        } else if let Some(oldest) = st.inbound_sockets.iter_mut().min_by_key(|(_, t)| *t) {
+            *oldest = (local, now);
+        }
     }
 
     fn close_spare_sockets(&mut self, keep: &[u16]) {

@@ -16,6 +16,9 @@ pub const MAX_PAIRS: usize = 32;
 /// (see [`Paths::add_on`]).
 pub const FAILED_HOLD: Duration = Duration::from_secs(60);
 
+/// A switch for speed goes only to a pair answered at most this long before the selected one.
+pub const FRESH_FOR_SPEED: Duration = Duration::from_millis(500);
+
 /// A pair checked this long without an answer may make room for an address the peer's packets
 /// come from (an answer takes one round trip; a spray's fresh pairs keep their place).
 pub const UNANSWERED_GRACE: Duration = Duration::from_secs(1);
@@ -412,7 +415,17 @@ impl Paths {
                 let margin = (crtt / 10).max(Duration::from_millis(2));
                 // Off a relay as soon as a direct pair is proven, whatever its RTT.
                 let direct = c.kind == CandidateKind::Relayed && n.kind != CandidateKind::Relayed;
-                let faster = direct || nrtt + margin < crtt;
+                // For speed, move only to a pair answered about as recently as the selected one
+                // (unselected pairs are probed every 2 s: one answered long ago may lead
+                // through a socket the peer has closed since), and not to another of our
+                // sockets toward the same remote address: that is the same way through the same
+                // NATs, its samples differ by noise only, and moving there lets a hard side
+                // close the spare socket the peer sends to.
+                let fresh = match (c.last_answer, n.last_answer) {
+                    (Some(c), Some(n)) => n + FRESH_FOR_SPEED >= c,
+                    _ => false,
+                };
+                let faster = direct || (fresh && c.remote != n.remote && nrtt + margin < crtt);
                 let v6_upgrade = c.remote.is_ipv4()
                     && n.remote.is_ipv6()
                     && nrtt.as_millis() <= crtt.as_millis();

@@ -138,7 +138,7 @@ impl Engine {
         // punching goes on.
         let relayed = super::relay::is_relay_addr(&path);
         if !relayed && (st.birthday.take().is_some() || !self.spare_sockets.is_empty()) {
-            self.release_sockets(local);
+            self.release_sockets(now);
         }
         self.tunnel
             .set_endpoint_via(now, unix_ms, peer, local, path);

@@ -58,6 +58,8 @@ pub(super) struct PeerState {
     /// Every direct path failed (a NAT rebound on one side): the next handshake that completes
     /// punches again.
     pub(super) lost_every_path: bool,
+    /// Our spare sockets its authentic packets arrived on, and when last (bounded).
+    pub(super) inbound_sockets: Vec<(u16, Instant)>,
     /// The peer's address as a rendezvous observed it (INTRO_ACK to one of our transactions).
     pub(super) rendezvous_addr: Option<SocketAddr>,
     /// Birthday probing waits for `rendezvous_addr` (its INTRO_ACK was lost): since when, and
@@ -101,6 +103,7 @@ impl PeerState {
             birthday_tried: false,
             birthday_started: None,
             lost_every_path: false,
+            inbound_sockets: Vec::new(),
             rendezvous_addr: None,
             awaiting_observation: None,
             reintroductions: 0,
@@ -440,6 +443,7 @@ impl Engine {
                 our_flags,
             } => self.on_established(now, unix_ms, peer, advert, from, our_flags),
             TunnelEvent::Source { peer, from, local } => {
+                self.inbound_on(peer, local, now);
                 if let Some(st) = self.peers.get_mut(&peer) {
                     if let Some(i) = st
                         .paths
