@@ -139,6 +139,16 @@ fn main() {
         .collect();
     assert_eq!(intros[0].len(), intro_len);
 
+    let intro_load = |d| {
+        load(
+            rdv,
+            &socks,
+            d,
+            |i| intros[i].clone(),
+            |b| b.first() == Some(&wire::kind::INTRO_ACK),
+        )
+    };
+
     // `--only echo|refreshes|introductions`: that phase alone for ten seconds, then exit; for a
     // profiler or a syscall count attached to the process meanwhile.
     if let Some(only) = std::env::args().skip_while(|a| a != "--only").nth(1) {
@@ -146,13 +156,7 @@ fn main() {
         let (rate, _) = match only.as_str() {
             "echo" => load(echo, &echo_socks, ten, |_| echo_pkt.clone(), |_| true),
             "refreshes" => load(rdv, &socks, ten, |i| refreshes[i].clone(), registered),
-            _ => load(
-                rdv,
-                &socks,
-                ten,
-                |i| intros[i].clone(),
-                |b| b.first() == Some(&wire::kind::INTRO_ACK),
-            ),
+            _ => intro_load(ten),
         };
         println!("{only} alone: {rate:.0} /s");
         return;
@@ -172,13 +176,7 @@ fn main() {
             let (rate, fwd) = match which {
                 0 => (echo_load(), 0.0),
                 1 => load(rdv, &socks, phase, |i| refreshes[i].clone(), registered),
-                _ => load(
-                    rdv,
-                    &socks,
-                    phase,
-                    |i| intros[i].clone(),
-                    |b| b.first() == Some(&wire::kind::INTRO_ACK),
-                ),
+                _ => intro_load(phase),
             };
             // Over the phase and the drain that follows it (`load` waits 100 ms for what is in
             // flight, the threads mostly idle).

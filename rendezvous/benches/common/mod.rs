@@ -147,41 +147,31 @@ pub fn spawn_bare(route: impl Fn(SocketAddr) -> Option<SocketAddr> + Send + 'sta
     let bound =
         udp::bind_udp_with_buffer("127.0.0.1:0".parse().unwrap(), udp::SERVER_RECV_BUFFER).unwrap();
     let addr = bound.socket.local_addr().unwrap();
-    // Named, so a profile tells the server's thread from the load generator's (`main`).
-    let thread = std::thread::Builder::new().name("bare-udp".into());
-    thread
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let state = quinn_udp::UdpSocketState::new((&bound.socket).into()).unwrap();
-                let sock = tokio::net::UdpSocket::from_std(bound.socket).unwrap();
-                let mut batch = RecvBatch::new(&state);
-                let mut out = SendBatch::new();
-                loop {
-                    sock.readable().await.unwrap();
-                    for _ in 0..RECV_ROUNDS {
-                        if batch.try_recv(&sock, &state).is_err() {
-                            break;
-                        }
-                        for (m, datagram) in batch.datagrams() {
-                            let Some(dest) = route(m.addr) else {
-                                continue;
-                            };
-                            if !out.has_room(1, datagram.len()) {
-                                out.flush(&sock, &state).await;
-                            }
-                            let src = m.dst_ip.and_then(|ip| udp::reply_source(ip, dest, false));
-                            out.push(datagram, dest, src);
-                        }
+    on_own_runtime("bare-udp", async move {
+        let state = quinn_udp::UdpSocketState::new((&bound.socket).into()).unwrap();
+        let sock = tokio::net::UdpSocket::from_std(bound.socket).unwrap();
+        let mut batch = RecvBatch::new(&state);
+        let mut out = SendBatch::new();
+        loop {
+            sock.readable().await.unwrap();
+            for _ in 0..RECV_ROUNDS {
+                if batch.try_recv(&sock, &state).is_err() {
+                    break;
+                }
+                for (m, datagram) in batch.datagrams() {
+                    let Some(dest) = route(m.addr) else {
+                        continue;
+                    };
+                    if !out.has_room(1, datagram.len()) {
                         out.flush(&sock, &state).await;
                     }
+                    let src = m.dst_ip.and_then(|ip| udp::reply_source(ip, dest, false));
+                    out.push(datagram, dest, src);
                 }
-            });
-        })
-        .unwrap();
+                out.flush(&sock, &state).await;
+            }
+        }
+    });
     addr
 }
 
@@ -210,21 +200,27 @@ pub fn unlimited_config() -> Config {
 /// as in production; returns its address.
 pub fn spawn_rendezvous(config: Config) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new().name("rendezvous".into());
-    thread
+    on_own_runtime("rendezvous", async move {
+        let rdv = Rendezvous::bind(config).await.unwrap();
+        tx.send(rdv.local_addr()).unwrap();
+        std::future::pending::<()>().await;
+    });
+    rx.recv().unwrap()
+}
+
+/// Runs `task` on a current-thread runtime of its own thread named `name` (so a profile tells
+/// it from the load generator's `main`), as the driver runs in production.
+fn on_own_runtime(name: &str, task: impl std::future::Future<Output = ()> + Send + 'static) {
+    std::thread::Builder::new()
+        .name(name.into())
         .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
+            tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .unwrap();
-            rt.block_on(async move {
-                let rdv = Rendezvous::bind(config).await.unwrap();
-                tx.send(rdv.local_addr()).unwrap();
-                std::future::pending::<()>().await;
-            });
+                .unwrap()
+                .block_on(task)
         })
         .unwrap();
-    rx.recv().unwrap()
 }
 
 pub fn unix_ms() -> u64 {
