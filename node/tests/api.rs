@@ -279,3 +279,51 @@ async fn node_metrics_count_the_connected_peer_its_path_and_the_handshake() {
     b.close().await;
     publisher.await.unwrap();
 }
+
+/// A node that keeps QUIC's own protection and one that relies on the tunnel's (the default)
+/// reach each other both ways: the default side falls back to QUIC v1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_either_quic_protection_connect_both_ways() {
+    use shipworm::quic::tunneled::Protection;
+    let rdv = rendezvous().await;
+    let spawn = |protection| {
+        Node::builder()
+            .rendezvous(RendezvousAddr::Ip(rdv.local_addr()))
+            .portmap(false)
+            .alpn(ALPN)
+            .quic_protection(protection)
+            .spawn()
+    };
+    let a = Arc::new(spawn(Protection::Tunnel).await.unwrap());
+    let b = Arc::new(spawn(Protection::TunnelAndQuic).await.unwrap());
+    for (from, to) in [(&a, &b), (&b, &a)] {
+        assert!(to.registered(Duration::from_secs(5)).await);
+        let ticket = to.ticket().await.unwrap();
+        let server = {
+            let to = to.clone();
+            tokio::spawn(async move {
+                let (_, conn) = to.accept().await.expect("an incoming connection");
+                let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+                let got = recv.read_to_end(1 << 20).await.unwrap();
+                send.write_all(&got).await.unwrap();
+                send.finish().unwrap();
+                let _ = send.stopped().await;
+            })
+        };
+        let conn = tokio::time::timeout(Duration::from_secs(10), from.connect(ticket, ALPN))
+            .await
+            .expect("connects in time")
+            .expect("connects");
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let data = chunk(7);
+        send.write_all(&data).await.unwrap();
+        send.finish().unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(1 << 20))
+            .await
+            .expect("echoed in time")
+            .unwrap();
+        assert_eq!(echoed, data);
+        server.await.unwrap();
+        conn.close(0u32.into(), b"done");
+    }
+}

@@ -18,6 +18,7 @@ use crate::io::driver::{self, DriverCommand, LocalSide};
 use crate::io::nat64::Nat64;
 use crate::io::resolve::resolve_all;
 use crate::quic::socket::{OverlaySocket, Pipe};
+use crate::quic::tunneled::{self, Protection};
 use crate::quic::{tls, transport_config};
 
 /// The first wait before connecting again to a configured peer that could not be reached; it
@@ -56,6 +57,7 @@ pub struct Builder {
     relay: bool,
     relay_tcp_port: Option<u16>,
     nat64: Nat64,
+    quic_protection: Protection,
 }
 
 impl Default for Builder {
@@ -76,6 +78,7 @@ impl Default for Builder {
             relay: true,
             relay_tcp_port: Some(shipworm_rendezvous::tcp::DEFAULT_TCP_PORT),
             nat64: Nat64::Discover,
+            quic_protection: Protection::default(),
         }
     }
 }
@@ -189,6 +192,16 @@ impl Builder {
         self
     }
 
+    /// Whose packet protection QUIC connections through the tunnel rely on ([`Protection`]).
+    /// By default 1-RTT packets are encrypted once, by the tunnel session that carries them,
+    /// with peers that support it (`docs/security.md` §"QUIC inside the tunnel");
+    /// [`Protection::TunnelAndQuic`] keeps QUIC's own encryption too, in and out, at about a
+    /// tenth more CPU per byte.
+    pub fn quic_protection(mut self, protection: Protection) -> Self {
+        self.quic_protection = protection;
+        self
+    }
+
     /// Engine settings (timers, birthday budget); the rendezvous and STUN lists, the NAT64 prefix,
     /// the accept policy and, with a TUN interface, the MTU come from the builder.
     pub fn engine_config(mut self, config: EngineConfig) -> Self {
@@ -242,6 +255,7 @@ impl Builder {
             relay,
             relay_tcp_port,
             nat64,
+            quic_protection,
         } = self;
         let identity = identity.unwrap_or_else(Identity::generate);
         let me = identity.node_id();
@@ -294,7 +308,8 @@ impl Builder {
             Some(t) => Local::Tun(open_tun(me, t)?),
             None => {
                 let pipe = Pipe::new(me.overlay_addr());
-                Local::Quic(quic_endpoint(&identity, &alpns, inner_mtu, &pipe)?, pipe)
+                let endpoint = quic_endpoint(&identity, &alpns, inner_mtu, quic_protection, &pipe)?;
+                Local::Quic(endpoint, pipe)
             }
         };
 
@@ -390,6 +405,7 @@ impl Builder {
             rendezvous,
             local_addr,
             inner_mtu,
+            quic_protection,
             running: Mutex::new(Some(Running {
                 stop: stop_tx,
                 task,
@@ -425,21 +441,23 @@ fn open_tun(_: NodeId, _: &TunOptions) -> Result<std::convert::Infallible, NodeE
     ))
 }
 
-/// quinn over the overlay pipe, serving `alpns` with our raw public key.
+/// quinn over the overlay pipe, serving `alpns` with our raw public key, speaking the versions
+/// of `protection`.
 fn quic_endpoint(
     identity: &Identity,
     alpns: &[Vec<u8>],
     inner_mtu: usize,
+    protection: Protection,
     pipe: &Arc<Pipe>,
 ) -> Result<quinn::Endpoint, NodeError> {
     let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
     let server = tls::server_config(identity, alpns).map_err(|e| setup(&e))?;
     let server =
         quinn::crypto::rustls::QuicServerConfig::try_from(server).map_err(|e| setup(&e))?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
+    let mut server = tunneled::server_config(server);
     server.transport_config(transport_config(inner_mtu));
     quinn::Endpoint::new_with_abstract_socket(
-        quinn::EndpointConfig::default(),
+        tunneled::endpoint_config(protection),
         Some(server),
         OverlaySocket::new(pipe.clone()),
         Arc::new(quinn::TokioRuntime),

@@ -27,7 +27,7 @@ use crate::engine::{ConnectError, Diagnostics, NodeEvent};
 use crate::io::driver::{DriverCommand, DriverStats};
 use crate::io::resolve::resolve;
 use crate::quic::socket::{Pipe, QUIC_PORT};
-use crate::quic::{tls, transport_config};
+use crate::quic::{tls, transport_config, tunneled};
 
 mod builder;
 
@@ -114,6 +114,7 @@ pub struct Node {
     rendezvous: Vec<RendezvousAddr>,
     local_addr: SocketAddr,
     inner_mtu: usize,
+    quic_protection: crate::quic::tunneled::Protection,
     running: std::sync::Mutex<Option<Running>>,
     pipe: Option<Arc<Pipe>>,
     dht: Option<Dht>,
@@ -282,20 +283,21 @@ impl Node {
         }
         let config = tls::client_config(&self.identity, peer, alpn)
             .map_err(|e| NodeError::Setup(e.to_string()))?;
-        let config = quinn::crypto::rustls::QuicClientConfig::try_from(config)
-            .map_err(|e| NodeError::Setup(e.to_string()))?;
-        let mut config = quinn::ClientConfig::new(Arc::new(config));
-        config.transport_config(transport_config(self.inner_mtu));
+        let config = Arc::new(
+            quinn::crypto::rustls::QuicClientConfig::try_from(config)
+                .map_err(|e| NodeError::Setup(e.to_string()))?,
+        );
         let to = SocketAddr::V6(SocketAddrV6::new(peer.overlay_addr(), QUIC_PORT, 0, 0));
-        let quic = |e: &dyn std::fmt::Display| NodeError::Quic {
+        tunneled::connect(endpoint, self.quic_protection, to, "shipworm", |version| {
+            let mut config = tunneled::client_config(config.clone(), version);
+            config.transport_config(transport_config(self.inner_mtu));
+            config
+        })
+        .await
+        .map_err(|e| NodeError::Quic {
             peer,
             reason: e.to_string(),
-        };
-        endpoint
-            .connect_with(config, to, "shipworm")
-            .map_err(|e| quic(&e))?
-            .await
-            .map_err(|e| quic(&e))
+        })
     }
 
     /// Makes sure a two-way path to `peer` exists: waits for the engine to connect, or fails with

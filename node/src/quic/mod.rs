@@ -3,6 +3,7 @@
 
 pub mod socket;
 pub mod tls;
+pub mod tunneled;
 
 use std::sync::Arc;
 use std::time::Duration;
