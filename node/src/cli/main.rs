@@ -101,3 +101,25 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--quic-encryption` reaches the builder; without it, the tunnel alone protects QUIC.
+    #[test]
+    fn quic_encryption_flag_sets_the_protection() {
+        let builder = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            format!(
+                "{:?}",
+                cli.common
+                    .builder_with(shipworm::Identity::from_seed(&[1; 32]), 0)
+            )
+        };
+        let default = builder(&["shipworm", "id"]);
+        assert!(default.contains("quic_protection: Tunnel }"), "{default}");
+        let kept = builder(&["shipworm", "--quic-encryption", "id"]);
+        assert!(kept.contains("quic_protection: TunnelAndQuic }"), "{kept}");
+    }
+}
