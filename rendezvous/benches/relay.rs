@@ -92,6 +92,9 @@ fn forwarding(phase: Duration, rounds: usize) {
         relay: true,
         relay_node_bytes_per_second: 1 << 40,
         relay_node_burst_bytes: 1 << 40,
+        // Every fake node is on 127.0.0.1, one source prefix, whose default share (16
+        // sessions) would refuse most of the 64 pairs.
+        relay_max_sessions_per_prefix: u16::MAX,
         ..unlimited_config()
     };
     let rdv = spawn_rendezvous(config);
