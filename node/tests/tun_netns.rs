@@ -211,12 +211,22 @@ fn bulk_tcp_through_the_tun_is_intact_with_and_without_offloads() {
         let (_, a_log) = lab.stop(ia, &ta);
         let (_, b_log) = lab.stop(ib, &tb);
         let large_reads = down_count(&a_log, "large segments split");
+        let in_place = down_count(&a_log, "packets sealed in place");
+        let a_out = down_count(&a_log, "out,");
         let opened = down_count(&b_log, "packets in");
+        eprintln!(
+            "offload {offload}: {large_reads} large reads, {in_place} of {a_out} packets sealed in place; {writes} writes for {opened} packets opened"
+        );
         assert!(opened > 10_000, "too few packets for 24 MiB: {b_log}");
         if offload {
             assert!(
                 large_reads > 0,
                 "no large segment came from the interface:\n{a_log}"
+            );
+            // A 64 KiB segment is about fifty packets, of which only the first is copied.
+            assert!(
+                in_place * 10 > a_out * 8,
+                "{in_place} of {a_out} packets sealed in place: the split packets were copied\n{a_log}"
             );
             assert!(
                 writes * 2 < opened,
@@ -224,6 +234,10 @@ fn bulk_tcp_through_the_tun_is_intact_with_and_without_offloads() {
             );
         } else {
             assert_eq!(large_reads, 0, "{a_log}");
+            assert_eq!(
+                in_place, 0,
+                "one packet a read is sealed from a copy: {a_log}"
+            );
             assert!(
                 writes * 10 >= opened * 9,
                 "{writes} writes for {opened} packets"

@@ -13,7 +13,7 @@ use crate::engine::paths::CandidateKind;
 use crate::engine::{Engine, NodeEvent};
 use crate::io::batch_udp::BatchSocket;
 use crate::io::relay_tcp::{LinkEvent, Links};
-use crate::io::tun::{TunIo, READ_BUDGET, WRITE_BATCH};
+use crate::io::tun::{ReadPacket, TunIo, READ_BUDGET, WRITE_BATCH};
 
 /// Spare buffers the engine is topped up to from the QUIC pipe's.
 const SPARE_TARGET: usize = 64;
@@ -46,13 +46,15 @@ pub struct DriverStats {
     pub tun_write_errors: u64,
     /// TUN reads that brought one large segment (segmentation offload), split here.
     pub tun_large_reads: u64,
+    /// Packets read from the TUN that the tunnel sealed in their read buffers (no copy).
+    pub tun_sealed_in_place: u64,
     /// TUN reads whose offload header or segment could not be used (dropped).
     pub tun_bad_reads: u64,
 }
 
 impl DriverStats {
-    /// Every drop counter with its name (for metrics and reports); `tun_large_reads` counts
-    /// work, not drops, and is reported on its own.
+    /// Every drop counter with its name (for metrics and reports); `tun_large_reads` and
+    /// `tun_sealed_in_place` count work, not drops, and are reported on their own.
     pub fn fields(&self) -> [(&'static str, u64); 6] {
         let Self {
             not_overlay,
@@ -61,6 +63,7 @@ impl DriverStats {
             send_errors,
             tun_write_errors,
             tun_large_reads: _,
+            tun_sealed_in_place: _,
             tun_bad_reads,
         } = self;
         // Destructured, so a new counter fails to compile until it is listed here too.
@@ -213,10 +216,16 @@ pub async fn run(
                     let (now, wall) = (Instant::now(), unix_ms());
                     let mut taken = 0;
                     loop {
-                        for packet in t.packets() {
-                            count_refusal(&mut stats, engine.send_ip(now, wall, packet));
-                            taken += 1;
-                        }
+                        taken += t.take_packets(|packet| {
+                            let sent = match packet {
+                                ReadPacket::InPlace(buf) => {
+                                    stats.tun_sealed_in_place += 1;
+                                    engine.send_ip_in(now, wall, buf)
+                                }
+                                ReadPacket::Borrowed(packet) => engine.send_ip(now, wall, packet),
+                            };
+                            count_refusal(&mut stats, sent);
+                        });
                         if taken >= READ_BUDGET || !t.try_read()? {
                             break;
                         }
@@ -296,9 +305,15 @@ pub async fn run(
                 stats.send_errors += 1;
             }
             // quinn builds its next packets in them (the tunnel sealed its last ones in place).
-            match pipe {
-                Some(_) => sent.push(t.contents),
-                None => engine.recycle(t.contents),
+            match (pipe, tun.as_mut()) {
+                (Some(_), _) => sent.push(t.contents),
+                // The next reads land in them, and are sealed in place.
+                (None, Some(io)) => {
+                    if let Some(unwanted) = io.recycle(t.contents) {
+                        engine.recycle(unwanted);
+                    }
+                }
+                (None, None) => engine.recycle(t.contents),
             }
         }
         if udp.flush().await.is_err() {

@@ -142,6 +142,12 @@ impl Collector for NodeCollector {
             "TUN reads that brought one large segment (segmentation offload), split into packets.",
             ConstCounter::new(local.tun_large_reads),
         )?;
+        single(
+            &mut e,
+            "tun_sealed_in_place",
+            "Packets read from the TUN that the tunnel sealed in their read buffers, without a copy.",
+            ConstCounter::new(local.tun_sealed_in_place),
+        )?;
         counters(
             &mut e,
             "local_drops",

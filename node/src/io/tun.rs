@@ -10,7 +10,8 @@
 //! With offloads on (the default), the interface speaks the virtio-net header (`IFF_VNET_HDR`):
 //! - **out** (TSO): the kernel hands over a TCP or UDP segment of up to 64 KiB in one read, with
 //!   its segment size; it is split here (`tun_rs`'s `gso_split`, checksums included) into
-//!   packets of at most the interface's MTU, each sealed as one datagram. The split is the
+//!   packets of at most the interface's MTU, each after room for the tunnel's header, and the
+//!   tunnel seals each in its buffer as one datagram (no copy but the first of a read's). The split is the
 //!   kernel's own segmentation moved into userspace, so the inner MTU semantics hold: no packet
 //!   over the MTU leaves, and one that would be (a raw socket ignoring the MTU) still gets its
 //!   ICMPv6 Packet Too Big from the tunnel.
@@ -28,6 +29,7 @@ use std::net::Ipv6Addr;
 use tun_rs::{AsyncDevice, DeviceBuilder, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 use shipworm_tunnel::overlay;
+use shipworm_tunnel::tunnel::SEND_HEADROOM;
 
 /// Room in front of a packet written to the interface, for the virtio-net header.
 const HEADROOM: usize = VIRTIO_NET_HDR_LEN;
@@ -47,6 +49,21 @@ const POOL: usize = WRITE_BATCH;
 /// Capacity of a write buffer: a coalesced segment of 64 KiB, with the headroom the GRO code
 /// asks for.
 const WRITE_CAPACITY: usize = 2 * HEADROOM + 65_535;
+/// Room behind a packet read, for what sealing adds (the AEAD tag; the QUIC pipe reserves the
+/// same), so the datagram grows in place.
+const SEAL_TAILROOM: usize = 48;
+/// Read buffers kept for reuse (sent datagrams come back as read buffers): a wake-up's reads.
+const SPARE_READ_BUFFERS: usize = READ_BUDGET + IDEAL_BATCH_SIZE;
+
+/// A packet of the last read, as [`TunIo::take_packets`] hands it over.
+pub enum ReadPacket<'a> {
+    /// In a buffer of its own, after [`SEND_HEADROOM`] bytes of room: for
+    /// [`shipworm_tunnel::tunnel::Tunnel::send_ip_in`], which seals it where it is.
+    InPlace(Vec<u8>),
+    /// In the read buffer of a packet that was not split (it may be up to 64 KiB: an oversize
+    /// packet is read whole, to be answered with Packet Too Big): sealed from a copy.
+    Borrowed(&'a [u8]),
+}
 
 /// Creates and brings up a TUN interface named `name` with `addr`/48 and `mtu`, with
 /// segmentation offloads when `offload` and the kernel allows them. Needs CAP_NET_ADMIN and
@@ -76,8 +93,13 @@ pub struct TunIo<'a> {
     dev: &'a AsyncDevice,
     /// One raw read (virtio-net header and segment).
     raw: Vec<u8>,
-    /// The packets the last reads were split into, and their sizes.
+    /// The packets the last reads were split into, each after [`SEND_HEADROOM`] bytes, and
+    /// their sizes.
     segments: Vec<Vec<u8>>,
+    /// Length of the read buffers from the second on: the headroom and a packet of the MTU.
+    segment_len: usize,
+    /// Buffers of sent datagrams, for the next reads.
+    spare: Vec<Vec<u8>>,
     sizes: Vec<usize>,
     /// How many of `segments` hold packets.
     read: usize,
@@ -98,12 +120,19 @@ impl<'a> TunIo<'a> {
         // The first buffer takes a packet that is not split whole, even one over the MTU (the
         // interface's MTU changed behind our back): the tunnel answers it with Packet Too Big
         // rather than the read cutting it short.
-        let mut segments = vec![vec![0; usize::from(mtu).max(1280)]; IDEAL_BATCH_SIZE];
-        segments[0] = vec![0; MAX_READ];
+        // The others hold one packet of the MTU each, after room for the tunnel's header and
+        // with room behind for its tag: the tunnel seals them in place.
+        let segment_len = SEND_HEADROOM + usize::from(mtu).max(1280);
+        let mut segments: Vec<Vec<u8>> = (0..IDEAL_BATCH_SIZE)
+            .map(|_| read_buffer(Vec::new(), segment_len))
+            .collect();
+        segments[0] = vec![0; SEND_HEADROOM + MAX_READ];
         Self {
             dev,
             raw: vec![0; MAX_READ],
             segments,
+            segment_len,
+            spare: Vec::new(),
             sizes: vec![0; IDEAL_BATCH_SIZE],
             read: 0,
             out: Vec::with_capacity(IDEAL_BATCH_SIZE),
@@ -120,16 +149,24 @@ impl<'a> TunIo<'a> {
     pub async fn read(&mut self) -> io::Result<()> {
         let r = self
             .dev
-            .recv_multiple(&mut self.raw, &mut self.segments, &mut self.sizes, 0)
+            .recv_multiple(
+                &mut self.raw,
+                &mut self.segments,
+                &mut self.sizes,
+                SEND_HEADROOM,
+            )
             .await;
         self.took(r)
     }
 
     /// One more read without waiting: `Ok(false)` when nothing is waiting.
     pub fn try_read(&mut self) -> io::Result<bool> {
-        let r = self
-            .dev
-            .try_recv_multiple(&mut self.raw, &mut self.segments, &mut self.sizes, 0);
+        let r = self.dev.try_recv_multiple(
+            &mut self.raw,
+            &mut self.segments,
+            &mut self.sizes,
+            SEND_HEADROOM,
+        );
         match r {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
             r => self.took(r).map(|()| true),
@@ -157,12 +194,36 @@ impl<'a> TunIo<'a> {
         }
     }
 
-    /// The packets of the last read.
-    pub fn packets(&self) -> impl Iterator<Item = &[u8]> {
-        self.segments[..self.read]
-            .iter()
-            .zip(&self.sizes)
-            .map(|(b, &n)| &b[..n.min(b.len())])
+    /// Hands over the packets of the last read, in order, each to `each`; returns how many. All
+    /// but the first leave in their read buffers (the tunnel seals them in place), which are
+    /// replaced from the spare ones ([`TunIo::recycle`]).
+    pub fn take_packets(&mut self, mut each: impl FnMut(ReadPacket<'_>)) -> usize {
+        let read = std::mem::take(&mut self.read);
+        if read > 0 {
+            let first = &self.segments[0];
+            let end = (SEND_HEADROOM + self.sizes[0]).min(first.len());
+            each(ReadPacket::Borrowed(&first[SEND_HEADROOM..end]));
+        }
+        for i in 1..read {
+            let size = (SEND_HEADROOM + self.sizes[i]).min(self.segments[i].len());
+            let fresh = read_buffer(self.spare.pop().unwrap_or_default(), self.segment_len);
+            let mut packet = std::mem::replace(&mut self.segments[i], fresh);
+            packet.truncate(size);
+            each(ReadPacket::InPlace(packet));
+        }
+        read
+    }
+
+    /// Takes back the buffer of a sent datagram for a later read; returns it if it is not
+    /// wanted (enough are kept, or it is too small to grow into a read buffer in place).
+    pub fn recycle(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        if self.spare.len() < SPARE_READ_BUFFERS
+            && buf.capacity() >= self.segment_len + SEAL_TAILROOM
+        {
+            self.spare.push(buf);
+            return None;
+        }
+        Some(buf)
     }
 
     /// Queues `packet` for the next [`TunIo::flush`].
@@ -210,4 +271,14 @@ impl<'a> TunIo<'a> {
         }
         failed
     }
+}
+
+/// `buf` made a read buffer of `len` bytes, with [`SEAL_TAILROOM`] behind them. What it held is
+/// not cleared (a read overwrites what it hands over): a sent datagram is about as long already,
+/// so reuse costs no pass over the bytes.
+fn read_buffer(mut buf: Vec<u8>, len: usize) -> Vec<u8> {
+    buf.reserve_exact((len + SEAL_TAILROOM).saturating_sub(buf.len()));
+    buf.truncate(len);
+    buf.resize(len, 0);
+    buf
 }
