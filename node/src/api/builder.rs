@@ -196,7 +196,7 @@ impl Builder {
     /// By default 1-RTT packets are encrypted once, by the tunnel session that carries them,
     /// with peers that support it (`docs/security.md` §"QUIC inside the tunnel");
     /// [`Protection::TunnelAndQuic`] keeps QUIC's own encryption too, in and out, at about a
-    /// tenth more CPU per byte.
+    /// sixth less throughput (`docs/performance.md`).
     pub fn quic_protection(mut self, protection: Protection) -> Self {
         self.quic_protection = protection;
         self

@@ -81,7 +81,7 @@ pub struct Common {
     )]
     pub nat64_prefix: shipworm::io::nat64::Nat64,
     /// Keep QUIC's own encryption under the tunnel's: every QUIC connection in and out is plain
-    /// QUIC v1, encrypted twice, at about a tenth more CPU per byte. By default QUIC packets
+    /// QUIC v1, encrypted twice, at about a sixth less throughput. By default QUIC packets
     /// between two nodes are encrypted once, by the tunnel session that carries them
     /// (docs/security.md, "QUIC inside the tunnel").
     #[arg(long, global = true)]

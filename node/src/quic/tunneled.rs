@@ -2,8 +2,8 @@
 //!
 //! Every QUIC packet of the built-in endpoint travels inside a tunnel session, which already
 //! encrypts it, authenticates it as coming from exactly one key, and drops replays. QUIC's own
-//! 1-RTT packet protection would do all of that a second time, for about a tenth of the CPU of
-//! a bulk transfer (`docs/performance.md`).
+//! 1-RTT packet protection would do all of that a second time, at the cost of about a sixth of
+//! a bulk transfer's throughput (`docs/performance.md`).
 //!
 //! [`TUNNELED_VERSION`] is QUIC version 1 (RFC 9000, RFC 9001) with one difference: 1-RTT
 //! packets carry no packet protection (no AEAD, no tag) and no header protection. Initial and
