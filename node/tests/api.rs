@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shipworm::quic::tunneled::Protection;
 use shipworm::rendezvous::config::Config;
 use shipworm::rendezvous::driver::Rendezvous;
 use shipworm::{Identity, Node, RendezvousAddr};
@@ -21,10 +22,15 @@ async fn rendezvous() -> Rendezvous {
 }
 
 async fn node(rdv: SocketAddr) -> Node {
+    node_with(rdv, Protection::default()).await
+}
+
+async fn node_with(rdv: SocketAddr, protection: Protection) -> Node {
     Node::builder()
         .rendezvous(RendezvousAddr::Ip(rdv))
         .portmap(false)
         .alpn(ALPN)
+        .quic_protection(protection)
         .spawn()
         .await
         .unwrap()
@@ -284,18 +290,9 @@ async fn node_metrics_count_the_connected_peer_its_path_and_the_handshake() {
 /// reach each other both ways: the default side falls back to QUIC v1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_with_either_quic_protection_connect_both_ways() {
-    use shipworm::quic::tunneled::Protection;
     let rdv = rendezvous().await;
-    let spawn = |protection| {
-        Node::builder()
-            .rendezvous(RendezvousAddr::Ip(rdv.local_addr()))
-            .portmap(false)
-            .alpn(ALPN)
-            .quic_protection(protection)
-            .spawn()
-    };
-    let a = Arc::new(spawn(Protection::Tunnel).await.unwrap());
-    let b = Arc::new(spawn(Protection::TunnelAndQuic).await.unwrap());
+    let a = Arc::new(node_with(rdv.local_addr(), Protection::Tunnel).await);
+    let b = Arc::new(node_with(rdv.local_addr(), Protection::TunnelAndQuic).await);
     for (from, to) in [(&a, &b), (&b, &a)] {
         assert!(to.registered(Duration::from_secs(5)).await);
         let ticket = to.ticket().await.unwrap();

@@ -696,77 +696,64 @@ fn a_persistent_new_source_is_reported_again_once_a_second() {
 /// packets as an unknown index, for good.
 #[test]
 fn three_crossing_handshakes_leave_both_sides_able_to_open_what_the_other_sends() {
-    let start = Instant::now();
-    let mut a = Tunnel::new(
-        Identity::from_seed(&[0xA; 32]),
+    let mut net = Net::new(
+        37,
+        clean(),
         TunnelConfig::default(),
-        start,
-        rng::from_seed(1),
-    );
-    let mut b = Tunnel::new(
-        Identity::from_seed(&[0xB; 32]),
         TunnelConfig::default(),
-        start,
-        rng::from_seed(2),
     );
-    let (a_addr, b_addr): (SocketAddr, SocketAddr) = (
-        "198.51.100.10:41000".parse().unwrap(),
-        "203.0.113.20:42000".parse().unwrap(),
-    );
-    let (ida, idb) = (a.node_id(), b.node_id());
-    let out = |t: &mut Tunnel| -> Vec<Vec<u8>> {
-        std::iter::from_fn(|| t.poll_transmit())
+    let (ida, idb) = net.ids();
+    let (a_addr, b_addr) = (net.a_addr, net.b_addr);
+    // 30 ms pass, then `to` gets `packet` from `from`; what it sends in answer (packets are
+    // carried by hand here, in the exact order of the scenario).
+    let deliver = |net: &mut Net, to_b: bool, packet: &[u8]| -> Vec<Vec<u8>> {
+        net.now += Duration::from_millis(30);
+        let (now, unix) = (net.now, net.unix());
+        let (to, from) = match to_b {
+            true => (&mut net.b, a_addr),
+            false => (&mut net.a, b_addr),
+        };
+        to.handle_packet(now, unix, from, packet);
+        std::iter::from_fn(|| to.poll_transmit())
             .map(|x| x.contents)
             .collect()
     };
-    let mut now = start;
-    let mut tick = |ms: u64| {
-        now += Duration::from_millis(ms);
-        (now, UNIX0 + now.duration_since(start).as_millis() as u64)
+    let start = |net: &mut Net, from_a: bool| -> Vec<u8> {
+        net.now += Duration::from_millis(30);
+        let (now, unix) = (net.now, net.unix());
+        let (t, peer, at) = match from_a {
+            true => (&mut net.a, idb, b_addr),
+            false => (&mut net.b, ida, a_addr),
+        };
+        t.connect(now, unix, peer, &[at]).unwrap();
+        t.poll_transmit().unwrap().contents
     };
-    let (t, u) = tick(1);
-    a.connect(t, u, idb, &[b_addr]).unwrap();
-    let h1_init = out(&mut a).remove(0);
-    let (t, u) = tick(30);
-    b.handle_packet(t, u, a_addr, &h1_init);
-    let h1_resp = out(&mut b).remove(0);
-    let (t, u) = tick(30);
-    b.connect(t, u, ida, &[a_addr]).unwrap();
-    let h2_init = out(&mut b).remove(0);
-    let (t, u) = tick(30);
-    a.handle_packet(t, u, b_addr, &h2_init);
-    let h2_resp = out(&mut a).remove(0);
-    let (t, u) = tick(30);
-    a.handle_packet(t, u, b_addr, &h1_resp);
-    out(&mut a); // A's confirmation of H1: lost
-    let (t, u) = tick(30);
-    a.connect(t, u, idb, &[b_addr]).unwrap();
-    let h3_init = out(&mut a).remove(0);
-    let (t, u) = tick(30);
-    b.handle_packet(t, u, a_addr, &h3_init);
-    let h3_resp = out(&mut b).remove(0);
-    let (t, u) = tick(30);
-    b.handle_packet(t, u, a_addr, &h2_resp);
-    out(&mut b); // B's confirmation of H2: lost
-    let (t, u) = tick(30);
-    a.handle_packet(t, u, b_addr, &h3_resp);
-    out(&mut a);
-    assert_eq!(a.stats().handshakes_completed, 3);
-    assert_eq!(b.stats().handshakes_completed, 3);
-    while a.poll_event().is_some() {}
-    while b.poll_event().is_some() {}
-    let (t, u) = tick(10);
-    let b_to_a = one_packet(&mut b, &mut a, b_addr, t, u);
+    let h1_init = start(&mut net, true);
+    let h1_resp = deliver(&mut net, true, &h1_init).remove(0);
+    let h2_init = start(&mut net, false);
+    let h2_resp = deliver(&mut net, false, &h2_init).remove(0);
+    deliver(&mut net, false, &h1_resp); // A's confirmation of H1: lost
+    let h3_init = start(&mut net, true);
+    let h3_resp = deliver(&mut net, true, &h3_init).remove(0);
+    deliver(&mut net, true, &h2_resp); // B's confirmation of H2: lost
+    deliver(&mut net, false, &h3_resp);
+    assert_eq!(net.a.stats().handshakes_completed, 3);
+    assert_eq!(net.b.stats().handshakes_completed, 3);
+    while net.a.poll_event().is_some() {}
+    while net.b.poll_event().is_some() {}
+    net.now += Duration::from_millis(10);
+    let (t, u) = (net.now, net.unix());
+    let b_to_a = one_packet(&mut net.b, &mut net.a, b_addr, t, u);
     assert!(
         b_to_a,
         "B -> A refused (unknown index {})",
-        a.stats().unknown_index
+        net.a.stats().unknown_index
     );
-    let a_to_b = one_packet(&mut a, &mut b, a_addr, t, u);
+    let a_to_b = one_packet(&mut net.a, &mut net.b, a_addr, t, u);
     assert!(
         a_to_b,
         "A -> B refused (unknown index {})",
-        b.stats().unknown_index
+        net.b.stats().unknown_index
     );
 }
 
