@@ -37,12 +37,14 @@ fn random_key(rng: &mut Rng) -> [u8; 32] {
 }
 
 fn mac(key: &[u8; 32], node: &RawNodeId, observed: SocketAddr) -> [u8; TOKEN_LEN] {
+    // One contiguous input for the one-shot keyed hash (a single block: no incremental hasher
+    // to set up), the same bytes as node id || address.
     let (encoded, len) = addr::encode(&observed);
-    let mut h = blake3::Hasher::new_keyed(key);
-    h.update(node);
-    h.update(&encoded[..len]);
+    let mut input = [0u8; 32 + addr::MAX_LEN];
+    input[..32].copy_from_slice(node);
+    input[32..32 + len].copy_from_slice(&encoded[..len]);
     let mut out = [0u8; TOKEN_LEN];
-    out.copy_from_slice(&h.finalize().as_bytes()[..TOKEN_LEN]);
+    out.copy_from_slice(&blake3::keyed_hash(key, &input[..32 + len]).as_bytes()[..TOKEN_LEN]);
     out
 }
 
@@ -96,6 +98,20 @@ impl TokenKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_is_the_keyed_hash_of_node_id_and_encoded_address() {
+        // The construction the protocol documents, computed the long way round.
+        let key = [9u8; 32];
+        for a in ["192.0.2.1:5", "[2001:db8::1]:443"] {
+            let a: SocketAddr = a.parse().unwrap();
+            let (encoded, len) = addr::encode(&a);
+            let mut h = blake3::Hasher::new_keyed(&key);
+            h.update(&[1; 32]);
+            h.update(&encoded[..len]);
+            assert_eq!(mac(&key, &[1; 32], a), h.finalize().as_bytes()[..TOKEN_LEN]);
+        }
+    }
 
     #[test]
     fn bound_to_node_and_address_and_survives_one_rotation() {

@@ -165,7 +165,9 @@ pub fn spawn_bare(route: impl Fn(SocketAddr) -> Option<SocketAddr> + Send + 'sta
                     if !out.has_room(1, datagram.len()) {
                         out.flush(&sock, &state).await;
                     }
-                    let src = m.dst_ip.and_then(|ip| udp::reply_source(ip, dest, false));
+                    let src = m
+                        .dst_ip
+                        .and_then(|ip| udp::reply_source_on(addr, ip, dest, false));
                     out.push(datagram, dest, src);
                 }
                 out.flush(&sock, &state).await;

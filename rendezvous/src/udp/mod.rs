@@ -103,9 +103,45 @@ pub fn reply_source(local: IpAddr, dest: SocketAddr, dual_stack: bool) -> Option
     })
 }
 
+/// The source address to name for a reply on a socket bound to `bound`: none when the socket is
+/// bound to one address, since every datagram leaves from it anyway and naming it would only cost
+/// the kernel a control message to copy and parse per datagram; else [`reply_source`] of
+/// `local`, the address the request arrived at.
+pub fn reply_source_on(
+    bound: SocketAddr,
+    local: IpAddr,
+    dest: SocketAddr,
+    dual_stack: bool,
+) -> Option<IpAddr> {
+    if !bound.ip().is_unspecified() {
+        return None;
+    }
+    reply_source(local, dest, dual_stack)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_socket_bound_to_one_address_names_no_reply_source_and_a_wildcard_one_does() {
+        let local: IpAddr = "192.0.2.1".parse().unwrap();
+        let dest: SocketAddr = "198.51.100.9:5".parse().unwrap();
+        for bound in ["192.0.2.1:3478", "[2001:db8::1]:3478"] {
+            assert_eq!(
+                reply_source_on(bound.parse().unwrap(), local, dest, false),
+                None
+            );
+        }
+        assert_eq!(
+            reply_source_on("0.0.0.0:3478".parse().unwrap(), local, dest, false),
+            Some(local)
+        );
+        assert_eq!(
+            reply_source_on("[::]:3478".parse().unwrap(), local, dest, true),
+            Some(IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped()))
+        );
+    }
 
     #[test]
     fn a_reply_source_is_a_unicast_address_of_the_destination_family_in_socket_form() {
