@@ -406,6 +406,7 @@ impl Builder {
             local_addr,
             inner_mtu,
             quic_protection,
+            quic_versions: Default::default(),
             running: Mutex::new(Some(Running {
                 stop: stop_tx,
                 task,

@@ -115,6 +115,9 @@ pub struct Node {
     local_addr: SocketAddr,
     inner_mtu: usize,
     quic_protection: crate::quic::tunneled::Protection,
+    /// Peers that answered the tunneled QUIC version with version negotiation, dialled with v1
+    /// for a while.
+    quic_versions: crate::quic::tunneled::PeerVersions,
     running: std::sync::Mutex<Option<Running>>,
     pipe: Option<Arc<Pipe>>,
     dht: Option<Dht>,
@@ -288,7 +291,8 @@ impl Node {
                 .map_err(|e| NodeError::Setup(e.to_string()))?,
         );
         let to = SocketAddr::V6(SocketAddrV6::new(peer.overlay_addr(), QUIC_PORT, 0, 0));
-        tunneled::connect(endpoint, self.quic_protection, to, "shipworm", |version| {
+        let (protection, versions) = (self.quic_protection, &self.quic_versions);
+        tunneled::connect(endpoint, protection, versions, to, "shipworm", |version| {
             let mut config = tunneled::client_config(config.clone(), version);
             config.transport_config(transport_config(self.inner_mtu));
             config

@@ -18,11 +18,15 @@
 //!
 //! A client dials the tunneled version first and falls back to v1 when the server answers with
 //! version negotiation (a node that predates it, or one that keeps QUIC's protection: see
-//! [`Protection`]). The version is in every long header, so both ends always agree on it.
+//! [`Protection`]). The version is in every long header, so both ends always agree on it. A
+//! peer that answered so is remembered for a while ([`PeerVersions`]): the next connections to it
+//! start with v1, without the extra round trip.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -80,17 +84,102 @@ pub fn client_config(tls: Arc<QuicClientConfig>, version: u32) -> quinn::ClientC
     client
 }
 
+/// How long a peer that answered the tunneled version with version negotiation is dialled with
+/// v1 directly. A peer upgraded in the meantime is still served (every node speaks v1), only
+/// with QUIC's encryption on, until this runs out.
+pub const REMEMBER_V1_FOR: Duration = Duration::from_secs(10 * 60);
+/// Peers remembered at most (about 40 bytes each).
+pub const MAX_REMEMBERED: usize = 1024;
+
+/// The peers that do not speak the tunneled version, by overlay address, each until a deadline.
+///
+/// What it holds is a peer's claim about itself: the version negotiation reached our endpoint
+/// only through that peer's tunnel session, which delivers nothing whose inner source is not
+/// that peer's overlay address. So no one else can make us dial a peer with v1, and a peer that
+/// does only gets QUIC's encryption, which is more, not less.
+#[derive(Debug)]
+pub struct PeerVersions {
+    remember_for: Duration,
+    v1_only: Mutex<HashMap<SocketAddr, Instant>>,
+}
+
+impl Default for PeerVersions {
+    fn default() -> Self {
+        Self::new(REMEMBER_V1_FOR)
+    }
+}
+
+impl PeerVersions {
+    /// Remembers each peer for `remember_for`.
+    pub fn new(remember_for: Duration) -> Self {
+        Self {
+            remember_for,
+            v1_only: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Instant>> {
+        // A panic elsewhere while holding it leaves a map that is still valid.
+        self.v1_only.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `peer` answered the tunneled version with version negotiation within the time
+    /// remembered.
+    pub fn is_v1_only(&self, peer: SocketAddr, now: Instant) -> bool {
+        let mut map = self.lock();
+        match map.get(&peer) {
+            Some(until) if *until > now => true,
+            Some(_) => {
+                map.remove(&peer);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_v1_only(&self, peer: SocketAddr, now: Instant) {
+        let mut map = self.lock();
+        if map.len() >= MAX_REMEMBERED && !map.contains_key(&peer) {
+            map.retain(|_, until| *until > now);
+            if map.len() >= MAX_REMEMBERED {
+                // Full of live entries: the one due to run out first makes room.
+                if let Some(first) = map.iter().min_by_key(|(_, until)| **until).map(|(p, _)| *p) {
+                    map.remove(&first);
+                }
+            }
+        }
+        map.insert(peer, now + self.remember_for);
+    }
+
+    /// Peers remembered (some perhaps past their time, dropped when next looked at).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// None remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Connects to `to` with the first of `protection`'s versions the server speaks: `config` makes
 /// the client config for a version. A server without the tunneled version answers the first
-/// Initial with version negotiation, which costs one round trip before v1 is tried.
+/// Initial with version negotiation, which costs one round trip before v1 is tried; `peers`
+/// remembers that, and the next connections to `to` start with v1.
 pub async fn connect(
     endpoint: &quinn::Endpoint,
     protection: Protection,
+    peers: &PeerVersions,
     to: SocketAddr,
     server_name: &str,
     config: impl Fn(u32) -> quinn::ClientConfig,
 ) -> Result<quinn::Connection, ConnectFailed> {
-    let mut versions = protection.versions().into_iter().peekable();
+    let skip_tunneled = peers.is_v1_only(to, Instant::now());
+    let mut versions = protection
+        .versions()
+        .into_iter()
+        .filter(|v| !(skip_tunneled && *v == TUNNELED_VERSION))
+        .peekable();
     while let Some(version) = versions.next() {
         let connecting = endpoint
             .connect_with(config(version), to, server_name)
@@ -98,6 +187,9 @@ pub async fn connect(
         match connecting.await {
             Err(ConnectionError::VersionMismatch) if versions.peek().is_some() => {
                 tracing::debug!(target: "shipworm::quic", "{to} does not speak QUIC version {version:#x}; trying the next");
+                if version == TUNNELED_VERSION {
+                    peers.remember_v1_only(to, Instant::now());
+                }
             }
             other => return other.map_err(ConnectFailed::Connection),
         }
@@ -424,6 +516,15 @@ mod tests {
     }
 
     async fn dial(server: &Server, to: SocketAddr, protection: Protection) -> quinn::Connection {
+        dial_with(server, to, protection, &PeerVersions::default()).await
+    }
+
+    async fn dial_with(
+        server: &Server,
+        to: SocketAddr,
+        protection: Protection,
+        peers: &PeerVersions,
+    ) -> quinn::Connection {
         let client = Identity::generate();
         let tls = tls::client_config(&client, server.id.node_id(), ALPN).unwrap();
         let tls = Arc::new(QuicClientConfig::try_from(tls).unwrap());
@@ -434,7 +535,7 @@ mod tests {
             Arc::new(quinn::TokioRuntime),
         )
         .unwrap();
-        let conn = connect(&endpoint, protection, to, "x", |version| {
+        let conn = connect(&endpoint, protection, peers, to, "x", |version| {
             let mut config = client_config(tls.clone(), version);
             config.transport_config(transport_config(1280));
             config
@@ -572,6 +673,68 @@ mod tests {
             assert_eq!(versions.last(), Some(&V1), "then v1");
             assert!(!carries_marker(&one_rtt(&seen)), "v1 seals 1-RTT packets");
         }
+    }
+
+    /// The long-header versions among `seen`, in order.
+    fn long_header_versions(seen: &Seen) -> Vec<u32> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d[0] & 0x80 != 0)
+            .map(|d| u32::from_be_bytes(d[1..5].try_into().unwrap()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_the_tunneled_version_is_dialled_with_v1_until_the_memory_runs_out() {
+        let old = old_server();
+        let (front, seen) = proxy(old.endpoint.local_addr().unwrap()).await;
+        let peers = PeerVersions::new(Duration::from_millis(1500));
+        let first = dial_with(&old, front, Protection::Tunnel, &peers).await;
+        assert_eq!(exchange(&old, &first, MARKER).await, MARKER);
+        assert_eq!(long_header_versions(&seen)[0], TUNNELED_VERSION);
+        assert!(peers.is_v1_only(front, Instant::now()));
+
+        // The next connection starts with v1: no long header of the tunneled version.
+        seen.lock().unwrap().clear();
+        let second = dial_with(&old, front, Protection::Tunnel, &peers).await;
+        assert_eq!(exchange(&old, &second, MARKER).await, MARKER);
+        let versions = long_header_versions(&seen);
+        assert!(!versions.is_empty());
+        assert!(
+            versions.iter().all(|v| *v == V1),
+            "remembered: v1 straight away, got {versions:x?}"
+        );
+
+        // Once the memory runs out, the tunneled version is tried again (the peer may have
+        // upgraded).
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        assert!(!peers.is_v1_only(front, Instant::now()));
+        seen.lock().unwrap().clear();
+        let third = dial_with(&old, front, Protection::Tunnel, &peers).await;
+        assert_eq!(exchange(&old, &third, MARKER).await, MARKER);
+        assert_eq!(long_header_versions(&seen)[0], TUNNELED_VERSION);
+
+        // A peer that speaks it is never remembered.
+        let new = server(Protection::Tunnel);
+        let to = new.endpoint.local_addr().unwrap();
+        let conn = dial_with(&new, to, Protection::Tunnel, &peers).await;
+        assert_eq!(exchange(&new, &conn, MARKER).await, MARKER);
+        assert!(!peers.is_v1_only(to, Instant::now()));
+    }
+
+    #[test]
+    fn the_memory_of_v1_only_peers_is_bounded_and_keeps_the_latest() {
+        let peers = PeerVersions::default();
+        let t0 = Instant::now();
+        let addr = |i: u32| SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + i), 4433));
+        for i in 0..3 * MAX_REMEMBERED as u32 {
+            peers.remember_v1_only(addr(i), t0 + Duration::from_millis(i.into()));
+            assert!(peers.len() <= MAX_REMEMBERED);
+        }
+        let last = 3 * MAX_REMEMBERED as u32 - 1;
+        assert!(peers.is_v1_only(addr(last), t0));
+        assert!(!peers.is_v1_only(addr(0), t0), "the oldest made room");
     }
 
     #[tokio::test]
