@@ -689,7 +689,7 @@ mod tests {
     async fn a_peer_without_the_tunneled_version_is_dialled_with_v1_until_the_memory_runs_out() {
         let old = old_server();
         let (front, seen) = proxy(old.endpoint.local_addr().unwrap()).await;
-        let peers = PeerVersions::new(Duration::from_millis(1500));
+        let peers = PeerVersions::default();
         let first = dial_with(&old, front, Protection::Tunnel, &peers).await;
         assert_eq!(exchange(&old, &first, MARKER).await, MARKER);
         assert_eq!(long_header_versions(&seen)[0], TUNNELED_VERSION);
@@ -707,9 +707,13 @@ mod tests {
         );
 
         // Once the memory runs out, the tunneled version is tried again (the peer may have
-        // upgraded).
-        tokio::time::sleep(Duration::from_millis(1600)).await;
-        assert!(!peers.is_v1_only(front, Instant::now()));
+        // upgraded). Looked up past its time, the entry goes.
+        assert!(peers.is_v1_only(
+            front,
+            Instant::now() + REMEMBER_V1_FOR - Duration::from_secs(60)
+        ));
+        assert!(!peers.is_v1_only(front, Instant::now() + REMEMBER_V1_FOR));
+        assert!(peers.is_empty());
         seen.lock().unwrap().clear();
         let third = dial_with(&old, front, Protection::Tunnel, &peers).await;
         assert_eq!(exchange(&old, &third, MARKER).await, MARKER);
