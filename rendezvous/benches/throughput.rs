@@ -6,6 +6,7 @@
 //! cargo bench -p shipworm-rendezvous --bench throughput            # full run
 //! cargo bench -p shipworm-rendezvous --bench throughput -- --quick # shorter phases
 //! cargo bench -p shipworm-rendezvous --bench throughput -- --quick --only introductions # 10 s
+//! SHIPWORM_BENCH_BIND=0.0.0.0 cargo bench -p shipworm-rendezvous --bench throughput # wildcard
 //! ```
 //!
 //! Results are written up in `docs/performance.md`.

@@ -144,8 +144,7 @@ pub fn spawn_bare(route: impl Fn(SocketAddr) -> Option<SocketAddr> + Send + 'sta
     use shipworm_rendezvous::driver::RECV_ROUNDS;
     use shipworm_rendezvous::udp::{self, RecvBatch, SendBatch};
 
-    let bound =
-        udp::bind_udp_with_buffer("127.0.0.1:0".parse().unwrap(), udp::SERVER_RECV_BUFFER).unwrap();
+    let bound = udp::bind_udp_with_buffer(server_bind(), udp::SERVER_RECV_BUFFER).unwrap();
     let addr = bound.socket.local_addr().unwrap();
     on_own_runtime("bare-udp", async move {
         let state = quinn_udp::UdpSocketState::new((&bound.socket).into()).unwrap();
@@ -174,7 +173,7 @@ pub fn spawn_bare(route: impl Fn(SocketAddr) -> Option<SocketAddr> + Send + 'sta
             }
         }
     });
-    addr
+    reachable(addr)
 }
 
 /// The server's configuration for a ceiling measurement on loopback: every client is on
@@ -186,7 +185,7 @@ pub fn unlimited_config() -> Config {
         burst: u32::MAX,
     };
     Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: server_bind(),
         alt_listen: None,
         sender_intro_rate: unlimited,
         pair_intro_rate: unlimited,
@@ -198,13 +197,34 @@ pub fn unlimited_config() -> Config {
     }
 }
 
+/// The address the servers under test (the rendezvous and the bare echo or forwarder) bind:
+/// 127.0.0.1, or `SHIPWORM_BENCH_BIND` (`0.0.0.0` measures a wildcard socket, which names the
+/// source address of every datagram it sends, as the default `[::]` does).
+pub fn server_bind() -> SocketAddr {
+    let ip = std::env::var("SHIPWORM_BENCH_BIND").unwrap_or_else(|_| "127.0.0.1".into());
+    SocketAddr::new(
+        ip.parse().expect("SHIPWORM_BENCH_BIND is an IPv4 address"),
+        0,
+    )
+}
+
+/// Where the clients send to reach a server bound at `bound`: its loopback address when it is
+/// bound to a wildcard.
+fn reachable(bound: SocketAddr) -> SocketAddr {
+    if bound.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], bound.port()))
+    } else {
+        bound
+    }
+}
+
 /// The rendezvous driver (`driver::Rendezvous`) on a current-thread runtime of its own thread,
 /// as in production; returns its address.
 pub fn spawn_rendezvous(config: Config) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     on_own_runtime("rendezvous", async move {
         let rdv = Rendezvous::bind(config).await.unwrap();
-        tx.send(rdv.local_addr()).unwrap();
+        tx.send(reachable(rdv.local_addr())).unwrap();
         std::future::pending::<()>().await;
     });
     rx.recv().unwrap()
