@@ -9,9 +9,12 @@
 //!   [`lab::Lab`] with its namespaces, links and processes (`mod.rs`), nftables router rulesets
 //!   and miniupnpd (`routers.rs`), the two-site topology (`topology.rs`) and the NAT matrix
 //!   (`matrix.rs`).
+//! - [`scratch`]: a test's scratch directory, removed when the test passes and kept when it
+//!   fails.
 //! - [`metrics`]: one scrape of a `/metrics` endpoint and one sample from it, for the tests of
 //!   the rendezvous' and the node's metrics.
 
 pub mod lab;
 pub mod metrics;
+pub mod scratch;
 pub mod sim;

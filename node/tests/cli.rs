@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use shipworm_tests::scratch::Scratch;
+
 fn shipworm() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_shipworm"));
     // These run in the host's namespace: no mDNS onto its real networks.
@@ -9,11 +11,8 @@ fn shipworm() -> Command {
     c
 }
 
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("shipworm-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tempdir(tag: &str) -> Scratch {
+    Scratch::new(&format!("shipworm-cli-{tag}-"))
 }
 
 #[test]

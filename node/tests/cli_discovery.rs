@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use shipworm_tests::scratch::Scratch;
+
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_shipworm"));
     c.env("RUST_LOG", "error,shipworm::discovery=info");
@@ -24,11 +26,8 @@ impl Drop for Kill {
     }
 }
 
-fn dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("shipworm-cldz-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn dir(tag: &str) -> Scratch {
+    Scratch::new(&format!("shipworm-cldz-{tag}-"))
 }
 
 fn wait_for(log: &Path, needle: &str, within: Duration) -> String {

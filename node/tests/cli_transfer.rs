@@ -3,9 +3,11 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use shipworm_tests::scratch::Scratch;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_shipworm"));
@@ -25,11 +27,8 @@ impl Drop for Kill {
     }
 }
 
-fn dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("shipworm-clix-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn dir(tag: &str) -> Scratch {
+    Scratch::new(&format!("shipworm-clix-{tag}-"))
 }
 
 /// A rendezvous on loopback; returns its address.

@@ -382,9 +382,11 @@ async fn a_real_stun_client_gets_its_mapped_address_from_the_binary() {
 
 #[test]
 fn the_binary_names_the_bad_config_key_and_exits_nonzero() {
-    let dir = std::env::temp_dir().join(format!("shipworm-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("bad.toml");
+    let dir = tempfile::Builder::new()
+        .prefix("shipworm-cfg-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("bad.toml");
     std::fs::write(&path, "listen = \"[::]:3478\"\nmax_node = 10\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_shipworm-rendezvous"))
         .arg("--config")

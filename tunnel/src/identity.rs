@@ -384,7 +384,7 @@ mod tests {
     fn key_file_is_private_and_round_trips() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempdir();
-        let path = dir.join("id");
+        let path = dir.path().join("id");
         let id = Identity::load_or_create(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -410,7 +410,7 @@ mod tests {
     fn malformed_key_file_says_why() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempdir();
-        let path = dir.join("id");
+        let path = dir.path().join("id");
         std::fs::write(&path, "shipworm-identity-v1\nnot base32!\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let err = Identity::load(&path).unwrap_err().to_string();
@@ -435,11 +435,11 @@ mod tests {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
-    fn tempdir() -> PathBuf {
-        let mut seed = [0u8; 8];
-        getrandom::fill(&mut seed).unwrap();
-        let dir = std::env::temp_dir().join(format!("shipworm-id-{}", u64::from_le_bytes(seed)));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// Removed when the test ends.
+    fn tempdir() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("shipworm-id-")
+            .tempdir()
+            .unwrap()
     }
 }

@@ -114,23 +114,23 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn dir(name: &str) -> PathBuf {
-        let d =
-            std::env::temp_dir().join(format!("shipworm-control-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// Removed when the test ends.
+    fn dir(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("shipworm-control-{name}-"))
+            .tempdir()
+            .unwrap()
     }
 
     #[tokio::test]
     async fn the_socket_is_private_and_replaces_only_a_dead_socket() {
         let d = dir("sock");
-        let path = d.join("shipworm.sock");
+        let path = d.path().join("shipworm.sock");
         let first = bind(&path).await.unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(
-            std::fs::read_dir(&d).unwrap().count(),
+            std::fs::read_dir(d.path()).unwrap().count(),
             1,
             "no staging directory is left behind"
         );
@@ -140,17 +140,15 @@ mod tests {
         // A dead node's socket is.
         drop(first);
         bind(&path).await.unwrap();
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[tokio::test]
     async fn a_file_that_is_not_a_socket_is_left_alone_and_named() {
         let d = dir("file");
-        let path = d.join("notes.txt");
+        let path = d.path().join("notes.txt");
         std::fs::write(&path, b"keep me").unwrap();
         let err = bind(&path).await.unwrap_err();
         assert!(err.to_string().contains("is not a socket"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
-        let _ = std::fs::remove_dir_all(&d);
     }
 }
