@@ -22,7 +22,7 @@ RDV=5.5.0.2:3478                # the rendezvous, on the wan namespace (the lab'
 WG_PORT=51900                   # WireGuard's UDP port (shipworm's `up` uses 51820)
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d "/tmp/${P}XXXXXX")
-RESULTS=$WORK/results   # per test: path|streams|mtu|bits/s|bits|tunnel CPU s|machine CPU s|other cores
+RESULTS=$WORK/results   # per test: path|streams|mtu|bits/s|bits|tunnel CPU s|machine CPU s|other cores|idle cores|per end
 TUN_PIDS=()                     # the tunnel processes of the test being run
 declare -A ID ADDR              # NodeId and overlay address of sides a and b
 
@@ -245,6 +245,18 @@ proc_ticks() {
     done
     echo "$t"
 }
+# "PID TID TICKS" for every thread of the given pids: which end, and which of its threads, was
+# busy (a data path bound to one thread shows as a thread near one whole core).
+thread_ticks() {
+    local pid stat tid f
+    for pid in "$@"; do
+        for stat in /proc/"$pid"/task/*/stat; do
+            read -r -a f < <(sed 's/.*) //' "$stat" 2>/dev/null) || continue
+            tid=${stat%/stat}
+            echo "$pid ${tid##*/} $((f[11] + f[12]))"
+        done
+    done
+}
 # Busy CPU ticks of the whole machine from /proc/stat's cpu line: all but idle, iowait and
 # steal. With tick-based accounting (no CONFIG_IRQ_TIME_ACCOUNTING, as here) a tick spent in an
 # interrupt or softirq is also charged to the task it interrupted, so irq and softirq belong in
@@ -264,22 +276,39 @@ measure() {
     json=$WORK/iperf-$path-$mtu-$streams.json
     log "$path, mtu $mtu, $streams stream(s), ${DURATION}s"
     t0=$(proc_ticks "${TUN_PIDS[@]}"); s0=$(proc_ticks "${HELPERS[@]}"); m0=$(machine_ticks)
+    thread_ticks "${TUN_PIDS[@]}" >"$WORK/threads0"
     in_ns ha iperf3 -c "$dest" -P "$streams" -t "$DURATION" -J >"$json" \
         || die "iperf3 to $dest ($path, mtu $mtu, $streams streams): $(grep -m1 '"error"' "$json" || tail -3 "$json")"
     t1=$(proc_ticks "${TUN_PIDS[@]}"); s1=$(proc_ticks "${HELPERS[@]}"); m1=$(machine_ticks)
+    thread_ticks "${TUN_PIDS[@]}" >"$WORK/threads1"
     python3 - "$json" "$path" "$streams" "$mtu" "$((t1 - t0))" "$((s1 - s0))" "$m0" "$m1" \
-        >>"$RESULTS" <<'EOF'
+        "$WORK/threads0" "$WORK/threads1" "$(nproc)" "${TUN_PIDS[@]}" >>"$RESULTS" <<'EOF'
 import json, os, sys
-f, path, streams, mtu, tun, helpers, m0, m1 = sys.argv[1:]
+f, path, streams, mtu, tun, helpers, m0, m1, th0, th1, ncpu, *pids = sys.argv[1:]
 hz = os.sysconf("SC_CLK_TCK")
 end = json.load(open(f))["end"]
 got = end["sum_received"]
+secs = got["seconds"]
 # iperf3's client reports its own CPU (getrusage) as a percentage of the test's time.
 client = end["cpu_utilization_percent"]["host_total"] / 100 * end["sum_sent"]["seconds"]
 mach = (int(m1) - int(m0)) / hz
-others = (mach - (int(tun) + int(helpers)) / hz - client) / got["seconds"]
+others = (mach - (int(tun) + int(helpers)) / hz - client) / secs
 tun = int(tun) / hz if path != "underlay" else -1
-print(f"{path}|{streams}|{mtu}|{got['bits_per_second']}|{got['bytes'] * 8}|{tun}|{mach}|{others}")
+idle = int(ncpu) - mach / secs
+# Per end (A, the sender, then B): cores busy, and the busiest thread's share of a core.
+def threads(path):
+    t = {}
+    for line in open(path):
+        pid, tid, ticks = line.split()
+        t[(pid, tid)] = int(ticks)
+    return t
+before, after = threads(th0), threads(th1)
+ends = []
+for pid in pids:
+    d = [v - before.get(k, 0) for k, v in after.items() if k[0] == pid]
+    ends.append(f"{sum(d) / hz / secs:.2f} ({max(d, default=0) / hz / secs:.2f})")
+ends = " / ".join(ends) if ends else "-"
+print(f"{path}|{streams}|{mtu}|{got['bits_per_second']}|{got['bytes'] * 8}|{tun}|{mach}|{others}|{idle}|{ends}")
 EOF
 }
 
@@ -290,23 +319,26 @@ report() {
         "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')" <<'EOF'
 import sys
 rows = [l.strip().split("|") for l in open(sys.argv[1]) if l.strip()]
-rows = [(p, int(s), m, *map(float, rest)) for p, s, m, *rest in rows]
+rows = [(p, int(s), m, *map(float, rest), ends) for p, s, m, *rest, ends in rows]
 base = {s: bps for p, s, m, bps, *_ in rows if p == "underlay"}
 wg = {(s, m): bps for p, s, m, bps, *_ in rows if p == "boringtun"}
 pct = lambda x, y: f"{100 * x / y:.0f} %" if y else "n/a"
 dur, ncpu, commit = sys.argv[2:]
 print(f"iperf3 TCP A -> B, {dur} s per test, {ncpu} cores, shipworm at {commit}. CPU: CPU-seconds "
       "per Gbit carried (= cores busy per Gbit/s). Other work: cores that processes other than "
-      "the tunnels, iperf3 and ksoftirqd kept busy during the test (other users of the machine).\n")
+      "the tunnels, iperf3 and ksoftirqd kept busy during the test (other users of the machine). "
+      "Idle: cores the whole machine left idle. A / B: cores each tunnel process kept busy "
+      "(sender, receiver), in brackets its busiest thread's share of one core.\n")
 print("| path | streams | MTU | Gbit/s | vs underlay | vs boringtun | tunnel CPU, both ends "
-      "(cores per Gbit/s) | whole machine (cores per Gbit/s) | other work (cores) |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-for p, s, m, bps, bits, tun, mach, others in rows:
+      "(cores per Gbit/s) | whole machine (cores per Gbit/s) | other work (cores) | idle (cores) "
+      "| A / B, cores (busiest thread) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+for p, s, m, bps, bits, tun, mach, others, idle, ends in rows:
     gbit = bits / 1e9
     tun = f"{tun / gbit:.2f}" if tun >= 0 else "-"
     vs_wg = pct(bps, wg.get((s, m), 0)) if p != "underlay" else "-"
     print(f"| {p} | {s} | {m} | {bps / 1e9:.2f} | {pct(bps, base.get(s, 0))} | {vs_wg} | {tun} "
-          f"| {mach / gbit:.2f} | {others:.2f} |")
+          f"| {mach / gbit:.2f} | {others:.2f} | {idle:.2f} | {ends} |")
 EOF
 }
 

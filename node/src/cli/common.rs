@@ -348,10 +348,23 @@ pub fn progress(
     })
 }
 
-/// Runs `f` on a two-thread runtime.
+/// Runs `f` on a two-thread runtime: QUIC's connection tasks and the node's driver run side by
+/// side.
 pub fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    block_on_with(2, f)
+}
+
+/// Runs `f` on a runtime of `workers` threads.
+///
+/// `up --tun` takes one: its work is the driver, one task, and on two workers tokio moves that
+/// task from one thread to the other as its I/O wakes it, which cost about a tenth of the
+/// throughput with four TCP streams (`docs/performance.md` §"TUN data path", "Both cores").
+pub fn block_on_with(
+    workers: usize,
+    f: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()?
         .block_on(f)

@@ -80,7 +80,10 @@ fn main() -> ExitCode {
     let result = match command {
         Command::Id => id::run(&common),
         Command::Demo => common::block_on(demo::run_command()),
-        Command::Up(args) => common::block_on(up::run(common, args)),
+        // With the TUN, the driver is the node's work: one worker keeps it on one thread.
+        Command::Up(args) => {
+            common::block_on_with(if args.tun { 1 } else { 2 }, up::run(common, args))
+        }
         Command::Listen(args) => common::block_on(listen::run(common, args)),
         Command::Connect(args) => common::block_on(connect::run(common, args)),
         Command::Forward(args) => common::block_on(forward::run(common, args)),

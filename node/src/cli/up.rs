@@ -25,7 +25,7 @@ use crate::common::{shutdown, Common, UP_PORT};
 pub struct Args {
     /// Put the overlay on a TUN interface.
     #[arg(long)]
-    tun: bool,
+    pub tun: bool,
     /// Interface name.
     #[arg(long, default_value = "shipworm0")]
     tun_name: String,
