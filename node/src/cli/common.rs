@@ -358,7 +358,7 @@ pub fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> any
 ///
 /// `up --tun` takes one: its work is the driver, one task, and on two workers tokio moves that
 /// task from one thread to the other as its I/O wakes it, which cost about a tenth of the
-/// throughput with four TCP streams (`docs/performance.md` §"TUN data path", "Both cores").
+/// throughput with four TCP streams (`docs/performance.md` §"TUN data path", "Where the cores go").
 pub fn block_on_with(
     workers: usize,
     f: impl std::future::Future<Output = anyhow::Result<()>>,
