@@ -209,10 +209,16 @@ async fn node_metrics_count_the_connected_peer_its_path_and_the_handshake() {
         std::future::pending(),
     ));
     let a = Arc::new(a);
+    // The registry has nothing to say until the first snapshot is published.
+    let mut published = tx.subscribe();
     let publisher = {
         let a = a.clone();
         tokio::spawn(async move { metrics::publish(&a, tx).await })
     };
+    tokio::time::timeout(Duration::from_secs(5), published.wait_for(|s| s.is_some()))
+        .await
+        .expect("no snapshot published in 5 s")
+        .unwrap();
     let before = scrape(addr).await;
     assert_eq!(
         sample(&before, "shipworm_node_connected_peers"),

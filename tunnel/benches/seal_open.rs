@@ -159,7 +159,7 @@ fn bench(cipher: Cipher) {
             let Some(Event::Packet { packet, .. }) = tb.poll_event() else {
                 unreachable!()
             };
-            tb.recycle(black_box(packet));
+            tb.recycle(black_box(packet).into_buffer());
         });
         println!(
             "{name} round {round}: raw {r:>9.0}/s ({:.2} Gbit/s) | session {s:>9.0}/s ({:.0} %) | whole tunnel {t:>9.0}/s ({:.0} %)",

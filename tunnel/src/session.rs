@@ -203,6 +203,20 @@ impl Session {
         sealed: &[u8],
         buf: &'b mut Vec<u8>,
     ) -> Result<&'b [u8], OpenError> {
+        self.open_after(0, header, counter, sealed, buf)
+    }
+
+    /// As [`Session::open`], with the plaintext after `room` bytes of `buf` (zeroed), for a
+    /// writer that puts a header of its own in front (a TUN interface's virtio-net header).
+    /// Returns the plaintext alone.
+    pub fn open_after<'b>(
+        &mut self,
+        room: usize,
+        header: &[u8],
+        counter: u64,
+        sealed: &[u8],
+        buf: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8], OpenError> {
         if !self.replay.check(counter) {
             return Err(OpenError::Replayed);
         }
@@ -210,19 +224,20 @@ impl Session {
             return Err(OpenError::Decrypt);
         };
         buf.clear();
+        buf.resize(room, 0);
         buf.extend_from_slice(sealed);
         let plain_len = self
             .recv
-            .open_in_place(nonce(counter), Aad::from(header), buf)
+            .open_in_place(nonce(counter), Aad::from(header), &mut buf[room..])
             .map_err(|_| OpenError::Decrypt)?
             .len();
         debug_assert_eq!(plain_len, body_len);
-        buf.truncate(plain_len);
+        buf.truncate(room + plain_len);
         // Only an authentic packet moves the window.
         if !self.replay.update(counter) {
             return Err(OpenError::Replayed);
         }
-        Ok(&buf[..])
+        Ok(&buf[room..])
     }
 }
 

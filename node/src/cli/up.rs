@@ -157,12 +157,13 @@ pub async fn run(common: Common, args: Args) -> anyhow::Result<()> {
     }
     if let Some((local, tunnel)) = node.close().await {
         eprintln!(
-            "down: {} packets in, {} out, {} handshakes; {} large segments split (offload), {} packets sealed in place; dropped locally: {} not from the overlay, {} to unknown peers, {} the interface refused, {} unusable reads",
+            "down: {} packets in, {} out, {} handshakes; {} large segments split (offload), {} packets sealed in place, {} packets written in place; dropped locally: {} not from the overlay, {} to unknown peers, {} the interface refused, {} unusable reads",
             tunnel.packets_in,
             tunnel.packets_out,
             tunnel.handshakes_completed,
             local.tun_large_reads,
             local.tun_sealed_in_place,
+            local.tun_written_in_place,
             local.not_overlay,
             local.no_peer,
             local.tun_write_errors,

@@ -79,8 +79,9 @@ pub enum NodeEvent {
     Packet {
         /// The peer.
         peer: NodeId,
-        /// The packet.
-        packet: Vec<u8>,
+        /// The packet, after the room asked for with
+        /// [`Engine::set_receive_room`](super::Engine::set_receive_room).
+        packet: shipworm_tunnel::tunnel::Inbound,
     },
     /// An IPv6 packet for the local side (ICMPv6 Packet Too Big).
     Local(Vec<u8>),

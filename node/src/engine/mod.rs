@@ -481,6 +481,13 @@ impl Engine {
         self.tunnel.recycle(buf);
     }
 
+    /// Leaves `room` bytes in front of every packet opened for the local side
+    /// ([`NodeEvent::Packet`]), for the local writer's own header
+    /// ([`shipworm_tunnel::tunnel::Tunnel::set_receive_room`]).
+    pub fn set_receive_room(&mut self, room: usize) {
+        self.tunnel.set_receive_room(room);
+    }
+
     /// Spare buffers held for the next datagrams.
     pub fn spare_buffers(&self) -> usize {
         self.tunnel.spare_buffers()

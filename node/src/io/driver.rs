@@ -13,7 +13,7 @@ use crate::engine::paths::CandidateKind;
 use crate::engine::{Engine, NodeEvent};
 use crate::io::batch_udp::BatchSocket;
 use crate::io::relay_tcp::{LinkEvent, Links};
-use crate::io::tun::{ReadPacket, TunIo, READ_BUDGET, WRITE_BATCH};
+use crate::io::tun::{self, ReadPacket, TunIo, READ_BUDGET, WRITE_BATCH};
 
 /// Spare buffers the engine is topped up to from the QUIC pipe's.
 const SPARE_TARGET: usize = 64;
@@ -48,13 +48,16 @@ pub struct DriverStats {
     pub tun_large_reads: u64,
     /// Packets read from the TUN that the tunnel sealed in their read buffers (no copy).
     pub tun_sealed_in_place: u64,
+    /// Packets written to the TUN from the buffers the tunnel opened them in (no copy).
+    pub tun_written_in_place: u64,
     /// TUN reads whose offload header or segment could not be used (dropped).
     pub tun_bad_reads: u64,
 }
 
 impl DriverStats {
-    /// Every drop counter with its name (for metrics and reports); `tun_large_reads` and
-    /// `tun_sealed_in_place` count work, not drops, and are reported on their own.
+    /// Every drop counter with its name (for metrics and reports); `tun_large_reads`,
+    /// `tun_sealed_in_place` and `tun_written_in_place` count work, not drops, and are reported
+    /// on their own.
     pub fn fields(&self) -> [(&'static str, u64); 6] {
         let Self {
             not_overlay,
@@ -64,6 +67,7 @@ impl DriverStats {
             tun_write_errors,
             tun_large_reads: _,
             tun_sealed_in_place: _,
+            tun_written_in_place: _,
             tun_bad_reads,
         } = self;
         // Destructured, so a new counter fails to compile until it is listed here too.
@@ -134,6 +138,9 @@ pub async fn run(
         LocalSide::Tun(t) => Some(TunIo::new(t, t.mtu()?)),
         _ => None,
     };
+    // Packets for the interface are opened after room for its virtio-net header, and written
+    // from the buffers they were opened in.
+    engine.set_receive_room(if tun.is_some() { tun::HEADROOM } else { 0 });
     let pipe = match local {
         LocalSide::Quic(p) => Some(p),
         _ => None,
@@ -364,7 +371,15 @@ pub async fn run(
             }
             match (e, tun.as_mut(), pipe) {
                 // Written together after the loop, coalesced per flow.
-                (NodeEvent::Packet { packet, .. } | NodeEvent::Local(packet), Some(t), _) => {
+                (NodeEvent::Packet { packet, .. }, Some(t), _) => {
+                    if let Some(copied) = t.queue_opened(packet) {
+                        engine.recycle(copied);
+                    }
+                    if t.queued() >= WRITE_BATCH {
+                        stats.tun_write_errors += t.flush().await;
+                    }
+                }
+                (NodeEvent::Local(packet), Some(t), _) => {
                     t.queue(&packet);
                     engine.recycle(packet);
                     if t.queued() >= WRITE_BATCH {
@@ -372,12 +387,17 @@ pub async fn run(
                     }
                 }
                 // Handed to quinn together after the loop.
-                (NodeEvent::Packet { packet, .. }, None, Some(_)) => for_quic.push(packet),
+                (NodeEvent::Packet { packet, .. }, None, Some(_)) => {
+                    for_quic.push(packet.into_packet())
+                }
                 (e, _, _) => on_event(&e),
             }
         }
         if let Some(t) = tun.as_mut() {
             stats.tun_write_errors += t.flush().await;
+            // The engine opens the next packets in them.
+            t.give_back(|b| engine.recycle(b));
+            stats.tun_written_in_place = t.written_in_place;
         }
         if let Some(p) = pipe {
             if !for_quic.is_empty() {

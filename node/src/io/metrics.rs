@@ -148,6 +148,12 @@ impl Collector for NodeCollector {
             "Packets read from the TUN that the tunnel sealed in their read buffers, without a copy.",
             ConstCounter::new(local.tun_sealed_in_place),
         )?;
+        single(
+            &mut e,
+            "tun_written_in_place",
+            "Packets written to the TUN from the buffers the tunnel opened them in, without a copy.",
+            ConstCounter::new(local.tun_written_in_place),
+        )?;
         counters(
             &mut e,
             "local_drops",

@@ -17,7 +17,10 @@
 //!   ICMPv6 Packet Too Big from the tunnel.
 //! - **in** (GRO): the packets one receive batch opens are coalesced per TCP/UDP flow
 //!   (`tun_rs`'s GRO table) and written as a few large segments, so the kernel's stack runs once
-//!   per segment rather than once per packet.
+//!   per segment rather than once per packet. The tunnel opens each packet after room for the
+//!   virtio-net header, and it is written from that buffer: only the first packet of each flow in
+//!   a batch, the head the others are coalesced into, is copied into a buffer with room for a
+//!   64 KiB segment.
 //!
 //! One read of 64 KiB and one write of several packets replace about fifty system calls each
 //! way. Where the kernel refuses the offload, the interface is opened without it and every read
@@ -26,13 +29,16 @@
 use std::io;
 use std::net::Ipv6Addr;
 
-use tun_rs::{AsyncDevice, DeviceBuilder, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+use tun_rs::{
+    AsyncDevice, DeviceBuilder, ExpandBuffer, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN,
+};
 
 use shipworm_tunnel::overlay;
-use shipworm_tunnel::tunnel::SEND_HEADROOM;
+use shipworm_tunnel::tunnel::{Inbound, SEND_HEADROOM};
 
-/// Room in front of a packet written to the interface, for the virtio-net header.
-const HEADROOM: usize = VIRTIO_NET_HDR_LEN;
+/// Room in front of a packet written to the interface, for the virtio-net header: the driver
+/// has the tunnel open packets after this much ([`TunIo::queue_opened`]).
+pub const HEADROOM: usize = VIRTIO_NET_HDR_LEN;
 /// Largest read: the virtio-net header and a 64 KiB segment.
 const MAX_READ: usize = VIRTIO_NET_HDR_LEN + 65_535;
 /// Packets split from reads per wake-up: the driver stops reading once past it (one read more
@@ -42,10 +48,12 @@ pub const READ_BUDGET: usize = 256;
 /// Packets written per batch at most (the driver flushes when this many are queued): the GRO
 /// table's size, and the bound of the write buffers kept.
 pub const WRITE_BATCH: usize = IDEAL_BATCH_SIZE;
-/// Write buffers kept for reuse: one batch's. Memory: each has room for 64 KiB but only a
-/// coalesced segment's head fills it, so what is resident is about one page per buffer plus
-/// the heads (at most 8 MiB).
+/// Large write buffers kept for the packets that may head a coalesced segment. Memory: each has
+/// room for 64 KiB, and what is resident is what coalesced segments filled (at most 8 MiB).
 const POOL: usize = WRITE_BATCH;
+/// Flows told apart per write batch: a packet of a flow past these is written from the buffer it
+/// was opened in all the same (its buffer grows if a segment is coalesced into it).
+const BATCH_FLOWS: usize = 16;
 /// Capacity of a write buffer: a coalesced segment of 64 KiB, with the headroom the GRO code
 /// asks for.
 const WRITE_CAPACITY: usize = 2 * HEADROOM + 65_535;
@@ -104,9 +112,17 @@ pub struct TunIo<'a> {
     /// How many of `segments` hold packets.
     read: usize,
     /// Packets to write, each after [`HEADROOM`] bytes.
-    out: Vec<Vec<u8>>,
+    out: Vec<WriteBuf>,
+    /// Large write buffers ([`POOL`]).
     pool: Vec<Vec<u8>>,
+    /// Buffers written, to give back to the engine ([`TunIo::give_back`]).
+    written: Vec<Vec<u8>>,
+    /// Whether the interface coalesces (offloads on), and the flows of the batch queued so far.
+    coalesces: bool,
+    flows: Vec<FlowKey>,
     gro: GROTable,
+    /// Packets written from the buffer the tunnel opened them in, with no copy.
+    pub written_in_place: u64,
     /// Reads that brought one large segment split into several packets.
     pub large_reads: u64,
     /// Reads whose offload header or segment could not be used (dropped, counted).
@@ -137,7 +153,11 @@ impl<'a> TunIo<'a> {
             read: 0,
             out: Vec::with_capacity(IDEAL_BATCH_SIZE),
             pool: Vec::new(),
+            written: Vec::new(),
+            coalesces: dev.tcp_gso(),
+            flows: Vec::with_capacity(BATCH_FLOWS),
             gro: GROTable::default(),
+            written_in_place: 0,
             large_reads: 0,
             bad_reads: 0,
         }
@@ -226,10 +246,9 @@ impl<'a> TunIo<'a> {
         Some(buf)
     }
 
-    /// Queues `packet` for the next [`TunIo::flush`].
+    /// Queues a copy of `packet` for the next [`TunIo::flush`], in a large buffer: it may head a
+    /// coalesced segment.
     pub fn queue(&mut self, packet: &[u8]) {
-        // Any packet may become the head of a coalesced segment, which grows in place: the GRO
-        // code coalesces only into a buffer with room for 64 KiB.
         let mut buf = self
             .pool
             .pop()
@@ -237,7 +256,39 @@ impl<'a> TunIo<'a> {
         buf.clear();
         buf.resize(HEADROOM, 0);
         buf.extend_from_slice(packet);
-        self.out.push(buf);
+        self.out.push(WriteBuf(buf));
+    }
+
+    /// Queues a packet the tunnel opened for the next [`TunIo::flush`]. With [`HEADROOM`] bytes
+    /// of room in front (the driver asks the tunnel for them), it is written from its own buffer;
+    /// only the first packet of each flow in a batch, the one a segment is coalesced into, is
+    /// copied into a large buffer. Returns the buffer when the packet was copied.
+    pub fn queue_opened(&mut self, packet: Inbound) -> Option<Vec<u8>> {
+        if packet.room() == HEADROOM && !self.is_new_flow(&packet) {
+            self.written_in_place += 1;
+            self.out.push(WriteBuf(packet.into_buffer()));
+            return None;
+        }
+        self.queue(&packet);
+        Some(packet.into_buffer())
+    }
+
+    /// Whether `packet` is the first of its TCP or UDP flow in this batch (so it is likely to
+    /// head a coalesced segment); always false when the interface does not coalesce.
+    fn is_new_flow(&mut self, packet: &[u8]) -> bool {
+        if !self.coalesces {
+            return false;
+        }
+        let Some(key) = flow_key(packet) else {
+            return false;
+        };
+        if self.flows.contains(&key) {
+            return false;
+        }
+        if self.flows.len() < BATCH_FLOWS {
+            self.flows.push(key);
+        }
+        true
     }
 
     /// Packets queued and not yet written.
@@ -264,12 +315,80 @@ impl<'a> TunIo<'a> {
             tracing::debug!(target: "shipworm::io::tun", "TUN write failed: {e}");
             failed = self.out.len() as u64;
         }
-        for buf in self.out.drain(..) {
-            if self.pool.len() < POOL {
+        self.flows.clear();
+        for WriteBuf(buf) in self.out.drain(..) {
+            if buf.capacity() >= WRITE_CAPACITY && self.pool.len() < POOL {
                 self.pool.push(buf);
+            } else {
+                self.written.push(buf);
             }
         }
         failed
+    }
+
+    /// Hands the buffers of written packets to `f` (the engine takes them back for the next
+    /// packets it opens).
+    pub fn give_back(&mut self, f: impl FnMut(Vec<u8>)) {
+        self.written.drain(..).for_each(f);
+    }
+}
+
+/// A TCP or UDP flow of an IPv6 packet: next header, addresses and ports.
+type FlowKey = [u8; 37];
+
+fn flow_key(packet: &[u8]) -> Option<FlowKey> {
+    const TCP: u8 = 6;
+    const UDP: u8 = 17;
+    let next = *packet.get(6)?;
+    if packet.first()? >> 4 != 6 || !matches!(next, TCP | UDP) {
+        return None;
+    }
+    let mut key = [0; 37];
+    key[0] = next;
+    key[1..].copy_from_slice(packet.get(8..44)?);
+    Some(key)
+}
+
+/// A buffer written to the interface: a packet after [`HEADROOM`] bytes. The GRO code coalesces
+/// only into a buffer with room for a 64 KiB segment; this one says it has that room whatever it
+/// was allocated with, and grows to it the first time a packet is coalesced into it. So a packet
+/// opened into a buffer of its own size is written from it, and the rare one that heads a segment
+/// unforeseen ([`TunIo::queue_opened`] foresees the first of each flow) costs one reallocation.
+struct WriteBuf(Vec<u8>);
+
+impl WriteBuf {
+    fn make_room(&mut self, len: usize) {
+        if len > self.0.capacity() {
+            self.0.reserve_exact(len.max(WRITE_CAPACITY) - self.0.len());
+        }
+    }
+}
+
+impl AsRef<[u8]> for WriteBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsMut<[u8]> for WriteBuf {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+}
+
+impl ExpandBuffer for WriteBuf {
+    fn buf_capacity(&self) -> usize {
+        self.0.capacity().max(WRITE_CAPACITY)
+    }
+
+    fn buf_resize(&mut self, new_len: usize, value: u8) {
+        self.make_room(new_len);
+        self.0.resize(new_len, value);
+    }
+
+    fn buf_extend_from_slice(&mut self, src: &[u8]) {
+        self.make_room(self.0.len() + src.len());
+        self.0.extend_from_slice(src);
     }
 }
 
@@ -281,4 +400,66 @@ fn read_buffer(mut buf: Vec<u8>, len: usize) -> Vec<u8> {
     buf.truncate(len);
     buf.resize(len, 0);
     buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ipv6(next: u8, src: u8, dst: u8, l4: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[next, 64]);
+        p.extend_from_slice(&[src; 16]);
+        p.extend_from_slice(&[dst; 16]);
+        p.extend_from_slice(l4);
+        p
+    }
+
+    /// The GRO code coalesces only into a buffer that says it has room for a 64 KiB segment: a
+    /// packet in a buffer of its own size says so, and grows once, to that room, when a segment
+    /// is coalesced into it; what it held stays.
+    #[test]
+    fn a_write_buffer_offers_room_for_a_segment_and_grows_to_it_once() {
+        let packet: Vec<u8> = (0..1300u32).map(|i| i as u8).collect();
+        let mut buf = vec![0; HEADROOM];
+        buf.extend_from_slice(&packet);
+        buf.shrink_to_fit();
+        let mut w = WriteBuf(buf);
+        assert!(w.0.capacity() < WRITE_CAPACITY);
+        assert_eq!(w.buf_capacity(), WRITE_CAPACITY);
+        w.buf_extend_from_slice(&[7; 1000]);
+        assert!(w.0.capacity() >= WRITE_CAPACITY, "grown to the whole room");
+        let grown = w.0.as_ptr();
+        for _ in 0..40 {
+            w.buf_extend_from_slice(&[7; 1000]);
+        }
+        w.buf_resize(w.0.len() + 500, 0);
+        assert_eq!(w.0.as_ptr(), grown, "no reallocation after the first");
+        assert_eq!(&w.as_ref()[HEADROOM..HEADROOM + packet.len()], &packet[..]);
+        assert_eq!(w.as_ref().len(), HEADROOM + packet.len() + 41_000 + 500);
+        // A large buffer reports what it has.
+        let big = WriteBuf(Vec::with_capacity(2 * WRITE_CAPACITY));
+        assert_eq!(big.buf_capacity(), big.0.capacity());
+    }
+
+    #[test]
+    fn a_flow_is_told_by_protocol_addresses_and_ports() {
+        let tcp = ipv6(6, 1, 2, &[0, 80, 1, 187, 9, 9, 9, 9]);
+        let key = flow_key(&tcp).unwrap();
+        // The same flow, another segment.
+        assert_eq!(
+            flow_key(&ipv6(6, 1, 2, &[0, 80, 1, 187, 5, 5, 5, 5])),
+            Some(key)
+        );
+        // Another port, address, or protocol: another flow.
+        assert_ne!(flow_key(&ipv6(6, 1, 2, &[0, 81, 1, 187])), Some(key));
+        assert_ne!(flow_key(&ipv6(6, 3, 2, &[0, 80, 1, 187])), Some(key));
+        assert_ne!(flow_key(&ipv6(17, 1, 2, &[0, 80, 1, 187])), Some(key));
+        // No flow: ICMPv6, IPv4, or too short for the ports.
+        assert_eq!(flow_key(&ipv6(58, 1, 2, &[128, 0, 0, 0])), None);
+        assert_eq!(flow_key(&[0x45; 60]), None);
+        assert_eq!(flow_key(&ipv6(6, 1, 2, &[0, 80])), None);
+        assert_eq!(flow_key(&[]), None);
+    }
 }

@@ -17,6 +17,49 @@ pub struct Transmit {
     pub contents: Vec<u8>,
 }
 
+/// An IPv6 packet the tunnel opened and checked, in the buffer it was opened in: after
+/// [`Tunnel::set_receive_room`](super::Tunnel::set_receive_room) bytes of room (zeroed), so that a
+/// writer that puts a header of its own in front (a TUN interface's virtio-net header) writes
+/// from this buffer without copying the packet. Derefs to the packet alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    buf: Vec<u8>,
+    room: usize,
+}
+
+impl Inbound {
+    /// `buf` holds the packet after `room` bytes.
+    pub(super) fn new(buf: Vec<u8>, room: usize) -> Self {
+        debug_assert!(room <= buf.len());
+        Self { buf, room }
+    }
+
+    /// The room in front of the packet.
+    pub fn room(&self) -> usize {
+        self.room
+    }
+
+    /// The whole buffer, room and packet: to write from, or to give back with
+    /// [`Tunnel::recycle`](super::Tunnel::recycle).
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+
+    /// The packet alone (moved to the buffer's start when there was room: one `memmove`).
+    pub fn into_packet(mut self) -> Vec<u8> {
+        self.buf.drain(..self.room);
+        self.buf
+    }
+}
+
+impl std::ops::Deref for Inbound {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.room..]
+    }
+}
+
 /// Something the caller should know or act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -36,7 +79,7 @@ pub enum Event {
         /// Sender.
         peer: NodeId,
         /// The IPv6 packet.
-        packet: Vec<u8>,
+        packet: Inbound,
     },
     /// An IPv6 packet to deliver to the local side (an ICMPv6 Packet Too Big).
     Local(Vec<u8>),

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 pub use config::{Accept, TunnelConfig};
-pub use events::{Event, SendError, Stats, Transmit};
+pub use events::{Event, Inbound, SendError, Stats, Transmit};
 pub use peers::Traffic;
 
 use crate::identity::{Identity, NodeId};
@@ -61,6 +61,8 @@ pub const SEND_HEADROOM: usize = crate::wire::packet::TRANSPORT_HEADER_LEN;
 const MAX_POOLED: usize = 256;
 /// Buffers larger than this are not kept (a big one given back would sit there unused).
 const MAX_POOLED_CAPACITY: usize = 4096;
+/// Most room [`Tunnel::set_receive_room`] leaves in front of a packet opened.
+pub const MAX_RECEIVE_ROOM: usize = 64;
 /// Packets held per peer while its handshake runs.
 pub const MAX_PENDING_PACKETS: usize = 32;
 /// Sessions kept open besides the current one, for packets in flight and for a peer that sends
@@ -107,6 +109,8 @@ pub struct Tunnel {
     /// Spare datagram buffers (given back with [`Tunnel::recycle`]), so a bulk transfer does
     /// not allocate per packet.
     pool: Vec<Vec<u8>>,
+    /// Bytes left in front of every packet opened for the local side ([`Inbound`]).
+    receive_room: usize,
 }
 
 /// Whether session `s` may still seal packets: young enough, and short of its message limit
@@ -146,6 +150,7 @@ impl Tunnel {
             events: VecDeque::new(),
             stats: Stats::default(),
             pool: Vec::new(),
+            receive_room: 0,
         };
         tunnel.set_flags(0);
         for id in pinned {
@@ -206,6 +211,13 @@ impl Tunnel {
             buf.clear();
             self.pool.push(buf);
         }
+    }
+
+    /// Leaves `room` bytes (zeroed) in front of every packet opened from now on, in the buffer
+    /// an [`Event::Packet`] carries: the local side's writer puts its own header there rather
+    /// than copy the packet behind one. At most [`MAX_RECEIVE_ROOM`] (more is taken as that).
+    pub fn set_receive_room(&mut self, room: usize) {
+        self.receive_room = room.min(MAX_RECEIVE_ROOM);
     }
 
     /// Spare buffers held for the next packets.

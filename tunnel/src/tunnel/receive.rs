@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::peers::traffic_of;
-use super::{Event, Tunnel};
+use super::{Event, Inbound, Tunnel};
 use crate::session::OpenError;
 use crate::wire::frame::Frame;
 use crate::wire::payload::Advert;
@@ -56,9 +56,11 @@ impl Tunnel {
             self.stats.expired_session += 1;
             return;
         }
-        // Opened into a buffer of its own: a data packet leaves in it, without another copy.
+        // Opened into a buffer of its own, after the local writer's room: a data packet leaves
+        // in it, without another copy.
+        let room = self.receive_room;
         let mut plain = self.pool.pop().unwrap_or_default();
-        match session.open(header, counter, sealed, &mut plain) {
+        match session.open_after(room, header, counter, sealed, &mut plain) {
             Ok(_) => {}
             Err(e) => {
                 match e {
@@ -86,7 +88,7 @@ impl Tunnel {
             new_source = Some(from);
         }
         // Parsed once; a data frame is judged while `plain` is borrowed, then leaves in it.
-        let (frame, verdict) = match Frame::parse(&plain) {
+        let (frame, verdict) = match Frame::parse(&plain[room..]) {
             Ok(Frame::Data(ip)) => (
                 Ok(Inner::Data),
                 Some(ipv6::check_inbound(ip, peer.overlay, self.overlay)),
@@ -125,7 +127,7 @@ impl Tunnel {
                     self.stats.packets_in += 1;
                     self.push_event(Event::Packet {
                         peer: peer_id,
-                        packet: plain,
+                        packet: Inbound::new(plain, room),
                     });
                     return;
                 }
