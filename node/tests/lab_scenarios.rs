@@ -314,6 +314,12 @@ fn transfer_behind(lab: &mut Lab, s: &SharedNat) -> String {
     connected_line(&la).to_string()
 }
 
+/// The last `n` lines of a log.
+fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// The `connected: ` line of a log.
 fn connected_line(log: &str) -> &str {
     line(log, "connected: ")
@@ -332,10 +338,15 @@ fn ipv6_works_at_every_site_kind_and_from_an_ipv6_only_site() {
         let m = lab.matrix_v6("5.5", [kind, RouterKind::Home], [V6::Firewalled, V6::Only]);
         let v6 = m.rendezvous_v6.clone().unwrap();
         let v4 = m.rendezvous.clone();
-        let (la, _) = transfer_via(&mut lab, &m, [&v4, &v6], 256 << 10, |_| {});
+        let (la, lb) = transfer_via(&mut lab, &m, [&v4, &v6], 256 << 10, |_| {});
         let line = connected_line(&la);
         if !line.contains("direct IPv6 via [2001:db8:2::2]") {
-            failures.push(format!("{}: {line}", kind.name()));
+            failures.push(format!(
+                "{}: {line}\n--- A's log, last lines:\n{}\n--- B's log, last lines:\n{}",
+                kind.name(),
+                tail(&la, 60),
+                tail(&lb, 30)
+            ));
         }
     }
     assert!(
