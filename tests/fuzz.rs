@@ -18,7 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use shipworm_tests::lab::cannot_run;
+use shipworm_tests::lab::{cannot_run, tail};
 
 /// How long libFuzzer runs each target in CI. Five targets: about 75 s of fuzzing on top of the
 /// one instrumented build (about 6 minutes on two shared cores from clean; `docs/lab.md`).
@@ -144,13 +144,6 @@ fn cargo_fuzz() -> Command {
     c
 }
 
-/// The last `n` lines of `bytes`.
-fn tail(bytes: &[u8], n: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 /// What a failed libFuzzer run says about the failure: the panic and its message (up to the
 /// backtrace), libFuzzer's last progress line (how many inputs it ran) and where it wrote the
 /// input; the last lines of its output when it said none of that (a crash that is no panic).
@@ -171,7 +164,7 @@ fn failure_summary(stderr: &[u8]) -> String {
     }
     out.extend(lines.iter().filter(|l| l.contains("Test unit written to")));
     if out.len() < 2 {
-        return tail(stderr, 40);
+        return tail(&String::from_utf8_lossy(stderr), 40);
     }
     out.join("\n")
 }
@@ -192,7 +185,7 @@ fn every_target_survives_a_short_libfuzzer_run() {
     assert!(
         build.status.success(),
         "RUSTC_BOOTSTRAP=1 cargo fuzz build -O failed:\n{}",
-        tail(&build.stderr, 40)
+        tail(&String::from_utf8_lossy(&build.stderr), 40)
     );
     let mut failures = Vec::new();
     for (name, _) in bodies::TARGETS {

@@ -9,8 +9,8 @@
 use std::time::{Duration, Instant};
 
 use shipworm_tests::lab::{
-    can_run, can_run_nat64, line, make_file, nat_ruleset, Filtering, Lab, Matrix, Pipe, RouterKind,
-    SharedNat, NODE_PORT, V6,
+    can_run, can_run_nat64, line, make_file, nat_ruleset, tail, Filtering, Lab, Matrix, Pipe,
+    RouterKind, SharedNat, NODE_PORT, V6,
 };
 
 fn args(lab: &Lab, m: &Matrix, key: &str, rest: &[&str]) -> Vec<String> {
@@ -312,12 +312,6 @@ fn transfer_behind(lab: &mut Lab, s: &SharedNat) -> String {
         |_| {},
     );
     connected_line(&la).to_string()
-}
-
-/// The last `n` lines of a log.
-fn tail(log: &str, n: usize) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// The `connected: ` line of a log.

@@ -25,7 +25,7 @@ pub use routers::{
     MAPPING_TIMEOUT, PORT_BLOCK,
 };
 pub use topology::{SharedNat, Sites};
-pub use transfer::{line, make_file, Pipe, Started};
+pub use transfer::{line, make_file, tail, Pipe, Started};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

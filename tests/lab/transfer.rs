@@ -26,6 +26,12 @@ pub fn line<'a>(log: &'a str, prefix: &str) -> &'a str {
         .unwrap_or_default()
 }
 
+/// The last `n` lines of `log`.
+pub fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// The blake3 hash of the file at `path` (of nothing, if there is no file).
 fn hash_of(path: &Path) -> blake3::Hash {
     blake3::hash(&std::fs::read(path).unwrap_or_default())

@@ -375,22 +375,19 @@ pub async fn run(
                     if let Some(copied) = t.queue_opened(packet) {
                         engine.recycle(copied);
                     }
-                    if t.queued() >= WRITE_BATCH {
-                        stats.tun_write_errors += t.flush().await;
-                    }
                 }
                 (NodeEvent::Local(packet), Some(t), _) => {
                     t.queue(&packet);
                     engine.recycle(packet);
-                    if t.queued() >= WRITE_BATCH {
-                        stats.tun_write_errors += t.flush().await;
-                    }
                 }
                 // Handed to quinn together after the loop.
                 (NodeEvent::Packet { packet, .. }, None, Some(_)) => {
                     for_quic.push(packet.into_packet())
                 }
                 (e, _, _) => on_event(&e),
+            }
+            if let Some(t) = tun.as_mut().filter(|t| t.queued() >= WRITE_BATCH) {
+                stats.tun_write_errors += t.flush().await;
             }
         }
         if let Some(t) = tun.as_mut() {
